@@ -1,0 +1,72 @@
+# Ottava — the two set-up commands for a fresh machine are `make run` and `make test`.
+# Every target installs what it needs itself (a virtual environment under the clone).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+ARGS ?=
+
+.PHONY: help venv run test pytest lint fmt proto crds check-generated bench cluster-up cluster-down clean
+
+help:
+	@echo "make run           start the sidecar standalone on in-memory components (ARGS='--app-id x …')"
+	@echo "make test          install what the tests need and run them all (what CI runs)"
+	@echo "make lint          ruff + mypy --strict"
+	@echo "make fmt           ruff format + autofix"
+	@echo "make proto         regenerate the Python code for proto/"
+	@echo "make crds          regenerate crds/ from the resource models"
+	@echo "make bench         GetState latency through the sidecar vs a bare grpc.aio server"
+	@echo "make cluster-up    build (once) and start a local Kubernetes control plane (e2e/)"
+	@echo "make cluster-down  stop it and remove its state"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@echo "==> creating the virtual environment in $(VENV) and installing ottava[dev]"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+run: venv
+	$(VENV)/bin/ottava run $(ARGS)
+
+proto: venv
+	$(PY) tools/gen_proto.py
+
+crds: venv
+	$(PY) tools/gen_crds.py
+
+check-generated: venv
+	@echo "==> checking that generated code and CRDs are up to date"
+	$(PY) tools/gen_proto.py --check
+	$(PY) tools/gen_crds.py --check
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: venv check-generated lint pytest
+
+pytest: venv
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) bench/getstate.py $(ARGS)
+
+cluster-up:
+	$(MAKE) -C e2e up
+
+cluster-down:
+	$(MAKE) -C e2e down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

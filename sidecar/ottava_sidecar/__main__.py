@@ -1,0 +1,3 @@
+from ottava_sidecar.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""The catalogue of component types: `spec.type` → implementation and metadata model.
+
+The sidecar builds components from it, and the operator validates manifests against it,
+so both always agree on which types exist and which metadata fields each one accepts.
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from ottava_sidecar.components.base import Component, ComponentMetadata
+
+__all__ = [
+    "ComponentType",
+    "MetadataError",
+    "UnknownComponentTypeError",
+    "all_types",
+    "lookup",
+    "register",
+]
+
+BUILDING_BLOCKS = (
+    "state",
+    "pubsub",
+    "configuration",
+    "lock",
+    "sequencer",
+    "secretstores",
+    "bindings",
+)
+
+
+@dataclass(frozen=True)
+class ComponentType:
+    name: str  # "state.in-memory"
+    version: str
+    implementation: type[Component[Any]]
+    metadata_model: type[ComponentMetadata]
+    description: str
+
+    @property
+    def building_block(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    def parse_metadata(self, values: Mapping[str, str]) -> ComponentMetadata:
+        """Validate a component's metadata, naming each offending field."""
+        try:
+            return self.metadata_model.model_validate(dict(values))
+        except ValidationError as err:
+            raise MetadataError(self.name, err) from None
+
+    def create(self, name: str, values: Mapping[str, str], *, app_id: str) -> Component[Any]:
+        return self.implementation(name, self.parse_metadata(values), app_id=app_id)
+
+
+class UnknownComponentTypeError(LookupError):
+    def __init__(self, type_name: str, version: str) -> None:
+        known = ", ".join(sorted(t for t in _TYPES if t.split(".")[0] == type_name.split(".")[0]))
+        hint = f" (known {type_name.split('.')[0]} types: {known})" if known else ""
+        super().__init__(f"unknown component type {type_name!r} version {version!r}{hint}")
+
+
+class MetadataError(ValueError):
+    """Metadata that the component type does not accept; `problems` name each field."""
+
+    def __init__(self, type_name: str, err: ValidationError) -> None:
+        self.problems = [_describe(e) for e in err.errors()]
+        super().__init__(f"invalid metadata for {type_name}: " + "; ".join(self.problems))
+
+
+def _describe(error: Any) -> str:
+    field = ".".join(str(p) for p in error["loc"]) or "(metadata)"
+    if error["type"] == "extra_forbidden":
+        return f"{field}: unknown field for this component type"
+    if error["type"] == "missing":
+        return f"{field}: required field is missing"
+    return f"{field}: {error['msg']}"
+
+
+_TYPES: dict[str, dict[str, ComponentType]] = {}
+
+ComponentT = TypeVar("ComponentT", bound=type[Component[Any]])
+
+
+def register(
+    type_name: str, metadata: type[ComponentMetadata], *, version: str = "v1"
+) -> Callable[[ComponentT], ComponentT]:
+    """Class decorator that adds an implementation to the catalogue."""
+
+    def decorate(cls: ComponentT) -> ComponentT:
+        block = type_name.split(".", 1)[0]
+        if block not in BUILDING_BLOCKS:
+            raise ValueError(f"{type_name}: unknown building block {block!r}")
+        doc = (cls.__doc__ or "").strip().split("\n\n")[0]
+        _TYPES.setdefault(type_name, {})[version] = ComponentType(
+            type_name, version, cls, metadata, " ".join(doc.split())
+        )
+        return cls
+
+    return decorate
+
+
+def lookup(type_name: str, version: str = "v1") -> ComponentType:
+    _load_builtins()
+    try:
+        return _TYPES[type_name][version]
+    except KeyError:
+        raise UnknownComponentTypeError(type_name, version) from None
+
+
+def all_types() -> list[ComponentType]:
+    _load_builtins()
+    return [t for versions in _TYPES.values() for t in versions.values()]
+
+
+def _load_builtins() -> None:
+    # Implementations register themselves on import; importing here (not at module top)
+    # keeps the catalogue free of import cycles with the implementations.
+    from ottava_sidecar.components import builtin  # noqa: F401

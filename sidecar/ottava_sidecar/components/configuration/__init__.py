@@ -1,0 +1,1 @@
+"""The configuration building block: items addressed by app id, group, label and key."""

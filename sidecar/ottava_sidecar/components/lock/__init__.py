@@ -1,0 +1,1 @@
+"""The distributed lock building block: owner-checked locks that expire."""

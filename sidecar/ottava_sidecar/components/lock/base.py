@@ -1,0 +1,36 @@
+"""Interface of lock stores. Resource ids reaching a store are already prefixed."""
+
+import enum
+from typing import TypeVar
+
+from ottava_sidecar.components.base import Component
+from ottava_sidecar.components.keys import KeyPrefixer, KeyPrefixMetadata, prefix_for
+
+
+class UnlockStatus(enum.IntEnum):
+    """Same values as Dapr's and Layotto's UnlockResponse.Status."""
+
+    SUCCESS = 0
+    LOCK_DOES_NOT_EXIST = 1
+    LOCK_BELONGS_TO_OTHERS = 2
+    INTERNAL_ERROR = 3
+
+
+class LockMetadata(KeyPrefixMetadata):
+    pass
+
+
+LockSettingsT = TypeVar("LockSettingsT", bound=LockMetadata)
+
+
+class LockStore(Component[LockSettingsT]):
+    def __init__(self, name: str, settings: LockSettingsT, *, app_id: str) -> None:
+        super().__init__(name, settings, app_id=app_id)
+        self.keys = KeyPrefixer(prefix_for(settings.key_prefix, app_id=app_id, component_name=name))
+
+    async def try_lock(self, resource_id: str, owner: str, expiry_seconds: int) -> bool:
+        """Take the lock unless someone else holds it; never waits."""
+        raise NotImplementedError
+
+    async def unlock(self, resource_id: str, owner: str) -> UnlockStatus:
+        raise NotImplementedError

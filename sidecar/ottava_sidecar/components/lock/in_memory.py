@@ -1,0 +1,37 @@
+"""`lock.in-memory`: process-local locks with owners and expiry."""
+
+import time
+
+from ottava_sidecar.components.catalogue import register
+from ottava_sidecar.components.lock.base import LockMetadata, LockStore, UnlockStatus
+
+
+class InMemoryLockMetadata(LockMetadata):
+    pass
+
+
+@register("lock.in-memory", InMemoryLockMetadata)
+class InMemoryLockStore(LockStore[InMemoryLockMetadata]):
+    """Process-local locks: one owner at a time, released by the owner or by expiry."""
+
+    def __init__(self, name: str, settings: InMemoryLockMetadata, *, app_id: str) -> None:
+        super().__init__(name, settings, app_id=app_id)
+        self._held: dict[str, tuple[str, float]] = {}  # resource → (owner, monotonic deadline)
+
+    async def try_lock(self, resource_id: str, owner: str, expiry_seconds: int) -> bool:
+        now = time.monotonic()
+        held = self._held.get(resource_id)
+        if held is not None and held[1] > now:
+            return False
+        self._held[resource_id] = (owner, now + expiry_seconds)
+        return True
+
+    async def unlock(self, resource_id: str, owner: str) -> UnlockStatus:
+        held = self._held.get(resource_id)
+        if held is None or held[1] <= time.monotonic():
+            self._held.pop(resource_id, None)
+            return UnlockStatus.LOCK_DOES_NOT_EXIST
+        if held[0] != owner:
+            return UnlockStatus.LOCK_BELONGS_TO_OTHERS
+        del self._held[resource_id]
+        return UnlockStatus.SUCCESS

@@ -1,0 +1,1 @@
+"""The secrets building block: read-only access to secrets held elsewhere."""

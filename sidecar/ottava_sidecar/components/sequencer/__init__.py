@@ -1,0 +1,1 @@
+"""The sequencer building block: ids that only go up, per key."""

@@ -1,0 +1,1 @@
+"""The state building block: key/value storage with ETags, TTL and transactions."""

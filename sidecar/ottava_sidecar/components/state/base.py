@@ -1,0 +1,86 @@
+"""Interface of state stores.
+
+Keys reaching a store are already prefixed (see `components.keys`); a store only stores.
+ETag rules (those of Dapr's stores): an ETag, when sent, must match the stored item's;
+with first-write concurrency and no ETag, the write succeeds only if the key is new.
+"""
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, TypeVar
+
+from ottava_sidecar.components.base import Component
+from ottava_sidecar.components.errors import NotSupportedError
+from ottava_sidecar.components.keys import KeyPrefixer, KeyPrefixMetadata, prefix_for
+
+
+class Concurrency(enum.Enum):
+    FIRST_WRITE = "first-write"
+    LAST_WRITE = "last-write"
+
+
+class Feature(enum.StrEnum):
+    ETAG = "ETAG"
+    TRANSACTIONAL = "TRANSACTIONAL"
+    TTL = "TTL"
+
+
+@dataclass(slots=True)
+class StateItem:
+    key: str
+    value: bytes
+    etag: str | None = None
+    content_type: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SetRequest:
+    key: str
+    value: bytes
+    etag: str | None = None
+    concurrency: Concurrency = Concurrency.LAST_WRITE
+    ttl_seconds: int | None = None
+    content_type: str = ""
+
+
+@dataclass(slots=True)
+class DeleteRequest:
+    key: str
+    etag: str | None = None
+    concurrency: Concurrency = Concurrency.LAST_WRITE
+
+
+Operation = SetRequest | DeleteRequest
+
+
+class StateMetadata(KeyPrefixMetadata):
+    pass
+
+
+StateSettingsT = TypeVar("StateSettingsT", bound=StateMetadata)
+
+
+class StateStore(Component[StateSettingsT]):
+    features: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, name: str, settings: StateSettingsT, *, app_id: str) -> None:
+        super().__init__(name, settings, app_id=app_id)
+        self.keys = KeyPrefixer(prefix_for(settings.key_prefix, app_id=app_id, component_name=name))
+
+    async def get(self, key: str) -> StateItem | None:
+        raise NotImplementedError
+
+    async def bulk_get(self, keys: Sequence[str]) -> list[StateItem | None]:
+        return [await self.get(key) for key in keys]
+
+    async def set(self, request: SetRequest) -> None:
+        raise NotImplementedError
+
+    async def delete(self, request: DeleteRequest) -> None:
+        raise NotImplementedError
+
+    async def transact(self, operations: Sequence[Operation]) -> None:
+        """Apply all operations or none."""
+        raise NotSupportedError(f"state store {self.name} does not support transactions")

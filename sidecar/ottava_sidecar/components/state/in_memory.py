@@ -1,0 +1,132 @@
+"""`state.in-memory`: a process-local store with the full contract (ETag, TTL, transactions).
+
+Everything runs on the event loop without awaiting in the middle of an update, so each
+call (and each transaction) is atomic without locks.
+"""
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import ClassVar
+
+from pydantic import Field
+
+from ottava_sidecar.components.catalogue import register
+from ottava_sidecar.components.errors import ETagInvalidError, ETagMismatchError
+from ottava_sidecar.components.state.base import (
+    Concurrency,
+    DeleteRequest,
+    Feature,
+    Operation,
+    SetRequest,
+    StateItem,
+    StateMetadata,
+    StateStore,
+)
+
+
+class InMemoryStateMetadata(StateMetadata):
+    cleanup_interval_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        alias="cleanupIntervalInSeconds",
+        description="How often expired items are purged.",
+    )
+
+
+@dataclass(slots=True)
+class _Entry:
+    value: bytes
+    etag: int
+    content_type: str
+    expires_at: float | None  # time.monotonic() deadline
+    expires_wall: str | None  # the same instant, for the ttlExpireTime metadata
+
+
+@register("state.in-memory", InMemoryStateMetadata)
+class InMemoryStateStore(StateStore[InMemoryStateMetadata]):
+    """Process-local state: ETags, TTL and transactions; lost when the sidecar stops."""
+
+    features: ClassVar[tuple[str, ...]] = (Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL)
+
+    def __init__(self, name: str, settings: InMemoryStateMetadata, *, app_id: str) -> None:
+        super().__init__(name, settings, app_id=app_id)
+        self._items: dict[str, _Entry] = {}
+        self._etags = itertools.count(1)
+        self._cleaner: asyncio.Task[None] | None = None
+
+    async def init(self) -> None:
+        self._cleaner = asyncio.create_task(self._purge_expired(), name=f"{self.name}-ttl")
+
+    async def close(self) -> None:
+        if self._cleaner is not None:
+            self._cleaner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._cleaner
+        self._items.clear()
+
+    async def get(self, key: str) -> StateItem | None:
+        entry = self._live(key)
+        if entry is None:
+            return None
+        metadata = {"ttlExpireTime": entry.expires_wall} if entry.expires_wall else {}
+        return StateItem(key, entry.value, str(entry.etag), entry.content_type, metadata)
+
+    async def set(self, request: SetRequest) -> None:
+        self._check(request.key, request.etag, request.concurrency)
+        self._apply_set(request)
+
+    async def delete(self, request: DeleteRequest) -> None:
+        self._check(request.key, request.etag, request.concurrency)
+        self._items.pop(request.key, None)
+
+    async def transact(self, operations: Sequence[Operation]) -> None:
+        # Check every precondition before changing anything: all or nothing.
+        for op in operations:
+            self._check(op.key, op.etag, op.concurrency)
+        for op in operations:
+            if isinstance(op, SetRequest):
+                self._apply_set(op)
+            else:
+                self._items.pop(op.key, None)
+
+    def _live(self, key: str) -> _Entry | None:
+        entry = self._items.get(key)
+        if entry is not None and entry.expires_at is not None and entry.expires_at <= time.monotonic():
+            del self._items[key]
+            return None
+        return entry
+
+    def _check(self, key: str, etag: str | None, concurrency: Concurrency) -> None:
+        entry = self._live(key)
+        if etag:
+            if not etag.isdigit():
+                raise ETagInvalidError(f"etag {etag!r} is not one this store issued")
+            if entry is None:
+                raise ETagMismatchError(f"item {key!r} does not exist and an etag was passed")
+            if str(entry.etag) != etag:
+                raise ETagMismatchError(f"etag {etag!r} does not match the stored one for {key!r}")
+        elif concurrency is Concurrency.FIRST_WRITE and entry is not None:
+            raise ETagMismatchError(f"item {key!r} already exists and no etag was passed")
+
+    def _apply_set(self, request: SetRequest) -> None:
+        expires_at = expires_wall = None
+        if request.ttl_seconds is not None and request.ttl_seconds >= 0:
+            expires_at = time.monotonic() + request.ttl_seconds
+            wall = datetime.fromtimestamp(time.time() + request.ttl_seconds, UTC)
+            expires_wall = wall.isoformat(timespec="seconds").replace("+00:00", "Z")
+        self._items[request.key] = _Entry(
+            request.value, next(self._etags), request.content_type, expires_at, expires_wall
+        )
+
+    async def _purge_expired(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.cleanup_interval_seconds)
+            now = time.monotonic()
+            expired = [k for k, e in self._items.items() if e.expires_at is not None and e.expires_at <= now]
+            for key in expired:
+                del self._items[key]

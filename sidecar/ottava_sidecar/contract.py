@@ -1,0 +1,41 @@
+"""Names, ports and paths that users, the operator and the tests depend on.
+
+This is the single copy of them (DESIGN.md, "Fixed names"): the webhook that injects the
+sidecar imports these rather than repeating the numbers.
+"""
+
+from typing import Final
+
+API_GROUP: Final = "ottava.io"
+API_VERSION: Final = "v1alpha1"
+GROUP_VERSION: Final = f"{API_GROUP}/{API_VERSION}"
+DAPR_GROUP_VERSION: Final = "dapr.io/v1alpha1"
+
+GRPC_PORT: Final = 50001
+HTTP_PORT: Final = 3500
+METRICS_PORT: Final = 9090
+INTERNAL_GRPC_PORT: Final = 50002
+
+METRICS_PATH: Final = "/metrics"
+LIVENESS_PATH: Final = "/actuator/health/liveness"
+READINESS_PATH: Final = "/actuator/health/readiness"
+INFO_PATH: Final = "/actuator/info"
+DAPR_HEALTHZ_PATH: Final = "/v1.0/healthz"
+DAPR_OUTBOUND_HEALTHZ_PATH: Final = "/v1.0/healthz/outbound"
+
+SIDECAR_CONTAINER_NAME: Final = "ottava-sidecar"
+
+# Environment the sidecar gives to the app, so Dapr SDKs find it without configuration.
+ENV_DAPR_GRPC_PORT: Final = "DAPR_GRPC_PORT"
+ENV_DAPR_HTTP_PORT: Final = "DAPR_HTTP_PORT"
+ENV_OTTAVA_GRPC_PORT: Final = "OTTAVA_GRPC_PORT"
+ENV_API_TOKEN: Final = "DAPR_API_TOKEN"
+API_TOKEN_HEADER: Final = "dapr-api-token"
+
+# Components loaded by `ottava run` when no resources folder is given.
+DEFAULT_STATE_STORE: Final = "statestore"
+DEFAULT_PUBSUB: Final = "pubsub"
+DEFAULT_LOCK_STORE: Final = "lockstore"
+DEFAULT_CONFIGURATION_STORE: Final = "configstore"
+DEFAULT_SEQUENCER: Final = "sequencer"
+DEFAULT_SECRET_STORE: Final = "secretstore"

@@ -1,0 +1,246 @@
+"""Pydantic models of the `Component` and `Configuration` resources.
+
+The schema follows Dapr's, so a Dapr manifest ports by changing `apiVersion` only.
+Field descriptions are user documentation: they end up in the CRDs, where
+`kubectl explain component.spec` shows them.
+"""
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
+_DURATION_UNITS = {
+    "h": 3600.0,
+    "m": 60.0,
+    "s": 1.0,
+    "ms": 1e-3,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ns": 1e-9,
+}
+DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|us|µs|ns|h|m|s))+$"
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a Go-style duration ("5s", "1m30s", "250ms"), the format Dapr manifests use."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"{text!r} is not a duration such as '5s', '1m30s' or '250ms'")
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ObjectMeta(BaseModel):
+    """The part of Kubernetes object metadata that Ottava reads; the rest is kept as is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=253,
+            pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+            description="Name of the resource; apps address a component by this name.",
+        ),
+    ]
+    namespace: str | None = Field(default=None, description="Namespace of the resource.")
+
+
+class SecretKeyRef(_Model):
+    """A value taken from a secret: a Kubernetes Secret, or the component's secret store."""
+
+    name: str = Field(min_length=1, description="Name of the secret.")
+    key: str = Field(default="", description="Key inside the secret; defaults to the secret's name.")
+
+
+class MetadataItem(_Model):
+    """One setting of a component; exactly one of `value` and `secretKeyRef` is set."""
+
+    name: str = Field(min_length=1, description="Name of the setting, as the component type documents it.")
+    value: str | None = Field(default=None, description="Literal value; numbers and booleans are written as strings.")
+    secret_key_ref: SecretKeyRef | None = Field(
+        default=None,
+        alias="secretKeyRef",
+        description="Take the value from a secret instead of writing it here.",
+    )
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _scalar_to_string(cls, value: Any) -> Any:
+        # YAML turns `value: 6379` and `value: true` into int and bool; Dapr reads them as strings.
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int | float):
+            return str(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "MetadataItem":
+        if self.value is not None and self.secret_key_ref is not None:
+            raise ValueError(f"metadata {self.name!r}: set either 'value' or 'secretKeyRef', not both")
+        return self
+
+
+class ComponentSpec(_Model):
+    """What backend serves a building block, and how to reach it."""
+
+    type: str = Field(
+        pattern=r"^[a-z]+\.[a-z0-9][a-z0-9.\-]*$",
+        description="Building block and implementation, such as 'state.redis' or 'lock.in-memory'.",
+    )
+    version: str = Field(default="v1", pattern=r"^v\d+$", description="Version of the component type.")
+    init_timeout: str = Field(
+        default="5s",
+        alias="initTimeout",
+        pattern=DURATION_PATTERN,
+        description="How long the component may take to initialise, as a duration ('5s').",
+    )
+    ignore_errors: bool = Field(
+        default=False,
+        alias="ignoreErrors",
+        description="When true, a component that fails to initialise does not make the sidecar unready.",
+    )
+    metadata: list[MetadataItem] = Field(default_factory=list, description="Settings of the component type.")
+
+    @field_validator("metadata")
+    @classmethod
+    def _unique_names(cls, items: list[MetadataItem]) -> list[MetadataItem]:
+        seen: set[str] = set()
+        for item in items:
+            if item.name in seen:
+                raise ValueError(f"metadata {item.name!r} is set more than once")
+            seen.add(item.name)
+        return items
+
+    @property
+    def building_block(self) -> str:
+        return self.type.split(".", 1)[0]
+
+    @property
+    def init_timeout_seconds(self) -> float:
+        return parse_duration(self.init_timeout).total_seconds()
+
+
+class ComponentAuth(_Model):
+    secret_store: str = Field(
+        default="",
+        alias="secretStore",
+        description="Secret store that resolves this component's secretKeyRef values; "
+        "empty means Kubernetes Secrets in a cluster.",
+    )
+
+
+class Component(_Model):
+    """A building block's backend, wired by name (Dapr's Component schema)."""
+
+    api_version: Literal["ottava.io/v1alpha1", "dapr.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["Component"]
+    metadata: ObjectMeta
+    spec: ComponentSpec
+    scopes: list[str] = Field(
+        default_factory=list,
+        description="App ids that may load this component; empty means every app.",
+    )
+    auth: ComponentAuth | None = Field(default=None, description="How secretKeyRef values are resolved.")
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    def in_scope(self, app_id: str) -> bool:
+        return not self.scopes or app_id in self.scopes
+
+
+# --- Configuration ---------------------------------------------------------------------
+
+
+class ApiRule(_Model):
+    name: str = Field(
+        min_length=1,
+        description="API name: state, pubsub, configuration, lock, sequencer, secrets, …",
+    )
+    version: str = Field(default="", description="API version such as 'v1.0' or 'v1.0-alpha1'; empty = any.")
+    protocol: Literal["", "grpc", "http"] = Field(default="", description="grpc, http, or empty for both.")
+
+
+class ApiAccess(_Model):
+    allowed: list[ApiRule] | None = Field(default=None, description="Only these APIs are served; unset means all.")
+    denied: list[ApiRule] = Field(default_factory=list, description="These APIs answer PERMISSION_DENIED.")
+
+
+class AppHealthCheck(_Model):
+    enabled: bool = False
+    path: str = Field(default="/healthz", description="HTTP path probed on the app.")
+    probe_interval: str = Field(default="5s", alias="probeInterval", pattern=DURATION_PATTERN)
+    probe_timeout: str = Field(default="500ms", alias="probeTimeout", pattern=DURATION_PATTERN)
+    threshold: int = Field(default=3, ge=1, description="Failures in a row before the app is unhealthy.")
+
+
+class OtelExporter(_Model):
+    endpoint_address: str = Field(alias="endpointAddress", description="host:port of the OTLP collector.")
+    protocol: Literal["grpc", "http"] = "grpc"
+    is_secure: bool = Field(default=False, alias="isSecure")
+
+
+class Tracing(_Model):
+    sampling_rate: str = Field(
+        default="0",
+        alias="samplingRate",
+        pattern=r"^(0(\.\d+)?|1(\.0+)?)$",
+        description="Fraction of requests traced, from '0' to '1'.",
+    )
+    otel: OtelExporter | None = None
+
+
+class MetricSpec(_Model):
+    enabled: bool = Field(default=True, description="Serve Prometheus metrics.")
+
+
+class LoggingSpec(_Model):
+    level: Literal["debug", "info", "warn", "error"] = "info"
+
+
+class FeatureSwitch(_Model):
+    name: str = Field(min_length=1)
+    enabled: bool
+
+
+class SecretScope(_Model):
+    store_name: str = Field(alias="storeName", min_length=1)
+    default_access: Literal["allow", "deny"] = Field(default="allow", alias="defaultAccess")
+    allowed_secrets: list[str] = Field(default_factory=list, alias="allowedSecrets")
+    denied_secrets: list[str] = Field(default_factory=list, alias="deniedSecrets")
+
+
+class SecretsSpec(_Model):
+    scopes: list[SecretScope] = Field(default_factory=list)
+
+
+class ConfigurationSpec(_Model):
+    """Runtime settings of the sidecars that name this Configuration (`ottava.io/config`)."""
+
+    api: ApiAccess | None = Field(default=None, description="Which APIs the app may call.")
+    app_health_check: AppHealthCheck | None = Field(
+        default=None, alias="appHealthCheck", description="Probing of the app by its sidecar."
+    )
+    tracing: Tracing | None = None
+    metric: MetricSpec | None = None
+    logging: LoggingSpec | None = None
+    features: list[FeatureSwitch] = Field(default_factory=list, description="Feature switches.")
+    secrets: SecretsSpec | None = Field(default=None, description="Which secrets the app may read.")
+
+
+class Configuration(_Model):
+    """Per-app runtime settings of the sidecar."""
+
+    api_version: Literal["ottava.io/v1alpha1", "dapr.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["Configuration"]
+    metadata: ObjectMeta
+    spec: ConfigurationSpec = Field(default_factory=ConfigurationSpec)
