@@ -9,7 +9,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 _DURATION_UNITS = {
@@ -60,11 +60,18 @@ class SecretKeyRef(_Model):
     key: str = Field(default="", description="Key inside the secret; defaults to the secret's name.")
 
 
+# YAML reads `value: 6379` and `value: true` as a number and a boolean; Dapr accepts both, so
+# the schema (and the CRD) admits any scalar and `MetadataItem._scalar_to_string` converts it.
+_ScalarValue = Annotated[str, WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]})]
+
+
 class MetadataItem(_Model):
     """One setting of a component; exactly one of `value` and `secretKeyRef` is set."""
 
     name: str = Field(min_length=1, description="Name of the setting, as the component type documents it.")
-    value: str | None = Field(default=None, description="Literal value; numbers and booleans are written as strings.")
+    value: _ScalarValue | None = Field(
+        default=None, description="Literal value; numbers and booleans are read as strings."
+    )
     secret_key_ref: SecretKeyRef | None = Field(
         default=None,
         alias="secretKeyRef",
@@ -176,17 +183,27 @@ class ApiAccess(_Model):
 
 
 class AppHealthCheck(_Model):
-    enabled: bool = False
+    enabled: bool = Field(default=False, description="Whether the sidecar probes the app's health.")
     path: str = Field(default="/healthz", description="HTTP path probed on the app.")
-    probe_interval: str = Field(default="5s", alias="probeInterval", pattern=DURATION_PATTERN)
-    probe_timeout: str = Field(default="500ms", alias="probeTimeout", pattern=DURATION_PATTERN)
+    probe_interval: str = Field(
+        default="5s",
+        alias="probeInterval",
+        pattern=DURATION_PATTERN,
+        description="Time between probes, as a duration ('5s').",
+    )
+    probe_timeout: str = Field(
+        default="500ms",
+        alias="probeTimeout",
+        pattern=DURATION_PATTERN,
+        description="How long a probe may take before it counts as failed, as a duration.",
+    )
     threshold: int = Field(default=3, ge=1, description="Failures in a row before the app is unhealthy.")
 
 
 class OtelExporter(_Model):
     endpoint_address: str = Field(alias="endpointAddress", description="host:port of the OTLP collector.")
-    protocol: Literal["grpc", "http"] = "grpc"
-    is_secure: bool = Field(default=False, alias="isSecure")
+    protocol: Literal["grpc", "http"] = Field(default="grpc", description="OTLP transport.")
+    is_secure: bool = Field(default=False, alias="isSecure", description="Reach the collector over TLS.")
 
 
 class Tracing(_Model):
@@ -196,7 +213,7 @@ class Tracing(_Model):
         pattern=r"^(0(\.\d+)?|1(\.0+)?)$",
         description="Fraction of requests traced, from '0' to '1'.",
     )
-    otel: OtelExporter | None = None
+    otel: OtelExporter | None = Field(default=None, description="Export traces over OTLP.")
 
 
 class MetricSpec(_Model):
@@ -204,23 +221,29 @@ class MetricSpec(_Model):
 
 
 class LoggingSpec(_Model):
-    level: Literal["debug", "info", "warn", "error"] = "info"
+    level: Literal["debug", "info", "warn", "error"] = Field(default="info", description="Lowest level that is logged.")
 
 
 class FeatureSwitch(_Model):
-    name: str = Field(min_length=1)
-    enabled: bool
+    name: str = Field(min_length=1, description="Name of the feature.")
+    enabled: bool = Field(description="Whether the feature is on.")
 
 
 class SecretScope(_Model):
-    store_name: str = Field(alias="storeName", min_length=1)
-    default_access: Literal["allow", "deny"] = Field(default="allow", alias="defaultAccess")
-    allowed_secrets: list[str] = Field(default_factory=list, alias="allowedSecrets")
-    denied_secrets: list[str] = Field(default_factory=list, alias="deniedSecrets")
+    store_name: str = Field(alias="storeName", min_length=1, description="Secret store these rules apply to.")
+    default_access: Literal["allow", "deny"] = Field(
+        default="allow", alias="defaultAccess", description="Access to secrets not listed below."
+    )
+    allowed_secrets: list[str] = Field(
+        default_factory=list, alias="allowedSecrets", description="Secrets the app may read."
+    )
+    denied_secrets: list[str] = Field(
+        default_factory=list, alias="deniedSecrets", description="Secrets the app may not read."
+    )
 
 
 class SecretsSpec(_Model):
-    scopes: list[SecretScope] = Field(default_factory=list)
+    scopes: list[SecretScope] = Field(default_factory=list, description="Access rules, one entry per secret store.")
 
 
 class ConfigurationSpec(_Model):
@@ -230,9 +253,9 @@ class ConfigurationSpec(_Model):
     app_health_check: AppHealthCheck | None = Field(
         default=None, alias="appHealthCheck", description="Probing of the app by its sidecar."
     )
-    tracing: Tracing | None = None
-    metric: MetricSpec | None = None
-    logging: LoggingSpec | None = None
+    tracing: Tracing | None = Field(default=None, description="Distributed tracing of API calls.")
+    metric: MetricSpec | None = Field(default=None, description="Prometheus metrics of the sidecar.")
+    logging: LoggingSpec | None = Field(default=None, description="Logging of the sidecar.")
     features: list[FeatureSwitch] = Field(default_factory=list, description="Feature switches.")
     secrets: SecretsSpec | None = Field(default=None, description="Which secrets the app may read.")
 
