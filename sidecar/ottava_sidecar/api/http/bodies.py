@@ -1,0 +1,87 @@
+"""Request bodies of Dapr's HTTP API, validated by pydantic as they enter.
+
+Field names are Dapr's JSON names. Unknown fields are ignored, as Dapr's JSON decoding
+ignores them, so clients written for Dapr keep working; numbers where Dapr expects
+strings (an ETag, a metadata value) are accepted as their text.
+"""
+
+import json
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
+
+from ottava_sidecar.api import errors
+
+T = TypeVar("T")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True, coerce_numbers_to_str=True)
+
+
+class StateOptions(_Body):
+    concurrency: str = ""  # checked by `state.parse_concurrency`, whose message names the value
+    consistency: Literal["", "eventual", "strong"] = ""
+
+
+class StateEntry(_Body):
+    key: str
+    value: JsonValue = None
+    etag: str | None = None
+    options: StateOptions = Field(default_factory=StateOptions)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    def stored_value(self) -> bytes:
+        """The value as Dapr stores it from HTTP: its JSON text (a string keeps its quotes)."""
+        return json.dumps(self.value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class BulkGet(_Body):
+    keys: list[str]
+    parallelism: int = Field(default=0, ge=0)  # accepted for compatibility; the store decides
+
+
+class TransactionOperation(_Body):
+    operation: str  # checked by the route, so an unknown one gets Dapr's error code
+    request: StateEntry
+
+
+class Transaction(_Body):
+    operations: list[TransactionOperation]
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class TryLock(_Body):
+    # Defaults rather than required: `LockApi` names the empty field and the store.
+    resource_id: str = Field(default="", alias="resourceId")
+    lock_owner: str = Field(default="", alias="lockOwner")
+    expiry_in_seconds: int = Field(default=0, alias="expiryInSeconds")
+
+
+class Unlock(_Body):
+    resource_id: str = Field(default="", alias="resourceId")
+    lock_owner: str = Field(default="", alias="lockOwner")
+
+
+SAVE_STATE = TypeAdapter(list[StateEntry])
+BULK_GET = TypeAdapter(BulkGet)
+TRANSACTION = TypeAdapter(Transaction)
+TRY_LOCK = TypeAdapter(TryLock)
+UNLOCK = TypeAdapter(Unlock)
+
+
+def parse(adapter: TypeAdapter[T], body: bytes, what: str) -> T:
+    """The validated body, or 400 ERR_MALFORMED_REQUEST saying where it is wrong."""
+    try:
+        return adapter.validate_json(body)
+    except ValidationError as err:
+        problems = [_describe(e["loc"], e["msg"]) for e in err.errors(include_url=False)]
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise errors.invalid_argument(f"malformed request body ({what}): {shown}") from None
+
+
+def _describe(loc: tuple[int | str, ...], msg: str) -> str:
+    if not loc:
+        return msg
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    return f"{path}: {msg}"

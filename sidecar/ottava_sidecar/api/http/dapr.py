@@ -1,0 +1,246 @@
+"""Dapr's HTTP API v1.0, translated onto Ottava's APIs (as `api.grpc.dapr` does for gRPC).
+
+Status codes and bodies are Dapr's: 204 for writes and for a missing state key, JSON
+for reads, `{"errorCode", "message"}` from `ApiError` for failures. State values
+arrive as JSON and are stored as their JSON text, so a GET returns the JSON that was
+saved (compact, keys in the order sent; Dapr's Go encoder sorts them).
+"""
+
+import asyncio
+import base64
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from ottava_sidecar.api import errors
+from ottava_sidecar.api.apis import Apis
+from ottava_sidecar.api.http import bodies
+from ottava_sidecar.api.http.routing import Route, no_content
+from ottava_sidecar.api.state import BulkItem, parse_concurrency, parse_ttl
+from ottava_sidecar.components.state.base import DeleteRequest, Operation, SetRequest
+
+_METADATA_PREFIX = "metadata."
+_JSON = "application/json"
+
+
+def _query_metadata(request: web.Request) -> dict[str, str]:
+    """Dapr passes request metadata as `?metadata.<name>=<value>`."""
+    prefix = len(_METADATA_PREFIX)
+    return {k[prefix:]: v for k, v in request.query.items() if k.startswith(_METADATA_PREFIX)}
+
+
+def _set_request(entry: bodies.StateEntry, defaults: Mapping[str, str]) -> SetRequest:
+    metadata = {**defaults, **entry.metadata}
+    return SetRequest(
+        key=entry.key,
+        value=entry.stored_value(),
+        etag=entry.etag or None,
+        concurrency=parse_concurrency(entry.options.concurrency),
+        ttl_seconds=parse_ttl(metadata),
+        content_type=metadata.get("contentType") or _JSON,
+    )
+
+
+def _delete_request(entry: bodies.StateEntry) -> DeleteRequest:
+    return DeleteRequest(entry.key, entry.etag or None, parse_concurrency(entry.options.concurrency))
+
+
+def _bulk_data(value: bytes) -> Any:
+    """A stored value as bulk get shows it: parsed JSON; text or base64 when saved raw over gRPC."""
+    try:
+        return json.loads(value)
+    except UnicodeDecodeError:
+        return base64.b64encode(value).decode()
+    except ValueError:
+        return value.decode()
+
+
+def _bulk_item(result: BulkItem) -> dict[str, Any]:
+    item: dict[str, Any] = {"key": result.key}
+    if result.item is not None:
+        item["data"] = _bulk_data(result.item.value)
+        if result.item.etag:
+            item["etag"] = result.item.etag
+        if result.item.metadata:
+            item["metadata"] = result.item.metadata
+    if result.error:
+        item["error"] = result.error
+    return item
+
+
+class DaprHttpApi:
+    def __init__(self, apis: Apis) -> None:
+        self.state = apis.state
+        self.configuration = apis.configuration
+        self.lock = apis.lock
+        self.secrets = apis.secrets
+        self.metadata = apis.metadata
+
+    def routes(self) -> list[Route]:
+        state = "/v1.0/state/{storeName}"
+        return [
+            # Fixed paths before `{key}`: a key that looks like "bulk" is reached by GET/DELETE only.
+            Route("POST", f"{state}/bulk", self.get_bulk_state, "state", "GetBulkState"),
+            Route("POST", f"{state}/transaction", self.execute_state_transaction, "state", "ExecuteStateTransaction"),
+            Route("POST", state, self.save_state, "state", "SaveState"),
+            Route("GET", state + "/{key:.+}", self.get_state, "state", "GetState"),
+            Route("DELETE", state + "/{key:.+}", self.delete_state, "state", "DeleteState"),
+            *(
+                route
+                for version in ("v1.0", "v1.0-alpha1")
+                for route in (
+                    Route(
+                        "GET",
+                        f"/{version}/configuration/{{storeName}}",
+                        self.get_configuration,
+                        "configuration",
+                        "GetConfiguration",
+                    ),
+                    Route(
+                        "GET",
+                        f"/{version}/configuration/{{storeName}}/subscribe",
+                        self.subscribe_configuration,
+                        "configuration",
+                        "SubscribeConfiguration",
+                    ),
+                    Route(
+                        "GET",
+                        f"/{version}/configuration/{{storeName}}/{{subscribeId}}/unsubscribe",
+                        self.subscribe_configuration,
+                        "configuration",
+                        "UnsubscribeConfiguration",
+                    ),
+                )
+            ),
+            Route("POST", "/v1.0-alpha1/lock/{storeName}", self.try_lock, "lock", "TryLockAlpha1"),
+            Route("POST", "/v1.0-alpha1/unlock/{storeName}", self.unlock, "lock", "UnlockAlpha1"),
+            Route("GET", "/v1.0/secrets/{storeName}/bulk", self.get_bulk_secret, "secrets", "GetBulkSecret"),
+            Route("GET", "/v1.0/secrets/{storeName}/{name}", self.get_secret, "secrets", "GetSecret"),
+            Route("GET", "/v1.0/metadata", self.get_metadata, "metadata", "GetMetadata"),
+            Route("PUT", "/v1.0/metadata/{key}", self.set_metadata, "metadata", "SetMetadata"),
+            Route("POST", "/v1.0/shutdown", self.shutdown, "lifecycle", "Shutdown"),
+        ]
+
+    # --- state ---------------------------------------------------------------------
+
+    async def get_state(self, request: web.Request) -> web.Response:
+        item = await self.state.get(request.match_info["storeName"], request.match_info["key"])
+        if item is None:
+            return no_content()
+        headers = {f"{_METADATA_PREFIX}{name}": value for name, value in item.metadata.items()}
+        headers["Content-Type"] = item.content_type or "application/octet-stream"
+        if item.etag:
+            headers["ETag"] = item.etag
+        return web.Response(body=item.value, headers=headers)
+
+    async def save_state(self, request: web.Request) -> web.Response:
+        entries = bodies.parse(bodies.SAVE_STATE, await request.read(), "a JSON array of state items")
+        defaults = _query_metadata(request)
+        await self.state.save(request.match_info["storeName"], [_set_request(e, defaults) for e in entries])
+        return no_content()
+
+    async def delete_state(self, request: web.Request) -> web.Response:
+        delete = DeleteRequest(
+            request.match_info["key"],
+            request.headers.get("If-Match") or None,
+            parse_concurrency(request.query.get("concurrency", "")),
+        )
+        await self.state.delete(request.match_info["storeName"], [delete])
+        return no_content()
+
+    async def get_bulk_state(self, request: web.Request) -> web.Response:
+        body = bodies.parse(bodies.BULK_GET, await request.read(), '{"keys": [...]}')
+        results = await self.state.bulk_get(request.match_info["storeName"], body.keys)
+        return web.json_response([_bulk_item(r) for r in results])
+
+    async def execute_state_transaction(self, request: web.Request) -> web.Response:
+        body = bodies.parse(bodies.TRANSACTION, await request.read(), '{"operations": [...]}')
+        operations: list[Operation] = []
+        for op in body.operations:
+            if op.operation == "upsert":
+                operations.append(_set_request(op.request, {}))
+            elif op.operation == "delete":
+                operations.append(_delete_request(op.request))
+            else:
+                raise errors.invalid_argument(
+                    f"operation type {op.operation!r} is not 'upsert' or 'delete'", "ERR_NOT_SUPPORTED_STATE_OPERATION"
+                )
+        await self.state.transact(request.match_info["storeName"], operations)
+        return no_content()
+
+    # --- configuration -------------------------------------------------------------
+
+    async def get_configuration(self, request: web.Request) -> web.Response:
+        query = self.configuration.dapr_query(request.query.getall("key", []), _query_metadata(request))
+        items = await self.configuration.get(request.match_info["storeName"], query)
+        return web.json_response(
+            {item.key: {"value": item.content, "version": item.version, "metadata": item.metadata} for item in items}
+        )
+
+    async def subscribe_configuration(self, request: web.Request) -> web.Response:
+        # Over HTTP, Dapr delivers changes by calling the app back, which needs the app channel.
+        raise errors.unimplemented(
+            f"{request.method} {request.path} is not implemented yet: configuration updates over HTTP "
+            "need the app channel; use the gRPC SubscribeConfiguration instead"
+        )
+
+    # --- lock ----------------------------------------------------------------------
+
+    async def try_lock(self, request: web.Request) -> web.Response:
+        body = bodies.parse(bodies.TRY_LOCK, await request.read(), "lock request")
+        success = await self.lock.try_lock(
+            request.match_info["storeName"], body.resource_id, body.lock_owner, body.expiry_in_seconds
+        )
+        return web.json_response({"success": success})
+
+    async def unlock(self, request: web.Request) -> web.Response:
+        body = bodies.parse(bodies.UNLOCK, await request.read(), "unlock request")
+        status = await self.lock.unlock(request.match_info["storeName"], body.resource_id, body.lock_owner)
+        return web.json_response({"status": int(status)})
+
+    # --- secrets -------------------------------------------------------------------
+
+    async def get_secret(self, request: web.Request) -> web.Response:
+        secret = await self.secrets.get(request.match_info["storeName"], request.match_info["name"])
+        return web.json_response(secret)
+
+    async def get_bulk_secret(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.secrets.bulk_get(request.match_info["storeName"]))
+
+    # --- metadata and lifecycle ----------------------------------------------------
+
+    async def get_metadata(self, request: web.Request) -> web.Response:
+        app = self.metadata.app
+        connection: dict[str, Any] = {"protocol": app.protocol, "channelAddress": app.address}
+        if app.port:  # Dapr leaves the port out when no app port is configured
+            connection["port"] = app.port
+        return web.json_response(
+            {
+                "id": self.metadata.app_id,
+                "runtimeVersion": self.metadata.version,
+                "enabledFeatures": [],
+                "actors": [],
+                "components": self.metadata.components(),
+                "extended": self.metadata.extended,
+                "subscriptions": [],
+                "httpEndpoints": [],
+                "appConnectionProperties": connection,
+            }
+        )
+
+    async def set_metadata(self, request: web.Request) -> web.Response:
+        try:
+            value = (await request.read()).decode()
+        except UnicodeDecodeError:
+            raise errors.invalid_argument(
+                f"metadata value of {request.match_info['key']!r} is not UTF-8 text"
+            ) from None
+        self.metadata.set(request.match_info["key"], value)
+        return no_content()
+
+    async def shutdown(self, request: web.Request) -> web.Response:
+        # Answer first, then stop: the caller gets its reply before the server drains.
+        asyncio.get_running_loop().call_soon(self.metadata.request_shutdown)
+        return no_content()
