@@ -265,9 +265,7 @@ def test_files_share_layotto_package() -> None:
     ("module", "service", "rpcs"),
     [(runtime_pb2, "Runtime", RUNTIME_RPCS), (appcallback_pb2, "AppCallback", APPCALLBACK_RPCS)],
 )
-def test_service_rpcs(
-    module: object, service: str, rpcs: dict[str, tuple[str, str, bool, bool]]
-) -> None:
+def test_service_rpcs(module: object, service: str, rpcs: dict[str, tuple[str, str, bool, bool]]) -> None:
     svc = module.DESCRIPTOR.services_by_name[service]  # type: ignore[attr-defined]
     assert svc.full_name == f"{PKG}.{service}"
     assert set(svc.methods_by_name) == set(rpcs)

@@ -49,7 +49,11 @@ class ComponentType:
         try:
             return self.metadata_model.model_validate(dict(values))
         except ValidationError as err:
-            raise MetadataError(self.name, err) from None
+            raise MetadataError(self.name, err, self.field_names()) from None
+
+    def field_names(self) -> list[str]:
+        """Metadata field names as written in manifests."""
+        return sorted(f.alias or n for n, f in self.metadata_model.model_fields.items())
 
     def create(self, name: str, values: Mapping[str, str], *, app_id: str) -> Component[Any]:
         return self.implementation(name, self.parse_metadata(values), app_id=app_id)
@@ -65,15 +69,15 @@ class UnknownComponentTypeError(LookupError):
 class MetadataError(ValueError):
     """Metadata that the component type does not accept; `problems` name each field."""
 
-    def __init__(self, type_name: str, err: ValidationError) -> None:
-        self.problems = [_describe(e) for e in err.errors()]
+    def __init__(self, type_name: str, err: ValidationError, accepted: list[str]) -> None:
+        self.problems = [_describe(e, type_name, accepted) for e in err.errors()]
         super().__init__(f"invalid metadata for {type_name}: " + "; ".join(self.problems))
 
 
-def _describe(error: Any) -> str:
+def _describe(error: Any, type_name: str, accepted: list[str]) -> str:
     field = ".".join(str(p) for p in error["loc"]) or "(metadata)"
     if error["type"] == "extra_forbidden":
-        return f"{field}: unknown field for this component type"
+        return f"{field}: unknown field for {type_name} (accepted: {', '.join(accepted) or 'none'})"
     if error["type"] == "missing":
         return f"{field}: required field is missing"
     return f"{field}: {error['msg']}"

@@ -38,7 +38,7 @@ class InMemoryConfigurationStore(ConfigurationStore[InMemoryConfigurationMetadat
         if query.keys:
             found = (self._items.get((query.app_id, query.group, query.label, k)) for k in query.keys)
             return [replace(item) for item in found if item is not None]
-        return [replace(item) for item in self._items.values() if query.matches(query.app_id, item)]
+        return [replace(item) for (app_id, *_), item in self._items.items() if query.matches(app_id, item)]
 
     async def save(self, app_id: str, items: Sequence[ConfigurationItem]) -> None:
         saved = []

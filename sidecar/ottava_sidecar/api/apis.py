@@ -1,0 +1,34 @@
+"""All of the building-block APIs of one sidecar, handed to each wire surface."""
+
+from dataclasses import dataclass
+
+from ottava_sidecar.api.configuration import ConfigurationApi
+from ottava_sidecar.api.lock import LockApi
+from ottava_sidecar.api.metadata import MetadataApi
+from ottava_sidecar.api.secrets import SecretsApi
+from ottava_sidecar.api.sequencer import SequencerApi
+from ottava_sidecar.api.state import StateApi
+from ottava_sidecar.runtime.registry import Registry
+
+
+@dataclass(frozen=True)
+class Apis:
+    registry: Registry
+    state: StateApi
+    configuration: ConfigurationApi
+    lock: LockApi
+    sequencer: SequencerApi
+    secrets: SecretsApi
+    metadata: MetadataApi
+
+    @classmethod
+    def create(cls, registry: Registry, metadata: MetadataApi) -> "Apis":
+        return cls(
+            registry,
+            StateApi(registry),
+            ConfigurationApi(registry),
+            LockApi(registry),
+            SequencerApi(registry),
+            SecretsApi(registry),
+            metadata,
+        )

@@ -1,0 +1,1 @@
+"""The gRPC API: Dapr's and Layotto's services on one `grpc.aio` server."""

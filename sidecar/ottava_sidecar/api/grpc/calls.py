@@ -1,0 +1,93 @@
+"""Decorators shared by the gRPC services: errors, metrics, and unimplemented methods.
+
+A handler raises `ApiError`; the decorator turns it into the call's status, and records
+the call's outcome and latency. Every method a service does not implement answers
+UNIMPLEMENTED naming the method, instead of grpc's anonymous default.
+"""
+
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from ottava_sidecar.api.errors import ApiError
+from ottava_sidecar.metrics import CallMetrics
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Self = TypeVar("Self")
+
+UnaryHandler = Callable[[Self, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
+StreamHandler = Callable[[Self, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]]
+
+
+def unary(
+    api: str, *, protocol: str = "grpc"
+) -> Callable[[UnaryHandler[Self, Req, Resp]], UnaryHandler[Self, Req, Resp]]:
+    def decorate(handler: UnaryHandler[Self, Req, Resp]) -> UnaryHandler[Self, Req, Resp]:
+        metrics = CallMetrics(protocol, api, handler.__name__)
+
+        @functools.wraps(handler)
+        async def call(self: Self, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
+            started = time.perf_counter()
+            try:
+                response = await handler(self, request, context)
+            except ApiError as err:
+                metrics.observe(err.code.name, started)
+                await context.abort(err.code, err.message)
+            except Exception:
+                metrics.observe("INTERNAL", started)
+                log.exception("%s failed", handler.__name__)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, f"{handler.__name__} failed unexpectedly; see the sidecar log"
+                )
+            metrics.observe("OK", started)
+            return response
+
+        return call
+
+    return decorate
+
+
+def streaming(
+    api: str, *, protocol: str = "grpc"
+) -> Callable[[StreamHandler[Self, Req, Resp]], StreamHandler[Self, Req, Resp]]:
+    def decorate(handler: StreamHandler[Self, Req, Resp]) -> StreamHandler[Self, Req, Resp]:
+        metrics = CallMetrics(protocol, api, handler.__name__)
+
+        @functools.wraps(handler)
+        async def call(self: Self, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> AsyncIterator[Resp]:
+            started = time.perf_counter()
+            status = "OK"
+            try:
+                async for response in handler(self, request, context):
+                    yield response
+            except ApiError as err:
+                status = err.code.name
+                await context.abort(err.code, err.message)
+            finally:
+                metrics.observe(status, started)
+
+        return call
+
+    return decorate
+
+
+def answer_unimplemented(servicer: type[Any], base: type[Any], service: str) -> None:
+    """Replace every method `servicer` inherits from the generated `base` with one that names itself."""
+    for name, member in vars(base).items():
+        if name.startswith("_") or not callable(member) or name in vars(servicer):
+            continue
+        setattr(servicer, name, _unimplemented(f"{service}/{name}"))
+
+
+def _unimplemented(method: str) -> Callable[..., Awaitable[None]]:
+    async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"method {method} is not implemented by Ottava")
+
+    return handler

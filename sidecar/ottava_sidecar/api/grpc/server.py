@@ -1,0 +1,66 @@
+"""The one gRPC server that hosts Dapr's and Layotto's services."""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from dapr.proto.runtime.v1 import dapr_pb2_grpc
+
+from ottava_sidecar import contract
+from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc
+from ottava_sidecar.api.apis import Apis
+from ottava_sidecar.api.grpc.dapr import DaprService
+from ottava_sidecar.api.grpc.layotto import LayottoService
+
+
+class ApiTokenInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+    """Rejects calls without the configured `dapr-api-token` metadata, as Dapr does."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+        async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid dapr-api-token")
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == contract.API_TOKEN_HEADER and value == self._token:
+                return await continuation(handler_call_details)
+        return self._deny
+
+
+class GrpcApiServer:
+    def __init__(self, apis: Apis, *, api_token: str | None) -> None:
+        interceptors = [ApiTokenInterceptor(api_token)] if api_token else []
+        # so_reuseport off: a second sidecar on the same port must fail, not share it.
+        self.server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+        self.dapr = DaprService(apis.state, apis.configuration, apis.lock, apis.secrets, apis.metadata)
+        # mypy-protobuf marks every generated method abstract; `answer_unimplemented` fills in
+        # the ones Ottava does not serve, at import time, which mypy cannot see.
+        layotto = LayottoService(apis.state, apis.configuration, apis.lock, apis.sequencer, apis.secrets)  # type: ignore[abstract]
+        dapr_pb2_grpc.add_DaprServicer_to_server(self.dapr, self.server)  # type: ignore[no-untyped-call]
+        runtime_pb2_grpc.add_RuntimeServicer_to_server(layotto, self.server)
+
+    def bind(self, address: str, port: int) -> int:
+        """Bind and return the port (the chosen one when `port` is 0)."""
+        host = f"[{address}]" if ":" in address else address
+        try:
+            bound = self.server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError as err:
+            raise OSError(f"cannot listen on {address}:{port} for the gRPC API: {err}") from None
+        if bound == 0:
+            raise OSError(f"cannot listen on {address}:{port} for the gRPC API (port in use?)")
+        return bound
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def stop(self, grace: float) -> None:
+        self.dapr.close()
+        await self.server.stop(grace)

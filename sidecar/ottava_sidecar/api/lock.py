@@ -1,0 +1,51 @@
+"""What the lock calls mean, for every wire API (messages as Dapr words them)."""
+
+from typing import Any
+
+from ottava_sidecar.api import errors
+from ottava_sidecar.components.errors import ComponentError
+from ottava_sidecar.components.lock.base import LockStore, UnlockStatus
+from ottava_sidecar.runtime.registry import LookupFailure, Registry
+
+
+class LockApi:
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def store(self, name: str) -> LockStore[Any]:
+        if not name:
+            raise errors.invalid_argument("lock store name is empty", "ERR_LOCK_STORE_NOT_FOUND")
+        try:
+            return self._registry.lookup("lock", name, LockStore)
+        except LookupFailure as failure:
+            raise errors.from_lookup(failure) from None
+
+    def _resource(self, store: LockStore[Any], resource_id: str, owner: str) -> str:
+        if not resource_id:
+            raise errors.invalid_argument(f"ResourceId is empty in lock store {store.name}")
+        if not owner:
+            raise errors.invalid_argument(f"LockOwner is empty in lock store {store.name}")
+        try:
+            return store.keys.qualify(resource_id)
+        except ValueError as err:
+            raise errors.invalid_argument(f"{err} (lock store {store.name})") from None
+
+    async def try_lock(self, store_name: str, resource_id: str, owner: str, expiry_seconds: int) -> bool:
+        store = self.store(store_name)
+        resource = self._resource(store, resource_id, owner)
+        if expiry_seconds <= 0:
+            raise errors.invalid_argument(f"ExpiryInSeconds is not positive in lock store {store.name}")
+        try:
+            return await store.try_lock(resource, owner, expiry_seconds)
+        except ComponentError as err:
+            raise errors.internal(
+                f"failed to try acquiring lock in lock store {store.name}: {err}", "ERR_TRY_LOCK"
+            ) from None
+
+    async def unlock(self, store_name: str, resource_id: str, owner: str) -> UnlockStatus:
+        store = self.store(store_name)
+        resource = self._resource(store, resource_id, owner)
+        try:
+            return await store.unlock(resource, owner)
+        except ComponentError:
+            return UnlockStatus.INTERNAL_ERROR

@@ -1,0 +1,65 @@
+"""What the metadata and info calls report: the app, the runtime and its components."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ottava_sidecar import __version__
+from ottava_sidecar.runtime.registry import Registry, Status
+
+
+@dataclass
+class AppChannel:
+    port: int | None = None
+    protocol: str = "http"
+    address: str = "127.0.0.1"
+
+
+@dataclass
+class MetadataApi:
+    registry: Registry
+    mode: str  # "standalone" | "kubernetes"
+    app: AppChannel
+    request_shutdown: Callable[[], None]
+    extended: dict[str, str] = field(default_factory=dict)
+    version: str = __version__
+
+    @property
+    def app_id(self) -> str:
+        return self.registry.app_id
+
+    def set(self, key: str, value: str) -> None:
+        self.extended[key] = value
+
+    def components(self) -> list[dict[str, Any]]:
+        """Loaded (UP) components, as Dapr's metadata API lists them."""
+        return [
+            {
+                "name": e.name,
+                "type": e.type,
+                "version": e.manifest.spec.version,
+                "capabilities": list(e.instance.features) if e.instance is not None else [],
+            }
+            for e in self.registry.entries()
+            if e.status is Status.UP
+        ]
+
+    def info(self) -> dict[str, Any]:
+        """The actuator's view: every declared component, with why it is not loaded if so."""
+        return {
+            "appId": self.app_id,
+            "version": self.version,
+            "mode": self.mode,
+            "app": {"port": self.app.port, "protocol": self.app.protocol},
+            "components": [
+                {
+                    "name": e.name,
+                    "type": e.type,
+                    "version": e.manifest.spec.version,
+                    "status": e.status.value,
+                    **({"reason": e.reason} if e.reason else {}),
+                }
+                for e in self.registry.entries()
+            ],
+            "subscriptions": [],
+        }

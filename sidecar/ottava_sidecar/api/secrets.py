@@ -1,0 +1,43 @@
+"""What the secret calls mean, for every wire API."""
+
+from typing import Any
+
+from ottava_sidecar.api import errors
+from ottava_sidecar.components.errors import ComponentError
+from ottava_sidecar.components.secretstores.base import SecretNotFoundError, SecretStore
+from ottava_sidecar.runtime.registry import LookupFailure, Registry
+
+
+class SecretsApi:
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def store(self, name: str) -> SecretStore[Any]:
+        if not name:
+            raise errors.invalid_argument("secret store name is empty", "ERR_SECRET_STORE_NOT_FOUND")
+        try:
+            return self._registry.lookup("secretstores", name, SecretStore)
+        except LookupFailure as failure:
+            raise errors.from_lookup(failure) from None
+
+    async def get(self, store_name: str, name: str) -> dict[str, str]:
+        store = self.store(store_name)
+        if not name:
+            raise errors.invalid_argument(f"secret name is empty (secret store {store.name})")
+        try:
+            return await store.get(name)
+        except SecretNotFoundError as err:
+            raise errors.not_found(str(err), "ERR_SECRET_GET") from None
+        except ComponentError as err:
+            raise errors.internal(
+                f"failed getting secret {name} from secret store {store.name}: {err}", "ERR_SECRET_GET"
+            ) from None
+
+    async def bulk_get(self, store_name: str) -> dict[str, dict[str, str]]:
+        store = self.store(store_name)
+        try:
+            return await store.bulk_get()
+        except ComponentError as err:
+            raise errors.internal(
+                f"failed getting secrets from secret store {store.name}: {err}", "ERR_SECRET_GET"
+            ) from None

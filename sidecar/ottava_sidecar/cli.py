@@ -1,0 +1,175 @@
+"""`ottava`: the command line.
+
+`ottava run [options] [-- COMMAND ...]` starts a standalone sidecar; with a command, it
+also starts the app with the sidecar's ports in its environment, forwards signals to
+it, and exits with its status (as `dapr run` does).
+"""
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ottava_sidecar import __version__, contract, logs
+from ottava_sidecar.resources.manifests import ManifestError, load_folder
+from ottava_sidecar.resources.models import Component
+from ottava_sidecar.runtime.defaults import default_components
+from ottava_sidecar.runtime.sidecar import Options, Sidecar
+
+log = logging.getLogger("ottava")
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535; 0 picks a free port)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ottava", description="Ottava: a multi-runtime sidecar.")
+    parser.add_argument("--version", action="version", version=f"ottava {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="start a standalone sidecar (and optionally the app after --)",
+        description="Start a standalone sidecar. Anything after -- is the app's command line.",
+    )
+    run.add_argument("--app-id", default=os.environ.get("APP_ID", "ottava"), help="the app's id (default: ottava)")
+    run.add_argument(
+        "--resources-path",
+        type=Path,
+        help="folder of Component/Configuration manifests; without it, in-memory defaults are loaded",
+    )
+    run.add_argument("--app-port", type=_port, help="port the app listens on (for callbacks)")
+    run.add_argument("--app-protocol", choices=("http", "grpc"), default="http")
+    run.add_argument("--grpc-port", type=_port, default=contract.GRPC_PORT)
+    run.add_argument("--http-port", type=_port, default=contract.HTTP_PORT)
+    run.add_argument("--metrics-port", type=_port, default=contract.METRICS_PORT)
+    run.add_argument("--disable-metrics", action="store_true", help="do not serve Prometheus metrics")
+    run.add_argument(
+        "--listen-address",
+        default="127.0.0.1",
+        help="address the APIs listen on (default loopback: other pods must not reach this app's sidecar)",
+    )
+    run.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
+    run.add_argument("--log-format", choices=("text", "json"), default="text")
+    run.add_argument("--shutdown-grace", type=float, default=5.0, help="seconds to drain in-flight calls on stop")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in args_list:
+        split = args_list.index("--")
+        args_list, command = args_list[:split], args_list[split + 1 :]
+    args = build_parser().parse_args(args_list)
+    logs.configure(args.log_level, args.log_format)
+    if args.command == "run":
+        return _run(args, command)
+    return 2
+
+
+def _run(args: argparse.Namespace, command: list[str]) -> int:
+    if args.resources_path is not None:
+        try:
+            manifests = load_folder(args.resources_path)
+        except ManifestError as err:
+            print(f"ottava: invalid manifest: {err}", file=sys.stderr)
+            return 2
+        components = [component for _, component in manifests.components]
+    else:
+        components = default_components()
+    options = Options(
+        app_id=args.app_id,
+        resources_path=args.resources_path,
+        app_port=args.app_port,
+        app_protocol=args.app_protocol,
+        listen_address=args.listen_address,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        enable_metrics=not args.disable_metrics,
+        api_token=os.environ.get(contract.ENV_API_TOKEN) or None,
+        shutdown_grace_seconds=args.shutdown_grace,
+    )
+    try:
+        return asyncio.run(_serve(options, components, command))
+    except OSError as err:
+        print(f"ottava: {err}", file=sys.stderr)
+        return 1
+
+
+async def _serve(options: Options, components: list[Component], command: list[str]) -> int:
+    stop = asyncio.Event()
+    sidecar = Sidecar(options, components, on_shutdown_request=stop.set)
+    loop = asyncio.get_running_loop()
+    received: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+    try:
+        await sidecar.start()
+    except BaseException:
+        await sidecar.stop()
+        raise
+    print(sidecar.status_line(), flush=True)
+
+    app: asyncio.subprocess.Process | None = None
+    if command:
+        env = dict(os.environ)
+        env.update(
+            {
+                contract.ENV_DAPR_GRPC_PORT: str(sidecar.ports.grpc),
+                contract.ENV_DAPR_HTTP_PORT: str(sidecar.ports.http),
+                contract.ENV_OTTAVA_GRPC_PORT: str(sidecar.ports.grpc),
+                "APP_ID": options.app_id,
+            }
+        )
+        if options.app_port is not None:
+            env["APP_PORT"] = str(options.app_port)
+        try:
+            app = await asyncio.create_subprocess_exec(*command, env=env)
+        except OSError as err:
+            print(f"ottava: cannot start the app {command[0]!r}: {err.strerror}", file=sys.stderr)
+            await sidecar.stop()
+            return 127
+        log.info("app started", extra={"pid": app.pid, "command": " ".join(command)})
+
+    exit_code = 0
+    if app is None:
+        await stop.wait()
+    else:
+        app_exit = asyncio.create_task(app.wait())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({app_exit, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not app_exit.done():
+            # Forward the signal we got (SIGTERM for the shutdown API) and wait for the app.
+            with contextlib.suppress(ProcessLookupError):
+                app.send_signal(received[-1] if received else signal.SIGTERM)
+            await app_exit
+        stopping.cancel()
+        exit_code = _exit_status(app_exit.result())
+        log.info("app exited", extra={"status": exit_code})
+
+    log.info("shutting down: draining in-flight calls", extra={"grace_seconds": options.shutdown_grace_seconds})
+    await sidecar.stop()
+    log.info("stopped")
+    return exit_code
+
+
+def _exit_status(returncode: int) -> int:
+    # A child killed by a signal reports -N; shells report 128+N.
+    return 128 - returncode if returncode < 0 else returncode

@@ -1,0 +1,48 @@
+"""Prometheus metrics of the sidecar (served on the metrics port, DESIGN.md)."""
+
+import time
+from typing import Final
+
+from prometheus_client import Counter, Gauge, Histogram
+
+API_REQUESTS: Final = Counter(
+    "ottava_api_requests_total",
+    "API calls served, by wire protocol, API, method and status.",
+    ["protocol", "api", "method", "status"],
+)
+API_LATENCY: Final = Histogram(
+    "ottava_api_request_duration_seconds",
+    "Time to serve an API call, by wire protocol, API, method and status.",
+    ["protocol", "api", "method", "status"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+COMPONENT_UP: Final = Gauge(
+    "ottava_component_initialized",
+    "1 when the component initialised and is ready, 0 otherwise.",
+    ["name", "type"],
+)
+COMPONENT_INIT_SECONDS: Final = Gauge(
+    "ottava_component_init_seconds", "Time the component took to initialise.", ["name", "type"]
+)
+
+
+class CallMetrics:
+    """Counter and histogram children of one method, cached per status.
+
+    Looking label children up costs more than observing; a call pays for it once per
+    status rather than on every request.
+    """
+
+    __slots__ = ("_children", "_labels")
+
+    def __init__(self, protocol: str, api: str, method: str) -> None:
+        self._labels = (protocol, api, method)
+        self._children: dict[str, tuple[Counter, Histogram]] = {}
+
+    def observe(self, status: str, started: float) -> None:
+        children = self._children.get(status)
+        if children is None:
+            labels = (*self._labels, status)
+            children = self._children[status] = (API_REQUESTS.labels(*labels), API_LATENCY.labels(*labels))
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)

@@ -1,0 +1,1 @@
+"""The running sidecar: loaded components, their health, and the process lifecycle."""

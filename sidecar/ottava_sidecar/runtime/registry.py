@@ -1,0 +1,192 @@
+"""The components a sidecar has loaded, by name, with their status.
+
+API handlers look components up here; a lookup that fails names the store and says
+whether it is missing, of another building block, or failed to initialise.
+"""
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ottava_sidecar.components import catalogue
+from ottava_sidecar.components.base import Component as ComponentInstance
+from ottava_sidecar.components.secretstores.base import SecretStore
+from ottava_sidecar.resources.models import Component
+
+log = logging.getLogger(__name__)
+
+
+class Status(enum.StrEnum):
+    INIT = "INIT"
+    UP = "UP"
+    DOWN = "DOWN"
+    SKIPPED = "SKIPPED"  # not loaded: its scopes exclude this app
+
+
+@dataclass
+class Entry:
+    manifest: Component
+    status: Status = Status.INIT
+    reason: str = ""
+    instance: ComponentInstance[Any] | None = None
+    init_seconds: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def type(self) -> str:
+        return self.manifest.spec.type
+
+    @property
+    def building_block(self) -> str:
+        return self.manifest.spec.building_block
+
+    def describe(self) -> dict[str, Any]:
+        details: dict[str, Any] = {"type": self.type, "version": self.manifest.spec.version}
+        if self.reason:
+            details["reason"] = self.reason
+        if self.manifest.spec.ignore_errors:
+            details["ignoreErrors"] = True
+        return {"status": self.status.value, "details": details}
+
+
+class LookupFailure(LookupError):
+    """Why a component could not be used; `kind` lets each wire API pick its error."""
+
+    def __init__(self, kind: str, building_block: str, name: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind  # "none-configured" | "not-found" | "not-ready"
+        self.building_block = building_block
+        self.name = name
+
+
+InstanceT = TypeVar("InstanceT", bound=ComponentInstance[Any])
+
+Listener = Callable[[Entry], None]
+
+
+class Registry:
+    def __init__(self, app_id: str) -> None:
+        self.app_id = app_id
+        self._entries: dict[str, Entry] = {}
+        self.loaded = False  # every component has finished initialising (or failing)
+        self._listeners: list[Listener] = []
+
+    def on_status(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries.values())
+
+    def get(self, name: str) -> Entry | None:
+        return self._entries.get(name)
+
+    def lookup(self, building_block: str, name: str, kind: type[InstanceT]) -> InstanceT:
+        """The ready instance of component `name`, which must be of `building_block`."""
+        entry = self._entries.get(name)
+        if (
+            entry is not None
+            and entry.status is Status.UP
+            and entry.building_block == building_block
+            and isinstance(entry.instance, kind)
+        ):
+            return entry.instance
+        raise self._failure(building_block, name, entry)
+
+    def _failure(self, building_block: str, name: str, entry: Entry | None) -> LookupFailure:
+        if not any(e.building_block == building_block and e.status is not Status.SKIPPED for e in self.entries()):
+            return LookupFailure("none-configured", building_block, name, f"no {building_block} store is configured")
+        if entry is None or entry.building_block != building_block or entry.status is Status.SKIPPED:
+            return LookupFailure("not-found", building_block, name, f"{building_block} store {name} is not found")
+        return LookupFailure(
+            "not-ready",
+            building_block,
+            name,
+            f"{building_block} store {name} is not ready: {entry.reason or 'initialising'}",
+        )
+
+    async def load(self, components: list[Component], resolve: "SecretResolver | None" = None) -> None:
+        """Initialise every in-scope component; secret stores first, since others may need them."""
+        for manifest in components:
+            entry = Entry(manifest)
+            if not manifest.in_scope(self.app_id):
+                entry.status, entry.reason = Status.SKIPPED, f"scopes {manifest.scopes} exclude app {self.app_id!r}"
+            self._entries[manifest.name] = entry
+        pending = [e for e in self._entries.values() if e.status is Status.INIT]
+        secret_stores = [e for e in pending if e.building_block == "secretstores"]
+        await asyncio.gather(*(self._init(e, resolve) for e in secret_stores))
+        await asyncio.gather(*(self._init(e, resolve) for e in pending if e not in secret_stores))
+        self.loaded = True
+
+    async def _init(self, entry: Entry, resolve: "SecretResolver | None") -> None:
+        spec = entry.manifest.spec
+        started = time.monotonic()
+        try:
+            values = await self._metadata_values(entry, resolve)
+            component_type = catalogue.lookup(spec.type, spec.version)
+            instance = component_type.create(entry.name, values, app_id=self.app_id)
+            await asyncio.wait_for(instance.init(), timeout=spec.init_timeout_seconds)
+        except TimeoutError:
+            self._set(entry, Status.DOWN, f"init did not finish within initTimeout {spec.init_timeout}")
+        except Exception as err:  # any failure of a backend is reported, never fatal
+            self._set(entry, Status.DOWN, f"init failed: {err}")
+        else:
+            entry.instance = instance
+            entry.init_seconds = time.monotonic() - started
+            self._set(entry, Status.UP, "")
+
+    async def _metadata_values(self, entry: Entry, resolve: "SecretResolver | None") -> dict[str, str]:
+        values: dict[str, str] = {}
+        for item in entry.manifest.spec.metadata:
+            if item.secret_key_ref is None:
+                values[item.name] = item.value or ""
+                continue
+            if resolve is None:
+                raise LookupError(f"metadata {item.name}: secretKeyRef cannot be resolved here")
+            ref = item.secret_key_ref
+            values[item.name] = await resolve(entry.manifest, ref.name, ref.key or ref.name)
+        return values
+
+    def _set(self, entry: Entry, status: Status, reason: str) -> None:
+        entry.status, entry.reason = status, reason
+        level = logging.INFO if status is Status.UP else logging.ERROR
+        log.log(
+            level,
+            "component %s %s",
+            entry.name,
+            status.value,
+            extra={"component": entry.name, "type": entry.type, **({"reason": reason} if reason else {})},
+        )
+        for listener in self._listeners:
+            listener(entry)
+
+    async def close(self) -> None:
+        for entry in self._entries.values():
+            if entry.instance is not None:
+                try:
+                    await entry.instance.close()
+                except Exception:
+                    log.exception("closing component %s failed", entry.name)
+
+
+class SecretResolver:
+    """Resolves a component's `secretKeyRef` from the secret store its `auth` names."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    async def __call__(self, manifest: Component, name: str, key: str) -> str:
+        store_name = manifest.auth.secret_store if manifest.auth else ""
+        if not store_name:
+            raise LookupError(f"secretKeyRef {name!r} needs auth.secretStore naming a secret store")
+        store = self._registry.lookup("secretstores", store_name, SecretStore)
+        secret: Mapping[str, str] = await store.get(name)
+        if key not in secret:
+            raise LookupError(f"secret {name!r} in {store_name} has no key {key!r}")
+        return secret[key]

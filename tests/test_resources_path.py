@@ -1,0 +1,123 @@
+"""`ottava run --resources-path`: manifests, scopes, initTimeout and ignoreErrors, as users write them."""
+
+import json
+import subprocess
+import textwrap
+from pathlib import Path
+
+import httpx
+from conftest import OTTAVA, SidecarFactory
+
+STATESTORE = """
+apiVersion: ottava.io/v1alpha1
+kind: Component
+metadata: {name: orders}
+spec:
+  type: state.in-memory
+  version: v1
+"""
+
+
+def run_and_fail(resources: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    folder = tmp_path / "resources"
+    folder.mkdir()
+    for name, text in resources.items():
+        (folder / name).write_text(textwrap.dedent(text), encoding="utf-8")
+    return subprocess.run(
+        [OTTAVA, "run", "--resources-path", str(folder), "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_malformed_manifest_stops_startup_naming_file_document_and_field(tmp_path: Path) -> None:
+    bad = STATESTORE + "---\n" + STATESTORE.replace("orders", "carts").replace("version: v1", "initTimeout: soon")
+    result = run_and_fail({"stores.yaml": bad}, tmp_path)
+    assert result.returncode != 0
+    assert "stores.yaml, document 2" in result.stderr
+    assert "spec.initTimeout" in result.stderr
+    assert "carts" in result.stderr
+
+
+def test_unknown_metadata_field_is_reported_with_the_accepted_ones(tmp_path: Path) -> None:
+    result = run_and_fail(
+        {"state.yaml": STATESTORE + "  metadata:\n  - {name: keyPrefx, value: name}\n"},
+        tmp_path,
+    )
+    assert result.returncode != 0
+    assert "spec.metadata.keyPrefx: unknown field for state.in-memory" in result.stderr
+    assert "keyPrefix" in result.stderr
+
+
+def test_unknown_component_type_is_reported(tmp_path: Path) -> None:
+    result = run_and_fail({"state.yaml": STATESTORE.replace("state.in-memory", "state.nosuchdb")}, tmp_path)
+    assert result.returncode != 0
+    assert "spec.type" in result.stderr and "state.nosuchdb" in result.stderr
+
+
+def test_dapr_manifests_load_unchanged(sidecars: SidecarFactory) -> None:
+    dapr_manifest = STATESTORE.replace("ottava.io/v1alpha1", "dapr.io/v1alpha1")
+    subscription = "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\nspec: {}\n"
+    sidecar = sidecars.start(resources={"state.yaml": dapr_manifest, "subscription.yaml": subscription})
+    assert sidecar.status == "UP"
+    info = httpx.get(f"{sidecar.http_url}/actuator/info").json()
+    assert [(c["name"], c["status"]) for c in info["components"]] == [("orders", "UP")]
+
+
+FAILING_SECRETS = """
+apiVersion: ottava.io/v1alpha1
+kind: Component
+metadata: {{name: vault}}
+spec:
+  type: secretstores.local.file
+  ignoreErrors: {ignore}
+  metadata:
+  - {{name: secretsFile, value: /nonexistent/secrets.json}}
+"""
+
+
+def test_component_that_fails_to_init_makes_the_sidecar_not_ready(sidecars: SidecarFactory) -> None:
+    sidecar = sidecars.start(resources={"state.yaml": STATESTORE, "vault.yaml": FAILING_SECRETS.format(ignore="false")})
+    assert sidecar.status == "DOWN"
+    assert "vault" in sidecar.ready_line
+
+    readiness = httpx.get(f"{sidecar.http_url}/actuator/health/readiness")
+    assert readiness.status_code == 503
+    body = readiness.json()
+    assert body["status"] == "DOWN"
+    assert body["components"]["vault"]["status"] == "DOWN"
+    assert "/nonexistent/secrets.json" in body["components"]["vault"]["details"]["reason"]
+    assert body["components"]["orders"]["status"] == "UP"
+    assert httpx.get(f"{sidecar.http_url}/actuator/health/liveness").status_code == 200
+    assert httpx.get(f"{sidecar.http_url}/v1.0/healthz").status_code != 204
+
+
+def test_ignore_errors_keeps_the_sidecar_ready(sidecars: SidecarFactory) -> None:
+    sidecar = sidecars.start(resources={"state.yaml": STATESTORE, "vault.yaml": FAILING_SECRETS.format(ignore="true")})
+    assert sidecar.status == "UP"
+    readiness = httpx.get(f"{sidecar.http_url}/actuator/health/readiness")
+    assert readiness.status_code == 200
+    assert readiness.json()["components"]["vault"]["status"] == "DOWN"
+    assert httpx.get(f"{sidecar.http_url}/v1.0/healthz").status_code == 204
+
+
+def test_scopes_exclude_other_apps_and_info_says_so(sidecars: SidecarFactory) -> None:
+    scoped = STATESTORE + "scopes: [checkout]\n"
+    sidecar = sidecars.start("--app-id", "cart", resources={"state.yaml": scoped})
+    info = httpx.get(f"{sidecar.http_url}/actuator/info").json()
+    (orders,) = info["components"]
+    assert orders["status"] == "SKIPPED"
+    assert "cart" in orders["reason"]
+
+
+def test_secret_key_ref_resolved_from_the_named_secret_store(sidecars: SidecarFactory, tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"prefix": "team-a"}), encoding="utf-8")
+    vault = FAILING_SECRETS.format(ignore="false").replace("/nonexistent/secrets.json", str(secrets))
+    store = (
+        STATESTORE + "  metadata:\n  - name: keyPrefix\n    secretKeyRef: {name: prefix}\nauth: {secretStore: vault}\n"
+    )
+    sidecar = sidecars.start(resources={"vault.yaml": vault, "state.yaml": store})
+    assert sidecar.status == "UP", sidecar.log()

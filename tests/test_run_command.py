@@ -1,0 +1,98 @@
+"""`ottava run -- COMMAND`: the app gets the sidecar's ports, signals, and its own exit status."""
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from conftest import OTTAVA, SidecarFactory
+
+ROOT = Path(__file__).resolve().parents[1]
+PORTS = ["--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"]
+
+
+def test_quickstart_example_runs_under_the_sidecar() -> None:
+    result = subprocess.run(
+        [
+            OTTAVA,
+            "run",
+            "--app-id",
+            "quickstart",
+            *PORTS,
+            "--",
+            sys.executable,
+            str(ROOT / "examples" / "quickstart.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "lock taken: True" in result.stdout
+    assert "component: statestore (state.in-memory)" in result.stdout
+    assert "async state: 3 items" in result.stdout
+    assert "quickstart done" in result.stdout
+
+
+def test_app_sees_the_ports_and_its_exit_status_is_returned() -> None:
+    script = "import os, sys; print('ports', os.environ['DAPR_GRPC_PORT'], os.environ['DAPR_HTTP_PORT'], os.environ['OTTAVA_GRPC_PORT']); sys.exit(3)"
+    result = subprocess.run(
+        [OTTAVA, "run", *PORTS, "--", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 3, result.stderr
+    ready, app_line = result.stdout.splitlines()[:2]
+    assert ready.startswith("ottava sidecar UP")
+    _, grpc_port, http_port, ottava_port = app_line.split()
+    assert f":{grpc_port} " in ready and f"http=127.0.0.1:{http_port}" in ready and ottava_port == grpc_port
+
+
+def test_sigterm_is_forwarded_to_the_app(sidecars: SidecarFactory, tmp_path: Path) -> None:
+    marker = tmp_path / "got-sigterm"
+    script = (
+        "import signal, sys, time\n"
+        f"signal.signal(signal.SIGTERM, lambda *_: (open({str(marker)!r}, 'w').close(), sys.exit(0)))\n"
+        "print('app up', flush=True)\n"
+        "while True: time.sleep(1)\n"
+    )
+    sidecar = sidecars.start("--", sys.executable, "-c", script)
+    assert sidecar.process.stdout is not None
+    assert sidecar.process.stdout.readline().strip() == "app up"
+    assert sidecar.stop(signal.SIGTERM) == 0
+    assert marker.exists()
+
+
+def test_unknown_command_fails_clearly() -> None:
+    result = subprocess.run(
+        [OTTAVA, "run", *PORTS, "--", "/nonexistent/app"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 127
+    assert "/nonexistent/app" in result.stderr
+
+
+def test_shutdown_api_stops_the_sidecar(sidecars: SidecarFactory) -> None:
+    sidecar = sidecars.start()
+    assert httpx.post(f"{sidecar.http_url}/v1.0/shutdown").status_code == 204
+    assert sidecar.process.wait(timeout=30) == 0
+
+
+def test_port_in_use_is_reported(sidecars: SidecarFactory) -> None:
+    first = sidecars.start()
+    result = subprocess.run(
+        [OTTAVA, "run", "--grpc-port", str(first.grpc_port), "--http-port", "0", "--metrics-port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode != 0
+    assert str(first.grpc_port) in result.stderr
