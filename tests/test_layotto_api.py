@@ -1,5 +1,7 @@
 """A client generated from `proto/` drives the Layotto surface of the same sidecar."""
 
+from __future__ import annotations
+
 import asyncio
 import uuid
 from collections.abc import AsyncIterator

@@ -126,7 +126,7 @@ def _write_error(store: StateStore[Any], verb: str, key: str, err: ComponentErro
     """Dapr's mapping: ETag mismatch → ABORTED (HTTP 409), invalid ETag → INVALID_ARGUMENT."""
     where = f"key {key} in state store {store.name}" if key else f"state store {store.name}"
     message = f"failed {verb} {where}: {err}"
-    code = "ERR_STATE_SAVE" if verb == "saving" else "ERR_STATE_DELETE"
+    code = {"saving": "ERR_STATE_SAVE", "deleting": "ERR_STATE_DELETE"}.get(verb, "ERR_STATE_TRANSACTION")
     if isinstance(err, ETagMismatchError):
         message = f"failed {verb} {where}: possible etag mismatch. error from state store: {err}"
         return errors.aborted(message, code)

@@ -1,7 +1,9 @@
 """The one gRPC server that hosts Dapr's and Layotto's services."""
 
+from __future__ import annotations
+
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from dapr.proto.runtime.v1 import dapr_pb2_grpc
@@ -13,7 +15,13 @@ from ottava_sidecar.api.grpc.dapr import DaprService
 from ottava_sidecar.api.grpc.layotto import LayottoService
 
 
-class ApiTokenInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+if TYPE_CHECKING:  # generic in the type stubs only
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+class ApiTokenInterceptor(_Interceptor):
     """Rejects calls without the configured `dapr-api-token` metadata, as Dapr does."""
 
     def __init__(self, token: str) -> None:
