@@ -14,7 +14,6 @@ from ottava_sidecar.api.apis import Apis
 from ottava_sidecar.api.grpc.dapr import DaprService
 from ottava_sidecar.api.grpc.layotto import LayottoService
 
-
 if TYPE_CHECKING:  # generic in the type stubs only
     _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
