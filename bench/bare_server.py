@@ -25,7 +25,7 @@ class BareDapr(dapr_pb2_grpc.DaprServicer):
 
 async def main(value: bytes) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    dapr_pb2_grpc.add_DaprServicer_to_server(BareDapr(value), server)  # type: ignore[no-untyped-call]
+    dapr_pb2_grpc.add_DaprServicer_to_server(BareDapr(value), server)
     grpc_port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
 

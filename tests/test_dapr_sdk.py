@@ -9,7 +9,6 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import SECRET_ENV, SidecarProcess
 from dapr.aio.clients import DaprClient as AsyncDaprClient
 from dapr.clients import DaprClient
 from dapr.clients.exceptions import DaprGrpcError
@@ -17,6 +16,8 @@ from dapr.clients.grpc._response import ConfigurationResponse, UnlockResponseSta
 from dapr.clients.grpc._state import Concurrency, StateOptions
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2 as layotto
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc as layotto_grpc
+
+from tests.conftest import SECRET_ENV, SidecarProcess
 
 
 @pytest.fixture

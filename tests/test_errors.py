@@ -5,7 +5,6 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import SidecarProcess
 from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import (
     binding_pb2,
@@ -15,6 +14,8 @@ from dapr.proto.runtime.v1 import (
     secret_pb2,
     state_pb2,
 )
+
+from tests.conftest import SidecarProcess
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from conftest import SidecarProcess
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2 as pb
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc
+
+from tests.conftest import SidecarProcess
 
 
 @pytest.fixture

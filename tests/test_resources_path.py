@@ -1,12 +1,14 @@
 """`ottava run --resources-path`: manifests, scopes, initTimeout and ignoreErrors, as users write them."""
 
 import json
+import os
 import subprocess
 import textwrap
 from pathlib import Path
 
 import httpx
-from conftest import OTTAVA, SidecarFactory
+
+from tests.conftest import OTTAVA, SidecarFactory
 
 STATESTORE = """
 apiVersion: ottava.io/v1alpha1
@@ -121,3 +123,21 @@ def test_secret_key_ref_resolved_from_the_named_secret_store(sidecars: SidecarFa
     )
     sidecar = sidecars.start(resources={"vault.yaml": vault, "state.yaml": store})
     assert sidecar.status == "UP", sidecar.log()
+
+
+def test_init_timeout_marks_a_hanging_component_down(sidecars: SidecarFactory, tmp_path: Path) -> None:
+    # A FIFO with no writer blocks whoever opens it for reading: a real hang, not a mock.
+    fifo = tmp_path / "secrets.fifo"
+    os.mkfifo(fifo)
+    vault = FAILING_SECRETS.format(ignore="false").replace("/nonexistent/secrets.json", str(fifo))
+    vault = vault.replace("  ignoreErrors: false", "  ignoreErrors: false\n  initTimeout: 500ms")
+    sidecar = sidecars.start(resources={"vault.yaml": vault})
+    try:
+        assert sidecar.status == "DOWN"
+        body = httpx.get(f"{sidecar.http_url}/actuator/health/readiness").json()
+        assert body["components"]["vault"]["details"]["reason"] == "init did not finish within initTimeout 500ms"
+    finally:
+        # Let the stuck read finish so the sidecar can exit.
+        with open(fifo, "w", encoding="utf-8"):
+            pass
+    assert sidecar.stop() == 0

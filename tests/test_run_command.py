@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 import httpx
-from conftest import OTTAVA, SidecarFactory
+
+from tests.conftest import OTTAVA, SidecarFactory
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTS = ["--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"]
