@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 ARGS ?=
 
-.PHONY: help venv run test pytest lint fmt proto crds check-generated bench cluster-up cluster-down clean
+.PHONY: help venv run test pytest lint fmt proto crds golden check-generated bench cluster-up cluster-down clean
 
 help:
 	@echo "make run           start the sidecar standalone on in-memory components (ARGS='--app-id x …')"
@@ -17,6 +17,7 @@ help:
 	@echo "make fmt           ruff format + autofix"
 	@echo "make proto         regenerate the Python code for proto/"
 	@echo "make crds          regenerate crds/ from the resource models"
+	@echo "make golden        rewrite the injector golden files (review the diff)"
 	@echo "make bench         GetState latency through the sidecar vs a bare grpc.aio server"
 	@echo "make cluster-up    build (once) and start a local Kubernetes control plane (e2e/)"
 	@echo "make cluster-down  stop it and remove its state"
@@ -36,6 +37,9 @@ run: venv
 
 proto: venv
 	$(PY) tools/gen_proto.py
+
+golden: venv
+	$(PY) tools/gen_golden.py
 
 crds: venv
 	$(PY) tools/gen_crds.py

@@ -39,3 +39,35 @@ DEFAULT_LOCK_STORE: Final = "lockstore"
 DEFAULT_CONFIGURATION_STORE: Final = "configstore"
 DEFAULT_SEQUENCER: Final = "sequencer"
 DEFAULT_SECRET_STORE: Final = "secretstore"
+
+# Pod annotations a user sets on a Deployment's pod template (DESIGN.md, "pod annotations").
+ANNOTATION_ENABLED: Final = "ottava.io/enabled"
+ANNOTATION_APP_ID: Final = "ottava.io/app-id"
+ANNOTATION_APP_PORT: Final = "ottava.io/app-port"
+ANNOTATION_APP_PROTOCOL: Final = "ottava.io/app-protocol"
+ANNOTATION_CONFIG: Final = "ottava.io/config"
+ANNOTATION_LOG_LEVEL: Final = "ottava.io/log-level"
+ANNOTATION_SIDECAR_IMAGE: Final = "ottava.io/sidecar-image"
+ANNOTATION_CPU_REQUEST: Final = "ottava.io/sidecar-cpu-request"
+ANNOTATION_CPU_LIMIT: Final = "ottava.io/sidecar-cpu-limit"
+ANNOTATION_MEMORY_REQUEST: Final = "ottava.io/sidecar-memory-request"
+ANNOTATION_MEMORY_LIMIT: Final = "ottava.io/sidecar-memory-limit"
+ANNOTATION_API_TOKEN_SECRET: Final = "ottava.io/api-token-secret"
+
+# Labels the injector puts on pods.
+LABEL_SIDECAR_INJECTED: Final = "ottava.io/sidecar-injected"
+LABEL_APP_ID: Final = "ottava.io/app-id"
+
+# Environment of the injected sidecar container.
+ENV_POD_NAME: Final = "POD_NAME"
+ENV_NAMESPACE: Final = "NAMESPACE"
+ENV_APP_ID: Final = "OTTAVA_APP_ID"
+ENV_CONFIG: Final = "OTTAVA_CONFIG"
+ENV_APP_PORT: Final = "OTTAVA_APP_PORT"
+ENV_APP_PROTOCOL: Final = "OTTAVA_APP_PROTOCOL"
+
+# Where the injected sidecar finds its projected service-account token.
+TOKEN_VOLUME: Final = "ottava-token"
+TOKEN_MOUNT_PATH: Final = "/var/run/secrets/ottava.io/serviceaccount"
+# The unprivileged user the sidecar image runs as ("restricted" Pod Security Standard).
+SIDECAR_UID: Final = 65532
