@@ -61,7 +61,82 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.add_argument("--shutdown-grace", type=float, default=5.0, help="seconds to drain in-flight calls on stop")
+    _add_operator_command(commands)
     return parser
+
+
+def _add_operator_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    env = os.environ.get
+    op = commands.add_parser(
+        "operator",
+        help="run the operator (admission webhooks, status, certificates, sidecar RBAC)",
+        description="Run Ottava's operator. The Helm chart starts it with these flags.",
+    )
+    op.add_argument("--namespace", default=env("POD_NAMESPACE", "ottava-system"), help="the operator's own namespace")
+    op.add_argument("--webhook-address", default="0.0.0.0", help="address the admission webhook listens on")
+    op.add_argument("--webhook-port", type=_port, default=9443)
+    op.add_argument(
+        "--webhook-host",
+        action="append",
+        default=[],
+        help="extra host or IP for the serving certificate (repeatable), e.g. 127.0.0.1 for an operator run out of cluster",
+    )
+    op.add_argument(
+        "--service-name", default="ottava-webhook", help="the webhook Service (its DNS names go in the certificate)"
+    )
+    op.add_argument(
+        "--cert-secret", default="ottava-webhook-tls", help="Secret that holds the webhook CA and certificate"
+    )
+    op.add_argument(
+        "--mutating-webhook",
+        default="ottava-sidecar-injector",
+        help="MutatingWebhookConfiguration to keep the caBundle of",
+    )
+    op.add_argument(
+        "--validating-webhook",
+        default="ottava-validator",
+        help="ValidatingWebhookConfiguration to keep the caBundle of",
+    )
+    op.add_argument("--cert-dir", type=Path, default=Path(env("TMPDIR", "/tmp")) / "ottava-webhook")
+    op.add_argument("--liveness-port", type=_port, default=8080)
+    op.add_argument("--sidecar-image", default=None, help="default image of injected sidecars")
+    op.add_argument("--sidecar-cpu-request", default="100m")
+    op.add_argument("--sidecar-memory-request", default="128Mi")
+    op.add_argument("--sidecar-cpu-limit", default="")
+    op.add_argument("--sidecar-memory-limit", default="512Mi")
+    op.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
+    op.add_argument("--log-format", choices=("text", "json"), default="text")
+
+
+def _operator(args: argparse.Namespace) -> int:
+    # Imported here: `ottava run` must not pay for kopf and the Kubernetes client.
+    from ottava_operator import main as operator_main
+    from ottava_operator.injection import InjectorSettings
+    from ottava_operator.settings import OperatorSettings
+
+    defaults = InjectorSettings()
+    settings = OperatorSettings(
+        namespace=args.namespace,
+        webhook_address=args.webhook_address,
+        webhook_port=args.webhook_port,
+        webhook_hosts=tuple(args.webhook_host),
+        service_name=args.service_name,
+        cert_secret=args.cert_secret,
+        mutating_webhook=args.mutating_webhook,
+        validating_webhook=args.validating_webhook,
+        cert_dir=args.cert_dir,
+        liveness_port=args.liveness_port,
+        injector=InjectorSettings(
+            image=args.sidecar_image or defaults.image,
+            cpu_request=args.sidecar_cpu_request,
+            memory_request=args.sidecar_memory_request,
+            cpu_limit=args.sidecar_cpu_limit or None,
+            memory_limit=args.sidecar_memory_limit or None,
+        ),
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(operator_main.run(settings))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_level, args.log_format)
     if args.command == "run":
         return _run(args, command)
+    if args.command == "operator":
+        return _operator(args)
     return 2
 
 

@@ -1,0 +1,163 @@
+"""The operator process: kopf handlers for admission, status and RBAC, plus certificates.
+
+Admission runs on kopf's webhook server with the certificate from our Secret; the
+webhook configurations themselves come from the Helm chart (with the CEL
+`matchConditions`, `failurePolicy: Ignore` and namespace exclusions that kopf's
+self-managed configurations do not offer), and the operator only keeps their `caBundle`
+in step.
+"""
+
+import asyncio
+import contextlib
+import copy
+import logging
+import os
+from typing import Any, cast
+
+import kopf
+from kubernetes_asyncio import client, config
+from ottava_sidecar import contract
+
+from ottava_operator import injection, status, validation
+from ottava_operator.certificates import CertificateManager
+from ottava_operator.events import EventPoster
+from ottava_operator.rbac import SidecarRbac
+from ottava_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION = contract.API_GROUP, contract.API_VERSION
+NEVER_INJECTED = ("kube-system",)
+
+
+class Clients:
+    """API clients made on the operator's event loop at start-up."""
+
+    api: client.ApiClient
+    rbac: SidecarRbac
+    events: EventPoster
+    certificates: CertificateManager
+
+
+async def _api_client() -> client.ApiClient:
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    else:
+        await config.load_kube_config()
+    return client.ApiClient()
+
+
+def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    clients = Clients()
+    background: set[asyncio.Task[None]] = set()
+
+    def spawn(coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    @kopf.on.startup(registry=registry)
+    async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="operator.ottava.io")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="operator.ottava.io", key="last-handled-configuration"
+        )
+        settings.admission.managed = None
+        settings.admission.server = kopf.WebhookServer(
+            addr=ours.webhook_address,
+            port=ours.webhook_port,
+            certfile=str(ours.cert_dir / "tls.crt"),
+            pkeyfile=str(ours.cert_dir / "tls.key"),
+            file_check_interval=30,
+        )
+        clients.api = await _api_client()
+        clients.rbac = SidecarRbac(clients.api)
+        clients.events = EventPoster(clients.api)
+        clients.certificates = CertificateManager(ours, clients.api)
+        await clients.certificates.ensure()
+        spawn(clients.certificates.run())
+        log.info("operator started", extra={"namespace": ours.namespace, "webhookPort": ours.webhook_port})
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(**_: Any) -> None:
+        for task in list(background):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await clients.api.close()
+
+    # --- admission ---------------------------------------------------------------------
+
+    @kopf.on.validate(GROUP, VERSION, "components", id="validate-component", registry=registry)
+    def validate_component(body: kopf.Body, **_: Any) -> None:
+        problems = validation.component_problems(dict(body))
+        if problems:
+            raise kopf.AdmissionError(f"Component {body.metadata.name!r} is invalid: " + "; ".join(problems), code=422)
+
+    @kopf.on.validate(GROUP, VERSION, "configurations", id="validate-configuration", registry=registry)
+    def validate_configuration(body: kopf.Body, **_: Any) -> None:
+        problems = validation.configuration_problems(dict(body))
+        if problems:
+            raise kopf.AdmissionError(
+                f"Configuration {body.metadata.name!r} is invalid: " + "; ".join(problems), code=422
+            )
+
+    @kopf.on.mutate("", "v1", "pods", operations=["CREATE"], id="inject-sidecar", registry=registry)
+    def inject_sidecar(body: kopf.Body, patch: kopf.Patch, warnings: list[str], dryrun: bool, **_: Any) -> None:
+        pod = copy.deepcopy(dict(body))
+        namespace = pod.get("metadata", {}).get("namespace") or ""
+        if namespace in (*NEVER_INJECTED, ours.namespace):
+            return
+        result = injection.inject(pod, ours.injector)
+        warnings.extend(result.warnings)
+        if result.warnings and not dryrun:
+            spawn(clients.events.warn(namespace, pod, "BadOttavaAnnotation", "; ".join(result.warnings)))
+        if result.pod is not None:
+            injected = result.pod
+
+            def replace(target: kopf.RawBody) -> None:
+                raw = cast(dict[str, Any], target)
+                raw.clear()
+                raw.update(copy.deepcopy(injected))
+
+            patch.fns.append(replace)
+            log.info("injected the sidecar", extra={"namespace": namespace, "appId": result.app_id})
+
+    # --- status and RBAC -----------------------------------------------------------------
+
+    async def write_status(body: kopf.Body, patch: kopf.Patch, problems: list[str]) -> None:
+        previous = (body.get("status") or {}).get("conditions")
+        generation = body.metadata.get("generation")
+        patch.status["conditions"] = [status.ready_condition(problems, generation, previous)]
+        patch.status["observedGeneration"] = generation
+
+    @kopf.on.resume(GROUP, VERSION, "components", registry=registry)
+    @kopf.on.create(GROUP, VERSION, "components", registry=registry)
+    @kopf.on.update(GROUP, VERSION, "components", field="spec", registry=registry)
+    async def component_status(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        await write_status(body, patch, validation.component_problems(dict(body)))
+
+    @kopf.on.resume(GROUP, VERSION, "configurations", registry=registry)
+    @kopf.on.create(GROUP, VERSION, "configurations", registry=registry)
+    @kopf.on.update(GROUP, VERSION, "configurations", field="spec", registry=registry)
+    async def configuration_status(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        await write_status(body, patch, validation.configuration_problems(dict(body)))
+
+    @kopf.on.event(GROUP, VERSION, "components", registry=registry)
+    async def component_event(event: kopf.RawEvent, namespace: str | None, **_: Any) -> None:
+        # Every watch event, deletions included (no finalizer needed): the Role follows the
+        # namespace's Components as they are now.
+        if namespace:
+            await clients.rbac.reconcile(namespace)
+
+    return registry
+
+
+async def run(settings: OperatorSettings) -> None:
+    registry = build_registry(settings)
+    await kopf.operator(
+        registry=registry,
+        clusterwide=True,
+        standalone=True,
+        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
+    )

@@ -1,0 +1,59 @@
+"""Validation of Components and Configurations against the models and the catalogue.
+
+Shared by the admission webhook (refusing bad manifests at `kubectl apply`) and the
+status handlers (flagging bad ones that got in while the webhook was down).
+"""
+
+from typing import Any
+
+from ottava_sidecar.components import catalogue
+from ottava_sidecar.resources.manifests import describe_errors
+from ottava_sidecar.resources.models import Component, Configuration
+from pydantic import ValidationError
+
+# Fields the apiserver owns; the models describe what users write.
+_SERVER_FIELDS = ("status",)
+
+
+def _user_part(body: dict[str, Any]) -> dict[str, Any]:
+    document = {k: v for k, v in body.items() if k not in _SERVER_FIELDS}
+    document.setdefault("apiVersion", "ottava.io/v1alpha1")
+    return document
+
+
+def component_problems(body: dict[str, Any]) -> list[str]:
+    """Every reason the Component is wrong, each naming its field; empty when valid."""
+    try:
+        component = Component.model_validate(_user_part(body))
+    except ValidationError as err:
+        return describe_errors(err).split("; ")
+    try:
+        component_type = catalogue.lookup(component.spec.type, component.spec.version)
+    except catalogue.UnknownComponentTypeError as err:
+        return [f"spec.type: {err}"]
+    values = {item.name: "0" if item.value is None else item.value for item in component.spec.metadata}
+    try:
+        component_type.parse_metadata(values)
+    except catalogue.MetadataError as err:
+        return [f"spec.metadata.{problem}" for problem in err.problems]
+    return []
+
+
+def configuration_problems(body: dict[str, Any]) -> list[str]:
+    try:
+        Configuration.model_validate(_user_part(body))
+    except ValidationError as err:
+        return describe_errors(err).split("; ")
+    return []
+
+
+def referenced_secrets(body: dict[str, Any]) -> set[str]:
+    """Kubernetes Secrets a Component's sidecars must read: its secretKeyRefs, unless a
+    secret store of its own resolves them."""
+    if (body.get("auth") or {}).get("secretStore"):
+        return set()
+    return {
+        ref["name"]
+        for item in (body.get("spec") or {}).get("metadata") or []
+        if isinstance(item, dict) and isinstance(ref := item.get("secretKeyRef"), dict) and ref.get("name")
+    }

@@ -1,0 +1,84 @@
+"""The operator's decisions that need no cluster: validation messages, RBAC rules, certificates."""
+
+import datetime
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+from ottava_operator import certificates, rbac, status, validation
+
+
+def component(**spec: object) -> dict[str, object]:
+    return {
+        "apiVersion": "ottava.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": "statestore", "namespace": "shop", "uid": "x", "managedFields": []},
+        "spec": {"type": "state.in-memory", "version": "v1", **spec},
+        "status": {"conditions": []},
+    }
+
+
+def test_valid_component_has_no_problems() -> None:
+    assert validation.component_problems(component()) == []
+
+
+def test_unknown_type_and_missing_field_are_named() -> None:
+    [problem] = validation.component_problems(component(type="state.nosuchdb"))
+    assert problem.startswith("spec.type:") and "state.nosuchdb" in problem
+    problems = validation.component_problems(component(type="secretstores.local.file"))
+    assert problems == ["spec.metadata.secretsFile: required field is missing"]
+
+
+def test_value_and_secret_key_ref_both_set_is_refused() -> None:
+    item = {"name": "redisPassword", "value": "x", "secretKeyRef": {"name": "redis", "key": "password"}}
+    [problem] = validation.component_problems(component(metadata=[item]))
+    assert "spec.metadata.0" in problem and "either 'value' or 'secretKeyRef'" in problem
+
+
+def test_role_grants_exactly_the_referenced_secrets() -> None:
+    ref = {"name": "keyPrefix", "secretKeyRef": {"name": "prefix-secret", "key": "p"}}
+    resolved_elsewhere = {**component(metadata=[ref]), "auth": {"secretStore": "vault"}}
+    rules = rbac.role_rules([component(metadata=[ref]), component(), resolved_elsewhere])
+    assert rules[-1] == {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "verbs": ["get"],
+        "resourceNames": ["prefix-secret"],
+    }
+    assert all(r.get("resources") != ["secrets"] for r in rbac.role_rules([component()])), (
+        "no referenced Secret must mean no Secret rule at all (empty resourceNames would grant every Secret)"
+    )
+
+
+def test_ready_condition_keeps_transition_time_while_status_holds() -> None:
+    first = status.ready_condition([], 1, None)
+    again = status.ready_condition([], 2, [{**first, "lastTransitionTime": "2020-01-01T00:00:00Z"}])
+    assert again["lastTransitionTime"] == "2020-01-01T00:00:00Z"
+    assert again["observedGeneration"] == 2
+    broken = status.ready_condition(["spec.type: bad"], 3, [again])
+    assert (broken["status"], broken["reason"]) == ("False", "Invalid")
+    assert broken["lastTransitionTime"] != "2020-01-01T00:00:00Z"
+
+
+def test_serving_certificate_verifies_against_its_ca(tmp_path: Path) -> None:
+    names = ("ottava-webhook.ottava-system.svc", "127.0.0.1")
+    material = certificates.build(names)
+    (tmp_path / "ca.crt").write_bytes(material.ca_cert)
+    (tmp_path / "tls.crt").write_bytes(material.cert)
+    (tmp_path / "tls.key").write_bytes(material.key)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    cert = x509.load_pem_x509_certificate(material.cert)
+    ca = x509.load_pem_x509_certificate(material.ca_cert)
+    cert.verify_directly_issued_by(ca)
+    assert certificates.needs_renewal(material, names) is None
+
+
+def test_renewal_when_a_third_of_life_is_left_or_a_name_is_missing() -> None:
+    names = ("ottava-webhook.ottava-system.svc",)
+    material = certificates.build(names)
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=250)
+    assert "expires" in (certificates.needs_renewal(material, names, now=later) or "")
+    assert "lacks 127.0.0.1" in (certificates.needs_renewal(material, (*names, "127.0.0.1")) or "")
+    renewed = certificates.build(names, (material.ca_cert, material.ca_key))
+    assert renewed.ca_cert == material.ca_cert, "reissuing must keep the CA, so the caBundle stays valid"
