@@ -425,3 +425,10 @@ class _Mixed(BaseModel):
 def test_a_union_that_is_not_structural_is_an_error() -> None:
     with pytest.raises(crd.SchemaError, match="only unions of scalars"):
         crd.openapi_schema(_Mixed)
+
+
+def test_chart_installs_the_same_crds() -> None:
+    chart_crds = ROOT / "charts" / "ottava" / "crds"
+    chart = {p.name: p.read_text(encoding="utf-8") for p in sorted(chart_crds.glob("*.yaml"))}
+    committed = {p.name: p.read_text(encoding="utf-8") for p in sorted(CRDS_DIR.glob("*.yaml"))}
+    assert chart == committed, "charts/ottava/crds differs from crds/: run `make crds`"

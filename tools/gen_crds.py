@@ -18,13 +18,14 @@ from pathlib import Path
 from ottava_sidecar.resources import crd
 
 ROOT = Path(__file__).resolve().parent.parent
-CRDS_DIR = ROOT / "crds"
+# The same files go to crds/ (for kubectl users) and into the Helm chart, which installs them.
+CRDS_DIRS = (ROOT / "crds", ROOT / "charts" / "ottava" / "crds")
 
 
-def _committed() -> dict[str, str]:
-    if not CRDS_DIR.is_dir():
+def _committed(folder: Path) -> dict[str, str]:
+    if not folder.is_dir():
         return {}
-    return {p.name: p.read_text(encoding="utf-8") for p in sorted(CRDS_DIR.iterdir()) if p.is_file()}
+    return {p.name: p.read_text(encoding="utf-8") for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 def _diff(fresh: dict[str, str], committed: dict[str, str]) -> list[str]:
@@ -39,15 +40,15 @@ def _diff(fresh: dict[str, str], committed: dict[str, str]) -> list[str]:
     return stale
 
 
-def _sync(fresh: dict[str, str], committed: dict[str, str]) -> int:
-    CRDS_DIR.mkdir(exist_ok=True)
+def _sync(folder: Path, fresh: dict[str, str], committed: dict[str, str]) -> int:
+    folder.mkdir(parents=True, exist_ok=True)
     written = 0
     for name, text in fresh.items():
         if committed.get(name) != text:
-            (CRDS_DIR / name).write_text(text, encoding="utf-8", newline="\n")
+            (folder / name).write_text(text, encoding="utf-8", newline="\n")
             written += 1
     for name in committed.keys() - fresh.keys():
-        (CRDS_DIR / name).unlink()
+        (folder / name).unlink()
         written += 1
     return written
 
@@ -62,20 +63,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     fresh = crd.render_crds()
-    committed = _committed()
-    crds_rel = CRDS_DIR.relative_to(ROOT).as_posix()
-    if args.check:
-        stale = _diff(fresh, committed)
-        if stale:
-            print(f"gen_crds: {crds_rel} is stale; run `make crds`:")
-            for line in stale:
-                print(f"  {line}")
-            return 1
-        print(f"gen_crds: {crds_rel} is up to date ({len(fresh)} files)")
-        return 0
-    written = _sync(fresh, committed)
-    print(f"gen_crds: {crds_rel}: {len(fresh)} files, {written} updated")
-    return 0
+    status = 0
+    for folder in CRDS_DIRS:
+        committed = _committed(folder)
+        crds_rel = folder.relative_to(ROOT).as_posix()
+        if args.check:
+            stale = _diff(fresh, committed)
+            if stale:
+                print(f"gen_crds: {crds_rel} is stale; run `make crds`:")
+                for line in stale:
+                    print(f"  {line}")
+                status = 1
+            else:
+                print(f"gen_crds: {crds_rel} is up to date ({len(fresh)} files)")
+            continue
+        written = _sync(folder, fresh, committed)
+        print(f"gen_crds: {crds_rel}: {len(fresh)} files, {written} updated")
+    return status
 
 
 if __name__ == "__main__":
