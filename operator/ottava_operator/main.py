@@ -57,6 +57,13 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
         background.add(task)
         task.add_done_callback(background.discard)
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # An explicit kubeconfig wins (operator run out of cluster); in a pod, the token.
+        if os.environ.get("KUBECONFIG"):
+            return kopf.login_with_kubeconfig(**kwargs)
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="operator.ottava.io")
@@ -89,13 +96,13 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
     # --- admission ---------------------------------------------------------------------
 
     @kopf.on.validate(GROUP, VERSION, "components", id="validate-component", registry=registry)
-    def validate_component(body: kopf.Body, **_: Any) -> None:
+    async def validate_component(body: kopf.Body, **_: Any) -> None:
         problems = validation.component_problems(dict(body))
         if problems:
             raise kopf.AdmissionError(f"Component {body.metadata.name!r} is invalid: " + "; ".join(problems), code=422)
 
     @kopf.on.validate(GROUP, VERSION, "configurations", id="validate-configuration", registry=registry)
-    def validate_configuration(body: kopf.Body, **_: Any) -> None:
+    async def validate_configuration(body: kopf.Body, **_: Any) -> None:
         problems = validation.configuration_problems(dict(body))
         if problems:
             raise kopf.AdmissionError(
@@ -103,7 +110,7 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
             )
 
     @kopf.on.mutate("", "v1", "pods", operations=["CREATE"], id="inject-sidecar", registry=registry)
-    def inject_sidecar(body: kopf.Body, patch: kopf.Patch, warnings: list[str], dryrun: bool, **_: Any) -> None:
+    async def inject_sidecar(body: kopf.Body, patch: kopf.Patch, warnings: list[str], dryrun: bool, **_: Any) -> None:
         pod = copy.deepcopy(dict(body))
         namespace = pod.get("metadata", {}).get("namespace") or ""
         if namespace in (*NEVER_INJECTED, ours.namespace):
