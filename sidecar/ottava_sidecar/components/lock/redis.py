@@ -1,0 +1,43 @@
+"""`lock.redis`: locks as Redis keys set with NX and an expiry; released by a check-and-delete script."""
+
+from ottava_sidecar.components.backends.redis import RedisConnection, RedisMetadata
+from ottava_sidecar.components.catalogue import register
+from ottava_sidecar.components.lock.base import LockMetadata, LockStore, UnlockStatus
+
+# 0 released, 1 no such lock, 2 held by another owner: the values of UnlockStatus.
+_UNLOCK = """
+local owner = redis.call('GET', KEYS[1])
+if not owner then return 1 end
+if owner ~= ARGV[1] then return 2 end
+redis.call('DEL', KEYS[1])
+return 0
+"""
+
+
+class RedisLockMetadata(LockMetadata, RedisMetadata):
+    pass
+
+
+@register("lock.redis", RedisLockMetadata)
+class RedisLockStore(LockStore[RedisLockMetadata]):
+    """Locks in Redis (single server): `SET NX PX` to take, an atomic owner check to release."""
+
+    def __init__(self, name: str, settings: RedisLockMetadata, *, app_id: str) -> None:
+        super().__init__(name, settings, app_id=app_id)
+        self.redis = RedisConnection(settings, f"lock store {name}")
+
+    async def init(self) -> None:
+        await self.redis.open()
+
+    async def close(self) -> None:
+        await self.redis.close()
+
+    async def try_lock(self, resource_id: str, owner: str, expiry_seconds: int) -> bool:
+        with self.redis.errors(f"locking {resource_id!r}"):
+            taken = await self.redis.client.set(resource_id, owner, nx=True, px=max(1, expiry_seconds * 1000))
+        return bool(taken)
+
+    async def unlock(self, resource_id: str, owner: str) -> UnlockStatus:
+        with self.redis.errors(f"unlocking {resource_id!r}"):
+            status = await self.redis.client.eval(_UNLOCK, 1, resource_id, owner)
+        return UnlockStatus(int(status))

@@ -1,0 +1,73 @@
+"""How the suites reach each registered implementation: the servers it needs and its metadata.
+
+Every type registered in the catalogue must have an entry here (a test checks it), so
+a new backend cannot land without joining its building block's suite.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.servers import postgresql_server as postgresql_setup
+from tests.servers import redis_server as redis_setup
+from tests.servers.process import ServerProcess
+
+Servers = dict[str, ServerProcess]
+
+
+@dataclass(frozen=True)
+class Context:
+    servers: Servers
+    data_dir: Path  # per test: embedded stores keep their files here
+
+
+@dataclass(frozen=True)
+class Backend:
+    servers: tuple[str, ...] = ()  # names of the session fixtures that run them
+    metadata: Callable[[Context], dict[str, str]] = field(default=lambda _: {})
+    shared: bool = True  # two instances (two sidecars) see the same data
+    persistent: bool = True  # a new instance (a restarted sidecar) sees the data of the last one
+
+
+def _redis(ctx: Context) -> dict[str, str]:
+    return {"redisHost": ctx.servers["redis_server"].address, "redisPassword": redis_setup.PASSWORD}
+
+
+def _postgresql(ctx: Context) -> dict[str, str]:
+    return {"connectionString": postgresql_setup.dsn(ctx.servers["postgresql_server"])}
+
+
+def _etcd(ctx: Context) -> dict[str, str]:
+    return {"endpoints": ctx.servers["etcd_server"].address}
+
+
+def _zookeeper(ctx: Context) -> dict[str, str]:
+    return {"servers": ctx.servers["zookeeper_server"].address}
+
+
+IN_MEMORY = Backend(shared=False, persistent=False)
+REDIS = Backend(("redis_server",), _redis)
+POSTGRESQL = Backend(("postgresql_server",), _postgresql)
+ETCD = Backend(("etcd_server",), _etcd)
+ZOOKEEPER = Backend(("zookeeper_server",), _zookeeper)
+
+BACKENDS: dict[str, Backend] = {
+    "state.in-memory": IN_MEMORY,
+    "state.redis": REDIS,
+    "state.postgresql": POSTGRESQL,
+    "state.sqlite": Backend(metadata=lambda ctx: {"databasePath": str(ctx.data_dir / "state.db")}),
+    "configuration.in-memory": IN_MEMORY,
+    "configuration.redis": REDIS,
+    "configuration.etcd": ETCD,
+    "lock.in-memory": IN_MEMORY,
+    "lock.redis": REDIS,
+    "lock.etcd": ETCD,
+    "lock.zookeeper": ZOOKEEPER,
+    "sequencer.in-memory": IN_MEMORY,
+    "sequencer.redis": REDIS,
+    "sequencer.postgresql": POSTGRESQL,
+    "sequencer.etcd": ETCD,
+    "sequencer.zookeeper": ZOOKEEPER,
+    "secretstores.local.env": Backend(metadata=lambda _: {"prefix": "OTTAVA_CONFORMANCE_"}),
+    "secretstores.local.file": Backend(metadata=lambda ctx: {"secretsFile": str(ctx.data_dir / "secrets.json")}),
+}

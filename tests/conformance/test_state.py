@@ -1,0 +1,240 @@
+"""The state store contract, for every `state.*` implementation.
+
+Keys in these tests are already "stored keys": the API layer prefixes app keys before a
+store sees them (`store.keys.qualify`), and the isolation tests use that same prefixer.
+"""
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from ottava_sidecar.components.errors import ETagInvalidError, ETagMismatchError
+from ottava_sidecar.components.state.base import Concurrency, DeleteRequest, Feature, Operation, SetRequest, StateStore
+
+from tests.conformance.conftest import Components, unique
+
+BUILDING_BLOCK = "state"
+FIRST = Concurrency.FIRST_WRITE
+
+
+async def _store(components: Components, **kwargs: str) -> StateStore[Any]:
+    store = await components.create(**kwargs)
+    assert isinstance(store, StateStore)
+    return store
+
+
+async def test_reports_etag_ttl_and_transactions(components: Components) -> None:
+    store = await _store(components)
+    assert {Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL} <= set(store.features)
+
+
+async def test_round_trip_of_binary_values_and_content_type(components: Components) -> None:
+    store = await _store(components)
+    key, value = unique("k"), bytes(range(256)) * 40  # every byte value, 10 KiB
+    assert await store.get(key) is None
+    await store.set(SetRequest(key, value, content_type="application/octet-stream"))
+    item = await store.get(key)
+    assert item is not None
+    assert (item.key, item.value, item.content_type) == (key, value, "application/octet-stream")
+    assert isinstance(item.etag, str) and item.etag
+    await store.set(SetRequest(key, b""))
+    empty = await store.get(key)
+    assert empty is not None and empty.value == b""
+
+
+async def test_every_write_changes_the_etag(components: Components) -> None:
+    store = await _store(components)
+    key = unique("k")
+    etags = []
+    for value in (b"1", b"2", b"2"):
+        await store.set(SetRequest(key, value))
+        item = await store.get(key)
+        assert item is not None and item.etag
+        etags.append(item.etag)
+    assert len(set(etags)) == 3
+
+
+async def test_etag_must_match_the_stored_one(components: Components) -> None:
+    store = await _store(components)
+    key = unique("k")
+    await store.set(SetRequest(key, b"v1"))
+    first = await store.get(key)
+    assert first is not None and first.etag
+    await store.set(SetRequest(key, b"v2", etag=first.etag))
+    second = await store.get(key)
+    assert second is not None and second.etag and second.etag != first.etag
+
+    with pytest.raises(ETagMismatchError):
+        await store.set(SetRequest(key, b"v3", etag=first.etag))
+    with pytest.raises(ETagMismatchError):
+        await store.delete(DeleteRequest(key, etag=first.etag))
+    still = await store.get(key)
+    assert still is not None and (still.value, still.etag) == (b"v2", second.etag)
+
+    with pytest.raises(ETagMismatchError):
+        await store.set(SetRequest(unique("missing"), b"v", etag=second.etag))
+    with pytest.raises(ETagInvalidError):
+        await store.set(SetRequest(key, b"v", etag="not-an-etag"))
+
+    await store.delete(DeleteRequest(key, etag=second.etag))
+    assert await store.get(key) is None
+
+
+async def test_first_write_wins(components: Components) -> None:
+    store = await _store(components)
+    key = unique("k")
+    await store.set(SetRequest(key, b"a", concurrency=FIRST))
+    with pytest.raises(ETagMismatchError):
+        await store.set(SetRequest(key, b"b", concurrency=FIRST))
+    item = await store.get(key)
+    assert item is not None and item.value == b"a" and item.etag
+    await store.set(SetRequest(key, b"c", etag=item.etag, concurrency=FIRST))
+    with pytest.raises(ETagMismatchError):
+        await store.set(SetRequest(key, b"d", etag=item.etag, concurrency=FIRST))
+    last = await store.get(key)
+    assert last is not None and last.value == b"c"
+
+
+async def test_last_write_wins_without_etag(components: Components) -> None:
+    store = await _store(components)
+    key = unique("k")
+    await store.set(SetRequest(key, b"a"))
+    await store.set(SetRequest(key, b"b"))
+    item = await store.get(key)
+    assert item is not None and item.value == b"b"
+
+
+async def test_delete_is_idempotent_without_etag(components: Components) -> None:
+    store = await _store(components)
+    key = unique("k")
+    await store.delete(DeleteRequest(key))
+    await store.set(SetRequest(key, b"v"))
+    await store.delete(DeleteRequest(key))
+    await store.delete(DeleteRequest(key))
+    assert await store.get(key) is None
+
+
+async def test_concurrent_writers_with_one_etag_exactly_one_wins(components: Components) -> None:
+    store = await _store(components)
+    key = unique("k")
+    await store.set(SetRequest(key, b"start"))
+    item = await store.get(key)
+    assert item is not None and item.etag
+    outcomes = await asyncio.gather(
+        *(store.set(SetRequest(key, str(n).encode(), etag=item.etag)) for n in range(10)), return_exceptions=True
+    )
+    assert sum(o is None for o in outcomes) == 1, outcomes
+    assert all(isinstance(o, ETagMismatchError) for o in outcomes if o is not None), outcomes
+
+
+async def test_concurrent_first_writes_exactly_one_wins(components: Components) -> None:
+    store = await _store(components)
+    key = unique("k")
+    outcomes = await asyncio.gather(
+        *(store.set(SetRequest(key, str(n).encode(), concurrency=FIRST)) for n in range(10)), return_exceptions=True
+    )
+    assert sum(o is None for o in outcomes) == 1, outcomes
+    assert all(isinstance(o, ETagMismatchError) for o in outcomes if o is not None), outcomes
+
+
+async def test_bulk_get_keeps_order_and_reports_missing_keys(components: Components) -> None:
+    store = await _store(components)
+    keys = [unique("k") for _ in range(5)]
+    for index, key in enumerate(keys[:3]):
+        await store.set(SetRequest(key, str(index).encode()))
+    items = await store.bulk_get([keys[4], keys[0], keys[3], keys[2], keys[1]])
+    assert [i.value if i else None for i in items] == [None, b"0", None, b"2", b"1"]
+    assert [i.key for i in items if i] == [keys[0], keys[2], keys[1]]
+
+
+async def test_transaction_applies_every_operation(components: Components) -> None:
+    store = await _store(components)
+    a, b, c = unique("a"), unique("b"), unique("c")
+    await store.set(SetRequest(b, b"old-b"))
+    await store.set(SetRequest(c, b"old-c"))
+    c_item = await store.get(c)
+    assert c_item is not None
+    await store.transact([SetRequest(a, b"new-a"), DeleteRequest(b), SetRequest(c, b"new-c", etag=c_item.etag)])
+    got = await store.bulk_get([a, b, c])
+    assert [i.value if i else None for i in got] == [b"new-a", None, b"new-c"]
+
+
+async def test_transaction_is_all_or_nothing(components: Components) -> None:
+    store = await _store(components)
+    a, b = unique("a"), unique("b")
+    await store.set(SetRequest(a, b"old-a"))
+    await store.set(SetRequest(b, b"old-b"))
+    stale = await store.get(b)
+    assert stale is not None and stale.etag
+    await store.set(SetRequest(b, b"newer-b"))
+    failing_transactions: list[list[Operation]] = [
+        [SetRequest(a, b"new-a"), DeleteRequest(b, etag=stale.etag)],
+        [DeleteRequest(a), SetRequest(b, b"x", etag=stale.etag)],
+        [SetRequest(a, b"new-a"), SetRequest(b, b"x", concurrency=FIRST)],
+    ]
+    for failing in failing_transactions:
+        with pytest.raises(ETagMismatchError):
+            await store.transact(failing)
+    got = await store.bulk_get([a, b])
+    assert [i.value if i else None for i in got] == [b"old-a", b"newer-b"]
+
+
+async def test_ttl_expires_items_and_reports_expiry_time(components: Components) -> None:
+    store = await _store(components)
+    short, forever, renewed = unique("short"), unique("forever"), unique("renewed")
+    before = datetime.now(UTC).replace(microsecond=0)
+    await store.set(SetRequest(short, b"v", ttl_seconds=1))
+    await store.set(SetRequest(forever, b"v"))
+    await store.set(SetRequest(renewed, b"v", ttl_seconds=1))
+    await store.set(SetRequest(renewed, b"v2"))  # a later write without TTL keeps the item for good
+
+    item = await store.get(short)
+    assert item is not None
+    expires = datetime.fromisoformat(item.metadata["ttlExpireTime"].replace("Z", "+00:00"))
+    assert before <= expires <= before + timedelta(seconds=3)
+    plain = await store.get(forever)
+    assert plain is not None and "ttlExpireTime" not in plain.metadata
+
+    deadline = time.monotonic() + 6
+    while await store.get(short) is not None:
+        assert time.monotonic() < deadline, "an item with a 1s TTL is still there after 6s"
+        await asyncio.sleep(0.1)
+    assert await store.get(forever) is not None
+    kept = await store.get(renewed)
+    assert kept is not None and kept.value == b"v2"
+    # An expired item is gone for ETag checks too: first-write may create it again.
+    await store.set(SetRequest(short, b"again", concurrency=FIRST))
+
+
+async def test_keys_of_different_apps_are_isolated(components: Components) -> None:
+    orders = await _store(components, app_id="orders")
+    billing = await _store(components, app_id="billing")
+    shared_a = await _store(components, app_id="orders", keyPrefix="none")
+    shared_b = await _store(components, app_id="billing", keyPrefix="none")
+    key = unique("k")
+    await orders.set(SetRequest(orders.keys.qualify(key), b"orders"))
+    await billing.set(SetRequest(billing.keys.qualify(key), b"billing"))
+    mine, theirs = await orders.get(orders.keys.qualify(key)), await billing.get(billing.keys.qualify(key))
+    assert mine is not None and mine.value == b"orders"
+    assert theirs is not None and theirs.value == b"billing"
+    assert orders.keys.qualify(key) == f"orders||{key}"
+
+    if components.backend.shared:
+        await shared_a.set(SetRequest(shared_a.keys.qualify(key), b"common"))
+        seen = await shared_b.get(shared_b.keys.qualify(key))
+        assert seen is not None and seen.value == b"common"
+
+
+@pytest.mark.requires("persistent")
+async def test_data_survives_a_restart(components: Components) -> None:
+    store = await _store(components)
+    key = unique("k")
+    await store.set(SetRequest(key, b"kept"))
+    before = await store.get(key)
+    await components.close(store)
+    restarted = await _store(components)
+    after = await restarted.get(key)
+    assert before is not None and after is not None
+    assert (after.value, after.etag) == (b"kept", before.etag)

@@ -1,0 +1,42 @@
+"""Session-scoped pytest fixtures, one server each, started on first use.
+
+Import the fixtures into a `conftest.py` (`from tests.servers.fixtures import *`). A
+server starts only when a test that needs it runs, so a run that selects a few tests
+installs and starts only their servers.
+"""
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers import etcd_server as etcd_setup
+from tests.servers import postgresql_server as postgresql_setup
+from tests.servers import redis_server as redis_setup
+from tests.servers.process import ServerProcess
+
+__all__ = ["etcd_server", "postgresql_server", "redis_server"]
+
+
+def _run(server: ServerProcess) -> Iterator[ServerProcess]:
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.data_dir, ignore_errors=True)
+        server.log_path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[ServerProcess]:
+    yield from _run(redis_setup.start())
+
+
+@pytest.fixture(scope="session")
+def postgresql_server() -> Iterator[ServerProcess]:
+    yield from _run(postgresql_setup.start())
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[ServerProcess]:
+    yield from _run(etcd_setup.start())

@@ -1,0 +1,23 @@
+"""Redis (Debian's redis-server), with a password so that the password option is exercised."""
+
+from tests.servers import apt
+from tests.servers.process import ServerProcess, accepts_connections, free_port, scratch_dir
+
+PASSWORD = "redis-test-password"
+
+
+def start(*, password: str = PASSWORD) -> ServerProcess:
+    apt.ensure({"redis-server": "redis-server"})
+    port = free_port()
+    data = scratch_dir("redis")
+    command = [
+        "redis-server",
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(data),
+        "--save", "",
+        "--appendonly", "no",
+        "--daemonize", "no",
+        "--requirepass", password,
+    ]  # fmt: skip
+    return ServerProcess("redis", command, accepts_connections(port), data, port).start()
