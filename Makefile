@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 ARGS ?=
 
-.PHONY: help venv run test pytest lint fmt proto crds golden check-generated bench cluster-up cluster-down clean
+.PHONY: help venv run test pytest lint fmt proto crds golden check-generated bench cluster-up cluster-down e2e-up e2e-down clean
 
 help:
 	@echo "make run           start the sidecar standalone on in-memory components (ARGS='--app-id x …')"
@@ -21,6 +21,8 @@ help:
 	@echo "make bench         GetState latency through the sidecar vs a bare grpc.aio server"
 	@echo "make cluster-up    build (once) and start a local Kubernetes control plane (e2e/)"
 	@echo "make cluster-down  stop it and remove its state"
+	@echo "make e2e-up        cluster-up, then helm install Ottava and start its operator"
+	@echo "make e2e-down      stop the operator and the cluster, remove their state"
 
 venv: $(STAMP)
 
@@ -71,6 +73,14 @@ cluster-up:
 
 cluster-down:
 	$(MAKE) -C e2e down
+
+# A cluster with Ottava installed by Helm and the operator running (as its chart's
+# ServiceAccount), for people to try: see docs/kubernetes.md.
+e2e-up: venv
+	OTTAVA_E2E_KEEP=1 $(PY) -m tests.e2e.ottava up
+
+e2e-down: venv
+	$(PY) -m tests.e2e.ottava down
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
