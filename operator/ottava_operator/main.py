@@ -113,7 +113,8 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
     async def inject_sidecar(body: kopf.Body, patch: kopf.Patch, warnings: list[str], dryrun: bool, **_: Any) -> None:
         pod = copy.deepcopy(dict(body))
         namespace = pod.get("metadata", {}).get("namespace") or ""
-        owner = next(iter(pod.get("metadata", {}).get("ownerReferences") or []), {}).get("name", "")
+        owners: list[dict[str, Any]] = pod.get("metadata", {}).get("ownerReferences") or []
+        owner = str(owners[0].get("name", "")) if owners else ""
         log.info("injector called", extra={"namespace": namespace, "owner": owner, "dryRun": dryrun})
         if namespace in (*NEVER_INJECTED, ours.namespace):
             return
