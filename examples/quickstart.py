@@ -12,9 +12,21 @@ import asyncio
 import os
 import threading
 
+import grpc
 from dapr.aio.clients import DaprClient as AsyncDaprClient
 from dapr.clients import DaprClient
 from dapr.clients.grpc._response import ConfigurationResponse
+from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2, runtime_pb2_grpc
+
+
+def save_configuration(key: str, value: str) -> None:
+    """Write through the Layotto API, with the client generated from Ottava's proto/."""
+    with grpc.insecure_channel(f"127.0.0.1:{os.environ.get('DAPR_GRPC_PORT', '50001')}") as channel:
+        runtime_pb2_grpc.RuntimeStub(channel).SaveConfiguration(
+            runtime_pb2.SaveConfigurationRequest(
+                store_name="configstore", items=[runtime_pb2.ConfigurationItem(key=key, content=value)]
+            )
+        )
 
 
 def sync_tour() -> None:
@@ -35,8 +47,14 @@ def sync_tour() -> None:
             if response.items:
                 changed.set()
 
-        print(f"configuration: {dict(client.get_configuration('configstore', ['greeting']).items)}")
         subscription = client.subscribe_configuration("configstore", ["greeting"], on_change)
+        # Dapr's API only reads configuration; Layotto's, on the same port, also writes it.
+        save_configuration("greeting", "hello")
+        if not changed.wait(timeout=10):
+            raise SystemExit("no configuration update arrived")
+        print(
+            f"configuration: greeting = {client.get_configuration('configstore', ['greeting']).items['greeting'].value!r}"
+        )
         client.unsubscribe_configuration("configstore", subscription)
 
         # A distributed lock.

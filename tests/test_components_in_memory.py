@@ -156,3 +156,17 @@ def test_catalogue_reports_wrong_metadata_precisely() -> None:
     assert "secretsFile: required field is missing" in str(err.value)
     with pytest.raises(catalogue.UnknownComponentTypeError, match=r"state\.nosuch"):
         catalogue.lookup("state.nosuch")
+
+
+def test_fields_from_secrets_are_checked_for_existence_only() -> None:
+    state = catalogue.lookup("state.in-memory")
+    # The value is unknown until the secret is read: a constrained field must not fail on a stand-in.
+    assert state.check_declared({}, {"cleanupIntervalInSeconds"}) == []
+    assert state.check_declared({"cleanupIntervalInSeconds": "0"}, set()) == [
+        "cleanupIntervalInSeconds: Input should be greater than 0"
+    ]
+    [unknown] = state.check_declared({}, {"cleanupInterval"})
+    assert unknown.startswith("cleanupInterval: unknown field for state.in-memory")
+    files = catalogue.lookup("secretstores.local.file")
+    assert files.check_declared({}, {"secretsFile"}) == []
+    assert files.check_declared({}, set()) == ["secretsFile: required field is missing"]

@@ -40,6 +40,7 @@ def test_malformed_manifest_stops_startup_naming_file_document_and_field(tmp_pat
     assert result.returncode != 0
     assert "stores.yaml, document 2" in result.stderr
     assert "spec.initTimeout" in result.stderr
+    assert "not a duration such as" in result.stderr
     assert "carts" in result.stderr
 
 

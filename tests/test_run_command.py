@@ -31,6 +31,7 @@ def test_quickstart_example_runs_under_the_sidecar() -> None:
         stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr
+    assert "configuration changed: greeting = 'hello'" in result.stdout
     assert "lock taken: True" in result.stdout
     assert "component: statestore (state.in-memory)" in result.stdout
     assert "async state: 3 items" in result.stdout

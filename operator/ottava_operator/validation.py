@@ -31,12 +31,9 @@ def component_problems(body: dict[str, Any]) -> list[str]:
         component_type = catalogue.lookup(component.spec.type, component.spec.version)
     except catalogue.UnknownComponentTypeError as err:
         return [f"spec.type: {err}"]
-    values = {item.name: "0" if item.value is None else item.value for item in component.spec.metadata}
-    try:
-        component_type.parse_metadata(values)
-    except catalogue.MetadataError as err:
-        return [f"spec.metadata.{problem}" for problem in err.problems]
-    return []
+    literal = {item.name: item.value for item in component.spec.metadata if item.value is not None}
+    from_secrets = {item.name for item in component.spec.metadata if item.secret_key_ref is not None}
+    return [f"spec.metadata.{problem}" for problem in component_type.check_declared(literal, from_secrets)]
 
 
 def configuration_problems(body: dict[str, Any]) -> list[str]:

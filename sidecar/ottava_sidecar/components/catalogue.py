@@ -51,6 +51,31 @@ class ComponentType:
         except ValidationError as err:
             raise MetadataError(self.name, err, self.field_names()) from None
 
+    def check_declared(self, literal: Mapping[str, str], from_secrets: set[str]) -> list[str]:
+        """Problems of a manifest's metadata before its secrets are resolved.
+
+        Literal values are validated fully; a field whose value comes from a secret is
+        only checked to exist, since its value is not known until the sidecar reads it.
+        """
+        accepted = set(self.field_names())
+        problems = [
+            f"{name}: unknown field for {self.name} (accepted: {', '.join(sorted(accepted)) or 'none'})"
+            for name in sorted(from_secrets - accepted)
+        ]
+        try:
+            self.metadata_model.model_validate(dict(literal))
+        except ValidationError as err:
+            for error in err.errors():
+                field = str(error["loc"][0]) if error["loc"] else ""
+                if error["type"] == "missing" and self._alias(field) in from_secrets:
+                    continue
+                problems.append(_describe(error, self.name, sorted(accepted)))
+        return problems
+
+    def _alias(self, field: str) -> str:
+        info = self.metadata_model.model_fields.get(field)
+        return (info.alias or field) if info is not None else field
+
     def field_names(self) -> list[str]:
         """Metadata field names as written in manifests."""
         return sorted(f.alias or n for n, f in self.metadata_model.model_fields.items())

@@ -109,9 +109,8 @@ def _check_catalogue(component: Component, source: Source) -> None:
         component_type = catalogue.lookup(component.spec.type, component.spec.version)
     except catalogue.UnknownComponentTypeError as err:
         raise ManifestError(f"{prefix}: spec.type: {err}") from None
-    # Values from secrets are not known yet: a stand-in checks that the field exists.
-    values = {item.name: "0" if item.value is None else item.value for item in component.spec.metadata}
-    try:
-        component_type.parse_metadata(values)
-    except catalogue.MetadataError as err:
-        raise ManifestError(f"{prefix}: " + "; ".join(f"spec.metadata.{p}" for p in err.problems)) from None
+    literal = {item.name: item.value for item in component.spec.metadata if item.value is not None}
+    from_secrets = {item.name for item in component.spec.metadata if item.secret_key_ref is not None}
+    problems = component_type.check_declared(literal, from_secrets)
+    if problems:
+        raise ManifestError(f"{prefix}: " + "; ".join(f"spec.metadata.{p}" for p in problems))

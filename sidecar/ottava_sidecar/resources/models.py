@@ -9,7 +9,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 _DURATION_UNITS = {
@@ -30,6 +30,18 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f"{text!r} is not a duration such as '5s', '1m30s' or '250ms'")
     seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
     return timedelta(seconds=seconds)
+
+
+def _check_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+# A Go-style duration string: validated with a readable message, and carried into the
+# CRD's schema as a pattern so the apiserver refuses bad ones too.
+Duration = Annotated[
+    str, AfterValidator(_check_duration), WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN})
+]
 
 
 class _Model(BaseModel):
@@ -103,10 +115,9 @@ class ComponentSpec(_Model):
         description="Building block and implementation, such as 'state.redis' or 'lock.in-memory'.",
     )
     version: str = Field(default="v1", pattern=r"^v\d+$", description="Version of the component type.")
-    init_timeout: str = Field(
+    init_timeout: Duration = Field(
         default="5s",
         alias="initTimeout",
-        pattern=DURATION_PATTERN,
         description="How long the component may take to initialise, as a duration ('5s').",
     )
     ignore_errors: bool = Field(
@@ -185,16 +196,14 @@ class ApiAccess(_Model):
 class AppHealthCheck(_Model):
     enabled: bool = Field(default=False, description="Whether the sidecar probes the app's health.")
     path: str = Field(default="/healthz", description="HTTP path probed on the app.")
-    probe_interval: str = Field(
+    probe_interval: Duration = Field(
         default="5s",
         alias="probeInterval",
-        pattern=DURATION_PATTERN,
         description="Time between probes, as a duration ('5s').",
     )
-    probe_timeout: str = Field(
+    probe_timeout: Duration = Field(
         default="500ms",
         alias="probeTimeout",
-        pattern=DURATION_PATTERN,
         description="How long a probe may take before it counts as failed, as a duration.",
     )
     threshold: int = Field(default=3, ge=1, description="Failures in a row before the app is unhealthy.")

@@ -20,8 +20,17 @@ from ottava_sidecar.components.secretstores.base import SecretNotFoundError, Sec
 
 class LocalFileMetadata(ComponentMetadata):
     secrets_file: str = Field(alias="secretsFile", min_length=1, description="Path of the JSON file.")
-    nested_separator: str = Field(default=":", alias="nestedSeparator", min_length=1)
-    multi_valued: bool = Field(default=False, alias="multiValued")
+    nested_separator: str = Field(
+        default=":",
+        alias="nestedSeparator",
+        min_length=1,
+        description="Joins the keys of nested objects into one name.",
+    )
+    multi_valued: bool = Field(
+        default=False,
+        alias="multiValued",
+        description="When true, each top-level key is one secret holding its nested pairs.",
+    )
 
 
 @register("secretstores.local.file", LocalFileMetadata)

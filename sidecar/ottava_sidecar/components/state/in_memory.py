@@ -107,11 +107,11 @@ class InMemoryStateStore(StateStore[InMemoryStateMetadata]):
             if not etag.isdigit():
                 raise ETagInvalidError(f"etag {etag!r} is not one this store issued")
             if entry is None:
-                raise ETagMismatchError(f"item {key!r} does not exist and an etag was passed")
+                raise ETagMismatchError("the item does not exist and an etag was passed")
             if str(entry.etag) != etag:
-                raise ETagMismatchError(f"etag {etag!r} does not match the stored one for {key!r}")
+                raise ETagMismatchError(f"etag {etag!r} does not match the stored one")
         elif concurrency is Concurrency.FIRST_WRITE and entry is not None:
-            raise ETagMismatchError(f"item {key!r} already exists and no etag was passed")
+            raise ETagMismatchError("the item already exists and no etag was passed")
 
     def _apply_set(self, request: SetRequest) -> None:
         expires_at = expires_wall = None
