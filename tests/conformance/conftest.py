@@ -30,9 +30,9 @@ def implementations(building_block: str) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "type_name" not in metafunc.fixturenames:
+    block: str | None = getattr(metafunc.module, "BUILDING_BLOCK", None)
+    if "type_name" not in metafunc.fixturenames or not block:
         return
-    block: str = metafunc.module.BUILDING_BLOCK
     names = implementations(block)
     for marker in metafunc.definition.iter_markers("requires"):
         names = [n for n in names if n not in BACKENDS or getattr(BACKENDS[n], marker.args[0])]

@@ -56,6 +56,17 @@ class Entry:
         return {"status": self.status.value, "details": details}
 
 
+@dataclass
+class Condition:
+    """Readiness of something that is not a component (e.g. the app the sidecar waits for)."""
+
+    status: Status
+    reason: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        return {"status": self.status.value, "details": {"reason": self.reason} if self.reason else {}}
+
+
 class LookupFailure(LookupError):
     """Why a component could not be used; `kind` lets each wire API pick its error."""
 
@@ -77,6 +88,14 @@ class Registry:
         self._entries: dict[str, Entry] = {}
         self.loaded = False  # every component has finished initialising (or failing)
         self._listeners: list[Listener] = []
+        self._conditions: dict[str, Condition] = {}
+
+    def set_condition(self, name: str, status: Status, reason: str = "") -> None:
+        """Readiness also waits for `name` (INIT), or is DOWN because of it, until it is UP."""
+        self._conditions[name] = Condition(status, reason)
+
+    def conditions(self) -> dict[str, Condition]:
+        return dict(self._conditions)
 
     def on_status(self, listener: Listener) -> None:
         self._listeners.append(listener)

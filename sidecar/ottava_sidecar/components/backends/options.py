@@ -1,11 +1,13 @@
 """Metadata field types and settings that several backends share."""
 
+import re
 import ssl
 from typing import Annotated
 
 from pydantic import BeforeValidator, Field
 
 from ottava_sidecar.components.base import ComponentMetadata
+from ottava_sidecar.components.errors import ComponentError
 from ottava_sidecar.resources.models import parse_duration
 
 
@@ -17,6 +19,15 @@ def _seconds(value: object) -> object:
 
 
 Seconds = Annotated[float, BeforeValidator(_seconds)]
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
+
+
+def identifier(name: str, field: str) -> str:
+    """A table name from metadata, checked and quoted (it is spliced into SQL)."""
+    if not IDENTIFIER.match(name):
+        raise ComponentError(f"{field} {name!r} is not a valid table name (letters, digits, _; optionally schema.)")
+    return ".".join(f'"{part}"' for part in name.split("."))
 
 
 class RetryMetadata(ComponentMetadata):

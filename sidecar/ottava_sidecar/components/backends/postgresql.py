@@ -6,7 +6,6 @@ broken connections by itself; typed through asyncpg-stubs.
 """
 
 import contextlib
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -20,8 +19,6 @@ if TYPE_CHECKING:
     import asyncpg
 
 T = TypeVar("T")
-
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
 
 class PostgresMetadata(RetryMetadata, TlsMetadata):
@@ -44,13 +41,6 @@ class PostgresMetadata(RetryMetadata, TlsMetadata):
         if not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a URI such as postgresql://user:password@host:5432/database")
         return value
-
-
-def identifier(name: str, field: str) -> str:
-    """A table name from metadata, checked and quoted (it is spliced into SQL)."""
-    if not IDENTIFIER.match(name):
-        raise ComponentError(f"{field} {name!r} is not a valid table name (letters, digits, _; optionally schema.)")
-    return ".".join(f'"{part}"' for part in name.split("."))
 
 
 class PostgresConnection:

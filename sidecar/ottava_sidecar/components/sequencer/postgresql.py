@@ -4,7 +4,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from ottava_sidecar.components.backends.postgresql import PostgresConnection, PostgresMetadata, identifier
+from ottava_sidecar.components.backends.options import identifier
+from ottava_sidecar.components.backends.postgresql import PostgresConnection, PostgresMetadata
 from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.sequencer.base import Increment, Sequencer
 

@@ -1,0 +1,95 @@
+"""`lock.etcd`: a lock is a key attached to a lease that lives `expiry` seconds.
+
+Taking the lock is one transaction: "if the key was never created, put it with the
+lease". etcd deletes the key when the lease runs out, which is the lock's expiry
+(etcd rounds leases shorter than its minimum, usually 2 s, up to that minimum).
+"""
+
+import contextlib
+
+from pydantic import Field
+
+from ottava_sidecar.components.backends.etcd import EtcdConnection, EtcdMetadata
+from ottava_sidecar.components.catalogue import register
+from ottava_sidecar.components.errors import ComponentError
+from ottava_sidecar.components.lock.base import LockMetadata, LockStore, UnlockStatus
+
+
+class EtcdLockMetadata(LockMetadata, EtcdMetadata):
+    etcd_prefix: str = Field(default="/ottava/lock/", alias="etcdPrefix", description="Prefix of the locks' keys.")
+
+
+@register("lock.etcd", EtcdLockMetadata)
+class EtcdLockStore(LockStore[EtcdLockMetadata]):
+    """Locks in etcd: a create-if-absent transaction on a key held by a lease."""
+
+    def __init__(self, name: str, settings: EtcdLockMetadata, *, app_id: str) -> None:
+        super().__init__(name, settings, app_id=app_id)
+        self.etcd = EtcdConnection(settings, f"lock store {name}")
+
+    async def init(self) -> None:
+        await self.etcd.open()
+
+    async def close(self) -> None:
+        await self.etcd.close()
+
+    async def try_lock(self, resource_id: str, owner: str, expiry_seconds: int) -> bool:
+        from aetcd import rpc
+
+        etcd, key, timeout = self.etcd, self._key(resource_id), self.settings.timeout
+        lease = await etcd.call(
+            f"granting a lease for {resource_id!r}",
+            lambda: etcd.lease.LeaseGrant(
+                rpc.LeaseGrantRequest(TTL=max(1, expiry_seconds)), timeout=timeout, metadata=etcd.metadata
+            ),
+        )
+        absent = rpc.Compare(key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0)
+        put = rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=owner.encode(), lease=lease.ID))
+        reply = await etcd.call(
+            f"locking {resource_id!r}",
+            lambda: etcd.kv.Txn(
+                rpc.TxnRequest(compare=[absent], success=[put]), timeout=timeout, metadata=etcd.metadata
+            ),
+        )
+        if not reply.succeeded:
+            await self._revoke(lease.ID)
+        return bool(reply.succeeded)
+
+    async def unlock(self, resource_id: str, owner: str) -> UnlockStatus:
+        from aetcd import rpc
+
+        etcd, key, timeout = self.etcd, self._key(resource_id), self.settings.timeout
+        mine = rpc.Compare(key=key, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=owner.encode())
+        read = rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
+        delete = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
+        reply = await etcd.call(
+            f"unlocking {resource_id!r}",
+            lambda: etcd.kv.Txn(
+                rpc.TxnRequest(compare=[mine], success=[read, delete], failure=[read]),
+                timeout=timeout,
+                metadata=etcd.metadata,
+            ),
+        )
+        held = reply.responses[0].response_range.kvs
+        if reply.succeeded:
+            await self._revoke(held[0].lease)
+            return UnlockStatus.SUCCESS
+        return UnlockStatus.LOCK_BELONGS_TO_OTHERS if held else UnlockStatus.LOCK_DOES_NOT_EXIST
+
+    def _key(self, resource_id: str) -> bytes:
+        return (self.settings.etcd_prefix + resource_id).encode()
+
+    async def _revoke(self, lease_id: int) -> None:
+        from aetcd import rpc
+
+        if not lease_id:
+            return
+        etcd = self.etcd
+        # Best effort: a lease that ran out meanwhile is gone already, which is what we want.
+        with contextlib.suppress(ComponentError):
+            await etcd.call(
+                "revoking a lease",
+                lambda: etcd.lease.LeaseRevoke(
+                    rpc.LeaseRevokeRequest(ID=lease_id), timeout=self.settings.timeout, metadata=etcd.metadata
+                ),
+            )
