@@ -98,7 +98,19 @@ def run_ottava(
     log_path = Path(tempfile.mkstemp(prefix="ottava-", suffix=".log", dir=log_dir)[1])
     with log_path.open("w", encoding="utf-8") as log_file:
         process = subprocess.Popen(
-            [OTTAVA, "run", "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0", *args],
+            [
+                OTTAVA,
+                "run",
+                "--grpc-port",
+                "0",
+                "--http-port",
+                "0",
+                "--metrics-port",
+                "0",
+                "--internal-grpc-port",
+                "0",
+                *args,
+            ],
             stdout=subprocess.PIPE,
             stderr=log_file,
             stdin=subprocess.DEVNULL,

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ottava_sidecar import __version__, contract, logs
+from ottava_sidecar.invocation import filters
 from ottava_sidecar.resources.manifests import ManifestError, load_folder
 from ottava_sidecar.resources.models import Component
 from ottava_sidecar.runtime.defaults import default_components
@@ -61,6 +62,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.add_argument("--shutdown-grace", type=float, default=5.0, help="seconds to drain in-flight calls on stop")
+    run.add_argument(
+        "--internal-grpc-port",
+        type=_port,
+        default=contract.INTERNAL_GRPC_PORT,
+        help="sidecar-to-sidecar port for service invocation (0 picks a free port)",
+    )
+    run.add_argument(
+        "--internal-listen-address", help="address the internal port listens on (default: --listen-address)"
+    )
+    run.add_argument(
+        "--app-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the app to answer a pub/sub delivery or a service invocation",
+    )
+    run.add_argument(
+        "--invocation-filter",
+        action="append",
+        default=[],
+        metavar="MODULE:CLASS",
+        help="a filter around outbound service invocations (repeatable; see docs/invocation.md)",
+    )
     _add_operator_command(commands)
     return parser
 
@@ -164,6 +187,11 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         components = [component for _, component in manifests.components]
     else:
         components = default_components()
+    try:
+        invocation_filters = [filters.load(reference) for reference in args.invocation_filter]
+    except ValueError as err:
+        print(f"ottava: {err}", file=sys.stderr)
+        return 2
     options = Options(
         app_id=args.app_id,
         resources_path=args.resources_path,
@@ -176,6 +204,10 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         enable_metrics=not args.disable_metrics,
         api_token=os.environ.get(contract.ENV_API_TOKEN) or None,
         shutdown_grace_seconds=args.shutdown_grace,
+        internal_grpc_port=args.internal_grpc_port,
+        internal_listen_address=args.internal_listen_address,
+        app_timeout_seconds=args.app_timeout,
+        invocation_filters=invocation_filters,
     )
     try:
         return asyncio.run(_serve(options, components, command))

@@ -25,6 +25,17 @@ COMPONENT_INIT_SECONDS: Final = Gauge(
     "ottava_component_init_seconds", "Time the component took to initialise.", ["name", "type"]
 )
 
+PUBSUB_DELIVERIES: Final = Counter(
+    "ottava_pubsub_deliveries_total",
+    "Events delivered to the app, by pub/sub component, topic and outcome (SUCCESS, RETRY, DROP).",
+    ["pubsub", "topic", "outcome"],
+)
+INVOCATIONS: Final = Counter(
+    "ottava_invocations_total",
+    "Service invocations sent to other apps, by target app id and outcome (gRPC status name).",
+    ["target", "outcome"],
+)
+
 
 class CallMetrics:
     """Counter and histogram children of one method, cached per status.

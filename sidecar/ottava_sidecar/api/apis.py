@@ -3,11 +3,15 @@
 from dataclasses import dataclass
 
 from ottava_sidecar.api.configuration import ConfigurationApi
+from ottava_sidecar.api.invocation import InvocationApi
 from ottava_sidecar.api.lock import LockApi
 from ottava_sidecar.api.metadata import MetadataApi
+from ottava_sidecar.api.pubsub import PubSubApi
 from ottava_sidecar.api.secrets import SecretsApi
 from ottava_sidecar.api.sequencer import SequencerApi
 from ottava_sidecar.api.state import StateApi
+from ottava_sidecar.invocation.invoker import Invoker
+from ottava_sidecar.messaging.runtime import Messaging
 from ottava_sidecar.runtime.registry import Registry
 
 
@@ -20,9 +24,19 @@ class Apis:
     sequencer: SequencerApi
     secrets: SecretsApi
     metadata: MetadataApi
+    pubsub: PubSubApi
+    invocation: InvocationApi
 
     @classmethod
-    def create(cls, registry: Registry, metadata: MetadataApi) -> "Apis":
+    def create(
+        cls,
+        registry: Registry,
+        metadata: MetadataApi,
+        *,
+        messaging: Messaging | None = None,
+        invoker: Invoker | None = None,
+    ) -> "Apis":
+        """Without `invoker`, service invocation answers FAILED_PRECONDITION."""
         return cls(
             registry,
             StateApi(registry),
@@ -31,4 +45,6 @@ class Apis:
             SequencerApi(registry),
             SecretsApi(registry),
             metadata,
+            PubSubApi(messaging or Messaging(registry), registry.app_id),
+            InvocationApi(invoker),
         )

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ottava_sidecar import __version__
+from ottava_sidecar.messaging.subscriptions import SubscriptionSpec
 from ottava_sidecar.runtime.registry import Registry, Status
 
 
@@ -22,6 +23,8 @@ class MetadataApi:
     app: AppChannel
     request_shutdown: Callable[[], None]
     extended: dict[str, str] = field(default_factory=dict)
+    # The app's active subscriptions (set by the sidecar once pub/sub runs).
+    subscriptions: Callable[[], list[SubscriptionSpec]] = field(default=list)
     version: str = __version__
 
     @property
@@ -61,5 +64,5 @@ class MetadataApi:
                 }
                 for e in self.registry.entries()
             ],
-            "subscriptions": [],
+            "subscriptions": [s.describe() for s in self.subscriptions()],
         }

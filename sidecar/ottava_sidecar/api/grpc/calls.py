@@ -79,9 +79,13 @@ def streaming(
 
 
 def answer_unimplemented(servicer: type[Any], base: type[Any], service: str) -> None:
-    """Replace every method `servicer` inherits from the generated `base` with one that names itself."""
+    """Replace every method `servicer` inherits from the generated `base` with one that names itself.
+
+    Methods defined by `servicer` or by a mixin before `base` in its MRO are kept.
+    """
+    overriding = servicer.__mro__[: servicer.__mro__.index(base)]
     for name, member in vars(base).items():
-        if name.startswith("_") or not callable(member) or name in vars(servicer):
+        if name.startswith("_") or not callable(member) or any(name in vars(cls) for cls in overriding):
             continue
         setattr(servicer, name, _unimplemented(f"{service}/{name}"))
 

@@ -22,9 +22,12 @@ from google.protobuf import empty_pb2
 from ottava_sidecar.api import errors
 from ottava_sidecar.api.configuration import ConfigurationApi
 from ottava_sidecar.api.grpc.calls import answer_unimplemented, streaming, unary
+from ottava_sidecar.api.grpc.dapr_messaging import DaprMessaging, metadata_subscriptions
 from ottava_sidecar.api.grpc.state_messages import delete_request, etag_of, operations, set_request
+from ottava_sidecar.api.invocation import InvocationApi
 from ottava_sidecar.api.lock import LockApi
 from ottava_sidecar.api.metadata import MetadataApi
+from ottava_sidecar.api.pubsub import PubSubApi
 from ottava_sidecar.api.secrets import SecretsApi
 from ottava_sidecar.api.state import StateApi
 from ottava_sidecar.components.configuration.base import ConfigurationItem, ConfigurationWatch
@@ -40,7 +43,9 @@ def _dapr_items(items: list[ConfigurationItem]) -> dict[str, common_pb2.Configur
     }
 
 
-class DaprService(dapr_pb2_grpc.DaprServicer):
+class DaprService(DaprMessaging, dapr_pb2_grpc.DaprServicer):
+    """Pub/sub and service invocation come from `DaprMessaging`."""
+
     def __init__(
         self,
         state: StateApi,
@@ -48,7 +53,11 @@ class DaprService(dapr_pb2_grpc.DaprServicer):
         lock: LockApi,
         secrets: SecretsApi,
         metadata: MetadataApi,
+        pubsub: PubSubApi,
+        invocation: InvocationApi,
     ) -> None:
+        self.pubsub = pubsub
+        self.invocation = invocation
         self.state = state
         self.configuration = configuration
         self.lock = lock
@@ -196,6 +205,7 @@ class DaprService(dapr_pb2_grpc.DaprServicer):
             runtime_version=self.metadata.version,
             registered_components=[metadata_pb2.RegisteredComponents(**c) for c in self.metadata.components()],
             extended_metadata=self.metadata.extended,
+            subscriptions=metadata_subscriptions(self.metadata.subscriptions()),
             app_connection_properties=metadata_pb2.AppConnectionProperties(
                 port=app.port or 0, protocol=app.protocol, channel_address=app.address
             ),

@@ -12,8 +12,11 @@ from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2 as pb
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc
 from ottava_sidecar.api.configuration import ConfigurationApi
 from ottava_sidecar.api.grpc.calls import answer_unimplemented, streaming, unary
+from ottava_sidecar.api.grpc.layotto_messaging import LayottoMessaging
 from ottava_sidecar.api.grpc.state_messages import delete_request, etag_of, operations, set_request
+from ottava_sidecar.api.invocation import InvocationApi
 from ottava_sidecar.api.lock import LockApi
+from ottava_sidecar.api.pubsub import PubSubApi
 from ottava_sidecar.api.secrets import SecretsApi
 from ottava_sidecar.api.sequencer import SequencerApi
 from ottava_sidecar.api.state import StateApi
@@ -41,7 +44,9 @@ def _from_message(item: pb.ConfigurationItem) -> ConfigurationItem:
     )
 
 
-class LayottoService(runtime_pb2_grpc.RuntimeServicer):
+class LayottoService(LayottoMessaging, runtime_pb2_grpc.RuntimeServicer):
+    """Pub/sub and service invocation come from `LayottoMessaging`."""
+
     def __init__(
         self,
         state: StateApi,
@@ -49,7 +54,11 @@ class LayottoService(runtime_pb2_grpc.RuntimeServicer):
         lock: LockApi,
         sequencer: SequencerApi,
         secrets: SecretsApi,
+        pubsub: PubSubApi,
+        invocation: InvocationApi,
     ) -> None:
+        self.pubsub = pubsub
+        self.invocation = invocation
         self.state = state
         self.configuration = configuration
         self.lock = lock

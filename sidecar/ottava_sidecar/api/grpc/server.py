@@ -47,10 +47,14 @@ class GrpcApiServer:
         interceptors = [ApiTokenInterceptor(api_token)] if api_token else []
         # so_reuseport off: a second sidecar on the same port must fail, not share it.
         self.server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
-        self.dapr = DaprService(apis.state, apis.configuration, apis.lock, apis.secrets, apis.metadata)
+        self.dapr = DaprService(
+            apis.state, apis.configuration, apis.lock, apis.secrets, apis.metadata, apis.pubsub, apis.invocation
+        )
         # mypy-protobuf marks every generated method abstract; `answer_unimplemented` fills in
         # the ones Ottava does not serve, at import time, which mypy cannot see.
-        layotto = LayottoService(apis.state, apis.configuration, apis.lock, apis.sequencer, apis.secrets)  # type: ignore[abstract]
+        layotto = LayottoService(  # type: ignore[abstract]
+            apis.state, apis.configuration, apis.lock, apis.sequencer, apis.secrets, apis.pubsub, apis.invocation
+        )
         dapr_pb2_grpc.add_DaprServicer_to_server(self.dapr, self.server)  # type: ignore[no-untyped-call]
         runtime_pb2_grpc.add_RuntimeServicer_to_server(layotto, self.server)
 

@@ -224,7 +224,7 @@ class DaprHttpApi:
                 "actors": [],
                 "components": self.metadata.components(),
                 "extended": self.metadata.extended,
-                "subscriptions": [],
+                "subscriptions": [s.describe() for s in self.metadata.subscriptions()],
                 "httpEndpoints": [],
                 "appConnectionProperties": connection,
             }

@@ -11,6 +11,8 @@ from ottava_sidecar.api.apis import Apis
 from ottava_sidecar.api.http import routing
 from ottava_sidecar.api.http.actuator import Actuator
 from ottava_sidecar.api.http.dapr import DaprHttpApi
+from ottava_sidecar.api.http.invoke import InvokeHttpApi
+from ottava_sidecar.api.http.pubsub import PubSubHttpApi
 
 # Dapr's default limit on a request body (`--max-body-size 4Mi`); aiohttp's own is 1 MiB.
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -20,7 +22,13 @@ def build_api_app(apis: Apis, *, api_token: str | None) -> web.Application:
     """Dapr's HTTP API, the actuator and Dapr health; every non-health route needs `api_token` when set."""
     app = web.Application(middlewares=[routing.unmatched_as_json], client_max_size=MAX_BODY_BYTES)
     token = api_token.encode() if api_token else None
-    for route in [*Actuator(apis.registry, apis.metadata).routes(), *DaprHttpApi(apis).routes()]:
+    routes = [
+        *Actuator(apis.registry, apis.metadata).routes(),
+        *DaprHttpApi(apis).routes(),
+        *PubSubHttpApi(apis.pubsub).routes(),
+        *InvokeHttpApi(apis.invocation).routes(),
+    ]
+    for route in routes:
         app.router.add_route(route.method, route.path, routing.serve(route, token))
     return app
 

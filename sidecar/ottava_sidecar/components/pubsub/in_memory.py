@@ -1,31 +1,47 @@
 """`pubsub.in-memory`: a process-local broker.
 
-Each subscription has its own queue and one consumer task, so messages of a topic reach
-a subscriber in publish order; a handler that raises gets the message again after a
-backoff (at-least-once).
+Each subscription has its own bounded queue and one consumer task, so messages of a
+topic reach each subscriber in publish order. A handler that raises gets the message
+again after an exponential backoff (at-least-once) and, meanwhile, later messages wait
+behind it (ordering). A message counts against its subscription's bound from publish
+until acknowledged, so a stuck subscriber makes publishing fail with `BrokerFullError`
+instead of making the sidecar grow.
 """
 
 import asyncio
 import contextlib
 import logging
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Mapping
 
 from pydantic import Field
 
 from ottava_sidecar.components.base import ComponentMetadata
 from ottava_sidecar.components.catalogue import register
-from ottava_sidecar.components.pubsub.base import Handler, Message, PubSub, Subscription
+from ottava_sidecar.components.pubsub.base import BrokerFullError, Handler, Message, PubSub, Subscription
 
 log = logging.getLogger(__name__)
 
 
 class InMemoryPubSubMetadata(ComponentMetadata):
     redelivery_backoff_seconds: float = Field(
-        default=0.5,
+        default=0.2,
         gt=0,
         alias="redeliveryBackoffSeconds",
-        description="Wait before a failed message is delivered again.",
+        description="Wait before a failed message is delivered again; doubles on each failure.",
+    )
+    max_redelivery_backoff_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        alias="maxRedeliveryBackoffSeconds",
+        description="Longest wait between two deliveries of a failing message.",
+    )
+    max_pending_messages: int = Field(
+        default=10_000,
+        ge=1,
+        alias="maxPendingMessages",
+        description="Messages a subscription may hold unacknowledged; publishing beyond it is refused.",
     )
 
 
@@ -34,23 +50,59 @@ class _QueueSubscription(Subscription):
         self.topic = topic
         self._broker = broker
         self._handler = handler
-        self.queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._queue: deque[Message] = deque()
+        self._in_flight = 0
+        self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._consume(), name=f"{broker.name}/{topic}")
 
+    @property
+    def pending(self) -> int:
+        """Messages published to this subscription and not yet acknowledged."""
+        return len(self._queue) + self._in_flight
+
+    def put(self, message: Message) -> None:
+        self._queue.append(message)
+        self._wakeup.set()
+
     async def _consume(self) -> None:
-        backoff = self._broker.settings.redelivery_backoff_seconds
+        settings = self._broker.settings
         while True:
-            message = await self.queue.get()
-            while True:
-                try:
-                    await self._handler(message)
-                    break
-                except Exception:
-                    log.warning(
-                        "delivery failed; redelivering",
-                        extra={"topic": self.topic, "id": message.id},
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            template = self._queue.popleft()
+            self._in_flight = 1
+            backoff = settings.redelivery_backoff_seconds
+            attempt = 1
+            try:
+                while True:
+                    message = Message(
+                        template.topic,
+                        template.data,
+                        template.id,
+                        template.content_type,
+                        dict(template.metadata),
+                        attempt,
                     )
-                    await asyncio.sleep(backoff)
+                    try:
+                        await self._handler(message)
+                        break
+                    except Exception as err:
+                        log.info(
+                            "delivery failed; redelivering in %.2fs",
+                            backoff,
+                            extra={
+                                "pubsub": self._broker.name,
+                                "topic": self.topic,
+                                "id": message.id,
+                                "error": str(err),
+                            },
+                        )
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, settings.max_redelivery_backoff_seconds)
+                        attempt += 1
+            finally:
+                self._in_flight = 0
 
     async def close(self) -> None:
         self._broker.unsubscribe(self)
@@ -61,7 +113,7 @@ class _QueueSubscription(Subscription):
 
 @register("pubsub.in-memory", InMemoryPubSubMetadata)
 class InMemoryPubSub(PubSub[InMemoryPubSubMetadata]):
-    """Process-local broker: ordered per topic, at-least-once per subscription."""
+    """Process-local broker: ordered per topic, at-least-once per subscription, bounded."""
 
     def __init__(self, name: str, settings: InMemoryPubSubMetadata, *, app_id: str) -> None:
         super().__init__(name, settings, app_id=app_id)
@@ -78,14 +130,25 @@ class InMemoryPubSub(PubSub[InMemoryPubSubMetadata]):
         data: bytes,
         *,
         content_type: str = "",
-        metadata: dict[str, str] | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> str:
+        subscriptions = self._subscriptions.get(topic, ())
+        limit = self.settings.max_pending_messages
+        # All or nothing: a message refused by one subscriber is not delivered to the others.
+        for subscription in subscriptions:
+            if subscription.pending >= limit:
+                raise BrokerFullError(
+                    f"topic {topic} of pubsub {self.name} has {subscription.pending} undelivered messages "
+                    f"for a subscriber (maxPendingMessages {limit}); publish again later"
+                )
         message_id = str(uuid.uuid4())
-        for subscription in self._subscriptions.get(topic, ()):
-            subscription.queue.put_nowait(Message(topic, data, message_id, content_type, dict(metadata or {})))
+        for subscription in subscriptions:
+            subscription.put(Message(topic, data, message_id, content_type, dict(metadata or {})))
         return message_id
 
-    async def subscribe(self, topic: str, handler: Handler) -> Subscription:
+    async def subscribe(
+        self, topic: str, handler: Handler, *, metadata: Mapping[str, str] | None = None
+    ) -> Subscription:
         subscription = _QueueSubscription(self, topic, handler)
         self._subscriptions[topic].append(subscription)
         return subscription

@@ -1,0 +1,85 @@
+"""Dapr's HTTP publish routes, translated onto `api.pubsub.PubSubApi`.
+
+`POST /v1.0/publish/{pubsub}/{topic}` answers 204 with the broker's message id in the
+`message-id` header; the bulk route answers one `message-id: <entry id>=<message id>`
+header per published entry.
+"""
+
+import json
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
+
+from ottava_sidecar.api.http import bodies
+from ottava_sidecar.api.http.routing import Route
+from ottava_sidecar.api.pubsub import MESSAGE_ID, BulkEntry, PubSubApi
+from ottava_sidecar.messaging.cloudevents import is_json_type
+
+_METADATA_PREFIX = "metadata."
+
+
+def _query_metadata(request: web.Request) -> dict[str, str]:
+    prefix = len(_METADATA_PREFIX)
+    return {k[prefix:]: v for k, v in request.query.items() if k.startswith(_METADATA_PREFIX)}
+
+
+class _BulkEntry(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, coerce_numbers_to_str=True)
+
+    entry_id: str = Field(alias="entryId")
+    event: JsonValue = None
+    content_type: str = Field(default="", alias="contentType")
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    def payload(self) -> bytes:
+        if isinstance(self.event, str) and not is_json_type(self.content_type):
+            return self.event.encode()
+        return json.dumps(self.event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_BULK = TypeAdapter(list[_BulkEntry])
+
+
+class PubSubHttpApi:
+    def __init__(self, pubsub: PubSubApi) -> None:
+        self.pubsub = pubsub
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("POST", "/v1.0/publish/{pubsubname}/{topic:.+}", self.publish, "pubsub", "PublishEvent"),
+            *(
+                Route("POST", f"/{version}/publish/bulk/{{pubsubname}}/{{topic:.+}}", self.bulk, "pubsub", name)
+                for version, name in (("v1.0-alpha1", "BulkPublishEventAlpha1"), ("v1.0", "BulkPublishEvent"))
+            ),
+        ]
+
+    async def publish(self, request: web.Request) -> web.Response:
+        message_id = await self.pubsub.publish(
+            request.match_info["pubsubname"],
+            request.match_info["topic"],
+            await request.read(),
+            request.headers.get("Content-Type", "") or "application/json",
+            _query_metadata(request),
+        )
+        return web.Response(status=204, headers={MESSAGE_ID: message_id})
+
+    async def bulk(self, request: web.Request) -> web.Response:
+        entries = bodies.parse(_BULK, await request.read(), "a JSON array of {entryId, event, contentType, metadata}")
+        result = await self.pubsub.bulk_publish(
+            request.match_info["pubsubname"],
+            request.match_info["topic"],
+            [BulkEntry(e.entry_id, e.payload(), e.content_type or "application/json", e.metadata) for e in entries],
+            _query_metadata(request),
+        )
+        headers: CIMultiDict[str] = CIMultiDict()
+        for entry, message in result.message_ids.items():
+            headers.add(MESSAGE_ID, f"{entry}={message}")
+        if not result.failed:
+            return web.Response(status=204, headers=headers)
+        body: dict[str, Any] = {
+            "failedEntries": [{"entryId": entry, "error": error} for entry, error in result.failed.items()],
+            "errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE",
+        }
+        return web.json_response(body, status=500, headers=headers)

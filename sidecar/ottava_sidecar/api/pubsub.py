@@ -1,0 +1,142 @@
+"""What the pub/sub calls mean, for every wire API.
+
+Publishing wraps the payload as a CloudEvent (`messaging.cloudevents.wrap`) and returns
+the broker's message id, which each surface hands back as `message-id` response
+metadata. A full broker is RESOURCE_EXHAUSTED (HTTP 429): publish again later.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from ottava_sidecar.api import errors
+from ottava_sidecar.components.errors import ComponentError
+from ottava_sidecar.components.pubsub.base import BrokerFullError, PubSub
+from ottava_sidecar.messaging import cloudevents
+from ottava_sidecar.messaging.routing import RuleError
+from ottava_sidecar.messaging.runtime import AlreadySubscribedError, Messaging
+from ottava_sidecar.messaging.streams import StreamSubscription
+from ottava_sidecar.messaging.subscriptions import Kind, SubscriptionSpec
+from ottava_sidecar.runtime.registry import LookupFailure
+
+MESSAGE_ID = "message-id"  # response metadata / HTTP header carrying the broker's message id
+
+
+def resource_exhausted(message: str) -> errors.ApiError:
+    return errors.ApiError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, message, http_status=429, error_code="ERR_PUBSUB_BACKPRESSURE"
+    )
+
+
+@dataclass(slots=True)
+class BulkEntry:
+    entry_id: str
+    data: bytes
+    content_type: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BulkResult:
+    message_ids: dict[str, str] = field(default_factory=dict)  # entry id → broker message id
+    failed: dict[str, str] = field(default_factory=dict)  # entry id → error
+
+
+class PubSubApi:
+    def __init__(self, messaging: Messaging, app_id: str) -> None:
+        self.messaging = messaging
+        self._app_id = app_id
+
+    def broker(self, name: str) -> PubSub[Any]:
+        if not name:
+            raise errors.invalid_argument("pubsub name is empty", "ERR_PUBSUB_EMPTY")
+        try:
+            return self.messaging.broker(name)
+        except LookupFailure as failure:
+            raise errors.from_lookup(failure) from None
+
+    @staticmethod
+    def _topic(broker: PubSub[Any], topic: str) -> None:
+        if not topic:
+            raise errors.invalid_argument(f"topic is empty in pubsub {broker.name}", "ERR_TOPIC_NAME_EMPTY")
+
+    async def publish(
+        self, pubsub_name: str, topic: str, data: bytes, content_type: str, metadata: Mapping[str, str]
+    ) -> str:
+        """The broker's message id."""
+        broker = self.broker(pubsub_name)
+        self._topic(broker, topic)
+        return await self._publish(broker, topic, data, content_type, metadata)
+
+    async def _publish(
+        self, broker: PubSub[Any], topic: str, data: bytes, content_type: str, metadata: Mapping[str, str]
+    ) -> str:
+        envelope = cloudevents.wrap(
+            data, content_type, pubsub_name=broker.name, topic=topic, source=self._app_id, metadata=metadata
+        )
+        try:
+            return await broker.publish(topic, envelope.data, content_type=envelope.content_type, metadata=metadata)
+        except BrokerFullError as err:
+            raise resource_exhausted(str(err)) from None
+        except ComponentError as err:
+            raise errors.internal(
+                f"error when publishing to topic {topic} in pubsub {broker.name}: {err}", "ERR_PUBSUB_PUBLISH_MESSAGE"
+            ) from None
+
+    async def bulk_publish(
+        self, pubsub_name: str, topic: str, entries: Sequence[BulkEntry], metadata: Mapping[str, str]
+    ) -> BulkResult:
+        """Publishes each entry in order; one entry's failure does not stop the others."""
+        broker = self.broker(pubsub_name)
+        self._topic(broker, topic)
+        seen: set[str] = set()
+        for entry in entries:
+            if not entry.entry_id:
+                raise errors.invalid_argument(f"an entry id is empty (pubsub {broker.name})", "ERR_PUBSUB_EVENTS_SER")
+            if entry.entry_id in seen:
+                raise errors.invalid_argument(
+                    f"entry id {entry.entry_id!r} is not unique (pubsub {broker.name})", "ERR_PUBSUB_EVENTS_SER"
+                )
+            seen.add(entry.entry_id)
+        result = BulkResult()
+        exhausted = 0
+        for entry in entries:
+            try:
+                result.message_ids[entry.entry_id] = await self._publish(
+                    broker, topic, entry.data, entry.content_type, {**metadata, **entry.metadata}
+                )
+            except errors.ApiError as err:
+                result.failed[entry.entry_id] = err.message
+                exhausted += err.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        if entries and exhausted == len(entries):
+            raise resource_exhausted(next(iter(result.failed.values())))
+        return result
+
+    async def open_stream(
+        self, pubsub_name: str, topic: str, metadata: Mapping[str, str], dead_letter_topic: str
+    ) -> StreamSubscription:
+        broker = self.broker(pubsub_name)
+        self._topic(broker, topic)
+        try:
+            spec = SubscriptionSpec.create(
+                broker.name,
+                topic,
+                kind=Kind.STREAMING,
+                metadata=metadata,
+                dead_letter_topic=dead_letter_topic,
+            )
+            return await self.messaging.open_stream(spec)
+        except AlreadySubscribedError as err:
+            raise errors.ApiError(
+                grpc.StatusCode.ALREADY_EXISTS, str(err), http_status=409, error_code="ERR_PUBSUB_SUBSCRIBE"
+            ) from None
+        except (RuleError, LookupFailure) as err:
+            raise errors.invalid_argument(str(err), "ERR_PUBSUB_SUBSCRIBE") from None
+
+    async def close_stream(self, stream: StreamSubscription) -> None:
+        await self.messaging.close_stream(stream)
+
+    def subscriptions(self) -> list[SubscriptionSpec]:
+        return self.messaging.subscriptions()

@@ -1,0 +1,208 @@
+"""The app channel to a gRPC app: Dapr's `AppCallback`, or Layotto's for apps that serve only that.
+
+Which one the app serves is learnt from `ListTopicSubscriptions`: Dapr's first; when the
+app answers UNIMPLEMENTED (it does not know Dapr's service), Layotto's. Events then go
+to the same flavour's `OnTopicEvent`. Service invocation uses Dapr's `OnInvoke`
+(Layotto's AppCallback has no invocation callback).
+"""
+
+import logging
+from typing import Any
+
+import grpc
+from dapr.proto.common.v1 import common_pb2
+from dapr.proto.runtime.v1 import appcallback_pb2 as dapr_callback
+from dapr.proto.runtime.v1 import appcallback_pb2_grpc as dapr_callback_grpc
+from google.protobuf import any_pb2, empty_pb2, struct_pb2
+
+from ottava_sidecar._gen.spec.proto.runtime.v1 import appcallback_pb2 as layotto_callback
+from ottava_sidecar._gen.spec.proto.runtime.v1 import appcallback_pb2_grpc as layotto_callback_grpc
+from ottava_sidecar.appchannel.base import (
+    AppChannel,
+    AppChannelError,
+    AppTimeoutError,
+    AppUnavailableError,
+    AppUnimplementedError,
+)
+from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse, http_status_for_grpc
+from ottava_sidecar.messaging.cloudevents import TopicEvent
+from ottava_sidecar.messaging.routing import RuleError
+from ottava_sidecar.messaging.subscriptions import Kind, SubscriptionSpec, Verdict
+
+log = logging.getLogger(__name__)
+
+_VERDICTS = {0: Verdict.SUCCESS, 1: Verdict.RETRY, 2: Verdict.DROP}
+_VERBS = {name: number for number, name in enumerate(common_pb2.HTTPExtension.Verb.keys())}
+# Metadata that gRPC itself owns; an HTTP caller's headers of these names are not forwarded.
+_RESERVED = frozenset(
+    {"content-type", "te", "user-agent", "host", "connection", "content-length", "transfer-encoding", "keep-alive"}
+)
+
+
+def grpc_metadata(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Headers that can travel as gRPC metadata (lower-case names, printable ASCII values)."""
+    metadata: list[tuple[str, str]] = []
+    for name, value in headers:
+        key = name.lower()
+        if key in _RESERVED or key.startswith((":", "grpc-")) or key.endswith("-bin"):
+            continue
+        if not key.isascii() or not value.isascii() or not value.isprintable():
+            continue
+        metadata.append((key, value))
+    return metadata
+
+
+class GrpcAppChannel(AppChannel):
+    protocol = "grpc"
+
+    def __init__(self, app_id: str, host: str, port: int, *, timeout: float) -> None:
+        super().__init__(app_id, host, port, timeout=timeout)
+        self._channel: grpc.aio.Channel | None = None
+        self._flavour = "dapr"  # "dapr" | "layotto": which AppCallback the app serves
+
+    def _open(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.address)
+        return self._channel
+
+    def _error(self, err: grpc.aio.AioRpcError, what: str) -> AppChannelError:
+        code, details = err.code(), err.details() or ""
+        if code is grpc.StatusCode.UNIMPLEMENTED:
+            return AppUnimplementedError(f"{self.describe()} does not implement {what}: {details}")
+        if code is grpc.StatusCode.UNAVAILABLE:
+            return AppUnavailableError(f"{self.describe()} is not reachable: {details}")
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return AppTimeoutError(f"{self.describe()} did not answer {what} in {self.timeout}s")
+        return AppChannelError(f"{self.describe()} failed {what}: {code.name}: {details}")
+
+    async def list_subscriptions(self) -> list[SubscriptionSpec]:
+        channel = self._open()
+        dapr_stub: Any = dapr_callback_grpc.AppCallbackStub(channel)  # type: ignore[no-untyped-call]
+        try:
+            answer = await dapr_stub.ListTopicSubscriptions(empty_pb2.Empty(), timeout=self.timeout)
+            self._flavour = "dapr"
+            return self._dapr_subscriptions(answer)
+        except grpc.aio.AioRpcError as err:
+            if err.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                raise self._error(err, "ListTopicSubscriptions") from None
+        layotto_stub = layotto_callback_grpc.AppCallbackStub(channel)
+        try:
+            layotto_answer = await layotto_stub.ListTopicSubscriptions(empty_pb2.Empty(), timeout=self.timeout)
+        except grpc.aio.AioRpcError as err:
+            if err.code() is grpc.StatusCode.UNIMPLEMENTED:
+                return []  # the app serves neither: it subscribes to nothing
+            raise self._error(err, "ListTopicSubscriptions") from None
+        self._flavour = "layotto"
+        return [
+            SubscriptionSpec.create(s.pubsub_name, s.topic, kind=Kind.PROGRAMMATIC, metadata=dict(s.metadata))
+            for s in layotto_answer.subscriptions
+        ]
+
+    def _dapr_subscriptions(self, answer: Any) -> list[SubscriptionSpec]:
+        specs: list[SubscriptionSpec] = []
+        for s in answer.subscriptions:
+            rules = [(r.match, r.path) for r in s.routes.rules if r.match]
+            default = s.routes.default or next((r.path for r in s.routes.rules if not r.match), "")
+            try:
+                specs.append(
+                    SubscriptionSpec.create(
+                        s.pubsub_name,
+                        s.topic,
+                        kind=Kind.PROGRAMMATIC,
+                        default_path=default,
+                        rules=rules,
+                        metadata=dict(s.metadata),
+                        dead_letter_topic=s.dead_letter_topic,
+                    )
+                )
+            except RuleError as err:
+                log.error("subscription to %s/%s ignored: %s", s.pubsub_name, s.topic, err)
+        return specs
+
+    async def deliver(self, subscription: SubscriptionSpec, event: TopicEvent, path: str) -> Verdict:
+        channel = self._open()
+        try:
+            if self._flavour == "layotto":
+                layotto_stub = layotto_callback_grpc.AppCallbackStub(channel)
+                layotto_answer = await layotto_stub.OnTopicEvent(layotto_event(event), timeout=self.timeout)
+                return _VERDICTS.get(layotto_answer.status, Verdict.RETRY)
+            stub: Any = dapr_callback_grpc.AppCallbackStub(channel)  # type: ignore[no-untyped-call]
+            answer = await stub.OnTopicEvent(dapr_event(event, path), timeout=self.timeout)
+        except grpc.aio.AioRpcError as err:
+            raise self._error(err, f"OnTopicEvent for topic {event.topic}") from None
+        return _VERDICTS.get(answer.status, Verdict.RETRY)
+
+    async def invoke(self, request: InvocationRequest) -> InvocationResponse:
+        stub: Any = dapr_callback_grpc.AppCallbackStub(self._open())  # type: ignore[no-untyped-call]
+        message = common_pb2.InvokeRequest(
+            method=request.method,
+            data=any_pb2.Any(type_url=request.type_url, value=request.data),
+            content_type=request.content_type,
+        )
+        if request.verb or request.query:
+            message.http_extension.verb = _VERBS.get(request.verb.upper(), 0)  # type: ignore[assignment]
+            message.http_extension.querystring = request.query
+        timeout = min(self.timeout, request.timeout_seconds or self.timeout)
+        call = stub.OnInvoke(message, metadata=grpc_metadata(request.headers), timeout=timeout)
+        try:
+            answer = await call
+            initial: Any = await call.initial_metadata()
+        except grpc.aio.AioRpcError as err:
+            code = err.code()
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise self._error(err, f"method {request.method}") from None
+            return InvocationResponse(
+                status=http_status_for_grpc(code), grpc_code=code, message=err.details() or "", data=b""
+            )
+        return InvocationResponse(
+            status=200,
+            data=answer.data.value,
+            type_url=answer.data.type_url,
+            content_type=answer.content_type,
+            headers=[(str(k), v) for k, v in initial or () if isinstance(v, str)],
+        )
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = None
+
+
+def extensions(event: TopicEvent) -> struct_pb2.Struct:
+    extensions = struct_pb2.Struct()
+    try:
+        extensions.update(event.extensions)
+    except (ValueError, TypeError):  # a value protobuf's Struct cannot hold: pass the rest
+        for key, value in event.extensions.items():
+            if isinstance(value, str | int | float | bool):
+                extensions[key] = value
+    return extensions
+
+
+def dapr_event(event: TopicEvent, path: str) -> Any:
+    return dapr_callback.TopicEventRequest(
+        id=event.id,
+        source=event.source,
+        type=event.type,
+        spec_version=event.spec_version,
+        data_content_type=event.data_content_type,
+        data=event.data,
+        topic=event.topic,
+        pubsub_name=event.pubsub_name,
+        path=path,
+        extensions=extensions(event),
+    )
+
+
+def layotto_event(event: TopicEvent) -> layotto_callback.TopicEventRequest:
+    return layotto_callback.TopicEventRequest(
+        id=event.id,
+        source=event.source,
+        type=event.type,
+        spec_version=event.spec_version,
+        data_content_type=event.data_content_type,
+        data=event.data,
+        topic=event.topic,
+        pubsub_name=event.pubsub_name,
+        metadata={k: str(v) for k, v in event.extensions.items() if isinstance(v, str | int | float | bool)},
+    )

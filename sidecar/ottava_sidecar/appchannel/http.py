@@ -1,0 +1,215 @@
+"""The app channel to an HTTP app, as Dapr calls HTTP apps back.
+
+* subscriptions: `GET /dapr/subscribe` → `[{"pubsubname", "topic", "route" | "routes":
+  {"rules": [{"match", "path"}], "default"}, "metadata", "deadLetterTopic"}]`;
+* events: `POST <route>` with the CloudEvent as `application/cloudevents+json`; a 2xx
+  answer's JSON `{"status": "SUCCESS" | "RETRY" | "DROP"}` is the verdict (no status:
+  SUCCESS), 404 drops the event, any other status redelivers it;
+* invocation: `<VERB> /<method>?<query>` with the caller's headers and body.
+"""
+
+import json
+import logging
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from ottava_sidecar.appchannel.base import (
+    AppChannel,
+    AppChannelError,
+    AppTimeoutError,
+    AppUnavailableError,
+)
+from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse, grpc_code_for_http
+from ottava_sidecar.messaging.cloudevents import TopicEvent
+from ottava_sidecar.messaging.routing import RuleError
+from ottava_sidecar.messaging.subscriptions import Kind, SubscriptionSpec, Verdict
+
+log = logging.getLogger(__name__)
+
+# Headers that belong to one connection, not to the call (RFC 9110 §7.6.1), and those
+# the HTTP client sets itself.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, coerce_numbers_to_str=True)
+
+
+class _Rule(_Body):
+    match: str = ""
+    path: str
+
+
+class _Routes(_Body):
+    rules: list[_Rule] = Field(default_factory=list)
+    default: str = ""
+
+
+class _Subscription(_Body):
+    pubsub_name: str = Field(alias="pubsubname")
+    topic: str
+    route: str = ""
+    routes: _Routes | None = None
+    metadata: dict[str, str] | None = None
+    dead_letter_topic: str = Field(default="", alias="deadLetterTopic")
+
+
+_SUBSCRIPTIONS = TypeAdapter(list[_Subscription])
+
+
+class HttpAppChannel(AppChannel):
+    protocol = "http"
+
+    def __init__(self, app_id: str, host: str, port: int, *, timeout: float) -> None:
+        super().__init__(app_id, host, port, timeout=timeout)
+        self._base = f"http://{host}:{port}"
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=0),
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def list_subscriptions(self) -> list[SubscriptionSpec]:
+        try:
+            async with self._client().get(f"{self._base}/dapr/subscribe") as response:
+                if response.status == 404:
+                    return []
+                body = await response.read()
+                if response.status != 200:
+                    raise AppChannelError(
+                        f"{self.describe()} answered GET /dapr/subscribe with {response.status}: {body[:200]!r}"
+                    )
+        except TimeoutError:
+            raise AppTimeoutError(f"{self.describe()} did not answer GET /dapr/subscribe in {self.timeout}s") from None
+        except aiohttp.ClientConnectionError as err:
+            raise AppUnavailableError(f"{self.describe()} is not reachable: {err}") from None
+        try:
+            items = _SUBSCRIPTIONS.validate_json(body or b"[]")
+        except ValidationError as err:
+            raise AppChannelError(f"{self.describe()}: GET /dapr/subscribe returned an invalid list: {err}") from None
+        specs: list[SubscriptionSpec] = []
+        for item in items:
+            routes = item.routes or _Routes()
+            rules = [(r.match, r.path) for r in routes.rules if r.match]
+            # A rule without a match is a default route too (Dapr accepts both spellings).
+            default = item.route or routes.default or next((r.path for r in routes.rules if not r.match), "")
+            if not default and not rules:
+                default = item.topic
+            try:
+                specs.append(
+                    SubscriptionSpec.create(
+                        item.pubsub_name,
+                        item.topic,
+                        kind=Kind.PROGRAMMATIC,
+                        default_path=default,
+                        rules=rules,
+                        metadata=item.metadata or {},
+                        dead_letter_topic=item.dead_letter_topic,
+                    )
+                )
+            except RuleError as err:
+                log.error("subscription to %s/%s ignored: %s", item.pubsub_name, item.topic, err)
+        return specs
+
+    async def deliver(self, subscription: SubscriptionSpec, event: TopicEvent, path: str) -> Verdict:
+        body, content_type = event.http_body(raw_subscription=subscription.raw_payload)
+        headers = {"Content-Type": content_type, "pubsubname": event.pubsub_name, "topic": event.topic}
+        url = f"{self._base}/{path.lstrip('/')}"
+        try:
+            async with self._client().post(url, data=body, headers=headers) as response:
+                answer = await response.read()
+                status = response.status
+        except TimeoutError:
+            raise AppTimeoutError(
+                f"{self.describe()} did not answer POST /{path.lstrip('/')} in {self.timeout}s"
+            ) from None
+        except aiohttp.ClientConnectionError as err:
+            raise AppUnavailableError(f"{self.describe()} is not reachable: {err}") from None
+        if status == 404:
+            log.warning(
+                "%s has no route /%s for topic %s: dropping event %s",
+                self.describe(),
+                path.lstrip("/"),
+                event.topic,
+                event.id,
+            )
+            return Verdict.DROP
+        if not 200 <= status < 300:
+            raise AppChannelError(f"{self.describe()} answered event {event.id} with HTTP {status}: {answer[:200]!r}")
+        return _verdict(answer)
+
+    async def invoke(self, request: InvocationRequest) -> InvocationResponse:
+        verb = request.verb or "POST"
+        url = f"{self._base}/{request.method.lstrip('/')}"
+        if request.query:
+            url = f"{url}?{request.query}"
+        headers = [(k, v) for k, v in request.headers if k not in HOP_BY_HOP and k != "content-type"]
+        if request.content_type:
+            headers.append(("Content-Type", request.content_type))
+        timeout = aiohttp.ClientTimeout(total=min(self.timeout, request.timeout_seconds or self.timeout))
+        try:
+            async with self._client().request(
+                verb, url, data=request.data or None, headers=headers, timeout=timeout, allow_redirects=False
+            ) as response:
+                data = await response.read()
+                return InvocationResponse(
+                    status=response.status,
+                    data=data,
+                    content_type=response.headers.get("Content-Type", ""),
+                    headers=[
+                        (k.lower(), v)
+                        for k, v in response.headers.items()
+                        if k.lower() not in HOP_BY_HOP and k.lower() != "content-type"
+                    ],
+                    grpc_code=grpc_code_for_http(response.status),
+                    message="" if 200 <= response.status < 300 else data[:500].decode(errors="replace"),
+                )
+        except TimeoutError:
+            raise AppTimeoutError(
+                f"{self.describe()} did not answer {verb} /{request.method.lstrip('/')} in {timeout.total}s"
+            ) from None
+        except aiohttp.ClientConnectionError as err:
+            raise AppUnavailableError(f"{self.describe()} is not reachable: {err}") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _verdict(answer: bytes) -> Verdict:
+    """Dapr's reading of a 2xx answer: its `status`, SUCCESS when it has none."""
+    if not answer.strip():
+        return Verdict.SUCCESS
+    try:
+        parsed: Any = json.loads(answer)
+    except ValueError:
+        return Verdict.SUCCESS
+    status = parsed.get("status") if isinstance(parsed, dict) else None
+    if not status:
+        return Verdict.SUCCESS
+    try:
+        return Verdict(str(status).upper())
+    except ValueError:
+        log.warning("unknown event status %r from the app: redelivering", status)
+        return Verdict.RETRY

@@ -1,0 +1,9 @@
+"""Service invocation: app A → A's sidecar → B's sidecar → app B.
+
+* `messages`: the call and its answer, independent of HTTP or gRPC;
+* `resolution`: finding the sidecar of an app id (the `NameResolver` interface);
+  `standalone` resolves through a registry folder on the local machine;
+* `filters`: the before/after extension point around each outbound call;
+* `internal`: the sidecar-to-sidecar gRPC API (internal port 50002), both ends;
+* `invoker`: the caller's side: filters, resolution, timeouts, retries.
+"""

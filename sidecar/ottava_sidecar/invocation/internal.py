@@ -1,0 +1,174 @@
+"""The sidecar-to-sidecar API (`ottava.internal.v1.ServiceInvocation`, internal port 50002).
+
+`InternalServer` is the target's end: it checks that the call is for its app and hands it
+to the app channel. `InternalClient` is the caller's end, with one channel per target
+sidecar. Failures to reach the app come back as gRPC statuses whose message names the app
+(UNAVAILABLE: not listening; DEADLINE_EXCEEDED: no answer in time); the app's own
+answer, whatever its status, comes back as a response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from ottava_sidecar._gen.ottava.internal.v1 import invocation_pb2 as pb
+from ottava_sidecar._gen.ottava.internal.v1 import invocation_pb2_grpc as pb_grpc
+from ottava_sidecar.appchannel.base import (
+    AppChannel,
+    AppChannelError,
+    AppTimeoutError,
+    AppUnavailableError,
+)
+from ottava_sidecar.invocation.messages import (
+    InvocationRequest,
+    InvocationResponse,
+    grpc_code_from_number,
+)
+from ottava_sidecar.invocation.resolution import Address
+
+log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _headers(pairs: list[tuple[str, str]]) -> list[pb.Header]:
+    grouped: dict[str, list[str]] = {}
+    for name, value in pairs:
+        grouped.setdefault(name.lower(), []).append(value)
+    return [pb.Header(name=name, values=values) for name, values in grouped.items()]
+
+
+def _pairs(headers: Any) -> list[tuple[str, str]]:
+    return [(h.name, value) for h in headers for value in h.values]
+
+
+def to_message(target_app_id: str, request: InvocationRequest, timeout: float) -> pb.CallLocalRequest:
+    return pb.CallLocalRequest(
+        target_app_id=target_app_id,
+        caller_app_id=request.caller_app_id,
+        method=request.method,
+        http_verb=request.verb,
+        querystring=request.query,
+        headers=_headers(request.headers),
+        data=request.data,
+        content_type=request.content_type,
+        data_type_url=request.type_url,
+        timeout_seconds=timeout,
+    )
+
+
+class _Servicer(pb_grpc.ServiceInvocationServicer):
+    def __init__(self, app_id: str, channel: Callable[[], AppChannel | None]) -> None:
+        self.app_id = app_id
+        self._channel = channel
+
+    async def CallLocal(self, request: pb.CallLocalRequest, context: Context) -> pb.CallLocalResponse:
+        if request.target_app_id != self.app_id:
+            # A stale registry entry: the address now belongs to another app's sidecar.
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"this sidecar serves app {self.app_id!r}, not {request.target_app_id!r}",
+            )
+        channel = self._channel()
+        if channel is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"app {self.app_id!r} cannot be invoked: its sidecar has no --app-port",
+            )
+        assert channel is not None
+        call = InvocationRequest(
+            method=request.method,
+            data=request.data,
+            content_type=request.content_type,
+            verb=request.http_verb,
+            query=request.querystring,
+            headers=_pairs(request.headers),
+            type_url=request.data_type_url,
+            caller_app_id=request.caller_app_id,
+            timeout_seconds=request.timeout_seconds or None,
+        )
+        try:
+            answer = await channel.invoke(call)
+        except AppTimeoutError as err:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(err))
+        except AppUnavailableError as err:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
+        except AppChannelError as err:
+            await context.abort(grpc.StatusCode.INTERNAL, str(err))
+        return pb.CallLocalResponse(
+            http_status=answer.status,
+            headers=_headers(answer.headers),
+            data=answer.data,
+            content_type=answer.content_type,
+            data_type_url=answer.type_url,
+            grpc_status=answer.grpc_code.value[0],
+            message=answer.message,
+        )
+
+
+class InternalServer:
+    def __init__(self, app_id: str, channel: Callable[[], AppChannel | None]) -> None:
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_ServiceInvocationServicer_to_server(_Servicer(app_id, channel), self.server)
+
+    def bind(self, address: str, port: int) -> int:
+        host = f"[{address}]" if ":" in address else address
+        try:
+            bound = self.server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:
+            bound = 0
+        if bound == 0:
+            raise OSError(
+                f"cannot listen on {address}:{port} for the internal gRPC API (sidecar-to-sidecar invocation; "
+                "port in use?): pass --internal-grpc-port 0 to let the OS pick a free port"
+            )
+        return bound
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def stop(self, grace: float) -> None:
+        await self.server.stop(grace)
+
+
+class InternalClient:
+    """Calls target sidecars; keeps one HTTP/2 channel per address."""
+
+    def __init__(self) -> None:
+        self._channels: dict[Address, grpc.aio.Channel] = {}
+
+    def _stub(self, address: Address) -> pb_grpc.ServiceInvocationAsyncStub:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(str(address))
+        return pb_grpc.ServiceInvocationStub(channel)
+
+    async def call(
+        self, address: Address, target_app_id: str, request: InvocationRequest, deadline_seconds: float
+    ) -> InvocationResponse:
+        """The app's answer; raises `grpc.aio.AioRpcError` when the call did not reach it."""
+        message = to_message(target_app_id, request, deadline_seconds)
+        answer = await self._stub(address).CallLocal(message, timeout=deadline_seconds)
+        return InvocationResponse(
+            status=answer.http_status,
+            data=answer.data,
+            content_type=answer.content_type,
+            headers=_pairs(answer.headers),
+            type_url=answer.data_type_url,
+            grpc_code=grpc_code_from_number(answer.grpc_status),
+            message=answer.message,
+        )
+
+    async def drop(self, address: Address) -> None:
+        channel = self._channels.pop(address, None)
+        if channel is not None:
+            await channel.close(None)
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close(None)
+        self._channels.clear()

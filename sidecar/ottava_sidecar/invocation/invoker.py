@@ -1,0 +1,110 @@
+"""The caller's side of service invocation: filters, resolution, timeout, retries.
+
+A call is retried (with a short backoff, re-resolving the app id) only when it surely
+did not reach the app: the target sidecar or its app was not accepting connections, or
+the address turned out to belong to another app. Every error names the target app.
+"""
+
+import asyncio
+import logging
+import time
+
+import grpc
+
+from ottava_sidecar import metrics
+from ottava_sidecar.invocation import filters
+from ottava_sidecar.invocation.internal import InternalClient
+from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse
+from ottava_sidecar.invocation.resolution import AppNotFoundError, NameResolver
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 3
+BACKOFF_SECONDS = 0.1
+
+
+class InvocationError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Invoker:
+    def __init__(
+        self,
+        app_id: str,
+        resolver: NameResolver,
+        *,
+        default_timeout: float,
+        extra_filters: list[filters.InvocationFilter] | None = None,
+    ) -> None:
+        self.app_id = app_id
+        self.resolver = resolver
+        self.default_timeout = default_timeout
+        self.filters: list[filters.InvocationFilter] = [filters.CallerIdentity(app_id), *(extra_filters or [])]
+        self._client = InternalClient()
+
+    async def invoke(self, target: str, request: InvocationRequest) -> InvocationResponse:
+        """The target app's answer (any status); `InvocationError` naming `target` when there is none."""
+        try:
+            response = await self._invoke(target, request)
+        except InvocationError as err:
+            metrics.INVOCATIONS.labels(target, err.code.name).inc()
+            raise
+        metrics.INVOCATIONS.labels(target, response.grpc_code.name).inc()
+        return response
+
+    async def _invoke(self, target: str, request: InvocationRequest) -> InvocationResponse:
+        if not target:
+            raise InvocationError(grpc.StatusCode.INVALID_ARGUMENT, "the app id to invoke is empty")
+        for each in self.filters:
+            try:
+                await each.before(target, request)
+            except filters.Rejected as err:
+                raise InvocationError(
+                    grpc.StatusCode.PERMISSION_DENIED, f"call to app {target!r} refused by {type(each).__name__}: {err}"
+                ) from None
+        timeout = min(request.timeout_seconds or self.default_timeout, self.default_timeout)
+        deadline = time.monotonic() + timeout
+        last = ""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                address = await self.resolver.resolve(target)
+            except AppNotFoundError as err:
+                raise InvocationError(grpc.StatusCode.NOT_FOUND, str(err)) from None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                response = await self._client.call(address, target, request, remaining)
+            except grpc.aio.AioRpcError as err:
+                code, details = err.code(), err.details() or ""
+                if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise InvocationError(
+                        code, f"app {target!r} did not answer {request.method} within {timeout:g}s"
+                    ) from None
+                if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
+                    raise InvocationError(
+                        code, f"invoking {request.method} on app {target!r} failed: {details}"
+                    ) from None
+                last = details
+                self.resolver.forget(target, address)
+                await self._client.drop(address)
+                log.info("invoking app %s at %s failed (attempt %d): %s", target, address, attempt, details)
+                if attempt < ATTEMPTS:
+                    await asyncio.sleep(min(BACKOFF_SECONDS * attempt, max(0.0, deadline - time.monotonic())))
+                continue
+            for each in reversed(self.filters):
+                await each.after(target, request, response)
+            return response
+        if not last:
+            raise InvocationError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"app {target!r} did not answer {request.method} within {timeout:g}s"
+            )
+        raise InvocationError(
+            grpc.StatusCode.UNAVAILABLE, f"app {target!r} is not reachable after {ATTEMPTS} attempts: {last}"
+        )
+
+    async def close(self) -> None:
+        await self._client.close()

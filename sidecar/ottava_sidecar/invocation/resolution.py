@@ -1,0 +1,52 @@
+"""Name resolution: which sidecar serves an app id.
+
+`NameResolver` is the interface a sidecar uses: it registers its own app id and
+internal address when it starts, removes them when it stops, and resolves the app ids
+it calls. Standalone sidecars resolve through a folder on the local machine
+(`standalone.LocalRegistry`); Kubernetes resolution (app id → Service DNS name) plugs in
+here as another implementation.
+"""
+
+import abc
+import re
+from dataclasses import dataclass
+
+APP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class AppNotFoundError(LookupError):
+    """No sidecar serves the app id; the message names it and where it was looked for."""
+
+
+def check_app_id(app_id: str) -> None:
+    if not APP_ID.match(app_id):
+        raise AppNotFoundError(
+            f"app id {app_id!r} is not valid (letters, digits, '.', '_', '-'; starting with a letter or digit)"
+        )
+
+
+class NameResolver(abc.ABC):
+    @abc.abstractmethod
+    async def register(self, app_id: str, address: Address) -> None:
+        """Make this sidecar findable as `app_id` at `address`."""
+
+    @abc.abstractmethod
+    async def unregister(self) -> None:
+        """Undo `register` (on shutdown)."""
+
+    @abc.abstractmethod
+    async def resolve(self, app_id: str) -> Address:
+        """The internal address of a sidecar serving `app_id`; `AppNotFoundError` if none."""
+
+    def forget(self, app_id: str, address: Address) -> None:  # noqa: B027 - optional hook
+        """`address` failed for `app_id`: do not hand it out from a cache again."""

@@ -1,0 +1,80 @@
+"""What the app's verdict on a delivered event means, the same for every way of subscribing.
+
+SUCCESS acknowledges. DROP acknowledges too, after moving the event to the dead-letter
+topic when the subscription names one (and logging it when not). RETRY, an app error or
+a timeout hand the event back to the broker, which redelivers it after a backoff;
+when the subscription caps deliveries (`maxDeliveryAttempts`) the last failure is
+treated as DROP instead.
+"""
+
+import logging
+from typing import Any
+
+from ottava_sidecar import metrics
+from ottava_sidecar.appchannel.base import AppChannel, AppChannelError, AppUnimplementedError
+from ottava_sidecar.components.pubsub.base import Message, PubSub
+from ottava_sidecar.messaging import cloudevents
+from ottava_sidecar.messaging.subscriptions import SubscriptionSpec, Verdict
+
+log = logging.getLogger(__name__)
+
+
+class Redeliver(Exception):
+    """Raised to the broker: the event was not processed, deliver it again later."""
+
+
+async def settle(broker: PubSub[Any], spec: SubscriptionSpec, message: Message, verdict: Verdict, reason: str) -> None:
+    metrics.PUBSUB_DELIVERIES.labels(spec.pubsub_name, spec.topic, verdict.value).inc()
+    if verdict is Verdict.SUCCESS:
+        return
+    if verdict is Verdict.RETRY:
+        if not spec.max_attempts or message.attempt < spec.max_attempts:
+            raise Redeliver(reason)
+        reason = f"{reason}; gave up after {message.attempt} deliveries (maxDeliveryAttempts)"
+    if spec.dead_letter_topic:
+        try:
+            await broker.publish(
+                spec.dead_letter_topic, message.data, content_type=message.content_type, metadata=message.metadata
+            )
+        except Exception as err:  # the dead-letter topic is full or failing: keep the event
+            raise Redeliver(f"{reason}; moving it to dead-letter topic {spec.dead_letter_topic} failed: {err}") from err
+        log.warning(
+            "event %s of %s/%s moved to dead-letter topic %s: %s",
+            message.id,
+            spec.pubsub_name,
+            spec.topic,
+            spec.dead_letter_topic,
+            reason,
+        )
+        return
+    log.warning("event %s of %s/%s dropped: %s", message.id, spec.pubsub_name, spec.topic, reason)
+
+
+class AppDelivery:
+    """The broker handler of a subscription read from the app: delivers over the app channel."""
+
+    def __init__(self, spec: SubscriptionSpec, broker: PubSub[Any], channel: AppChannel) -> None:
+        self.spec = spec
+        self._broker = broker
+        self._channel = channel
+
+    async def __call__(self, message: Message) -> None:
+        event = cloudevents.unwrap(message, self.spec.pubsub_name)
+        path = self.spec.route(event)
+        if path is None:
+            await settle(
+                self._broker,
+                self.spec,
+                message,
+                Verdict.DROP,
+                "no routing rule matches it and there is no default route",
+            )
+            return
+        try:
+            verdict = await self._channel.deliver(self.spec, event, path)
+            reason = f"the app answered {verdict.value}"
+        except AppUnimplementedError as err:
+            verdict, reason = Verdict.DROP, str(err)
+        except AppChannelError as err:
+            verdict, reason = Verdict.RETRY, str(err)
+        await settle(self._broker, self.spec, message, verdict, reason)
