@@ -6,7 +6,8 @@ from tests.servers.process import ServerProcess, accepts_connections, free_port,
 PASSWORD = "redis-test-password"
 
 
-def start(*, password: str = PASSWORD) -> ServerProcess:
+def start(*, password: str = PASSWORD, durable: bool = False) -> ServerProcess:
+    """`durable`: every acknowledged write is fsynced to the append-only file (survives SIGKILL)."""
     apt.ensure({"redis-server": "redis-server"})
     port = free_port()
     data = scratch_dir("redis")
@@ -16,7 +17,8 @@ def start(*, password: str = PASSWORD) -> ServerProcess:
         "--bind", "127.0.0.1",
         "--dir", str(data),
         "--save", "",
-        "--appendonly", "no",
+        "--appendonly", "yes" if durable else "no",
+        "--appendfsync", "always",
         "--daemonize", "no",
         "--requirepass", password,
     ]  # fmt: skip

@@ -1,0 +1,1 @@
+"""Tests of the server-backed components through a real sidecar: swapping stores, faults."""

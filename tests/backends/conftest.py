@@ -1,0 +1,3 @@
+"""The real servers, for tests that run sidecars on them."""
+
+from tests.servers.fixtures import *  # noqa: F403
