@@ -67,6 +67,7 @@ pytest: venv
 
 bench: venv
 	$(PY) bench/getstate.py $(ARGS)
+	$(PY) -m bench.state_redis
 
 cluster-up:
 	$(MAKE) -C e2e up
