@@ -1,3 +1,4 @@
+# mypy: disallow-untyped-decorators=False
 """A gRPC app written with the Dapr SDK's `dapr.ext.grpc.App`, as a Dapr user writes one.
 
 Subscribes to topics whose handlers answer in each way a subscriber can, and serves an

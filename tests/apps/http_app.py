@@ -1,3 +1,4 @@
+# mypy: disallow-untyped-decorators=False
 """An HTTP app written with FastAPI and the Dapr SDK's `dapr.ext.fastapi.DaprApp`.
 
 Subscribes to the same topics as `grpc_app.py`, answering with Dapr's HTTP statuses
@@ -11,7 +12,7 @@ import json
 import os
 import threading
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
 from dapr.ext.fastapi import DaprApp
@@ -33,29 +34,29 @@ def record(topic: str, event: dict[str, Any]) -> int:
 
 
 @dapr_app.subscribe(pubsub="pubsub", topic="orders")
-def orders(event: dict[str, Any] = Body()) -> dict[str, str]:
+def orders(event: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
     record("orders", event)
     return {"status": "SUCCESS"}
 
 
 @dapr_app.subscribe(pubsub="pubsub", topic="flaky")
-def flaky(event: dict[str, Any] = Body()) -> dict[str, str]:
+def flaky(event: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
     return {"status": "RETRY" if record("flaky", event) <= 2 else "SUCCESS"}
 
 
 @dapr_app.subscribe(pubsub="pubsub", topic="poison", dead_letter_topic="poison-dead")
-def poison(event: dict[str, Any] = Body()) -> dict[str, str]:
+def poison(event: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
     record("poison", event)
     return {"status": "DROP"}
 
 
 @dapr_app.subscribe(pubsub="pubsub", topic="poison-dead")
-def poison_dead(event: dict[str, Any] = Body()) -> None:
+def poison_dead(event: Annotated[dict[str, Any], Body()]) -> None:
     record("poison-dead", event)
 
 
 @dapr_app.subscribe(pubsub="pubsub", topic="raises")
-def raises(event: dict[str, Any] = Body()) -> None:
+def raises(event: Annotated[dict[str, Any], Body()]) -> None:
     if record("raises", event) == 1:
         raise RuntimeError("the first delivery fails")
 
