@@ -42,14 +42,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a standalone sidecar (and optionally the app after --)",
         description="Start a standalone sidecar. Anything after -- is the app's command line.",
     )
-    run.add_argument("--app-id", default=os.environ.get("APP_ID", "ottava"), help="the app's id (default: ottava)")
+    env = os.environ.get
+    run.add_argument(
+        "--mode",
+        choices=("standalone", "kubernetes"),
+        default="standalone",
+        help="where the wiring comes from: --resources-path (standalone) or the cluster's CRDs (kubernetes)",
+    )
+    run.add_argument(
+        "--app-id",
+        default=env(contract.ENV_APP_ID) or env("APP_ID", "ottava"),
+        help="the app's id (default: $OTTAVA_APP_ID, then ottava)",
+    )
+    run.add_argument(
+        "--config",
+        default=env(contract.ENV_CONFIG) or None,
+        help="kubernetes mode: the Configuration to apply (default: $OTTAVA_CONFIG)",
+    )
+    run.add_argument(
+        "--namespace",
+        default=env(contract.ENV_NAMESPACE) or None,
+        help="kubernetes mode: the pod's namespace (default: $NAMESPACE, then the credentials')",
+    )
     run.add_argument(
         "--resources-path",
         type=Path,
         help="folder of Component/Configuration manifests; without it, in-memory defaults are loaded",
     )
-    run.add_argument("--app-port", type=_port, help="port the app listens on (for callbacks)")
-    run.add_argument("--app-protocol", choices=("http", "grpc"), default="http")
+    run.add_argument(
+        "--app-port",
+        type=_port,
+        default=env(contract.ENV_APP_PORT) or None,  # argparse converts a string default with `type`
+        help="port the app listens on, for callbacks (default: $OTTAVA_APP_PORT)",
+    )
+    run.add_argument("--app-protocol", choices=("http", "grpc"), default=env(contract.ENV_APP_PROTOCOL) or "http")
     run.add_argument("--grpc-port", type=_port, default=contract.GRPC_PORT)
     run.add_argument("--http-port", type=_port, default=contract.HTTP_PORT)
     run.add_argument("--metrics-port", type=_port, default=contract.METRICS_PORT)
@@ -58,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen-address",
         default="127.0.0.1",
         help="address the APIs listen on (default loopback: other pods must not reach this app's sidecar)",
+    )
+    run.add_argument(
+        "--http-listen-address",
+        help="address of the HTTP port (default: --listen-address; in kubernetes mode 0.0.0.0 so kubelet can "
+        "probe it, with the app-facing routes still answering loopback callers only)",
+    )
+    run.add_argument(
+        "--metrics-listen-address", help="address of the metrics port (default: --listen-address; kubernetes: 0.0.0.0)"
     )
     run.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
@@ -178,7 +212,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, command: list[str]) -> int:
-    if args.resources_path is not None:
+    kubernetes = args.mode == "kubernetes"
+    if kubernetes and args.resources_path is not None:
+        print(
+            "ottava: --resources-path is for standalone mode; in kubernetes mode the wiring comes from the cluster",
+            file=sys.stderr,
+        )
+        return 2
+    if kubernetes:
+        components: list[Component] = []
+    elif args.resources_path is not None:
         try:
             manifests = load_folder(args.resources_path)
         except ManifestError as err:
@@ -205,9 +248,14 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         api_token=os.environ.get(contract.ENV_API_TOKEN) or None,
         shutdown_grace_seconds=args.shutdown_grace,
         internal_grpc_port=args.internal_grpc_port,
-        internal_listen_address=args.internal_listen_address,
         app_timeout_seconds=args.app_timeout,
         invocation_filters=invocation_filters,
+        mode=args.mode,
+        namespace=args.namespace or (_credentials_namespace() if kubernetes else None),
+        configuration_name=args.config,
+        http_listen_address=args.http_listen_address or ("0.0.0.0" if kubernetes else None),
+        metrics_listen_address=args.metrics_listen_address or ("0.0.0.0" if kubernetes else None),
+        internal_listen_address=args.internal_listen_address or ("0.0.0.0" if kubernetes else None),
     )
     try:
         return asyncio.run(_serve(options, components, command))
@@ -234,6 +282,15 @@ async def _serve(options: Options, components: list[Component], command: list[st
     except BaseException:
         await sidecar.stop()
         raise
+    # In a cluster the wiring arrives when the apiserver answers; a stop may come first.
+    loaded = asyncio.create_task(sidecar.wait_loaded())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({loaded, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    loaded.cancel()
+    stopping.cancel()
+    if stop.is_set():
+        await sidecar.stop()
+        return 0
     print(sidecar.status_line(), flush=True)
 
     app: asyncio.subprocess.Process | None = None
@@ -277,6 +334,15 @@ async def _serve(options: Options, components: list[Component], command: list[st
     await sidecar.stop()
     log.info("stopped")
     return exit_code
+
+
+def _credentials_namespace() -> str | None:
+    from ottava_sidecar.kube import client as kube_client
+
+    try:
+        return kube_client.from_environment().namespace
+    except (kube_client.KubeError, OSError, KeyError, StopIteration):
+        return None
 
 
 def _exit_status(returncode: int) -> int:

@@ -26,6 +26,8 @@ class MetadataApi:
     # The app's active subscriptions (set by the sidecar once pub/sub runs).
     subscriptions: Callable[[], list[SubscriptionSpec]] = field(default=list)
     version: str = __version__
+    # Mode-specific facts for the info endpoint (e.g. the Configuration in a cluster).
+    extra_info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def app_id(self) -> str:
@@ -65,4 +67,5 @@ class MetadataApi:
                 for e in self.registry.entries()
             ],
             "subscriptions": [s.describe() for s in self.subscriptions()],
+            **self.extra_info,
         }

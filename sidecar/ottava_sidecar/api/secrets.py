@@ -5,12 +5,25 @@ from typing import Any
 from ottava_sidecar.api import errors
 from ottava_sidecar.components.errors import ComponentError
 from ottava_sidecar.components.secretstores.base import SecretNotFoundError, SecretStore
+from ottava_sidecar.resources.models import SecretScope
 from ottava_sidecar.runtime.registry import LookupFailure, Registry
 
 
 class SecretsApi:
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
+        # Secret scopes of the Configuration, by store name (Dapr's semantics).
+        self.scopes: dict[str, SecretScope] = {}
+
+    def allowed(self, store: str, name: str) -> bool:
+        scope = self.scopes.get(store)
+        if scope is None:
+            return True
+        if name in scope.denied_secrets:
+            return False
+        if scope.allowed_secrets:
+            return name in scope.allowed_secrets
+        return scope.default_access == "allow"
 
     def store(self, name: str) -> SecretStore[Any]:
         if not name:
@@ -24,6 +37,8 @@ class SecretsApi:
         store = self.store(store_name)
         if not name:
             raise errors.invalid_argument(f"secret name is empty (secret store {store.name})")
+        if not self.allowed(store.name, name):
+            raise errors.permission_denied(f"access denied by policy to get {name!r} from secret store {store.name}")
         try:
             return await store.get(name)
         except SecretNotFoundError as err:
@@ -36,7 +51,8 @@ class SecretsApi:
     async def bulk_get(self, store_name: str) -> dict[str, dict[str, str]]:
         store = self.store(store_name)
         try:
-            return await store.bulk_get()
+            secrets = await store.bulk_get()
+            return {name: values for name, values in secrets.items() if self.allowed(store.name, name)}
         except ComponentError as err:
             raise errors.internal(
                 f"failed getting secrets from secret store {store.name}: {err}", "ERR_SECRET_GET"

@@ -8,7 +8,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -67,6 +67,15 @@ class Condition:
         return {"status": self.status.value, "details": {"reason": self.reason} if self.reason else {}}
 
 
+RETIRE_GRACE_SECONDS = 5.0
+
+
+def _same_wiring(a: Component, b: Component) -> bool:
+    """Whether two versions of a Component wire the same thing (metadata such as
+    resourceVersion or labels do not count)."""
+    return a.spec == b.spec and a.scopes == b.scopes and a.auth == b.auth
+
+
 class LookupFailure(LookupError):
     """Why a component could not be used; `kind` lets each wire API pick its error."""
 
@@ -89,6 +98,7 @@ class Registry:
         self.loaded = False  # every component has finished initialising (or failing)
         self._listeners: list[Listener] = []
         self._conditions: dict[str, Condition] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def set_condition(self, name: str, status: Status, reason: str = "") -> None:
         """Readiness also waits for `name` (INIT), or is DOWN because of it, until it is UP."""
@@ -120,14 +130,14 @@ class Registry:
 
     def _failure(self, building_block: str, name: str, entry: Entry | None) -> LookupFailure:
         if not any(e.building_block == building_block and e.status is not Status.SKIPPED for e in self.entries()):
-            return LookupFailure("none-configured", building_block, name, f"no {building_block} store is configured")
+            return LookupFailure("none-configured", building_block, name, f"no {_noun(building_block)} is configured")
         if entry is None or entry.building_block != building_block or entry.status is Status.SKIPPED:
-            return LookupFailure("not-found", building_block, name, f"{building_block} store {name} is not found")
+            return LookupFailure("not-found", building_block, name, f"{_noun(building_block)} {name} is not found")
         return LookupFailure(
             "not-ready",
             building_block,
             name,
-            f"{building_block} store {name} is not ready: {entry.reason or 'initialising'}",
+            f"{_noun(building_block)} {name} is not ready: {entry.reason or 'initialising'}",
         )
 
     async def load(self, components: list[Component], resolve: "SecretResolver | None" = None) -> None:
@@ -185,7 +195,52 @@ class Registry:
         for listener in self._listeners:
             listener(entry)
 
+    async def upsert(self, manifest: Component, resolve: "SecretResolver | None" = None) -> Entry:
+        """Load a new or changed component, switching calls to it once it has initialised.
+
+        Calls keep reaching the current instance while the new one initialises, so a
+        reload fails no call; the old instance is closed a grace period after the switch,
+        when calls that had already looked it up have finished.
+        """
+        old = self._entries.get(manifest.name)
+        if old is not None and _same_wiring(old.manifest, manifest):
+            return old
+        entry = Entry(manifest)
+        if manifest.in_scope(self.app_id):
+            await self._init(entry, resolve)
+        else:
+            entry.status, entry.reason = Status.SKIPPED, f"scopes {manifest.scopes} exclude app {self.app_id!r}"
+        self._entries[manifest.name] = entry
+        self._retire(old)
+        log.info("component %s %s", manifest.name, "reloaded" if old else "added", extra={"status": entry.status.value})
+        return entry
+
+    def remove(self, name: str) -> None:
+        """Unload a deleted component; calls to it now fail naming it."""
+        old = self._entries.pop(name, None)
+        self._retire(old)
+        if old is not None:
+            log.info("component %s removed", name)
+
+    def _retire(self, old: Entry | None) -> None:
+        if old is None or old.instance is None:
+            return
+        instance = old.instance
+
+        async def close_later() -> None:
+            await asyncio.sleep(RETIRE_GRACE_SECONDS)
+            try:
+                await instance.close()
+            except Exception:
+                log.exception("closing the replaced instance of %s failed", old.name)
+
+        task = asyncio.create_task(close_later(), name=f"retire-{old.name}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
     async def close(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
         for entry in self._entries.values():
             if entry.instance is not None:
                 try:
@@ -194,15 +249,30 @@ class Registry:
                     log.exception("closing component %s failed", entry.name)
 
 
+_NOUNS = {"secretstores": "secret store", "pubsub": "pub/sub", "bindings": "binding", "sequencer": "sequencer store"}
+
+
+def _noun(building_block: str) -> str:
+    """How messages name a component of a building block ("state store", "secret store")."""
+    return _NOUNS.get(building_block, f"{building_block} store")
+
+
+# Where secretKeyRef values come from without auth.secretStore: Kubernetes Secrets in a cluster.
+DefaultSecrets = Callable[[str, str], Awaitable[str]]
+
+
 class SecretResolver:
     """Resolves a component's `secretKeyRef` from the secret store its `auth` names."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, default: "DefaultSecrets | None" = None) -> None:
         self._registry = registry
+        self._default = default
 
     async def __call__(self, manifest: Component, name: str, key: str) -> str:
         store_name = manifest.auth.secret_store if manifest.auth else ""
         if not store_name:
+            if self._default is not None:
+                return await self._default(name, key)
             raise LookupError(f"secretKeyRef {name!r} needs auth.secretStore naming a secret store")
         store = self._registry.lookup("secretstores", store_name, SecretStore)
         secret: Mapping[str, str] = await store.get(name)

@@ -20,19 +20,24 @@ from pathlib import Path
 from aiohttp import web
 
 from ottava_sidecar import appchannel, contract, metrics
+from ottava_sidecar.api import access
 from ottava_sidecar.api.apis import Apis
 from ottava_sidecar.api.grpc.server import GrpcApiServer
-from ottava_sidecar.api.http.server import build_api_app, build_metrics_app
+from ottava_sidecar.api.http.server import build_api_app
 from ottava_sidecar.api.metadata import AppChannel, MetadataApi
 from ottava_sidecar.invocation.filters import InvocationFilter
 from ottava_sidecar.invocation.internal import InternalServer
 from ottava_sidecar.invocation.invoker import Invoker
 from ottava_sidecar.invocation.resolution import Address, NameResolver
 from ottava_sidecar.invocation.standalone import LocalRegistry
+from ottava_sidecar.kube import client as kube_client
+from ottava_sidecar.kube.client import KubeClient
 from ottava_sidecar.messaging.runtime import Messaging
 from ottava_sidecar.resources.models import Component
 from ottava_sidecar.runtime import health
+from ottava_sidecar.runtime.kubernetes import KubernetesWiring
 from ottava_sidecar.runtime.registry import Entry, Registry, SecretResolver, Status
+from ottava_sidecar.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,11 @@ class Options:
     app_timeout_seconds: float = 60.0  # wait for the app to answer a delivery or a call
     invocation_filters: list[InvocationFilter] = field(default_factory=list)
     registry_dir: Path | None = None  # standalone name resolution folder; None: the default
+    # Kubernetes mode: where the wiring comes from, and which addresses face the pod network.
+    namespace: str | None = None
+    configuration_name: str | None = None
+    http_listen_address: str | None = None  # default: listen_address; app routes stay loopback-only
+    metrics_listen_address: str | None = None  # default: listen_address
 
 
 @dataclass
@@ -95,20 +105,39 @@ class Sidecar:
         self._internal = InternalServer(o.app_id, lambda: self.app_channel)
         self._runners: list[web.AppRunner] = []
         self._app_task: asyncio.Task[None] | None = None
+        self.wiring: KubernetesWiring | None = None
+        self._wiring_task: asyncio.Task[None] | None = None
+        self._metrics_runner: web.AppRunner | None = None
+        self.settings = RuntimeSettings(self)
 
     async def start(self) -> None:
         o = self.options
         self.ports.grpc = self._grpc.bind(o.listen_address, o.grpc_port)
         await self._grpc.start()
-        self.ports.http = await self._serve(build_api_app(self.apis, api_token=o.api_token), o.http_port, "HTTP API")
+        http_address = o.http_listen_address or o.listen_address
+        access.set_loopback_only(not access.is_loopback(http_address))
+        self.ports.http = await self._serve(
+            build_api_app(self.apis, api_token=o.api_token), o.http_port, "HTTP API", http_address
+        )
         if o.enable_metrics:
-            self.ports.metrics = await self._serve(build_metrics_app(), o.metrics_port, "metrics")
+            await self.settings.enable_metrics(True)
         internal_address = o.internal_listen_address or o.listen_address
         self.ports.internal = self._internal.bind(internal_address, o.internal_grpc_port)
         await self._internal.start()
         if self.app_channel is not None:
             self.registry.set_condition("app", Status.INIT, f"waiting for app port {self.app_channel.port}")
-        await self.registry.load(self.components, SecretResolver(self.registry))
+        if o.mode == "kubernetes":
+            self.wiring = KubernetesWiring(
+                self.registry,
+                KubeClient(kube_client.from_environment()),
+                o.namespace or "default",
+                o.configuration_name,
+                self.settings.apply,
+                self.settings.hot_reload,
+            )
+            self._wiring_task = asyncio.create_task(self.wiring.run(), name="kubernetes-wiring")
+        else:
+            await self.registry.load(self.components, SecretResolver(self.registry))
         advertised = "127.0.0.1" if internal_address in ("0.0.0.0", "::", "") else internal_address
         try:
             await self.resolver.register(o.app_id, Address(advertised, self.ports.internal))
@@ -135,37 +164,55 @@ class Sidecar:
         problems = await self.messaging.subscribe_app(channel, specs)
         self.registry.set_condition("app", Status.UP, "; ".join(problems))
 
-    async def _serve(self, app: web.Application, port: int, what: str) -> int:
+    async def _serve(self, app: web.Application, port: int, what: str, address: str | None = None) -> int:
+        runner = await self._start_runner(app, port, what, address or self.options.listen_address)
+        self._runners.append(runner)
+        bound: int = runner.addresses[0][1]
+        return bound
+
+    @staticmethod
+    async def _start_runner(app: web.Application, port: int, what: str, address: str) -> web.AppRunner:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        self._runners.append(runner)
-        site = web.TCPSite(runner, self.options.listen_address, port, reuse_port=False)
+        site = web.TCPSite(runner, address, port, reuse_port=False)
         try:
             await site.start()
         except OSError as err:
-            raise OSError(
-                f"cannot listen on {self.options.listen_address}:{port} for the {what}: {err.strerror}"
-            ) from None
-        bound: int = runner.addresses[0][1]
-        return bound
+            await runner.cleanup()
+            raise OSError(f"cannot listen on {address}:{port} for the {what}: {err.strerror}") from None
+        return runner
+
+    async def wait_loaded(self) -> None:
+        """Until the components are loaded (at once standalone; in a cluster, once read)."""
+        if self.wiring is not None:
+            await self.wiring.loaded.wait()
 
     def status_line(self) -> str:
         o, p = self.options, self.ports
         status = health.overall(self.registry)
         down = [e for e in self.registry.entries() if e.status is Status.DOWN]
         problems = "".join(f" [{e.name}: {e.reason}]" for e in down)
-        metrics_part = f" metrics={o.listen_address}:{p.metrics}" if p.metrics is not None else ""
+        metrics_part = (
+            f" metrics={o.metrics_listen_address or o.listen_address}:{p.metrics}" if p.metrics is not None else ""
+        )
         internal_part = f" internal={o.internal_listen_address or o.listen_address}:{p.internal}"
         loaded = sum(e.status is Status.UP for e in self.registry.entries())
         return (
             f"ottava sidecar {status.value}: app_id={o.app_id} grpc={o.listen_address}:{p.grpc} "
-            f"http={o.listen_address}:{p.http}{metrics_part}{internal_part} components={loaded}{problems}"
+            f"http={o.http_listen_address or o.listen_address}:{p.http}{metrics_part}{internal_part} components={loaded}{problems}"
         )
 
     async def stop(self) -> None:
         """Drain in-flight calls (up to the grace period), then close the components."""
         grace = self.options.shutdown_grace_seconds
         await self.resolver.unregister()  # no new calls from other sidecars
+        if self._wiring_task is not None:
+            self._wiring_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._wiring_task
+        if self.wiring is not None:
+            await self.wiring.client.close()
+        await self.settings.enable_metrics(False)
         if self._app_task is not None:
             self._app_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from ottava_sidecar.api import access
 from ottava_sidecar.api.errors import ApiError
 from ottava_sidecar.metrics import CallMetrics
 
@@ -36,6 +37,7 @@ def unary(
         async def call(self: Self, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
             started = time.perf_counter()
             try:
+                access.POLICY.check(api, protocol)
                 response = await handler(self, request, context)
             except ApiError as err:
                 metrics.observe(err.code.name, started)
@@ -65,6 +67,7 @@ def streaming(
             started = time.perf_counter()
             status = "OK"
             try:
+                access.POLICY.check(api, protocol)
                 async for response in handler(self, request, context):
                     yield response
             except ApiError as err:

@@ -15,7 +15,7 @@ import grpc
 from aiohttp import web
 
 from ottava_sidecar import contract
-from ottava_sidecar.api import errors
+from ottava_sidecar.api import access, errors
 from ottava_sidecar.metrics import CallMetrics
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,14 @@ _INVALID_TOKEN: Final = errors.ApiError(
 )
 
 
+_NOT_LOCAL: Final = errors.ApiError(
+    grpc.StatusCode.PERMISSION_DENIED,
+    "the sidecar's API answers only its own pod; probes and metrics are the exception",
+    http_status=403,
+    error_code="ERR_NOT_LOCAL",
+)
+
+
 def serve(route: Route, api_token: bytes | None) -> Handler:
     """`route.handler`, answering errors as Dapr does and recording each call's status and latency."""
     metrics = CallMetrics("http", route.api, route.name)
@@ -59,9 +67,13 @@ def serve(route: Route, api_token: bytes | None) -> Handler:
     async def call(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         try:
-            if token is not None and not _token_matches(request, token):
-                response: web.StreamResponse = error_response(_INVALID_TOKEN)
+            if not route.public and access.LOOPBACK_ONLY and not access.is_loopback(request.remote):
+                response: web.StreamResponse = error_response(_NOT_LOCAL)
+            elif token is not None and not _token_matches(request, token):
+                response = error_response(_INVALID_TOKEN)
             else:
+                if not route.public:
+                    access.POLICY.check(route.api, "http")
                 response = await handler(request)
         except errors.ApiError as err:
             response = error_response(err)

@@ -1,0 +1,85 @@
+"""The Configuration applied to a running sidecar, live where it can be.
+
+API allow/deny lists, secret scopes, log level, the metrics switch and the hot-reload
+feature switch take effect at once. Tracing and the app health check are read at start
+only: a change to them is logged and listed in `/actuator/info` as needing a restart.
+"""
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ottava_sidecar.api import access
+from ottava_sidecar.api.http.server import build_metrics_app
+from ottava_sidecar.resources.models import Configuration
+
+if TYPE_CHECKING:
+    from ottava_sidecar.runtime.sidecar import Sidecar
+
+log = logging.getLogger(__name__)
+
+HOT_RELOAD = "HotReload"
+RESTART_FIELDS = ("tracing", "app_health_check")
+
+
+class RuntimeSettings:
+    def __init__(self, sidecar: "Sidecar") -> None:
+        self.sidecar = sidecar
+        self.configuration: Configuration | None = None
+        self._started_with: dict[str, Any] | None = None
+        self.restart_required: list[str] = []
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def hot_reload(self) -> bool:
+        features = self.configuration.spec.features if self.configuration else []
+        return next((f.enabled for f in features if f.name == HOT_RELOAD), True)
+
+    def apply(self, configuration: Configuration | None) -> None:
+        self.configuration = configuration
+        name = configuration.metadata.name if configuration else "(none)"
+        spec = configuration.spec if configuration else None
+        access.set_policy(access.Policy.from_configuration(spec.api if spec else None, f"Configuration {name}"))
+        self.sidecar.apis.secrets.scopes = {
+            s.store_name: s for s in (spec.secrets.scopes if spec and spec.secrets else [])
+        }
+        if spec is not None and spec.logging is not None:
+            logging.getLogger().setLevel({"warn": "WARNING"}.get(spec.logging.level, spec.logging.level.upper()))
+        if spec is not None and spec.metric is not None:
+            self._spawn(self.enable_metrics(spec.metric.enabled))
+        current = {f: getattr(spec, f, None) for f in RESTART_FIELDS}
+        if self._started_with is None:
+            self._started_with = current
+        self.restart_required = [
+            f"spec.{'appHealthCheck' if f == 'app_health_check' else f}"
+            for f in RESTART_FIELDS
+            if current[f] != self._started_with[f]
+        ]
+        if self.restart_required:
+            log.warning(
+                "Configuration %s changed settings that apply after a restart: %s",
+                name,
+                ", ".join(self.restart_required),
+            )
+        self.sidecar.metadata.extra_info = {
+            "configuration": name if configuration else None,
+            "restartRequired": self.restart_required,
+            "hotReload": self.hot_reload(),
+        }
+        log.info("Configuration %s applied", name)
+
+    async def enable_metrics(self, enabled: bool) -> None:
+        s = self.sidecar
+        if enabled and s._metrics_runner is None:
+            o = s.options
+            address = o.metrics_listen_address or o.listen_address
+            s._metrics_runner = await s._start_runner(build_metrics_app(), o.metrics_port, "metrics", address)
+            s.ports.metrics = s._metrics_runner.addresses[0][1]
+        elif not enabled and s._metrics_runner is not None:
+            runner, s._metrics_runner = s._metrics_runner, None
+            s.ports.metrics = None
+            await runner.cleanup()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
