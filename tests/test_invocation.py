@@ -101,7 +101,7 @@ def test_every_verb_and_the_app_status_pass_through(pair: Pair, verb: str) -> No
 
 
 def test_sdk_grpc_invocation_reaches_http_and_grpc_apps(pair: Pair, client: DaprClient) -> None:
-    with pytest.warns(DeprecationWarning, match="gRPC is deprecated"):
+    with pytest.warns(DeprecationWarning, match="deprecated"):
         to_http = DaprGrpcClient.invoke_method(
             client,
             pair.http_app,
@@ -114,7 +114,7 @@ def test_sdk_grpc_invocation_reaches_http_and_grpc_apps(pair: Pair, client: Dapr
     echoed = json.loads(to_http.data)
     assert echoed["method"] == "POST" and echoed["query"] == "k=v" and echoed["body"] == "hello"
 
-    with pytest.warns(DeprecationWarning, match="gRPC is deprecated"):
+    with pytest.warns(DeprecationWarning, match="deprecated"):
         to_grpc = DaprGrpcClient.invoke_method(
             client,
             pair.grpc_app,
@@ -154,7 +154,7 @@ def test_unknown_app_id_is_named(pair: Pair, client: DaprClient) -> None:
             layotto.InvokeServiceRequest(id="nosuch-app", message=layotto.CommonInvokeRequest(method="m"))
         )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND and "nosuch-app" in str(err.value.details())
-    with pytest.warns(DeprecationWarning, match="gRPC is deprecated"), pytest.raises(DaprGrpcError) as sdk_err:
+    with pytest.warns(DeprecationWarning, match="deprecated"), pytest.raises(DaprGrpcError) as sdk_err:
         DaprGrpcClient.invoke_method(client, "nosuch-app", "echo", data=b"")
     assert "nosuch-app" in str(sdk_err.value.details())
 
