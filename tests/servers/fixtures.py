@@ -13,9 +13,10 @@ import pytest
 from tests.servers import etcd_server as etcd_setup
 from tests.servers import postgresql_server as postgresql_setup
 from tests.servers import redis_server as redis_setup
+from tests.servers import zookeeper_server as zookeeper_setup
 from tests.servers.process import ServerProcess
 
-__all__ = ["etcd_server", "postgresql_server", "redis_server"]
+__all__ = ["etcd_server", "postgresql_server", "redis_server", "zookeeper_server"]
 
 
 def _run(server: ServerProcess) -> Iterator[ServerProcess]:
@@ -40,3 +41,8 @@ def postgresql_server() -> Iterator[ServerProcess]:
 @pytest.fixture(scope="session")
 def etcd_server() -> Iterator[ServerProcess]:
     yield from _run(etcd_setup.start())
+
+
+@pytest.fixture(scope="session")
+def zookeeper_server() -> Iterator[ServerProcess]:
+    yield from _run(zookeeper_setup.start())
