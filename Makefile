@@ -18,7 +18,7 @@ help:
 	@echo "make proto         regenerate the Python code for proto/"
 	@echo "make crds          regenerate crds/ from the resource models"
 	@echo "make golden        rewrite the injector golden files (review the diff)"
-	@echo "make bench         GetState latency through the sidecar vs a bare grpc.aio server"
+	@echo "make bench         GetState vs a bare grpc.aio server; pub/sub events/s; invocation vs a direct call"
 	@echo "make cluster-up    build (once) and start a local Kubernetes control plane (e2e/)"
 	@echo "make cluster-down  stop it and remove its state"
 	@echo "make e2e-up        cluster-up, then helm install Ottava and start its operator"
@@ -67,6 +67,8 @@ pytest: venv
 
 bench: venv
 	$(PY) bench/getstate.py $(ARGS)
+	$(PY) -m bench.pubsub
+	$(PY) -m bench.invoke
 	$(PY) -m bench.state_redis
 
 cluster-up:

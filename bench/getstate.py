@@ -110,6 +110,7 @@ def main() -> int:
 
     ottava = str(Path(sys.executable).with_name("ottava"))
     sidecar_cmd = [ottava, "run", "--app-id", "bench", "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"]
+    sidecar_cmd += ["--internal-grpc-port", "0"]  # never collide with another sidecar on this machine
     print(
         f"bench: starting the sidecar and the bare server; {args.calls} GetState calls each, "
         f"in {args.rounds} alternating rounds",

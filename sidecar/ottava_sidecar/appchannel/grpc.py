@@ -6,6 +6,8 @@ to the same flavour's `OnTopicEvent`. Service invocation uses Dapr's `OnInvoke`
 (Layotto's AppCallback has no invocation callback).
 """
 
+from __future__ import annotations  # the async stub types exist in the .pyi only
+
 import logging
 from typing import Any
 
@@ -59,11 +61,23 @@ class GrpcAppChannel(AppChannel):
         super().__init__(app_id, host, port, timeout=timeout)
         self._channel: grpc.aio.Channel | None = None
         self._flavour = "dapr"  # "dapr" | "layotto": which AppCallback the app serves
+        self._dapr_stub: Any = None
+        self._layotto_stub: layotto_callback_grpc.AppCallbackAsyncStub | None = None
 
     def _open(self) -> grpc.aio.Channel:
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(self.address)
         return self._channel
+
+    def _dapr(self) -> Any:
+        if self._dapr_stub is None:
+            self._dapr_stub = dapr_callback_grpc.AppCallbackStub(self._open())  # type: ignore[no-untyped-call]
+        return self._dapr_stub
+
+    def _layotto(self) -> layotto_callback_grpc.AppCallbackAsyncStub:
+        if self._layotto_stub is None:
+            self._layotto_stub = layotto_callback_grpc.AppCallbackStub(self._open())
+        return self._layotto_stub
 
     def _error(self, err: grpc.aio.AioRpcError, what: str) -> AppChannelError:
         code, details = err.code(), err.details() or ""
@@ -76,18 +90,15 @@ class GrpcAppChannel(AppChannel):
         return AppChannelError(f"{self.describe()} failed {what}: {code.name}: {details}")
 
     async def list_subscriptions(self) -> list[SubscriptionSpec]:
-        channel = self._open()
-        dapr_stub: Any = dapr_callback_grpc.AppCallbackStub(channel)  # type: ignore[no-untyped-call]
         try:
-            answer = await dapr_stub.ListTopicSubscriptions(empty_pb2.Empty(), timeout=self.timeout)
+            answer = await self._dapr().ListTopicSubscriptions(empty_pb2.Empty(), timeout=self.timeout)
             self._flavour = "dapr"
             return self._dapr_subscriptions(answer)
         except grpc.aio.AioRpcError as err:
             if err.code() is not grpc.StatusCode.UNIMPLEMENTED:
                 raise self._error(err, "ListTopicSubscriptions") from None
-        layotto_stub = layotto_callback_grpc.AppCallbackStub(channel)
         try:
-            layotto_answer = await layotto_stub.ListTopicSubscriptions(empty_pb2.Empty(), timeout=self.timeout)
+            layotto_answer = await self._layotto().ListTopicSubscriptions(empty_pb2.Empty(), timeout=self.timeout)
         except grpc.aio.AioRpcError as err:
             if err.code() is grpc.StatusCode.UNIMPLEMENTED:
                 return []  # the app serves neither: it subscribes to nothing
@@ -120,20 +131,17 @@ class GrpcAppChannel(AppChannel):
         return specs
 
     async def deliver(self, subscription: SubscriptionSpec, event: TopicEvent, path: str) -> Verdict:
-        channel = self._open()
         try:
             if self._flavour == "layotto":
-                layotto_stub = layotto_callback_grpc.AppCallbackStub(channel)
-                layotto_answer = await layotto_stub.OnTopicEvent(layotto_event(event), timeout=self.timeout)
+                layotto_answer = await self._layotto().OnTopicEvent(layotto_event(event), timeout=self.timeout)
                 return _VERDICTS.get(layotto_answer.status, Verdict.RETRY)
-            stub: Any = dapr_callback_grpc.AppCallbackStub(channel)  # type: ignore[no-untyped-call]
-            answer = await stub.OnTopicEvent(dapr_event(event, path), timeout=self.timeout)
+            answer = await self._dapr().OnTopicEvent(dapr_event(event, path), timeout=self.timeout)
         except grpc.aio.AioRpcError as err:
             raise self._error(err, f"OnTopicEvent for topic {event.topic}") from None
         return _VERDICTS.get(answer.status, Verdict.RETRY)
 
     async def invoke(self, request: InvocationRequest) -> InvocationResponse:
-        stub: Any = dapr_callback_grpc.AppCallbackStub(self._open())  # type: ignore[no-untyped-call]
+        stub = self._dapr()
         message = common_pb2.InvokeRequest(
             method=request.method,
             data=any_pb2.Any(type_url=request.type_url, value=request.data),
@@ -165,7 +173,7 @@ class GrpcAppChannel(AppChannel):
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close(None)
-            self._channel = None
+            self._channel = self._dapr_stub = self._layotto_stub = None
 
 
 def extensions(event: TopicEvent) -> struct_pb2.Struct:
