@@ -1,0 +1,99 @@
+"""Fixtures for the end-to-end tests against the real control plane of ``e2e/``.
+
+The ``cluster`` fixture is session-scoped: one control plane per test run,
+started through ``e2e/cluster.sh up`` (building the binaries on first use) or
+reused when one is already running. A cluster this session started is stopped
+again at the end (set OTTAVA_E2E_KEEP=1 to keep it for the next run). If the
+cluster cannot start, every e2e test errors with the script's explanation:
+nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client
+
+from . import cluster as cluster_mod
+from . import ottava
+
+# The first e2e test also pays for building the control plane when the binary
+# cache is cold (about 10 minutes measured on 2 cores); pytest-timeout counts
+# fixture set-up against that test, so it gets this much more time.
+COLD_START_TIMEOUT = 3600
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "e2e: runs against the real Kubernetes control plane of e2e/ (started on demand)"
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give the first e2e test (after deselection) room for a cold build and start."""
+    first = next((item for item in items if item.get_closest_marker("e2e")), None)
+    if first is not None:
+        first.add_marker(pytest.mark.timeout(COLD_START_TIMEOUT))
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[cluster_mod.Cluster]:
+    """The running control plane; started here (and stopped at the end) unless one was already up."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    # The build and start print progress that belongs on the terminal, live,
+    # not in a captured buffer shown only after a 10-minute silence.
+    with capture.global_and_fixture_disabled():
+        running = cluster_mod.ensure_up(cluster_mod.stderr_echo)
+    yield running
+    if running.started_here:
+        with capture.global_and_fixture_disabled():
+            cluster_mod.ensure_down(cluster_mod.stderr_echo)
+
+
+@pytest.fixture(scope="session")
+def kube(cluster: cluster_mod.Cluster) -> Iterator[client.ApiClient]:
+    """An admin Python client for the cluster."""
+    api = cluster.new_api_client()
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def namespace(kube: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test, ready for pods, deleted afterwards."""
+    yield from _namespace(kube, request.node.name, {})
+
+
+@pytest.fixture
+def restricted_namespace(kube: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace that enforces the Pod Security "restricted" standard."""
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+    yield from _namespace(kube, request.node.name, labels)
+
+
+def _namespace(kube: client.ApiClient, test_name: str, labels: dict[str, str]) -> Iterator[str]:
+    core = client.CoreV1Api(kube)
+    name = f"e2e-{re.sub(r'[^a-z0-9]+', '-', test_name.lower())[:40].strip('-')}-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+    # Pods are rejected until the ServiceAccount controller has created the
+    # namespace's `default` account, so a namespace is only "ready" then.
+    cluster_mod.poll(
+        lambda: core.read_namespaced_service_account("default", name),
+        timeout=60,
+        what=f"ServiceAccount {name}/default",
+    )
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def ottava_operator(cluster: cluster_mod.Cluster, kube: client.ApiClient) -> Iterator[ottava.Operator]:
+    """Ottava installed with `helm install` and its operator running as the chart's ServiceAccount."""
+    ottava.install(cluster)
+    running = ottava.start_operator(cluster, kube)
+    yield running
+    running.stop()
