@@ -21,7 +21,7 @@ from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2 as layotto
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc as layotto_grpc
 
 from tests.conftest import SidecarFactory, SidecarProcess
-from tests.messaging import APPS, free_port, readiness, stop_all_gracefully, wait_for
+from tests.messaging import APPS, events, free_port, readiness, start_with_app, stop_all_gracefully, wait_for
 
 
 @pytest.fixture
@@ -261,4 +261,23 @@ def test_readiness_waits_for_the_app_port_then_reads_subscriptions(sidecars: Sid
     finally:
         app.terminate()
         app.wait(timeout=30)
+        stop_all_gracefully(sidecars)
+
+
+def test_an_app_serving_only_layottos_app_callback_gets_events(
+    sidecars: SidecarFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events_file = tmp_path / "events.jsonl"
+    started = start_with_app(
+        sidecars, "layotto-app", "grpc", "layotto_app.py", events_file=events_file, registry_dir=tmp_path / "registry"
+    )
+    try:
+        wait_for(lambda: readiness(started)["status"] == "UP", "the Layotto app's subscriptions to be read")
+        monkeypatch.setenv("DAPR_GRPC_PORT", str(started.grpc_port))
+        monkeypatch.setenv("DAPR_HTTP_PORT", str(started.http_port))
+        with DaprClient() as client:
+            client.publish_event("pubsub", "orders", "from dapr", data_content_type="text/plain")
+        received = wait_for(lambda: events(events_file), "the event at the Layotto app")
+        assert received[0]["topic"] == "orders" and received[0]["data"] == "from dapr"
+    finally:
         stop_all_gracefully(sidecars)
