@@ -18,10 +18,12 @@ state="$here/.cluster"
 # Fixed ports below the Linux ephemeral range (32768+), away from the usual
 # defaults (2379, 6443, 10257) so a real etcd started by other tests, or a
 # developer's own cluster, does not collide with this one.
-etcd_client_port=26379
-etcd_peer_port=26380
-apiserver_port=26443
-kcm_port=26257
+# Each can be moved through the environment, e.g. to run a second clone's
+# cluster beside the first one.
+etcd_client_port="${OTTAVA_E2E_ETCD_PORT:-26379}"
+etcd_peer_port="${OTTAVA_E2E_ETCD_PEER_PORT:-26380}"
+apiserver_port="${OTTAVA_E2E_APISERVER_PORT:-26443}"
+kcm_port="${OTTAVA_E2E_KCM_PORT:-26257}"
 # ClusterIPs come from a benchmark range (RFC 2544) that no real network uses;
 # nothing routes to them anyway (no kube-proxy): the apiserver resolves a
 # Service to its EndpointSlice addresses (--enable-aggregator-routing).

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import os
 import subprocess
 from collections.abc import Iterator, Sequence
 
 NAME_PREFIX = "ottava-e2e-"
-_indices = itertools.count(1)
 
 
 def _ip(*args: str, check: bool = True) -> None:
@@ -43,20 +41,28 @@ class NetnsHost:
         return ["ip", "netns", "exec", self.name, *argv]
 
 
+def _claim() -> tuple[int, str]:
+    """Create a free namespace ``ottava-e2e-N``; its index N also names its veth pair and subnet.
+
+    ``ip netns add`` fails when the name exists, which makes it an atomic claim:
+    two test runs at once (or a leftover of a crashed one) never share a host.
+    """
+    for index in range(1, 251):
+        name = f"{NAME_PREFIX}{index}"
+        proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, check=False)
+        if proc.returncode == 0:
+            return index, name
+    raise RuntimeError("no free test host: 250 ottava-e2e-* network namespaces exist (make -C e2e down removes them)")
+
+
 @contextlib.contextmanager
 def netns_host() -> Iterator[NetnsHost]:
     """Create a test host for the duration of the ``with`` block, then remove every trace of it."""
     if os.geteuid() != 0:
         raise RuntimeError("network-namespace test hosts need root (ip netns add)")
-    index = next(_indices)
-    if index > 250:
-        raise RuntimeError("too many test hosts in one session")
-    name = f"{NAME_PREFIX}{os.getpid()}-{index}"
+    index, name = _claim()
     host_if, ns_if = f"oe2e{index}h", f"oe2e{index}n"
     host = NetnsHost(name, f"198.18.{index}.2", f"198.18.{index}.1", host_if)
-    # A veth left by a crashed run with the same name would make `link add` fail.
-    _ip("link", "delete", host_if, check=False)
-    _ip("netns", "add", name)
     try:
         _ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if, "netns", name)
         _ip("addr", "add", f"{host.host_address}/24", "dev", host_if)
@@ -67,6 +73,5 @@ def netns_host() -> Iterator[NetnsHost]:
         yield host
     finally:
         # Deleting the namespace destroys its end of the veth pair, and with it
-        # the host end; the explicit delete covers a failure half-way through.
+        # the host end (processes inside must have been stopped first).
         _ip("netns", "delete", name, check=False)
-        _ip("link", "delete", host_if, check=False)
