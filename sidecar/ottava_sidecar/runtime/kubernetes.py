@@ -26,6 +26,8 @@ from ottava_sidecar.runtime.registry import Registry, SecretResolver, Status
 log = logging.getLogger(__name__)
 
 CONDITION = "kubernetes"
+RETRY_MIN_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
 
 
 class SecretReadError(LookupError):
@@ -71,6 +73,7 @@ class KubernetesWiring:
         tasks = [asyncio.create_task(r.run(), name=f"watch {r.what}") for r in reflectors]
         try:
             await self._initial_load(reflectors)
+            tasks.append(asyncio.create_task(self._retry_failed(), name="retry failed components"))
             while True:
                 kind, obj = await self._changes.get()
                 await self._apply(kind, obj)
@@ -115,8 +118,28 @@ class KubernetesWiring:
             return
         self.on_configuration(None if kind == "DELETED" else self._configuration(obj))
 
+    async def _retry_failed(self) -> None:
+        """Initialise DOWN components again, with backoff.
+
+        In a cluster, failures are often transient: the operator grants a referenced
+        Secret a moment after the Component appears, a backend's Service is still coming
+        up. A component stays DOWN (and readiness says why) until a retry succeeds.
+        """
+        delay = RETRY_MIN_SECONDS
+        while True:
+            await asyncio.sleep(delay)
+            failed = [e.name for e in self.registry.entries() if e.status is Status.DOWN]
+            for name in failed:
+                await self._changes.put(("RETRY", {"metadata": {"name": name}}))
+            delay = min(delay * 2, RETRY_MAX_SECONDS) if failed else RETRY_MIN_SECONDS
+
     async def _apply(self, kind: str, obj: dict[str, Any]) -> None:
         name = obj.get("metadata", {}).get("name", "")
+        if kind == "RETRY":
+            entry = self.registry.get(name)
+            if entry is not None and entry.status is Status.DOWN:
+                await self.registry.upsert(entry.manifest, self.resolver, force=True)
+            return
         if not self.hot_reload():
             log.warning("Component %s changed; hot reload is off, so it applies after a restart", name)
             if name not in self.restart_needed:

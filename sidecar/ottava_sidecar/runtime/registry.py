@@ -130,7 +130,12 @@ class Registry:
 
     def _failure(self, building_block: str, name: str, entry: Entry | None) -> LookupFailure:
         if not any(e.building_block == building_block and e.status is not Status.SKIPPED for e in self.entries()):
-            return LookupFailure("none-configured", building_block, name, f"no {_noun(building_block)} is configured")
+            return LookupFailure(
+                "none-configured",
+                building_block,
+                name,
+                f"{_noun(building_block)} {name} is not found: no {_noun(building_block)} is configured",
+            )
         if entry is None or entry.building_block != building_block or entry.status is Status.SKIPPED:
             return LookupFailure("not-found", building_block, name, f"{_noun(building_block)} {name} is not found")
         return LookupFailure(
@@ -195,7 +200,9 @@ class Registry:
         for listener in self._listeners:
             listener(entry)
 
-    async def upsert(self, manifest: Component, resolve: "SecretResolver | None" = None) -> Entry:
+    async def upsert(
+        self, manifest: Component, resolve: "SecretResolver | None" = None, *, force: bool = False
+    ) -> Entry:
         """Load a new or changed component, switching calls to it once it has initialised.
 
         Calls keep reaching the current instance while the new one initialises, so a
@@ -203,7 +210,7 @@ class Registry:
         when calls that had already looked it up have finished.
         """
         old = self._entries.get(manifest.name)
-        if old is not None and _same_wiring(old.manifest, manifest):
+        if old is not None and not force and _same_wiring(old.manifest, manifest):
             return old
         entry = Entry(manifest)
         if manifest.in_scope(self.app_id):
