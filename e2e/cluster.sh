@@ -237,6 +237,9 @@ cmd_up() {
   done
 
   local start_all=$SECONDS
+  # A start that fails half-way stops what it had started (the logs stay, for
+  # the reader of the error), so no orphan etcd outlives a failed test run.
+  trap 'if [[ $? != 0 ]]; then log "start failed; stopping what was started (logs kept in $state/logs)"; stop_all; fi' EXIT
   rm -rf "$state/pki" "$state/etcd" "$state/logs" "$state/pids"
   mkdir -p "$state/logs" "$state/pids" "$state/etcd"
   log "generating a throw-away PKI in $state/pki"
@@ -312,6 +315,7 @@ cmd_up() {
 export KUBECONFIG="$state/kubeconfig"
 export PATH="$state/bin:\$PATH"
 EOF
+  trap - EXIT
   log "control plane up in $((SECONDS - start_all))s: https://127.0.0.1:$apiserver_port"
   log "use it with: source $state/env && kubectl get pods -A"
 }
