@@ -23,10 +23,10 @@ from . import credentials
 pytestmark = pytest.mark.e2e
 
 
-def pinned_kubernetes_version() -> str:
-    """The release e2e/go.mod pins, e.g. ``v1.36.3``: the one version of truth."""
-    match = re.search(r"^\s*k8s\.io/kubernetes (v\S+)", (cluster_mod.E2E_DIR / "go.mod").read_text(), re.M)
-    assert match, "e2e/go.mod does not require k8s.io/kubernetes"
+def pinned_version(module: str) -> str:
+    """The version e2e/go.mod pins for ``module``, e.g. ``v1.36.3``: the one place of truth."""
+    match = re.search(rf"^\s*{re.escape(module)} (v\S+)", (cluster_mod.E2E_DIR / "go.mod").read_text(), re.M)
+    assert match, f"e2e/go.mod does not require {module}"
     return match.group(1)
 
 
@@ -38,9 +38,17 @@ def api_message(error: ApiException) -> str:
 
 def test_kubectl_version_reports_the_pinned_release(cluster: cluster_mod.Cluster) -> None:
     versions = json.loads(cluster.kubectl("version", "-o", "json"))
-    pinned = pinned_kubernetes_version()
+    pinned = pinned_version("k8s.io/kubernetes")
     assert versions["serverVersion"]["gitVersion"] == pinned
     assert versions["clientVersion"]["gitVersion"] == pinned
+
+
+def test_helm_is_the_pinned_release_and_reaches_the_cluster(cluster: cluster_mod.Cluster) -> None:
+    helm = cluster.bin_dir / "helm"
+    version = cluster_mod.run_tool(helm, "version", "--template", "{{.Version}}")
+    assert version == pinned_version("helm.sh/helm/v4")
+    releases = cluster_mod.run_tool(helm, "--kubeconfig", str(cluster.kubeconfig), "list", "-A", "-o", "json")
+    assert isinstance(json.loads(releases), list)
 
 
 CRD = """
