@@ -69,6 +69,16 @@ is_running() {
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "/$1 " || return 1
 }
 
+# True while the started process exists and is not a zombie. Unlike
+# is_running it does not look at the command line, which is still the forking
+# shell's for a moment after `start` (before exec), on a busy machine.
+process_alive() {
+  local pid
+  pid="$(pid_of "$1")"
+  [[ -n "$pid" && -e "/proc/$pid" ]] || return 1
+  [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]]
+}
+
 apiserver_ready() {
   curl -fsS --max-time 5 --cacert "$state/pki/ca.crt" \
     --cert "$state/pki/admin.crt" --key "$state/pki/admin.key" \
@@ -91,7 +101,7 @@ wait_for() {
   shift 3
   local start=$SECONDS
   until "$@" >/dev/null 2>&1; do
-    if ! is_running "$component"; then
+    if ! process_alive "$component"; then
       log_tail "$component"
       die "$component exited while waiting for $what"
     fi
