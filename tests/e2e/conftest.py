@@ -21,7 +21,7 @@ from . import cluster as cluster_mod
 from . import ottava
 
 # The first e2e test also pays for building the control plane when the binary
-# cache is cold (5 to 10 minutes measured on 2 cores); pytest-timeout counts
+# cache is cold (5 to 13 minutes measured on 2 cores); pytest-timeout counts
 # fixture set-up against that test, so it gets this much more time.
 COLD_START_TIMEOUT = 3600
 
