@@ -50,6 +50,47 @@ def test_role_grants_exactly_the_referenced_secrets() -> None:
     )
 
 
+def test_kubernetes_secret_store_widens_the_role_only_as_far_as_its_allow_list() -> None:
+    ref = {"name": "keyPrefix", "secretKeyRef": {"name": "prefix-secret", "key": "p"}}
+    allow = {"name": "allowedSecrets", "value": "db-auth, api-key"}
+    listed = component(type="secretstores.kubernetes", metadata=[allow])
+    secret_rules = [r for r in rbac.role_rules([component(metadata=[ref]), listed]) if r["resources"] == ["secrets"]]
+    assert secret_rules == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "verbs": ["get"],
+            "resourceNames": ["api-key", "db-auth", "prefix-secret"],
+        }
+    ]
+
+    everything = component(type="secretstores.kubernetes")
+    secret_rules = [r for r in rbac.role_rules([listed, everything]) if r["resources"] == ["secrets"]]
+    assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}], (
+        "a store without allowedSecrets reads any Secret by name, and is never handed `list`"
+    )
+
+    from_a_secret = {"name": "allowedSecrets", "secretKeyRef": {"name": "names", "key": "list"}}
+    unknown = rbac.role_rules([component(type="secretstores.kubernetes", metadata=[from_a_secret])])
+    assert [r.get("resourceNames") for r in unknown if r["resources"] == ["secrets"]] == [["names"]], (
+        "an allow-list the operator cannot read grants nothing beyond the Secret it comes from"
+    )
+
+
+def test_kubernetes_configuration_store_gets_configmaps_and_nothing_else_does() -> None:
+    def configmap_rules(*components: dict[str, object]) -> list[dict[str, object]]:
+        return [r for r in rbac.role_rules(list(components)) if r["resources"] == ["configmaps"]]
+
+    assert configmap_rules(component(), component(type="secretstores.kubernetes")) == []
+    assert configmap_rules(component(type="configuration.kubernetes")) == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+        }
+    ]
+
+
 def test_ready_condition_keeps_transition_time_while_status_holds() -> None:
     first = status.ready_condition([], 1, None)
     again = status.ready_condition([], 2, [{**first, "lastTransitionTime": "2020-01-01T00:00:00Z"}])

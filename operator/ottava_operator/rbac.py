@@ -3,7 +3,12 @@
 Sidecars run under their pod's service account. In each namespace with Components, a
 Role lets them read Components and Configurations and `get` exactly the Secrets those
 Components reference (`resourceNames`), and a RoleBinding grants it to the namespace's
-service accounts. It is recomputed from all the namespace's Components whenever one
+service accounts. The cluster's built-in components widen it only when a Component of
+theirs exists: `secretstores.kubernetes` adds the Secrets in its `allowedSecrets` (or
+`get` on every Secret when it names none), `configuration.kubernetes` adds
+ConfigMaps (read, watch, and write for Save/Delete).
+
+It is recomputed from all the namespace's Components whenever one
 changes, so a Secret no Component references any more drops out.
 """
 
@@ -31,10 +36,50 @@ def role_rules(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
     ]
     secrets = sorted(set().union(*(referenced_secrets(c) for c in components)) if components else set())
-    if secrets:
-        # Never emit an empty resourceNames: that would mean every Secret.
-        rules.append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": secrets})
+    stores = [c for c in components if _type(c) == KUBERNETES_SECRET_STORE]
+    allow_lists = [_allowed_secrets(c) for c in stores]
+    if any(names is None for names in allow_lists):
+        # A Kubernetes secret store without allowedSecrets may read any Secret of the
+        # namespace by name: the administrator opted into that by creating it. Never
+        # `list` (the operator does not hold it, and would not hand it out): bulk reads
+        # need allowedSecrets, or a Role the administrator adds.
+        rules.append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]})
+    else:
+        secrets = sorted(set(secrets).union(*(names for names in allow_lists if names)))
+        if secrets:
+            # Never emit an empty resourceNames: that would mean every Secret.
+            rules.append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": secrets})
+    if any(_type(c) == KUBERNETES_CONFIGURATION_STORE for c in components):
+        # Read and follow the store's ConfigMaps, and write them for Save and Delete.
+        rules.append(
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+            }
+        )
     return rules
+
+
+KUBERNETES_SECRET_STORE = "secretstores.kubernetes"
+KUBERNETES_CONFIGURATION_STORE = "configuration.kubernetes"
+
+
+def _type(component: dict[str, Any]) -> str:
+    return str((component.get("spec") or {}).get("type", ""))
+
+
+def _allowed_secrets(component: dict[str, Any]) -> set[str] | None:
+    """The Secret names in a Kubernetes secret store's `allowedSecrets`; None when it has none
+    (every Secret). A list that comes from a secretKeyRef is unknown here: nothing is granted."""
+    for item in (component.get("spec") or {}).get("metadata") or []:
+        if isinstance(item, dict) and item.get("name") == "allowedSecrets":
+            value = item.get("value")
+            if not isinstance(value, str):
+                return set()
+            names = {name.strip() for name in value.split(",") if name.strip()}
+            return names or None
+    return None
 
 
 class SidecarRbac:

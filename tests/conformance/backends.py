@@ -7,7 +7,11 @@ a new backend cannot land without joining its building block's suite.
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
+import pytest
+
+from tests.servers import kubernetes as kubernetes_setup
 from tests.servers import postgresql_server as postgresql_setup
 from tests.servers import redis_server as redis_setup
 from tests.servers.process import ServerProcess
@@ -27,6 +31,7 @@ class Backend:
     metadata: Callable[[Context], dict[str, str]] = field(default=lambda _: {})
     shared: bool = True  # two instances (two sidecars) see the same data
     persistent: bool = True  # a new instance (a restarted sidecar) sees the data of the last one
+    marks: tuple[pytest.MarkDecorator, ...] = ()  # e.g. e2e: needs the Kubernetes control plane
 
 
 def _redis(ctx: Context) -> dict[str, str]:
@@ -45,6 +50,11 @@ def _zookeeper(ctx: Context) -> dict[str, str]:
     return {"servers": ctx.servers["zookeeper_server"].address}
 
 
+def _kubernetes(ctx: Context, **extra: str) -> dict[str, str]:
+    namespace = cast(kubernetes_setup.KubernetesNamespace, ctx.servers["kubernetes_namespace"])
+    return {"namespace": namespace.name, "kubeconfigPath": str(namespace.kubeconfig), **extra}
+
+
 IN_MEMORY = Backend(shared=False, persistent=False)
 REDIS = Backend(("redis_server",), _redis)
 POSTGRESQL = Backend(("postgresql_server",), _postgresql)
@@ -59,6 +69,11 @@ BACKENDS: dict[str, Backend] = {
     "configuration.in-memory": IN_MEMORY,
     "configuration.redis": REDIS,
     "configuration.etcd": ETCD,
+    "configuration.kubernetes": Backend(
+        ("kubernetes_namespace",),
+        _kubernetes,
+        marks=(pytest.mark.e2e, pytest.mark.timeout(kubernetes_setup.COLD_START_TIMEOUT)),
+    ),
     "lock.in-memory": IN_MEMORY,
     "lock.redis": REDIS,
     "lock.etcd": ETCD,
@@ -69,5 +84,10 @@ BACKENDS: dict[str, Backend] = {
     "sequencer.etcd": ETCD,
     "sequencer.zookeeper": ZOOKEEPER,
     "secretstores.local.env": Backend(metadata=lambda _: {"prefix": "OTTAVA_CONFORMANCE_"}),
+    "secretstores.kubernetes": Backend(
+        ("kubernetes_namespace",),
+        lambda ctx: _kubernetes(ctx, allowedSecrets=kubernetes_setup.CONFORMANCE_SECRETS),
+        marks=(pytest.mark.e2e, pytest.mark.timeout(kubernetes_setup.COLD_START_TIMEOUT)),
+    ),
     "secretstores.local.file": Backend(metadata=lambda ctx: {"secretsFile": str(ctx.data_dir / "secrets.json")}),
 }

@@ -21,6 +21,9 @@ from tests.servers.fixtures import *  # noqa: F403  (the session-scoped servers)
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
+        "markers", "e2e: runs against the real Kubernetes control plane of e2e/ (started on demand)"
+    )
+    config.addinivalue_line(
         "markers", "requires(trait): run only for implementations with this Backend trait (shared, persistent)"
     )
 
@@ -36,7 +39,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     names = implementations(block)
     for marker in metafunc.definition.iter_markers("requires"):
         names = [n for n in names if n not in BACKENDS or getattr(BACKENDS[n], marker.args[0])]
-    metafunc.parametrize("type_name", names)
+    metafunc.parametrize(
+        "type_name", [pytest.param(n, marks=BACKENDS[n].marks if n in BACKENDS else ()) for n in names]
+    )
 
 
 class Components:

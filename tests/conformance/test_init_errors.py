@@ -14,6 +14,7 @@ from ottava_sidecar.components.errors import ComponentError
 
 from tests.conformance.backends import BACKENDS
 from tests.conformance.conftest import Components
+from tests.servers import kubernetes as kubernetes_setup
 from tests.servers.process import free_port
 
 # Metadata pointing a type at a port where nothing listens, by the server it needs.
@@ -22,6 +23,7 @@ UNREACHABLE: dict[str, Callable[[int], dict[str, str]]] = {
     "postgresql_server": lambda port: {"connectionString": f"postgresql://postgres:pw@127.0.0.1:{port}/postgres"},
     "etcd_server": lambda port: {"endpoints": f"127.0.0.1:{port}"},
     "zookeeper_server": lambda port: {"servers": f"127.0.0.1:{port}"},
+    "kubernetes_namespace": lambda port: {"kubeconfigPath": kubernetes_setup.unreachable_kubeconfig(port)},
 }
 WRONG_PASSWORD: dict[str, dict[str, str]] = {
     "redis_server": {"redisPassword": "wrong"},

@@ -3,13 +3,14 @@
 import json
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from ottava_sidecar.components.secretstores.base import SecretNotFoundError, SecretStore
 
 from tests.conformance.backends import Context
 from tests.conformance.conftest import Components
+from tests.servers.kubernetes import KubernetesNamespace
 
 BUILDING_BLOCK = "secretstores"
 
@@ -29,8 +30,18 @@ def _file(context: Context) -> Iterator[None]:
     yield
 
 
+def _kubernetes(context: Context) -> Iterator[None]:
+    namespace = cast(KubernetesNamespace, context.servers["kubernetes_namespace"])
+    for name, value in SECRETS.items():
+        namespace.put_secret(name, {name: value})
+    yield
+    for name in SECRETS:
+        namespace.delete_secret(name)
+
+
 # How each store gets SECRETS before it starts (stores are read-only through Ottava).
 SEEDS: dict[str, Callable[[Context], Iterator[None]]] = {
+    "secretstores.kubernetes": _kubernetes,
     "secretstores.local.env": _env,
     "secretstores.local.file": _file,
 }

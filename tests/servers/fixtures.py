@@ -11,12 +11,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.servers import etcd_server as etcd_setup
+from tests.servers import kubernetes as kubernetes_setup
 from tests.servers import postgresql_server as postgresql_setup
 from tests.servers import redis_server as redis_setup
 from tests.servers import zookeeper_server as zookeeper_setup
 from tests.servers.process import ServerProcess
 
-__all__ = ["etcd_server", "postgresql_server", "redis_server", "zookeeper_server"]
+__all__ = ["etcd_server", "kubernetes_namespace", "postgresql_server", "redis_server", "zookeeper_server"]
 
 
 def _run(server: ServerProcess) -> Iterator[ServerProcess]:
@@ -46,3 +47,10 @@ def etcd_server() -> Iterator[ServerProcess]:
 @pytest.fixture(scope="session")
 def zookeeper_server() -> Iterator[ServerProcess]:
     yield from _run(zookeeper_setup.start())
+
+
+@pytest.fixture(scope="session")
+def kubernetes_namespace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kubernetes_setup.KubernetesNamespace]:
+    """A namespace on the e2e control plane, its sidecars holding the operator's Role."""
+    components = [kubernetes_setup.component(t, m) for t, m in kubernetes_setup.CONFORMANCE_COMPONENTS]
+    yield from kubernetes_setup.open_namespace(tmp_path_factory.mktemp("kubernetes"), components)

@@ -2,12 +2,14 @@
 
 from ottava_sidecar.components.configuration import etcd as configuration_etcd
 from ottava_sidecar.components.configuration import in_memory as configuration_in_memory
+from ottava_sidecar.components.configuration import kubernetes as configuration_kubernetes
 from ottava_sidecar.components.configuration import redis as configuration_redis
 from ottava_sidecar.components.lock import etcd as lock_etcd
 from ottava_sidecar.components.lock import in_memory as lock_in_memory
 from ottava_sidecar.components.lock import redis as lock_redis
 from ottava_sidecar.components.lock import zookeeper as lock_zookeeper
 from ottava_sidecar.components.pubsub import in_memory as pubsub_in_memory
+from ottava_sidecar.components.secretstores import kubernetes as secretstores_kubernetes
 from ottava_sidecar.components.secretstores import local_env, local_file
 from ottava_sidecar.components.sequencer import etcd as sequencer_etcd
 from ottava_sidecar.components.sequencer import in_memory as sequencer_in_memory
@@ -22,6 +24,7 @@ from ottava_sidecar.components.state import sqlite as state_sqlite
 __all__ = [
     "configuration_etcd",
     "configuration_in_memory",
+    "configuration_kubernetes",
     "configuration_redis",
     "local_env",
     "local_file",
@@ -30,6 +33,7 @@ __all__ = [
     "lock_redis",
     "lock_zookeeper",
     "pubsub_in_memory",
+    "secretstores_kubernetes",
     "sequencer_etcd",
     "sequencer_in_memory",
     "sequencer_postgresql",

@@ -15,3 +15,7 @@ class ETagInvalidError(ComponentError):
 
 class NotSupportedError(ComponentError):
     """The component cannot do this (e.g. a store without transactions)."""
+
+
+class AccessDeniedError(ComponentError):
+    """The backend refused the sidecar's identity (e.g. a Kubernetes Role without the rule)."""
