@@ -8,12 +8,14 @@ on loopback. `python -m tests.e2e.ottava up|down` is what `make e2e-up`/`e2e-dow
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,6 +143,47 @@ def start_operator(cluster: cluster_mod.Cluster, api: client.ApiClient, *, log_l
         raise
     (STATE / "operator.pid").write_text(str(process.pid))
     return operator
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie its parent has not reaped yet (it no longer serves either way)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+@contextlib.contextmanager
+def apiserver_down(cluster: cluster_mod.Cluster) -> Iterator[None]:
+    """Stop kube-apiserver for the duration of the block, then start it again, same flags.
+
+    etcd keeps running, so the restarted apiserver serves the same objects and
+    resourceVersions, as after a control-plane upgrade or crash in a real cluster.
+    """
+    pid_file = cluster_mod.STATE_DIR / "pids" / "kube-apiserver"
+    pid = int(pid_file.read_text())
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    os.kill(pid, signal.SIGTERM)
+    cluster_mod.poll(lambda: _exited(pid), timeout=60, what="kube-apiserver to exit")
+    try:
+        yield
+    finally:
+        # Started through a shell that exits at once, as cluster.sh starts it: the apiserver
+        # is then nobody's child here and outlives the test session, like the original.
+        log = cluster_mod.STATE_DIR / "logs" / "kube-apiserver.log"
+        started = subprocess.run(
+            ["bash", "-c", 'setsid "$@" >>"$LOG" 2>&1 </dev/null & echo $!', "restart", *(a.decode() for a in argv)],
+            env={**os.environ, "LOG": str(log)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        pid_file.write_text(started.stdout.strip())
+
+        def ready() -> bool:
+            return "ok" in cluster.kubectl("get", "--raw", "/readyz")
+
+        cluster_mod.poll(ready, timeout=120, what="the restarted kube-apiserver to be ready")
 
 
 def main(argv: list[str]) -> int:

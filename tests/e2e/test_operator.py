@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,9 @@ from . import ottava
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def operator(cluster: cluster_mod.Cluster, kube: client.ApiClient) -> Iterator[ottava.Operator]:
-    ottava.install(cluster)
-    running = ottava.start_operator(cluster, kube)
-    yield running
-    running.stop()
+@pytest.fixture
+def operator(ottava_operator: ottava.Operator) -> ottava.Operator:
+    return ottava_operator
 
 
 def apply(cluster: cluster_mod.Cluster, namespace: str, manifest: str) -> subprocess.CompletedProcess[str]:
@@ -228,9 +224,13 @@ def test_chart_lints_and_renders_manifests_the_apiserver_accepts(cluster: cluste
 def test_with_the_operator_stopped_pods_are_still_created_without_sidecar(
     operator: ottava.Operator, cluster: cluster_mod.Cluster, kube: client.ApiClient, namespace: str
 ) -> None:
-    # Runs last in this module: it stops the module's operator.
     operator.stop()
-    annotations = {"ottava.io/enabled": "true"}
-    assert apply(cluster, namespace, deployment("failopen", annotations)).returncode == 0
-    pod = pod_of(kube, namespace, "failopen")
-    assert [c.name for c in pod.spec.containers] == ["app"]
+    try:
+        annotations = {"ottava.io/enabled": "true"}
+        assert apply(cluster, namespace, deployment("failopen", annotations)).returncode == 0
+        pod = pod_of(kube, namespace, "failopen")
+        assert [c.name for c in pod.spec.containers] == ["app"]
+    finally:
+        # The session's other tests need it back: same process object, fresh operator.
+        restarted = ottava.start_operator(cluster, kube)
+        operator.process, operator.log_path = restarted.process, restarted.log_path

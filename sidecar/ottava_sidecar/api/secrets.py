@@ -3,7 +3,7 @@
 from typing import Any
 
 from ottava_sidecar.api import errors
-from ottava_sidecar.components.errors import ComponentError
+from ottava_sidecar.components.errors import AccessDeniedError, ComponentError
 from ottava_sidecar.components.secretstores.base import SecretNotFoundError, SecretStore
 from ottava_sidecar.resources.models import SecretScope
 from ottava_sidecar.runtime.registry import LookupFailure, Registry
@@ -43,6 +43,8 @@ class SecretsApi:
             return await store.get(name)
         except SecretNotFoundError as err:
             raise errors.not_found(str(err), "ERR_SECRET_GET") from None
+        except AccessDeniedError as err:
+            raise errors.permission_denied(str(err)) from None
         except ComponentError as err:
             raise errors.internal(
                 f"failed getting secret {name} from secret store {store.name}: {err}", "ERR_SECRET_GET"
