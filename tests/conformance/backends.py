@@ -55,6 +55,9 @@ def _kubernetes(ctx: Context, **extra: str) -> dict[str, str]:
     return {"namespace": namespace.name, "kubeconfigPath": str(namespace.kubeconfig), **extra}
 
 
+# Pub/sub in tests: a failed or abandoned message comes back within a second or two.
+_FAST_REDELIVERY = {"redeliveryBackoffSeconds": "0.05", "maxRedeliveryBackoffSeconds": "0.5"}
+
 IN_MEMORY = Backend(shared=False, persistent=False)
 REDIS = Backend(("redis_server",), _redis)
 POSTGRESQL = Backend(("postgresql_server",), _postgresql)
@@ -83,6 +86,19 @@ BACKENDS: dict[str, Backend] = {
     "sequencer.postgresql": POSTGRESQL,
     "sequencer.etcd": ETCD,
     "sequencer.zookeeper": ZOOKEEPER,
+    "pubsub.in-memory": Backend(
+        shared=False, persistent=False, metadata=lambda _: {"redeliveryBackoffSeconds": "0.05"}
+    ),
+    "pubsub.redis": Backend(
+        ("redis_server",),
+        lambda ctx: {
+            **_redis(ctx),
+            **_FAST_REDELIVERY,
+            "processingTimeout": "1s",
+            "redeliverInterval": "200ms",
+            "pollTimeout": "200ms",
+        },
+    ),
     "secretstores.local.env": Backend(metadata=lambda _: {"prefix": "OTTAVA_CONFORMANCE_"}),
     "secretstores.kubernetes": Backend(
         ("kubernetes_namespace",),

@@ -1,0 +1,81 @@
+"""What the broker-backed pub/subs share: consumer settings and "retry the handler until it succeeds".
+
+A broker's own redelivery (an ack deadline, a pending-entry reclaim, a session resend)
+is what survives a crash of the sidecar. While the sidecar lives, a failing handler is
+retried here, with a backoff, holding the message unacknowledged at the broker: later
+messages of the topic wait behind it (the order is kept) and a crash in the meantime
+leaves the message with the broker, which delivers it again.
+"""
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from pydantic import Field
+
+from ottava_sidecar.components.backends.options import Seconds
+from ottava_sidecar.components.base import ComponentMetadata
+from ottava_sidecar.components.pubsub.base import Handler, Message
+
+log = logging.getLogger(__name__)
+
+#: Subscription metadata key (and component metadata field) naming the consumer group.
+CONSUMER_ID = "consumerID"
+
+
+class ConsumerMetadata(ComponentMetadata):
+    """Who consumes, and how a failing handler is retried (field names as in Dapr's components)."""
+
+    consumer_id: str = Field(
+        default="",
+        alias="consumerID",
+        description="Consumer group / durable name shared by the replicas of an app; default: the app id.",
+    )
+    redelivery_backoff_seconds: Seconds = Field(
+        default=0.2,
+        gt=0,
+        alias="redeliveryBackoffSeconds",
+        description="Wait before a failed message is handed to the app again; doubles on each failure.",
+    )
+    max_redelivery_backoff_seconds: Seconds = Field(
+        default=5.0,
+        gt=0,
+        alias="maxRedeliveryBackoffSeconds",
+        description="Longest wait between two deliveries of a failing message.",
+    )
+
+
+def consumer_id(settings: ConsumerMetadata, app_id: str, metadata: Mapping[str, str] | None) -> str:
+    """The subscription's consumer group: its own `consumerID`, the component's, or the app id."""
+    return (metadata or {}).get(CONSUMER_ID) or settings.consumer_id or app_id
+
+
+async def handle_until_done(
+    handler: Handler,
+    message: Message,
+    settings: ConsumerMetadata,
+    *,
+    where: str,
+    still_working: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Call `handler` until it returns; `still_working` tells the broker not to redeliver meanwhile."""
+    backoff = settings.redelivery_backoff_seconds
+    while True:
+        try:
+            await handler(message)
+            return
+        except Exception as err:
+            log.info(
+                "delivery failed; redelivering in %.2fs",
+                backoff,
+                extra={"pubsub": where, "topic": message.topic, "id": message.id, "error": str(err)},
+            )
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, settings.max_redelivery_backoff_seconds)
+        message = dataclasses.replace(message, attempt=message.attempt + 1, metadata=dict(message.metadata))
+        if still_working is not None:
+            try:
+                await still_working()
+            except Exception as err:  # the broker may redeliver it: harmless, delivery is at-least-once
+                log.info("could not extend the ack deadline of %s: %s", message.id, err)

@@ -1,0 +1,202 @@
+"""`pubsub.redis`: Redis Streams with consumer groups.
+
+A topic is a stream; a subscription reads it through the consumer group named by
+`consumerID` (default: the app id), so the replicas of an app share the work and each
+app gets every message. An entry is acknowledged (XACK) once the handler returns. Entries
+that a consumer took and never acknowledged — its sidecar crashed — stay pending in the
+group; every `redeliverInterval` each subscriber takes over (XAUTOCLAIM) those idle longer
+than `processingTimeout` and delivers them again, before reading new ones.
+"""
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any, cast
+
+from pydantic import Field
+
+from ottava_sidecar.components.backends.options import Seconds
+from ottava_sidecar.components.backends.redis import RedisConnection, RedisMetadata
+from ottava_sidecar.components.catalogue import register
+from ottava_sidecar.components.pubsub.base import Handler, Message, PubSub, Subscription
+from ottava_sidecar.components.pubsub.handling import ConsumerMetadata, consumer_id, handle_until_done
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+class RedisPubSubMetadata(RedisMetadata, ConsumerMetadata):
+    processing_timeout: Seconds = Field(
+        default=60.0,
+        gt=0,
+        alias="processingTimeout",
+        description="A pending entry idle this long is taken over from its consumer (it crashed) and redelivered.",
+    )
+    redeliver_interval: Seconds = Field(
+        default=15.0,
+        gt=0,
+        alias="redeliverInterval",
+        description="How often a subscriber looks for pending entries to take over.",
+    )
+    max_len_approx: int = Field(
+        default=0,
+        ge=0,
+        alias="maxLenApprox",
+        description="Trim each stream to about this many entries on publish (0: never trim).",
+    )
+    poll_timeout: Seconds = Field(
+        default=1.0,
+        gt=0,
+        alias="pollTimeout",
+        description="How long one read waits for new entries (keep it below readTimeout).",
+    )
+
+
+class _StreamSubscription(Subscription):
+    def __init__(self, broker: "RedisPubSub", topic: str, group: str, handler: Handler) -> None:
+        self.topic = topic
+        self.group = group
+        self.consumer = f"{broker.app_id}-{uuid.uuid4().hex[:12]}"
+        self._broker = broker
+        self._handler = handler
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self) -> None:
+        from redis import exceptions
+
+        with self._broker.redis.errors(f"creating consumer group {self.group} of topic {self.topic}"):
+            try:
+                await self._broker.redis.client.xgroup_create(self.topic, self.group, id="$", mkstream=True)
+            except exceptions.ResponseError as err:
+                if "BUSYGROUP" not in str(err):
+                    raise
+        self._task = asyncio.create_task(self._consume(), name=f"{self._broker.name}/{self.topic}")
+
+    async def _consume(self) -> None:
+        settings = self._broker.settings
+        last_claim = -float("inf")
+        failures = 0
+        while not self._closing:
+            try:
+                entries: list[tuple[Entry, int]] = []
+                if time.monotonic() - last_claim >= settings.redeliver_interval:
+                    last_claim = time.monotonic()
+                    entries = await self._reclaim()
+                if not entries:
+                    entries = [(entry, 1) for entry in await self._read()]
+                for entry, attempt in entries:
+                    if self._closing:  # left pending: reclaimed after processingTimeout
+                        break
+                    await self._deliver(entry, attempt)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                failures += 1
+                delay = min(settings.connect_backoff * 2**failures, settings.connect_backoff_max)
+                log.warning("reading topic %s of pubsub %s failed, retrying in %.1fs: %s",
+                            self.topic, self._broker.name, delay, err)  # fmt: skip
+                await asyncio.sleep(delay)
+
+    async def _read(self) -> list[Entry]:
+        client = self._broker.redis.client
+        block = int(self._broker.settings.poll_timeout * 1000)
+        with self._broker.redis.errors(f"reading topic {self.topic}"):
+            reply = await client.xreadgroup(self.group, self.consumer, {self.topic: ">"}, count=10, block=block)
+        streams = cast(list[tuple[bytes, list[Entry]]], reply or [])
+        return [(entry_id, fields) for _, stream in streams for entry_id, fields in stream if fields]
+
+    async def _reclaim(self) -> list[tuple[Entry, int]]:
+        client = self._broker.redis.client
+        idle = int(self._broker.settings.processing_timeout * 1000)
+        with self._broker.redis.errors(f"reclaiming pending entries of topic {self.topic}"):
+            reply = await client.xautoclaim(self.topic, self.group, self.consumer, idle, "0-0", count=10)
+            claimed: list[tuple[Entry, int]] = []
+            for entry_id, fields in reply[1]:
+                if not fields:
+                    continue
+                pending = await client.xpending_range(self.topic, self.group, entry_id, entry_id, 1)
+                attempt = int(pending[0]["times_delivered"]) if pending else 2
+                claimed.append(((entry_id, fields), attempt))
+        return claimed
+
+    async def _deliver(self, entry: Entry, attempt: int) -> None:
+        entry_id, fields = entry
+        message = Message(
+            self.topic,
+            fields.get(b"data", b""),
+            entry_id.decode(),
+            fields.get(b"contentType", b"").decode(),
+            json.loads(fields.get(b"metadata", b"{}")),
+            attempt,
+        )
+        redis = self._broker.redis
+
+        async def still_working() -> None:  # resets the idle time, so no one takes it over meanwhile
+            await redis.client.xclaim(self.topic, self.group, self.consumer, 0, [entry_id], justid=True)
+
+        await handle_until_done(
+            self._handler, message, self._broker.settings, where=self._broker.name, still_working=still_working
+        )
+        with redis.errors(f"acknowledging {message.id} of topic {self.topic}"):
+            await redis.client.xack(self.topic, self.group, entry_id)
+
+    async def close(self) -> None:
+        self._broker.subscriptions.discard(self)
+        if self._task is not None:
+            # Let a blocking read end by itself: redis-py does not survive a cancellation
+            # in the middle of a blocking XREADGROUP (the cancellation never completes).
+            self._closing = True
+            await asyncio.wait([self._task], timeout=self._broker.settings.poll_timeout + 1)
+            if not self._task.done():  # stuck in the app's handler: the entry stays pending
+                self._task.cancel()
+                await asyncio.wait([self._task], timeout=1)
+
+
+@register("pubsub.redis", RedisPubSubMetadata)
+class RedisPubSub(PubSub[RedisPubSubMetadata]):
+    """Redis Streams: at-least-once per consumer group, ordered per topic, crashed consumers' entries reclaimed."""
+
+    def __init__(self, name: str, settings: RedisPubSubMetadata, *, app_id: str) -> None:
+        super().__init__(name, settings, app_id=app_id)
+        self.redis = RedisConnection(settings, f"pubsub {name}")
+        self.subscriptions: set[_StreamSubscription] = set()
+
+    async def init(self) -> None:
+        await self.redis.open()
+
+    async def close(self) -> None:
+        for subscription in list(self.subscriptions):
+            await subscription.close()
+        await self.redis.close()
+
+    async def publish(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        content_type: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        fields: dict[Any, Any] = {
+            "data": data,
+            "contentType": content_type,
+            "metadata": json.dumps(dict(metadata or {})),
+        }
+        maxlen = self.settings.max_len_approx or None
+        with self.redis.errors(f"publishing to topic {topic}"):
+            entry_id = await self.redis.client.xadd(topic, fields, maxlen=maxlen, approximate=True)
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def subscribe(
+        self, topic: str, handler: Handler, *, metadata: Mapping[str, str] | None = None
+    ) -> Subscription:
+        subscription = _StreamSubscription(self, topic, consumer_id(self.settings, self.app_id, metadata), handler)
+        await subscription.start()
+        self.subscriptions.add(subscription)
+        return subscription
