@@ -23,7 +23,7 @@ from ottava_sidecar.api import errors
 from ottava_sidecar.api.configuration import ConfigurationApi
 from ottava_sidecar.api.grpc.calls import answer_unimplemented, streaming, unary
 from ottava_sidecar.api.grpc.dapr_messaging import DaprMessaging, metadata_subscriptions
-from ottava_sidecar.api.grpc.state_messages import delete_request, etag_of, operations, set_request
+from ottava_sidecar.api.grpc.state_calls import StateCalls
 from ottava_sidecar.api.invocation import InvocationApi
 from ottava_sidecar.api.lock import LockApi
 from ottava_sidecar.api.metadata import MetadataApi
@@ -43,7 +43,7 @@ def _dapr_items(items: list[ConfigurationItem]) -> dict[str, common_pb2.Configur
     }
 
 
-class DaprService(DaprMessaging, dapr_pb2_grpc.DaprServicer):
+class DaprService(StateCalls, DaprMessaging, dapr_pb2_grpc.DaprServicer):
     """Pub/sub and service invocation come from `DaprMessaging`."""
 
     def __init__(
@@ -59,64 +59,12 @@ class DaprService(DaprMessaging, dapr_pb2_grpc.DaprServicer):
         self.pubsub = pubsub
         self.invocation = invocation
         self.state = state
+        self.messages = state_pb2
         self.configuration = configuration
         self.lock = lock
         self.secrets = secrets
         self.metadata = metadata
         self._watches: dict[str, ConfigurationWatch] = {}
-
-    # --- state ---------------------------------------------------------------------
-
-    @unary("state")
-    async def GetState(self, request: state_pb2.GetStateRequest, context: Context) -> state_pb2.GetStateResponse:
-        item = await self.state.get(request.store_name, request.key)
-        if item is None:
-            return state_pb2.GetStateResponse()
-        return state_pb2.GetStateResponse(data=item.value, etag=item.etag or "", metadata=item.metadata)
-
-    @unary("state")
-    async def GetBulkState(
-        self, request: state_pb2.GetBulkStateRequest, context: Context
-    ) -> state_pb2.GetBulkStateResponse:
-        results = await self.state.bulk_get(request.store_name, list(request.keys))
-        return state_pb2.GetBulkStateResponse(
-            items=[
-                state_pb2.BulkStateItem(
-                    key=r.key,
-                    data=r.item.value if r.item else b"",
-                    etag=(r.item.etag or "") if r.item else "",
-                    metadata=r.item.metadata if r.item else {},
-                    error=r.error,
-                )
-                for r in results
-            ]
-        )
-
-    @unary("state")
-    async def SaveState(self, request: state_pb2.SaveStateRequest, context: Context) -> empty_pb2.Empty:
-        await self.state.save(request.store_name, [set_request(item) for item in request.states])
-        return empty_pb2.Empty()
-
-    @unary("state")
-    async def DeleteState(self, request: state_pb2.DeleteStateRequest, context: Context) -> empty_pb2.Empty:
-        etag = request.etag.value if request.HasField("etag") else None
-        await self.state.delete(request.store_name, [delete_request(request.key, etag, request.options)])
-        return empty_pb2.Empty()
-
-    @unary("state")
-    async def DeleteBulkState(self, request: state_pb2.DeleteBulkStateRequest, context: Context) -> empty_pb2.Empty:
-        await self.state.delete(
-            request.store_name,
-            [delete_request(i.key, etag_of(i), i.options) for i in request.states],
-        )
-        return empty_pb2.Empty()
-
-    @unary("state")
-    async def ExecuteStateTransaction(
-        self, request: state_pb2.ExecuteStateTransactionRequest, context: Context
-    ) -> empty_pb2.Empty:
-        await self.state.transact(request.storeName, operations(request.operations))
-        return empty_pb2.Empty()
 
     # --- configuration -------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc
 from ottava_sidecar.api.configuration import ConfigurationApi
 from ottava_sidecar.api.grpc.calls import answer_unimplemented, streaming, unary
 from ottava_sidecar.api.grpc.layotto_messaging import LayottoMessaging
-from ottava_sidecar.api.grpc.state_messages import delete_request, etag_of, operations, set_request
+from ottava_sidecar.api.grpc.state_calls import StateCalls
 from ottava_sidecar.api.invocation import InvocationApi
 from ottava_sidecar.api.lock import LockApi
 from ottava_sidecar.api.pubsub import PubSubApi
@@ -44,7 +44,7 @@ def _from_message(item: pb.ConfigurationItem) -> ConfigurationItem:
     )
 
 
-class LayottoService(LayottoMessaging, runtime_pb2_grpc.RuntimeServicer):
+class LayottoService(StateCalls, LayottoMessaging, runtime_pb2_grpc.RuntimeServicer):
     """Pub/sub and service invocation come from `LayottoMessaging`."""
 
     def __init__(
@@ -60,6 +60,7 @@ class LayottoService(LayottoMessaging, runtime_pb2_grpc.RuntimeServicer):
         self.pubsub = pubsub
         self.invocation = invocation
         self.state = state
+        self.messages = pb
         self.configuration = configuration
         self.lock = lock
         self.sequencer = sequencer
@@ -154,56 +155,6 @@ class LayottoService(LayottoMessaging, runtime_pb2_grpc.RuntimeServicer):
     async def GetNextId(self, request: pb.GetNextIdRequest, context: Context) -> pb.GetNextIdResponse:
         increment = Increment.STRONG if request.options.increment == pb.SequencerOptions.STRONG else Increment.WEAK
         return pb.GetNextIdResponse(next_id=await self.sequencer.next_id(request.store_name, request.key, increment))
-
-    # --- state ---------------------------------------------------------------------
-
-    @unary("state")
-    async def GetState(self, request: pb.GetStateRequest, context: Context) -> pb.GetStateResponse:
-        item = await self.state.get(request.store_name, request.key)
-        if item is None:
-            return pb.GetStateResponse()
-        return pb.GetStateResponse(data=item.value, etag=item.etag or "", metadata=item.metadata)
-
-    @unary("state")
-    async def GetBulkState(self, request: pb.GetBulkStateRequest, context: Context) -> pb.GetBulkStateResponse:
-        results = await self.state.bulk_get(request.store_name, list(request.keys))
-        return pb.GetBulkStateResponse(
-            items=[
-                pb.BulkStateItem(
-                    key=r.key,
-                    data=r.item.value if r.item else b"",
-                    etag=(r.item.etag or "") if r.item else "",
-                    metadata=r.item.metadata if r.item else {},
-                    error=r.error,
-                )
-                for r in results
-            ]
-        )
-
-    @unary("state")
-    async def SaveState(self, request: pb.SaveStateRequest, context: Context) -> empty_pb2.Empty:
-        await self.state.save(request.store_name, [set_request(item) for item in request.states])
-        return empty_pb2.Empty()
-
-    @unary("state")
-    async def DeleteState(self, request: pb.DeleteStateRequest, context: Context) -> empty_pb2.Empty:
-        etag = request.etag.value if request.HasField("etag") else None
-        await self.state.delete(request.store_name, [delete_request(request.key, etag, request.options)])
-        return empty_pb2.Empty()
-
-    @unary("state")
-    async def DeleteBulkState(self, request: pb.DeleteBulkStateRequest, context: Context) -> empty_pb2.Empty:
-        await self.state.delete(
-            request.store_name, [delete_request(i.key, etag_of(i), i.options) for i in request.states]
-        )
-        return empty_pb2.Empty()
-
-    @unary("state")
-    async def ExecuteStateTransaction(
-        self, request: pb.ExecuteStateTransactionRequest, context: Context
-    ) -> empty_pb2.Empty:
-        await self.state.transact(request.storeName, operations(request.operations))
-        return empty_pb2.Empty()
 
     # --- secrets -------------------------------------------------------------------
 
