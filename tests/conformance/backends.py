@@ -12,6 +12,7 @@ from typing import cast
 import pytest
 
 from tests.servers import kubernetes as kubernetes_setup
+from tests.servers import nats_server as nats_setup
 from tests.servers import postgresql_server as postgresql_setup
 from tests.servers import redis_server as redis_setup
 from tests.servers.process import ServerProcess
@@ -48,6 +49,11 @@ def _etcd(ctx: Context) -> dict[str, str]:
 
 def _zookeeper(ctx: Context) -> dict[str, str]:
     return {"servers": ctx.servers["zookeeper_server"].address}
+
+
+def _nats(ctx: Context) -> dict[str, str]:
+    address = ctx.servers["nats_server"].address
+    return {"natsURL": f"nats://{address}", "user": nats_setup.USER, "password": nats_setup.PASSWORD}
 
 
 def _kubernetes(ctx: Context, **extra: str) -> dict[str, str]:
@@ -98,6 +104,10 @@ BACKENDS: dict[str, Backend] = {
             "redeliverInterval": "200ms",
             "pollTimeout": "200ms",
         },
+    ),
+    "pubsub.nats": Backend(
+        ("nats_server",),
+        lambda ctx: {**_nats(ctx), **_FAST_REDELIVERY, "ackWait": "1s", "pollTimeout": "200ms"},
     ),
     "secretstores.local.env": Backend(metadata=lambda _: {"prefix": "OTTAVA_CONFORMANCE_"}),
     "secretstores.kubernetes": Backend(

@@ -23,11 +23,13 @@ UNREACHABLE: dict[str, Callable[[int], dict[str, str]]] = {
     "postgresql_server": lambda port: {"connectionString": f"postgresql://postgres:pw@127.0.0.1:{port}/postgres"},
     "etcd_server": lambda port: {"endpoints": f"127.0.0.1:{port}"},
     "zookeeper_server": lambda port: {"servers": f"127.0.0.1:{port}"},
+    "nats_server": lambda port: {"natsURL": f"nats://127.0.0.1:{port}"},
     "kubernetes_namespace": lambda port: {"kubeconfigPath": kubernetes_setup.unreachable_kubeconfig(port)},
 }
 WRONG_PASSWORD: dict[str, dict[str, str]] = {
     "redis_server": {"redisPassword": "wrong"},
     "postgresql_server": {"password": "wrong"},
+    "nats_server": {"password": "wrong"},
 }
 
 

@@ -12,12 +12,20 @@ import pytest
 
 from tests.servers import etcd_server as etcd_setup
 from tests.servers import kubernetes as kubernetes_setup
+from tests.servers import nats_server as nats_setup
 from tests.servers import postgresql_server as postgresql_setup
 from tests.servers import redis_server as redis_setup
 from tests.servers import zookeeper_server as zookeeper_setup
 from tests.servers.process import ServerProcess
 
-__all__ = ["etcd_server", "kubernetes_namespace", "postgresql_server", "redis_server", "zookeeper_server"]
+__all__ = [
+    "etcd_server",
+    "kubernetes_namespace",
+    "nats_server",
+    "postgresql_server",
+    "redis_server",
+    "zookeeper_server",
+]
 
 
 def _run(server: ServerProcess) -> Iterator[ServerProcess]:
@@ -42,6 +50,11 @@ def postgresql_server() -> Iterator[ServerProcess]:
 @pytest.fixture(scope="session")
 def etcd_server() -> Iterator[ServerProcess]:
     yield from _run(etcd_setup.start())
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[ServerProcess]:
+    yield from _run(nats_setup.start())
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from ottava_sidecar.components.lock import in_memory as lock_in_memory
 from ottava_sidecar.components.lock import redis as lock_redis
 from ottava_sidecar.components.lock import zookeeper as lock_zookeeper
 from ottava_sidecar.components.pubsub import in_memory as pubsub_in_memory
+from ottava_sidecar.components.pubsub import nats as pubsub_nats
 from ottava_sidecar.components.pubsub import redis as pubsub_redis
 from ottava_sidecar.components.secretstores import kubernetes as secretstores_kubernetes
 from ottava_sidecar.components.secretstores import local_env, local_file
@@ -34,6 +35,7 @@ __all__ = [
     "lock_redis",
     "lock_zookeeper",
     "pubsub_in_memory",
+    "pubsub_nats",
     "pubsub_redis",
     "secretstores_kubernetes",
     "sequencer_etcd",
