@@ -12,6 +12,7 @@ from typing import cast
 import pytest
 
 from tests.servers import kubernetes as kubernetes_setup
+from tests.servers import mosquitto_server as mosquitto_setup
 from tests.servers import nats_server as nats_setup
 from tests.servers import postgresql_server as postgresql_setup
 from tests.servers import redis_server as redis_setup
@@ -54,6 +55,11 @@ def _zookeeper(ctx: Context) -> dict[str, str]:
 def _nats(ctx: Context) -> dict[str, str]:
     address = ctx.servers["nats_server"].address
     return {"natsURL": f"nats://{address}", "user": nats_setup.USER, "password": nats_setup.PASSWORD}
+
+
+def _mqtt(ctx: Context) -> dict[str, str]:
+    address = ctx.servers["mosquitto_server"].address
+    return {"url": address, "username": mosquitto_setup.USER, "password": mosquitto_setup.PASSWORD}
 
 
 def _kubernetes(ctx: Context, **extra: str) -> dict[str, str]:
@@ -109,6 +115,7 @@ BACKENDS: dict[str, Backend] = {
         ("nats_server",),
         lambda ctx: {**_nats(ctx), **_FAST_REDELIVERY, "ackWait": "1s", "pollTimeout": "200ms"},
     ),
+    "pubsub.mqtt": Backend(("mosquitto_server",), lambda ctx: {**_mqtt(ctx), **_FAST_REDELIVERY}),
     "secretstores.local.env": Backend(metadata=lambda _: {"prefix": "OTTAVA_CONFORMANCE_"}),
     "secretstores.kubernetes": Backend(
         ("kubernetes_namespace",),

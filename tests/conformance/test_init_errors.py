@@ -24,12 +24,14 @@ UNREACHABLE: dict[str, Callable[[int], dict[str, str]]] = {
     "etcd_server": lambda port: {"endpoints": f"127.0.0.1:{port}"},
     "zookeeper_server": lambda port: {"servers": f"127.0.0.1:{port}"},
     "nats_server": lambda port: {"natsURL": f"nats://127.0.0.1:{port}"},
+    "mosquitto_server": lambda port: {"url": f"127.0.0.1:{port}"},
     "kubernetes_namespace": lambda port: {"kubeconfigPath": kubernetes_setup.unreachable_kubeconfig(port)},
 }
 WRONG_PASSWORD: dict[str, dict[str, str]] = {
     "redis_server": {"redisPassword": "wrong"},
     "postgresql_server": {"password": "wrong"},
     "nats_server": {"password": "wrong"},
+    "mosquitto_server": {"password": "wrong"},
 }
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from tests.servers import etcd_server as etcd_setup
 from tests.servers import kubernetes as kubernetes_setup
+from tests.servers import mosquitto_server as mosquitto_setup
 from tests.servers import nats_server as nats_setup
 from tests.servers import postgresql_server as postgresql_setup
 from tests.servers import redis_server as redis_setup
@@ -21,6 +22,7 @@ from tests.servers.process import ServerProcess
 __all__ = [
     "etcd_server",
     "kubernetes_namespace",
+    "mosquitto_server",
     "nats_server",
     "postgresql_server",
     "redis_server",
@@ -50,6 +52,11 @@ def postgresql_server() -> Iterator[ServerProcess]:
 @pytest.fixture(scope="session")
 def etcd_server() -> Iterator[ServerProcess]:
     yield from _run(etcd_setup.start())
+
+
+@pytest.fixture(scope="session")
+def mosquitto_server() -> Iterator[ServerProcess]:
+    yield from _run(mosquitto_setup.start())
 
 
 @pytest.fixture(scope="session")

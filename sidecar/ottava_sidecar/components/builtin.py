@@ -9,6 +9,7 @@ from ottava_sidecar.components.lock import in_memory as lock_in_memory
 from ottava_sidecar.components.lock import redis as lock_redis
 from ottava_sidecar.components.lock import zookeeper as lock_zookeeper
 from ottava_sidecar.components.pubsub import in_memory as pubsub_in_memory
+from ottava_sidecar.components.pubsub import mqtt as pubsub_mqtt
 from ottava_sidecar.components.pubsub import nats as pubsub_nats
 from ottava_sidecar.components.pubsub import redis as pubsub_redis
 from ottava_sidecar.components.secretstores import kubernetes as secretstores_kubernetes
@@ -35,6 +36,7 @@ __all__ = [
     "lock_redis",
     "lock_zookeeper",
     "pubsub_in_memory",
+    "pubsub_mqtt",
     "pubsub_nats",
     "pubsub_redis",
     "secretstores_kubernetes",

@@ -1,0 +1,248 @@
+"""`pubsub.mqtt`: MQTT 5 brokers (Mosquitto, EMQX, HiveMQ…) at QoS 1 with persistent sessions.
+
+Client: aiomqtt, the asyncio client built on Eclipse paho-mqtt (the reference Python
+MQTT implementation). Every message is published at QoS 1 with an id of ours in a user
+property (MQTT has no broker-side message id). A subscription is a client of its own
+whose id is derived from `consumerID` and the topic, with a session that outlives the
+connection (`sessionExpiry`), and acknowledges (PUBACK) only once the app accepted the
+event: a message the sidecar took and never acknowledged is sent again by the broker
+when the next subscriber of that consumer resumes the session. Order per topic is the
+broker's (MQTT keeps it for QoS 1 on one session).
+
+One subscriber per consumerID and topic at a time: a second client with the same id
+takes the session over from the first (MQTT's rule).
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import ssl
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from ottava_sidecar.components.backends import retry
+from ottava_sidecar.components.backends.options import RetryMetadata, Seconds, TlsMetadata
+from ottava_sidecar.components.catalogue import register
+from ottava_sidecar.components.errors import ComponentError
+from ottava_sidecar.components.pubsub.base import Handler, Message, PubSub, Subscription
+from ottava_sidecar.components.pubsub.handling import ConsumerMetadata, consumer_id, handle_until_done
+
+if TYPE_CHECKING:
+    import aiomqtt
+
+log = logging.getLogger(__name__)
+
+
+class MqttPubSubMetadata(RetryMetadata, TlsMetadata, ConsumerMetadata):
+    url: str = Field(default="localhost:1883", alias="url", description="host:port of the broker.")
+    username: str = Field(default="", alias="username", description="User name.")
+    password: str = Field(default="", alias="password", description="Password; use a secretKeyRef.")
+    session_expiry: Seconds = Field(
+        default=3600.0,
+        gt=0,
+        alias="sessionExpiry",
+        description="How long the broker keeps a gone subscriber's session (and its unacknowledged messages).",
+    )
+    keep_alive: int = Field(default=30, ge=5, alias="keepAlive", description="MQTT keep-alive, seconds.")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.url.removeprefix("mqtt://").removeprefix("tcp://").rpartition(":")
+        return (host or self.url, int(port)) if host else (self.url, 1883)
+
+
+def _client(
+    settings: MqttPubSubMetadata,
+    identifier: str,
+    *,
+    persistent: bool,
+    manual_ack: bool = False,
+    redelivered: set[int] | None = None,
+) -> "aiomqtt.Client":
+    import aiomqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    if persistent:
+        properties.SessionExpiryInterval = int(settings.session_expiry)
+    host, port = settings.host_port
+    tls: ssl.SSLContext | None = settings.ssl_context()
+    client = aiomqtt.Client(
+        host,
+        port,
+        username=settings.username or None,
+        password=settings.password or None,
+        identifier=identifier,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        clean_start=not persistent,
+        properties=properties,
+        timeout=settings.dial_timeout,
+        keepalive=settings.keep_alive,
+        tls_context=tls,
+    )
+    if manual_ack and redelivered is not None:
+        # aiomqtt acknowledges on receipt; paho (underneath) can leave it to us, which is
+        # what makes a crash mid-delivery a redelivery instead of a loss.
+        client._client.manual_ack_set(True)
+        # aiomqtt's messages drop the DUP flag (a redelivery); keep it by packet id.
+        deliver = client._client.on_message
+        assert deliver is not None
+
+        def on_message(paho: Any, userdata: Any, received: Any) -> None:
+            if received.dup:
+                redelivered.add(received.mid)
+            else:
+                redelivered.discard(received.mid)
+            deliver(paho, userdata, received)
+
+        client._client.on_message = on_message
+    return client
+
+
+def _refused(err: BaseException) -> bool:
+    text = str(err).lower()
+    return "not authorized" in text or "bad user name or password" in text
+
+
+class _SessionSubscription(Subscription):
+    def __init__(self, broker: "MqttPubSub", topic: str, group: str, handler: Handler) -> None:
+        self.topic = topic
+        self._broker = broker
+        self._handler = handler
+        digest = hashlib.sha256(f"{group}\0{topic}".encode()).hexdigest()[:16]
+        self.identifier = f"{group[:40]}-{digest}"
+        self._task: asyncio.Task[None] | None = None
+        self._redelivered: set[int] = set()  # packet ids the broker sent with DUP set
+
+    async def start(self) -> None:
+        settings = self._broker.settings
+
+        async def attempt() -> "aiomqtt.Client":
+            client = _client(settings, self.identifier, persistent=True, manual_ack=True, redelivered=self._redelivered)
+            await client.__aenter__()
+            return client
+
+        client = await retry.connect(self._broker.where, attempt, settings, refused_credentials=_refused)
+        with self._broker.errors(f"subscribing to topic {self.topic}"):
+            await client.subscribe(self.topic, qos=1)
+        self._task = asyncio.create_task(self._consume(client), name=f"{self._broker.name}/{self.topic}")
+
+    async def _consume(self, client: "aiomqtt.Client") -> None:
+        settings = self._broker.settings
+        failures = 0
+        while True:
+            try:
+                async for received in client.messages:
+                    await self._deliver(client, received)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.__aexit__(None, None, None), 2)
+                raise
+            except Exception as err:  # the connection broke: resume the session
+                failures += 1
+                delay = min(settings.connect_backoff * 2**failures, settings.connect_backoff_max)
+                log.warning("pubsub %s lost %s, reconnecting in %.1fs: %s", self._broker.name, self.topic, delay, err)
+                await asyncio.sleep(delay)
+                with contextlib.suppress(Exception):
+                    client = _client(
+                        settings, self.identifier, persistent=True, manual_ack=True, redelivered=self._redelivered
+                    )
+                    await client.__aenter__()
+                    await client.subscribe(self.topic, qos=1)
+                    failures = 0
+
+    async def _deliver(self, client: "aiomqtt.Client", received: "aiomqtt.Message") -> None:
+        props = dict(getattr(received.properties, "UserProperty", None) or [])
+        payload = received.payload
+        data = payload if isinstance(payload, bytes) else str(payload or "").encode()
+        attempt = 2 if received.mid in self._redelivered else 1
+        message = Message(
+            self.topic,
+            data,
+            props.get("ottava-id", f"mid-{received.mid}"),
+            str(getattr(received.properties, "ContentType", "") or ""),
+            json.loads(props.get("ottava-metadata", "{}")),
+            attempt,
+        )
+        await handle_until_done(self._handler, message, self._broker.settings, where=self._broker.name)
+        self._redelivered.discard(received.mid)
+        client._client.ack(received.mid, received.qos)
+
+    async def close(self) -> None:
+        self._broker.subscriptions.discard(self)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=3)
+
+
+@register("pubsub.mqtt", MqttPubSubMetadata)
+class MqttPubSub(PubSub[MqttPubSubMetadata]):
+    """MQTT 5 at QoS 1: persistent sessions, acknowledged after the app accepted the event."""
+
+    def __init__(self, name: str, settings: MqttPubSubMetadata, *, app_id: str) -> None:
+        super().__init__(name, settings, app_id=app_id)
+        host, port = settings.host_port
+        self.where = f"mqtt at {host}:{port}"
+        self.subscriptions: set[_SessionSubscription] = set()
+        self._publisher: aiomqtt.Client | None = None
+
+    async def init(self) -> None:
+        async def attempt() -> "aiomqtt.Client":
+            client = _client(self.settings, f"{self.app_id[:40]}-pub-{uuid.uuid4().hex[:12]}", persistent=False)
+            await client.__aenter__()
+            return client
+
+        self._publisher = await retry.connect(self.where, attempt, self.settings, refused_credentials=_refused)
+
+    async def close(self) -> None:
+        for subscription in list(self.subscriptions):
+            await subscription.close()
+        if self._publisher is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._publisher.__aexit__(None, None, None), 2)
+            self._publisher = None
+
+    @contextlib.contextmanager
+    def errors(self, doing: str) -> Iterator[None]:
+        import aiomqtt
+
+        try:
+            yield
+        except (aiomqtt.MqttError, TimeoutError) as err:
+            raise ComponentError(f"{doing} failed on {self.where}: {str(err) or type(err).__name__}") from err
+
+    async def publish(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        content_type: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        if self._publisher is None:
+            raise ComponentError(f"pubsub {self.name}: not connected to {self.where}")
+        message_id = str(uuid.uuid4())
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.UserProperty = [("ottava-id", message_id), ("ottava-metadata", json.dumps(dict(metadata or {})))]
+        if content_type:
+            properties.ContentType = content_type
+        with self.errors(f"publishing to topic {topic}"):
+            await self._publisher.publish(topic, data, qos=1, properties=properties, timeout=self.settings.dial_timeout)
+        return message_id
+
+    async def subscribe(
+        self, topic: str, handler: Handler, *, metadata: Mapping[str, str] | None = None
+    ) -> Subscription:
+        subscription = _SessionSubscription(self, topic, consumer_id(self.settings, self.app_id, metadata), handler)
+        await subscription.start()
+        self.subscriptions.add(subscription)
+        return subscription
