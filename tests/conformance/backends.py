@@ -15,6 +15,7 @@ from tests.servers import kubernetes as kubernetes_setup
 from tests.servers import mosquitto_server as mosquitto_setup
 from tests.servers import nats_server as nats_setup
 from tests.servers import postgresql_server as postgresql_setup
+from tests.servers import rabbitmq_server as rabbitmq_setup
 from tests.servers import redis_server as redis_setup
 from tests.servers.process import ServerProcess
 
@@ -60,6 +61,11 @@ def _nats(ctx: Context) -> dict[str, str]:
 def _mqtt(ctx: Context) -> dict[str, str]:
     address = ctx.servers["mosquitto_server"].address
     return {"url": address, "username": mosquitto_setup.USER, "password": mosquitto_setup.PASSWORD}
+
+
+def _rabbitmq(ctx: Context) -> dict[str, str]:
+    address = ctx.servers["rabbitmq_server"].address
+    return {"host": address, "username": rabbitmq_setup.USER, "password": rabbitmq_setup.PASSWORD}
 
 
 def _kubernetes(ctx: Context, **extra: str) -> dict[str, str]:
@@ -116,6 +122,7 @@ BACKENDS: dict[str, Backend] = {
         lambda ctx: {**_nats(ctx), **_FAST_REDELIVERY, "ackWait": "1s", "pollTimeout": "200ms"},
     ),
     "pubsub.mqtt": Backend(("mosquitto_server",), lambda ctx: {**_mqtt(ctx), **_FAST_REDELIVERY}),
+    "pubsub.rabbitmq": Backend(("rabbitmq_server",), lambda ctx: {**_rabbitmq(ctx), **_FAST_REDELIVERY}),
     "secretstores.local.env": Backend(metadata=lambda _: {"prefix": "OTTAVA_CONFORMANCE_"}),
     "secretstores.kubernetes": Backend(
         ("kubernetes_namespace",),

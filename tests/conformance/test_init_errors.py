@@ -25,6 +25,7 @@ UNREACHABLE: dict[str, Callable[[int], dict[str, str]]] = {
     "zookeeper_server": lambda port: {"servers": f"127.0.0.1:{port}"},
     "nats_server": lambda port: {"natsURL": f"nats://127.0.0.1:{port}"},
     "mosquitto_server": lambda port: {"url": f"127.0.0.1:{port}"},
+    "rabbitmq_server": lambda port: {"host": f"127.0.0.1:{port}"},
     "kubernetes_namespace": lambda port: {"kubeconfigPath": kubernetes_setup.unreachable_kubeconfig(port)},
 }
 WRONG_PASSWORD: dict[str, dict[str, str]] = {
@@ -32,6 +33,7 @@ WRONG_PASSWORD: dict[str, dict[str, str]] = {
     "postgresql_server": {"password": "wrong"},
     "nats_server": {"password": "wrong"},
     "mosquitto_server": {"password": "wrong"},
+    "rabbitmq_server": {"password": "wrong"},
 }
 
 

@@ -35,6 +35,7 @@ TRAITS: dict[str, Traits] = {
     "pubsub.in-memory": Traits(full_after=(3, {"maxPendingMessages": "3"})),
     "pubsub.redis": Traits(),  # a stream grows (or is trimmed, losing messages): no back-pressure
     "pubsub.nats": Traits(full_after=(3, {"maxMsgs": "3"})),
+    "pubsub.rabbitmq": Traits(full_after=(4, {"maxLength": "3", "prefetchCount": "1"})),  # + 1 in hand
     "pubsub.mqtt": Traits(),  # the broker queues per session (Mosquitto drops beyond max_queued_messages)
 }
 

@@ -15,6 +15,7 @@ from tests.servers import kubernetes as kubernetes_setup
 from tests.servers import mosquitto_server as mosquitto_setup
 from tests.servers import nats_server as nats_setup
 from tests.servers import postgresql_server as postgresql_setup
+from tests.servers import rabbitmq_server as rabbitmq_setup
 from tests.servers import redis_server as redis_setup
 from tests.servers import zookeeper_server as zookeeper_setup
 from tests.servers.process import ServerProcess
@@ -25,6 +26,7 @@ __all__ = [
     "mosquitto_server",
     "nats_server",
     "postgresql_server",
+    "rabbitmq_server",
     "redis_server",
     "zookeeper_server",
 ]
@@ -62,6 +64,11 @@ def mosquitto_server() -> Iterator[ServerProcess]:
 @pytest.fixture(scope="session")
 def nats_server() -> Iterator[ServerProcess]:
     yield from _run(nats_setup.start())
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server() -> Iterator[ServerProcess]:
+    yield from _run(rabbitmq_setup.start())
 
 
 @pytest.fixture(scope="session")

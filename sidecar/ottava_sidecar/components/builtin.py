@@ -11,6 +11,7 @@ from ottava_sidecar.components.lock import zookeeper as lock_zookeeper
 from ottava_sidecar.components.pubsub import in_memory as pubsub_in_memory
 from ottava_sidecar.components.pubsub import mqtt as pubsub_mqtt
 from ottava_sidecar.components.pubsub import nats as pubsub_nats
+from ottava_sidecar.components.pubsub import rabbitmq as pubsub_rabbitmq
 from ottava_sidecar.components.pubsub import redis as pubsub_redis
 from ottava_sidecar.components.secretstores import kubernetes as secretstores_kubernetes
 from ottava_sidecar.components.secretstores import local_env, local_file
@@ -38,6 +39,7 @@ __all__ = [
     "pubsub_in_memory",
     "pubsub_mqtt",
     "pubsub_nats",
+    "pubsub_rabbitmq",
     "pubsub_redis",
     "secretstores_kubernetes",
     "sequencer_etcd",
