@@ -172,9 +172,8 @@ async def test_messages_acknowledged_before_a_crash_do_not_come_back(components:
     assert again.datas() == [b"new"], "acknowledged messages were delivered again"
 
 
+@pytest.mark.only.with_args(lambda type_name: TRAITS[type_name].ordered)
 async def test_order_per_topic_is_kept(components: Components) -> None:
-    if not TRAITS[components.type_name].ordered:
-        pytest.skip(f"{components.type_name} does not promise order")
     broker = await _broker(components)
     topic = unique("topic")
     inbox = Inbox(fail=lambda m: m.data == b"m3" and m.attempt == 1)  # a redelivery must not be overtaken
@@ -192,10 +191,10 @@ async def test_order_per_topic_is_kept(components: Components) -> None:
     assert firsts == sent
 
 
+@pytest.mark.only.with_args(lambda type_name: TRAITS[type_name].full_after is not None)
 async def test_a_full_broker_refuses_publishing(components: Components) -> None:
     traits = TRAITS[components.type_name]
-    if traits.full_after is None:
-        pytest.skip(f"{components.type_name} has no bound on undelivered messages")
+    assert traits.full_after is not None
     bound, metadata = traits.full_after
     broker = await _broker(components, **metadata)
     topic = unique("topic")
