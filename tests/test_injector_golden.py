@@ -1,8 +1,11 @@
 """Golden files for the injector: an input pod and the expected result, reviewed as data.
 
-Each `tests/golden/injector/NAME.input.yaml` is injected with fixed settings and compared
-with `NAME.expected.yaml` (the warnings and the resulting pod). `make golden` rewrites
-the expected files after an intended change; review the diff like code.
+Each `tests/golden/injector/NAME.input.yaml` is injected with fixed settings, once per
+form of the sidecar, and compared with the expected file of that form (the warnings and
+the resulting pod): `NAME.expected.yaml` for the classic form (a regular container, as
+on clusters before 1.29) and `NAME.native.expected.yaml` for the native form (an init
+container with `restartPolicy: Always`). `make golden` rewrites the expected files after
+an intended change; review the diff like code.
 """
 
 from pathlib import Path
@@ -11,31 +14,64 @@ from typing import Any
 import pytest
 import yaml
 from ottava_operator.injection import InjectorSettings, inject
+from ottava_sidecar import __version__
 
 GOLDEN = Path(__file__).parent / "golden" / "injector"
-SETTINGS = InjectorSettings(image="ottava/sidecar:golden")
+FORMS = {
+    "expected": InjectorSettings(image="ottava/ottava:golden"),
+    "native.expected": InjectorSettings(image="ottava/ottava:golden", native_sidecar=True),
+}
 CASES = sorted(p.name.removesuffix(".input.yaml") for p in GOLDEN.glob("*.input.yaml"))
+GOLDEN_FILES = [(name, form) for name in CASES for form in FORMS]
 
 
-def render(name: str) -> dict[str, Any]:
+def render(name: str, form: str = "expected") -> dict[str, Any]:
     pod = yaml.safe_load((GOLDEN / f"{name}.input.yaml").read_text(encoding="utf-8"))
-    result = inject(pod, SETTINGS)
+    result = inject(pod, FORMS[form])
     return {"injected": result.pod is not None, "warnings": result.warnings, "pod": result.pod or pod}
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_golden(name: str) -> None:
-    expected_path = GOLDEN / f"{name}.expected.yaml"
+@pytest.mark.parametrize(("name", "form"), GOLDEN_FILES)
+def test_golden(name: str, form: str) -> None:
+    expected_path = GOLDEN / f"{name}.{form}.yaml"
     assert expected_path.exists(), f"{expected_path.name} is missing: run `make golden` and review it"
     expected = yaml.safe_load(expected_path.read_text(encoding="utf-8"))
-    assert render(name) == expected, f"injector output for {name} changed: run `make golden` and review the diff"
+    assert render(name, form) == expected, (
+        f"injector output for {expected_path.name} changed: run `make golden` and review the diff"
+    )
+
+
+@pytest.mark.parametrize(("name", "form"), GOLDEN_FILES)
+def test_injection_is_idempotent(name: str, form: str) -> None:
+    first = render(name, form)["pod"]
+    assert inject(first, FORMS[form]).pod is None
+
+
+@pytest.mark.parametrize(("name", "form"), GOLDEN_FILES)
+def test_a_pod_injected_in_one_form_is_not_injected_again_in_the_other(name: str, form: str) -> None:
+    # After an upgrade of the control plane (or a chart value change), a re-submitted pod
+    # must not end up with two sidecars.
+    first = render(name, form)["pod"]
+    other = next(settings for f, settings in FORMS.items() if f != form)
+    assert inject(first, other).pod is None
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_injection_is_idempotent(name: str) -> None:
-    first = render(name)["pod"]
-    assert inject(first, SETTINGS).pod is None
+def test_the_native_form_differs_only_in_where_the_sidecar_goes(name: str) -> None:
+    classic, native = render(name, "expected")["pod"], render(name, "native.expected")["pod"]
+    native_init = native["spec"].get("initContainers") or []
+    if not render(name)["injected"]:
+        assert classic == native
+        return
+    sidecar = native_init[0]
+    assert sidecar["name"] == "ottava-sidecar" and sidecar.pop("restartPolicy") == "Always"
+    assert native["spec"]["containers"] + [sidecar] == classic["spec"]["containers"]
+    assert native_init[1:] == (classic["spec"].get("initContainers") or [])
+
+
+def test_the_default_image_is_the_ottava_image_of_this_version() -> None:
+    assert InjectorSettings().image == f"ottava/ottava:{__version__}"
 
 
 def test_there_are_golden_cases() -> None:
-    assert len(CASES) >= 6
+    assert len(CASES) >= 8

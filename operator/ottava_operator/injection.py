@@ -3,6 +3,19 @@
 It takes and returns plain dicts (the admission request's object), talks to nothing, and
 is covered by golden files (`tests/golden/injector/`). Ports, probe paths and names come
 from `ottava_sidecar.contract`, the same constants the sidecar serves on.
+
+The sidecar takes one of two forms, chosen by `InjectorSettings.native_sidecar` (the
+operator decides from the apiserver's version, see `main.py`):
+
+* native (Kubernetes >= 1.29): the first init container, with `restartPolicy: Always`.
+  The kubelet starts it before every other container and waits for its startupProbe
+  before starting the next one, so the app (and any init container of the user's) starts
+  only once the sidecar serves; it is stopped after the app containers, and it does not
+  keep a Job's pod from completing. It goes *first*, before the user's init containers,
+  as Istio and Linkerd put their proxies: the sidecar needs nothing from them (it reads
+  its wiring from the apiserver), and they may need the sidecar (a migration or a
+  config fetch through the Dapr API), which they could not use if it came after them.
+* classic (older clusters): one more app container, as before native sidecars existed.
 """
 
 import copy
@@ -26,13 +39,16 @@ APP_ENV = {
 class InjectorSettings:
     """Chart-wide defaults; annotations on a pod override them."""
 
-    image: str = f"ottava/sidecar:{__version__}"
+    image: str = f"ottava/ottava:{__version__}"
     image_pull_policy: str = "IfNotPresent"
     cpu_request: str = "100m"
     memory_request: str = "128Mi"
     cpu_limit: str | None = None
     memory_limit: str | None = "512Mi"
     log_level: str = "info"
+    # The sidecar as a native sidecar (an init container with restartPolicy: Always),
+    # or as a regular container (clusters before 1.29).
+    native_sidecar: bool = False
 
 
 @dataclass
@@ -51,7 +67,7 @@ def inject(pod: Pod, settings: InjectorSettings) -> Injection:
     if not parsed.enabled:
         return Injection(None, reason=f"not opted in ({contract.ANNOTATION_ENABLED} is not 'true')")
     spec = pod.get("spec") or {}
-    if any(c.get("name") == contract.SIDECAR_CONTAINER_NAME for c in spec.get("containers") or []):
+    if any(c.get("name") == contract.SIDECAR_CONTAINER_NAME for c in _all_containers(spec)):
         return Injection(None, reason="already injected")
 
     app_id = parsed.app_id or default_app_id(metadata)
@@ -62,15 +78,25 @@ def inject(pod: Pod, settings: InjectorSettings) -> Injection:
     labels[contract.LABEL_APP_ID] = app_id
 
     token_env = _api_token_env(parsed.api_token_secret)
+    # App containers only: the user's init containers are not told where the sidecar is.
     for container in result_spec.get("containers") or []:
         env = container.setdefault("env", [])
         present = {e.get("name") for e in env}
         env.extend({"name": k, "value": v} for k, v in APP_ENV.items() if k not in present)
         env.extend(e for e in token_env if e["name"] not in present)
 
-    result_spec.setdefault("containers", []).append(_sidecar_container(app_id, parsed, settings, token_env))
+    sidecar = _sidecar_container(app_id, parsed, settings, token_env)
+    if settings.native_sidecar:
+        sidecar["restartPolicy"] = "Always"
+        result_spec["initContainers"] = [sidecar, *(result_spec.get("initContainers") or [])]
+    else:
+        result_spec.setdefault("containers", []).append(sidecar)
     result_spec.setdefault("volumes", []).append(_token_volume())
     return Injection(result, app_id=app_id, warnings=list(parsed.problems), reason="injected")
+
+
+def _all_containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
 
 
 def default_app_id(metadata: dict[str, Any]) -> str:
