@@ -4,6 +4,7 @@ This is the single copy of them (DESIGN.md, "Fixed names"): the webhook that inj
 sidecar imports these rather than repeating the numbers.
 """
 
+import re
 from typing import Final
 
 API_GROUP: Final = "ottava.io"
@@ -57,6 +58,38 @@ ANNOTATION_API_TOKEN_SECRET: Final = "ottava.io/api-token-secret"
 # Labels the injector puts on pods.
 LABEL_SIDECAR_INJECTED: Final = "ottava.io/sidecar-injected"
 LABEL_APP_ID: Final = "ottava.io/app-id"
+
+# The headless Service the operator keeps per app id (DESIGN.md, "per-app Service"): its
+# ports, and the label it carries, which the EndpointSlice controller copies onto the
+# Service's EndpointSlices so that sidecars watch exactly those.
+APP_SERVICE_SUFFIX: Final = "-ottava"
+SERVICE_PORT_GRPC: Final = "grpc"
+SERVICE_PORT_HTTP: Final = "http"
+SERVICE_PORT_INTERNAL: Final = "internal"
+SERVICE_PORT_METRICS: Final = "metrics"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "ottava"
+# Service names are RFC 1035 labels (a letter first) unless the cluster relaxes that (1.36+).
+_SERVICE_APP_ID: Final = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+MAX_SERVICE_APP_ID: Final = 63 - len(APP_SERVICE_SUFFIX)
+
+
+def app_service_name(app_id: str) -> str:
+    return f"{app_id}{APP_SERVICE_SUFFIX}"
+
+
+def app_service_problem(app_id: str) -> str | None:
+    """Why `app_id` cannot name its Service `<app-id>-ottava` (and so cannot be invoked in a
+    cluster), or None when it can."""
+    if len(app_id) > MAX_SERVICE_APP_ID:
+        return f"app id {app_id!r} is longer than {MAX_SERVICE_APP_ID} characters, too long for its Service name"
+    if not _SERVICE_APP_ID.match(app_id):
+        return (
+            f"app id {app_id!r} cannot name a Service: use lower-case letters, digits and '-', "
+            "starting with a letter (no '.': 'id.namespace' names an app of another namespace)"
+        )
+    return None
+
 
 # Environment of the injected sidecar container.
 ENV_POD_NAME: Final = "POD_NAME"

@@ -35,6 +35,11 @@ INVOCATIONS: Final = Counter(
     "Service invocations sent to other apps, by target app id and outcome (gRPC status name).",
     ["target", "outcome"],
 )
+INVOCATION_ENDPOINTS: Final = Gauge(
+    "ottava_invocation_ready_endpoints",
+    "In a cluster: ready endpoints of each app id the sidecar resolves, from its Service's EndpointSlices.",
+    ["namespace", "app_id"],
+)
 
 
 class CallMetrics:

@@ -2,7 +2,8 @@
 
 * `messages`: the call and its answer, independent of HTTP or gRPC;
 * `resolution`: finding the sidecar of an app id (the `NameResolver` interface);
-  `standalone` resolves through a registry folder on the local machine;
+  `standalone` resolves through a registry folder on the local machine, `kubernetes`
+  through the EndpointSlices of each app's Service;
 * `filters`: the before/after extension point around each outbound call;
 * `internal`: the sidecar-to-sidecar gRPC API (internal port 50002), both ends;
 * `invoker`: the caller's side: filters, resolution, timeouts, retries.

@@ -3,8 +3,8 @@
 `NameResolver` is the interface a sidecar uses: it registers its own app id and
 internal address when it starts, removes them when it stops, and resolves the app ids
 it calls. Standalone sidecars resolve through a folder on the local machine
-(`standalone.LocalRegistry`); Kubernetes resolution (app id → Service DNS name) plugs in
-here as another implementation.
+(`standalone.LocalRegistry`); in a cluster they follow the EndpointSlices of each app's
+Service (`kubernetes.KubernetesResolver`).
 """
 
 import abc
@@ -50,3 +50,6 @@ class NameResolver(abc.ABC):
 
     def forget(self, app_id: str, address: Address) -> None:  # noqa: B027 - optional hook
         """`address` failed for `app_id`: do not hand it out from a cache again."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what resolution holds (watches, connections); after the last call."""

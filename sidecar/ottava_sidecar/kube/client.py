@@ -110,9 +110,11 @@ def from_environment() -> Credentials:
 
 
 class KubeClient:
-    def __init__(self, credentials: Credentials, *, timeout: float = 10.0) -> None:
+    def __init__(self, credentials: Credentials, *, timeout: float = 10.0, connections: int = 4) -> None:
+        """`connections` bounds the open connections; each watch holds one for as long as it runs."""
         self.credentials = credentials
         self._timeout = timeout
+        self._connections = connections
         self._session: aiohttp.ClientSession | None = None
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
@@ -126,7 +128,7 @@ class KubeClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self.credentials.ssl_context, limit=4)
+            connector = aiohttp.TCPConnector(ssl=self.credentials.ssl_context, limit=self._connections)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 

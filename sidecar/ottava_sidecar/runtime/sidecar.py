@@ -28,6 +28,7 @@ from ottava_sidecar.api.metadata import AppChannel, MetadataApi
 from ottava_sidecar.invocation.filters import InvocationFilter
 from ottava_sidecar.invocation.internal import InternalServer
 from ottava_sidecar.invocation.invoker import Invoker
+from ottava_sidecar.invocation.kubernetes import KubernetesResolver
 from ottava_sidecar.invocation.resolution import Address, NameResolver
 from ottava_sidecar.invocation.standalone import LocalRegistry
 from ottava_sidecar.kube import client as kube_client
@@ -93,7 +94,12 @@ class Sidecar:
             else None
         )
         self.messaging = Messaging(self.registry)
-        self.resolver: NameResolver = LocalRegistry(o.registry_dir)
+        self.kube_credentials = kube_client.from_environment() if o.mode == "kubernetes" else None
+        self.resolver: NameResolver = (
+            KubernetesResolver(self.kube_credentials, o.namespace or "default")
+            if self.kube_credentials is not None
+            else LocalRegistry(o.registry_dir)
+        )
         self.invoker = Invoker(
             o.app_id, self.resolver, default_timeout=o.app_timeout_seconds, extra_filters=o.invocation_filters
         )
@@ -126,10 +132,10 @@ class Sidecar:
         await self._internal.start()
         if self.app_channel is not None:
             self.registry.set_condition("app", Status.INIT, f"waiting for app port {self.app_channel.port}")
-        if o.mode == "kubernetes":
+        if self.kube_credentials is not None:
             self.wiring = KubernetesWiring(
                 self.registry,
-                KubeClient(kube_client.from_environment()),
+                KubeClient(self.kube_credentials),
                 o.namespace or "default",
                 o.configuration_name,
                 self.settings.apply,
@@ -223,6 +229,7 @@ class Sidecar:
         for runner in reversed(self._runners):
             await runner.cleanup()
         await self.invoker.close()
+        await self.resolver.close()
         if self.app_channel is not None:
             await self.app_channel.close()
         await self.registry.close()
