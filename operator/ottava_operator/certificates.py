@@ -4,6 +4,16 @@ Replicas share one CA and certificate through the Secret, so the `caBundle` of t
 webhook configurations is right whichever replica the apiserver reaches. The CA lives
 five years and the serving certificate one; the serving certificate is reissued (by the
 same CA, so the `caBundle` stays valid) when less than a third of its life is left.
+
+Every replica runs this (all of them serve the webhooks), with no leader: replicas that
+start together race to create the Secret, and later each checks it on its own schedule.
+That is safe because the Secret is the one source of truth and every write to it is
+conditional: a create that finds the Secret exists (409) and a replace that finds it
+changed since it was read (409, stale resourceVersion) both start over from a fresh
+read, adopting what the other replica wrote. A replica then serves, and writes into the
+`caBundle`, only what the Secret holds, so the patches from several replicas agree; in
+the one unlucky order (a replica read the Secret just before another replaced the CA)
+the next check, a minute later, puts the right CA back.
 """
 
 import asyncio
@@ -27,6 +37,11 @@ log = logging.getLogger(__name__)
 CA_LIFETIME = datetime.timedelta(days=5 * 365)
 SERVING_LIFETIME = datetime.timedelta(days=365)
 RENEW_WHEN_LEFT = 1 / 3
+# How often each replica re-reads the Secret and the caBundles: how soon it serves a
+# certificate another replica reissued, or repairs a caBundle someone reset.
+CHECK_INTERVAL = 60.0
+# Conflicting writes in a row before giving up until the next check.
+CONFLICT_RETRIES = 5
 
 
 @dataclass(frozen=True)
@@ -152,7 +167,7 @@ class CertificateManager:
         await self._patch_ca_bundles(material.ca_cert)
         return material
 
-    async def run(self, interval: float = 3600.0) -> None:
+    async def run(self, interval: float = CHECK_INTERVAL) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
@@ -161,6 +176,19 @@ class CertificateManager:
                 log.exception("checking the webhook certificate failed; will retry")
 
     async def _load_or_create(self) -> TlsMaterial:
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                return await self._load_or_create_once()
+            except ApiException as err:
+                if err.status != 409:
+                    raise
+                # Another replica wrote the Secret first: read it again and adopt its material.
+                log.info(
+                    "the webhook Secret was written by another replica; reading it again", extra={"attempt": attempt}
+                )
+        raise RuntimeError(f"the webhook Secret kept changing during {CONFLICT_RETRIES} attempts to read it")
+
+    async def _load_or_create_once(self) -> TlsMaterial:
         s = self.settings
         names = s.certificate_names
         try:
@@ -174,14 +202,9 @@ class CertificateManager:
                 type="Opaque",
                 data=material.as_secret_data(),
             )
-            try:
-                await self.core.create_namespaced_secret(s.namespace, body)
-                log.info("created the webhook certificate", extra={"secret": s.cert_secret, "names": list(names)})
-                return material
-            except ApiException as race:
-                if race.status != 409:
-                    raise
-                secret = await self.core.read_namespaced_secret(s.cert_secret, s.namespace)  # another replica won
+            await self.core.create_namespaced_secret(s.namespace, body)  # 409: another replica was first
+            log.info("created the webhook certificate", extra={"secret": s.cert_secret, "names": list(names)})
+            return material
         data = secret.data or {}
         if not {"ca.crt", "ca.key", "tls.crt", "tls.key"} <= set(data):
             material = build(names)
@@ -193,6 +216,7 @@ class CertificateManager:
                 material = build(names, (material.ca_cert, material.ca_key))
         if reason is not None:
             secret.data = material.as_secret_data()
+            # Carries the resourceVersion read above: 409 if another replica replaced it since.
             await self.core.replace_namespaced_secret(s.cert_secret, s.namespace, secret)
             log.info("reissued the webhook certificate", extra={"reason": reason})
         return material
