@@ -19,7 +19,9 @@ def endpoint(address: str, uid: str | None = None, **conditions: bool) -> dict[s
     return item
 
 
-def endpoint_slice(name: str, *endpoints: dict[str, Any], address_type: str = "IPv4", internal: bool = True) -> dict:
+def endpoint_slice(
+    name: str, *endpoints: dict[str, Any], address_type: str = "IPv4", internal: bool = True
+) -> dict[str, Any]:
     ports = [{"name": "grpc", "port": contract.GRPC_PORT, "protocol": "TCP"}]
     if internal:
         ports.append({"name": contract.SERVICE_PORT_INTERNAL, "port": INTERNAL, "protocol": "TCP"})

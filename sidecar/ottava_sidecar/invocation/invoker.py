@@ -77,7 +77,7 @@ class Invoker:
             if remaining <= 0:
                 break
             try:
-                response = await self._client.call(address, target, request, remaining)
+                response = await self._client.call(address, self.resolver.served_app_id(target), request, remaining)
             except grpc.aio.AioRpcError as err:
                 code, details = err.code(), err.details() or ""
                 if code is grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -194,6 +194,10 @@ class KubernetesResolver(NameResolver):
             raise AppNotFoundError(f"no ready pod of app {name!r} in namespace {namespace!r}: {why}")
         return self._round_robin.pick((namespace, name), endpoints.ready, now)
 
+    def served_app_id(self, target: str) -> str:
+        """`id.namespace` is served by the sidecars of app `id`."""
+        return target.partition(".")[0]
+
     def forget(self, app_id: str, address: Address) -> None:
         try:
             name, namespace = split_app_id(app_id, self.namespace)

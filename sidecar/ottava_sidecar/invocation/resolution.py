@@ -48,6 +48,10 @@ class NameResolver(abc.ABC):
     async def resolve(self, app_id: str) -> Address:
         """The internal address of a sidecar serving `app_id`; `AppNotFoundError` if none."""
 
+    def served_app_id(self, target: str) -> str:
+        """The app id the target's sidecar serves, from the form the caller named it in."""
+        return target
+
     def forget(self, app_id: str, address: Address) -> None:  # noqa: B027 - optional hook
         """`address` failed for `app_id`: do not hand it out from a cache again."""
 
