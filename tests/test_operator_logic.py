@@ -1,11 +1,13 @@
 """The operator's decisions that need no cluster: validation messages, RBAC rules, certificates."""
 
+import copy
 import datetime
 import ssl
 from pathlib import Path
 
 from cryptography import x509
-from ottava_operator import certificates, rbac, status, validation
+from ottava_operator import annotations, certificates, rbac, services, status, validation
+from ottava_sidecar import contract
 
 
 def component(**spec: object) -> dict[str, object]:
@@ -89,6 +91,72 @@ def test_kubernetes_configuration_store_gets_configmaps_and_nothing_else_does() 
             "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
         }
     ]
+
+
+def test_sidecars_may_only_list_and_watch_endpoint_slices() -> None:
+    for components in ([], [component()], [component(type="secretstores.kubernetes")]):
+        discovery = [r for r in rbac.role_rules(components) if "discovery.k8s.io" in r["apiGroups"]]
+        assert discovery == [
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}
+        ]
+
+
+def test_peer_role_is_bound_to_the_other_namespaces_with_apps_only() -> None:
+    subjects = rbac.peer_subjects("shop", {"shop", "billing", "audit"})
+    assert [s["name"] for s in subjects] == ["system:serviceaccounts:audit", "system:serviceaccounts:billing"]
+    assert all(s["kind"] == "Group" for s in subjects)
+    assert rbac.peer_subjects("shop", {"shop"}) == [], "alone, a namespace grants nothing to anyone"
+
+
+def test_app_service_is_headless_with_the_named_ports_and_selects_injected_pods() -> None:
+    service = services.app_service("orders", "shop")
+    assert service["metadata"]["name"] == "orders-ottava"
+    assert service["metadata"]["labels"][contract.LABEL_MANAGED_BY] == contract.MANAGED_BY
+    spec = service["spec"]
+    assert spec["clusterIP"] == "None" and spec["publishNotReadyAddresses"] is False
+    assert spec["selector"] == {"ottava.io/app-id": "orders", "ottava.io/sidecar-injected": "true"}
+    assert {p["name"]: p["port"] for p in spec["ports"]} == {
+        "grpc": 50001,
+        "http": 3500,
+        "internal": 50002,
+        "metrics": 9090,
+    }
+
+
+def test_drift_ignores_what_the_apiserver_adds_and_names_what_was_changed() -> None:
+    desired = services.app_service("orders", "shop")
+    as_read = copy.deepcopy(desired)
+    as_read["metadata"].update(uid="u", resourceVersion="7")
+    as_read["metadata"]["labels"]["team"] = "payments"  # someone's extra label is theirs to keep
+    as_read["spec"].update(clusterIPs=["None"], sessionAffinity="None", ipFamilies=["IPv4"])
+    for port in as_read["spec"]["ports"]:
+        port.pop("targetPort")  # defaulted to the port
+    assert services.drift(as_read, desired) == []
+
+    edited = copy.deepcopy(as_read)
+    edited["spec"]["ports"] = edited["spec"]["ports"][:2]
+    edited["spec"]["selector"] = {"app": "orders"}
+    edited["spec"]["publishNotReadyAddresses"] = True
+    del edited["metadata"]["labels"][contract.LABEL_MANAGED_BY]
+    assert services.drift(edited, desired) == [
+        "metadata.labels",
+        "spec.selector",
+        "spec.publishNotReadyAddresses",
+        "spec.ports",
+    ]
+
+
+def test_app_ids_that_cannot_name_a_service_are_explained() -> None:
+    assert contract.app_service_problem("orders-v2") is None
+    assert contract.app_service_problem("o" * 56) is None
+    too_long = contract.app_service_problem("o" * 57)
+    assert too_long is not None and "longer than 56" in too_long
+    for bad in ("orders.v2", "Orders", "2fast", "orders-"):
+        problem = contract.app_service_problem(bad)
+        assert problem is not None and repr(bad) in problem
+    parsed = annotations.parse({"ottava.io/enabled": "true", "ottava.io/app-id": "orders.v2"})
+    assert parsed.app_id == "orders.v2", "a pod with such an id still runs and calls others"
+    assert ["other apps cannot invoke it" in p for p in parsed.problems] == [True]
 
 
 def test_ready_condition_keeps_transition_time_while_status_holds() -> None:

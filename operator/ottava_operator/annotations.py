@@ -45,6 +45,11 @@ def parse(annotations: dict[str, str]) -> PodAnnotations:
     if (value := annotations.get(contract.ANNOTATION_APP_ID)) is not None:
         if _APP_ID.match(value) and len(value) <= 63:
             parsed.app_id = value
+            if (problem := contract.app_service_problem(value)) is not None:
+                # Kept (the pod runs and calls others), but nothing can call it.
+                problems.append(
+                    f"annotation {contract.ANNOTATION_APP_ID}={value!r}: {problem}; other apps cannot invoke it"
+                )
         else:
             bad(contract.ANNOTATION_APP_ID, value, "an app id is a DNS label (lower case, digits, '-', '.')")
     if (value := annotations.get(contract.ANNOTATION_APP_PORT)) is not None:

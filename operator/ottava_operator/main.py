@@ -18,7 +18,7 @@ import kopf
 from kubernetes_asyncio import client, config
 from ottava_sidecar import contract
 
-from ottava_operator import injection, status, validation
+from ottava_operator import injection, services, status, validation
 from ottava_operator.certificates import CertificateManager
 from ottava_operator.events import EventPoster
 from ottava_operator.rbac import SidecarRbac
@@ -37,6 +37,7 @@ class Clients:
     rbac: SidecarRbac
     events: EventPoster
     certificates: CertificateManager
+    app_services: services.AppServices
 
 
 async def _api_client() -> client.ApiClient:
@@ -81,6 +82,10 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
         clients.api = await _api_client()
         clients.rbac = SidecarRbac(clients.api)
         clients.events = EventPoster(clients.api)
+        clients.app_services = services.AppServices(clients.api, clients.rbac, clients.events)
+        # Server-side selectors: only injected pods and our own Services are watched.
+        settings.watching.label_selectors["v1", "pods"] = services.INJECTED_PODS
+        settings.watching.label_selectors["v1", "services"] = services.OUR_SERVICES
         clients.certificates = CertificateManager(ours, clients.api)
         await clients.certificates.ensure()
         spawn(clients.certificates.run())
@@ -159,6 +164,16 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
         # namespace's Components as they are now.
         if namespace:
             await clients.rbac.reconcile(namespace)
+
+    # --- per-app Services (services.py) ----------------------------------------------------
+
+    @kopf.on.event("", "v1", "pods", labels={contract.LABEL_SIDECAR_INJECTED: "true"}, registry=registry)
+    async def app_pod_event(event: kopf.RawEvent, **_: Any) -> None:
+        await clients.app_services.pod_event(dict(event["object"]))
+
+    @kopf.on.event("", "v1", "services", labels={contract.LABEL_MANAGED_BY: contract.MANAGED_BY}, registry=registry)
+    async def app_service_event(event: kopf.RawEvent, **_: Any) -> None:
+        await clients.app_services.service_event(dict(event["object"]))
 
     return registry
 

@@ -10,8 +10,15 @@ ConfigMaps (read, watch, and write for Save/Delete).
 
 It is recomputed from all the namespace's Components whenever one
 changes, so a Secret no Component references any more drops out.
+
+Service invocation needs `list` and `watch` on EndpointSlices (sidecars resolve app ids
+from the slices of each app's Service): in their own namespace through that Role, and in
+the other namespaces that run Ottava apps through a second Role, `ottava-sidecar-peers`,
+with only that rule, bound to the service accounts of those namespaces (`id.namespace`
+calls). Namespaces without Ottava apps grant nothing to anyone.
 """
 
+import asyncio
 import logging
 from typing import Any
 
@@ -25,6 +32,16 @@ log = logging.getLogger(__name__)
 
 ROLE_NAME = "ottava-sidecar"
 LABELS = {"app.kubernetes.io/part-of": "ottava", "app.kubernetes.io/component": "sidecar-rbac"}
+PEER_ROLE_NAME = "ottava-sidecar-peers"
+PEER_LABELS = {"app.kubernetes.io/part-of": "ottava", "app.kubernetes.io/component": "sidecar-peers"}
+PEER_SELECTOR = ",".join(f"{k}={v}" for k, v in PEER_LABELS.items())
+# Read-only, and only what name resolution watches: never `get` (one object by name is
+# not how a sidecar resolves) and nothing else of the discovery group.
+ENDPOINT_SLICES_RULE: dict[str, Any] = {
+    "apiGroups": ["discovery.k8s.io"],
+    "resources": ["endpointslices"],
+    "verbs": ["list", "watch"],
+}
 
 
 def role_rules(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -33,7 +50,8 @@ def role_rules(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "apiGroups": [contract.API_GROUP],
             "resources": ["components", "configurations"],
             "verbs": ["get", "list", "watch"],
-        }
+        },
+        dict(ENDPOINT_SLICES_RULE),
     ]
     secrets = sorted(set().union(*(referenced_secrets(c) for c in components)) if components else set())
     stores = [c for c in components if _type(c) == KUBERNETES_SECRET_STORE]
@@ -82,55 +100,110 @@ def _allowed_secrets(component: dict[str, Any]) -> set[str] | None:
     return None
 
 
+def peer_subjects(namespace: str, namespaces: set[str]) -> list[dict[str, Any]]:
+    """Who may watch `namespace`'s EndpointSlices from elsewhere: the service accounts of the
+    other namespaces that run Ottava apps (their own namespace is the main Role's)."""
+    return [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": f"system:serviceaccounts:{other}"}
+        for other in sorted(namespaces - {namespace})
+    ]
+
+
+def _role(name: str, namespace: str, labels: dict[str, str], rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "rules": rules,
+    }
+
+
+def _binding(name: str, namespace: str, labels: dict[str, str], subjects: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": subjects,
+    }
+
+
 class SidecarRbac:
     def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
         self.custom = client.CustomObjectsApi(api)
         self.rbac = client.RbacAuthorizationV1Api(api)
+        # Component events and app pods both reconcile a namespace; one at a time, so that
+        # no write is based on a Role another one has just replaced.
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def reconcile(self, namespace: str) -> list[dict[str, Any]]:
+        async with self._locks.setdefault(namespace, asyncio.Lock()):
+            return await self._reconcile(namespace)
+
+    async def _reconcile(self, namespace: str) -> list[dict[str, Any]]:
         listed = await self.custom.list_namespaced_custom_object(
             contract.API_GROUP, contract.API_VERSION, namespace, "components"
         )
         components = [c for c in listed.get("items", []) if not (c.get("metadata") or {}).get("deletionTimestamp")]
         rules = role_rules(components)
-        role = {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": ROLE_NAME, "namespace": namespace, "labels": LABELS},
-            "rules": rules,
-        }
-        binding = {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": ROLE_NAME, "namespace": namespace, "labels": LABELS},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE_NAME},
-            "subjects": [
-                {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "Group",
-                    "name": f"system:serviceaccounts:{namespace}",
-                }
-            ],
-        }
+        subjects = [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": f"system:serviceaccounts:{namespace}"}
+        ]
+        await self._upsert_role(namespace, _role(ROLE_NAME, namespace, LABELS, rules))
+        await self._upsert_binding(namespace, _binding(ROLE_NAME, namespace, LABELS, subjects))
+        log.info("sidecar RBAC reconciled", extra={"namespace": namespace, "rules": len(rules)})
+        return rules
+
+    async def reconcile_peers(self, namespaces: set[str]) -> None:
+        """In each namespace that runs Ottava apps, let the others' sidecars watch its
+        EndpointSlices; remove that grant wherever it is no longer needed."""
+        for namespace in sorted(namespaces):
+            subjects = peer_subjects(namespace, namespaces)
+            if not subjects:
+                continue
+            async with self._locks.setdefault(namespace, asyncio.Lock()):
+                role = _role(PEER_ROLE_NAME, namespace, PEER_LABELS, [dict(ENDPOINT_SLICES_RULE)])
+                try:
+                    await self._upsert_role(namespace, role)
+                    await self._upsert_binding(namespace, _binding(PEER_ROLE_NAME, namespace, PEER_LABELS, subjects))
+                except ApiException as err:  # e.g. a namespace being deleted: the others still get theirs
+                    log.warning(
+                        "cannot write the sidecars' peer Role",
+                        extra={"namespace": namespace, "status": err.status, "reason": err.reason},
+                    )
+        bindings = await self.rbac.list_role_binding_for_all_namespaces(label_selector=PEER_SELECTOR)
+        roles = await self.rbac.list_role_for_all_namespaces(label_selector=PEER_SELECTOR)
+        present = {b.metadata.namespace for b in bindings.items} | {r.metadata.namespace for r in roles.items}
+        stale = {ns for ns in present if ns not in namespaces or not peer_subjects(ns, namespaces)}
+        for namespace in sorted(stale):
+            for delete in (self.rbac.delete_namespaced_role_binding, self.rbac.delete_namespaced_role):
+                try:
+                    await delete(PEER_ROLE_NAME, namespace)
+                except ApiException as err:
+                    if err.status != 404:
+                        raise
+        log.info("sidecar peer RBAC reconciled", extra={"namespaces": len(namespaces), "removed": len(stale)})
+
+    async def _upsert_role(self, namespace: str, body: dict[str, Any]) -> None:
         await self._upsert(
             self.rbac.read_namespaced_role,
             self.rbac.create_namespaced_role,
             self.rbac.replace_namespaced_role,
             namespace,
-            role,
+            body,
         )
+
+    async def _upsert_binding(self, namespace: str, body: dict[str, Any]) -> None:
         await self._upsert(
             self.rbac.read_namespaced_role_binding,
             self.rbac.create_namespaced_role_binding,
             self.rbac.replace_namespaced_role_binding,
             namespace,
-            binding,
+            body,
         )
-        log.info("sidecar RBAC reconciled", extra={"namespace": namespace, "rules": len(rules)})
-        return rules
 
-    @staticmethod
-    async def _upsert(read: Any, create: Any, replace: Any, namespace: str, body: dict[str, Any]) -> None:
+    async def _upsert(self, read: Any, create: Any, replace: Any, namespace: str, body: dict[str, Any]) -> None:
         name = body["metadata"]["name"]
         try:
             current = await read(name, namespace)
@@ -139,5 +212,10 @@ class SidecarRbac:
                 raise
             await create(namespace, body)
             return
+        document = self.api.sanitize_for_serialization(current)
+        labels = (document.get("metadata") or {}).get("labels") or {}
+        same = all(document.get(key) == body[key] for key in body if key not in ("apiVersion", "kind", "metadata"))
+        if same and all(labels.get(k) == v for k, v in body["metadata"]["labels"].items()):
+            return  # nothing to write: most reconciles change nothing
         body["metadata"]["resourceVersion"] = current.metadata.resource_version
         await replace(name, namespace, body)
