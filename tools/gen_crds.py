@@ -5,8 +5,10 @@
                                       committed crds/ differ from a fresh rendering
 
 The rendering itself lives in ``ottava_sidecar.resources.crd`` (so tests and the Helm
-chart use the same code); this script only compares and writes. Everything under
-crds/ is owned by this script: files it does not produce are removed.
+chart use the same code), plus the CRD of kopf's peering from ``ottava_operator.peering``
+(the operator replicas elect their leader with it); this script only compares and
+writes. Everything under crds/ is owned by this script: files it does not produce are
+removed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ottava_operator import peering
 from ottava_sidecar.resources import crd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    fresh = crd.render_crds()
+    fresh = {**crd.render_crds(), **peering.render_crds()}
     status = 0
     for folder in CRDS_DIRS:
         committed = _committed(folder)

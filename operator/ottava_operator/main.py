@@ -5,20 +5,23 @@ webhook configurations themselves come from the Helm chart (with the CEL
 `matchConditions`, `failurePolicy: Ignore` and namespace exclusions that kopf's
 self-managed configurations do not offer), and the operator only keeps their `caBundle`
 in step.
+
+Replicas: every replica serves admission; one leads the watch-driven work (status, RBAC),
+elected with kopf's peering (`peering.py`).
 """
 
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import logging
-import os
 from typing import Any, cast
 
 import kopf
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from ottava_sidecar import contract
 
-from ottava_operator import injection, services, status, validation
+from ottava_operator import connection, injection, peering, services, sidecar_form, status, validation
 from ottava_operator.certificates import CertificateManager
 from ottava_operator.events import EventPoster
 from ottava_operator.rbac import SidecarRbac
@@ -38,17 +41,11 @@ class Clients:
     events: EventPoster
     certificates: CertificateManager
     app_services: services.AppServices
+    injector: injection.InjectorSettings  # the chart's defaults, in the form decided at start
+    role: peering.Role | None = None
 
 
-async def _api_client() -> client.ApiClient:
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    else:
-        await config.load_kube_config()
-    return client.ApiClient()
-
-
-def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
+def build_registry(ours: OperatorSettings, identity: str = "") -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     clients = Clients()
     background: set[asyncio.Task[None]] = set()
@@ -61,9 +58,7 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # An explicit kubeconfig wins (operator run out of cluster); in a pod, the token.
-        if os.environ.get("KUBECONFIG"):
-            return kopf.login_with_kubeconfig(**kwargs)
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        return connection.kopf_login(**kwargs)
 
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -79,7 +74,7 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
             pkeyfile=str(ours.cert_dir / "tls.key"),
             file_check_interval=30,
         )
-        clients.api = await _api_client()
+        clients.api = await connection.api_client()
         clients.rbac = SidecarRbac(clients.api)
         clients.events = EventPoster(clients.api)
         clients.app_services = services.AppServices(clients.api, clients.rbac, clients.events)
@@ -89,7 +84,18 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
         clients.certificates = CertificateManager(ours, clients.api)
         await clients.certificates.ensure()
         spawn(clients.certificates.run())
-        log.info("operator started", extra={"namespace": ours.namespace, "webhookPort": ours.webhook_port})
+        native = await sidecar_form.decide(ours.native_sidecar, clients.api)
+        clients.injector = dataclasses.replace(ours.injector, native_sidecar=native)
+        if ours.peering_name:
+            settings.peering.lifetime = ours.peering_lifetime
+            settings.peering.stealth = True
+            await peering.ensure_peering_object(clients.api, ours.peering_name)
+            clients.role = peering.Role(clients.api, ours.peering_name, identity)
+            spawn(clients.role.run())
+        log.info(
+            "operator started",
+            extra={"namespace": ours.namespace, "webhookPort": ours.webhook_port, "peer": identity},
+        )
 
     @kopf.on.cleanup(registry=registry)
     async def stop(**_: Any) -> None:
@@ -123,7 +129,7 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
         log.info("injector called", extra={"namespace": namespace, "owner": owner, "dryRun": dryrun})
         if namespace in (*NEVER_INJECTED, ours.namespace):
             return
-        result = injection.inject(pod, ours.injector)
+        result = injection.inject(pod, clients.injector)
         warnings.extend(result.warnings)
         if result.warnings and not dryrun:
             spawn(clients.events.warn(namespace, pod, "BadOttavaAnnotation", "; ".join(result.warnings)))
@@ -179,10 +185,16 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
 
 
 async def run(settings: OperatorSettings) -> None:
-    registry = build_registry(settings)
+    identity = peering.identity()
+    registry = build_registry(settings, identity)
+    elect = bool(settings.peering_name)
     await kopf.operator(
         registry=registry,
         clusterwide=True,
-        standalone=True,
+        standalone=not elect,
+        peering_name=settings.peering_name if elect else None,
+        priority=peering.priority() if elect else None,
+        # kopf's type for it is a NewType of str that kopf does not export.
+        identity=cast(Any, identity) if elect else None,
         liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
     )

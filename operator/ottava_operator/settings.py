@@ -21,6 +21,17 @@ class OperatorSettings:
     validating_webhook: str = "ottava-validator"
     cert_dir: Path = Path("/tmp/ottava-webhook")
     liveness_port: int = 8080
+    # The ClusterKopfPeering the replicas elect their leader in (see peering.py); empty:
+    # no election, this process does everything (a single operator, e.g. in development).
+    peering_name: str = "ottava"
+    # Seconds a replica's keep-alive stays valid: the bound on a handover after a leader
+    # dies without saying so (SIGKILL, node lost).
+    peering_lifetime: int = 15
+    # The sidecar's form: "auto" (native from Kubernetes 1.29, read from GET /version at
+    # start), "true" (always native) or "false" (always a regular container).
+    native_sidecar: str = "auto"
+    # The image, resources and form of injected sidecars; `native_sidecar` above decides
+    # the form at start, whatever this one says.
     injector: InjectorSettings = field(default_factory=InjectorSettings)
 
     @property

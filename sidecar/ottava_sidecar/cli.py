@@ -32,6 +32,14 @@ def _port(text: str) -> int:
     return value
 
 
+def _peering_lifetime(text: str) -> int:
+    value = int(text)
+    # kopf renews 5 to 10 s before the record expires; a shorter lifetime leaves no margin.
+    if value < 12:
+        raise argparse.ArgumentTypeError(f"{value} s is too short: keep-alives go out 5-10 s before expiry (min 12)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ottava", description="Ottava: a multi-runtime sidecar.")
     parser.add_argument("--version", action="version", version=f"ottava {__version__}")
@@ -156,6 +164,24 @@ def _add_operator_command(commands: "argparse._SubParsersAction[argparse.Argumen
     )
     op.add_argument("--cert-dir", type=Path, default=Path(env("TMPDIR", "/tmp")) / "ottava-webhook")
     op.add_argument("--liveness-port", type=_port, default=8080)
+    op.add_argument(
+        "--peering-name",
+        default="ottava",
+        help="ClusterKopfPeering in which replicas elect the one that runs status and RBAC ('' for no election)",
+    )
+    op.add_argument(
+        "--peering-lifetime",
+        type=_peering_lifetime,
+        default=15,
+        help="seconds a replica's keep-alive stays valid: the longest a standby waits for a leader that died",
+    )
+    op.add_argument(
+        "--native-sidecar",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="inject the sidecar as a native sidecar (init container, restartPolicy: Always); "
+        "auto: when the apiserver is 1.29 or later",
+    )
     op.add_argument("--sidecar-image", default=None, help="default image of injected sidecars")
     op.add_argument("--sidecar-cpu-request", default="100m")
     op.add_argument("--sidecar-memory-request", default="128Mi")
@@ -183,6 +209,9 @@ def _operator(args: argparse.Namespace) -> int:
         validating_webhook=args.validating_webhook,
         cert_dir=args.cert_dir,
         liveness_port=args.liveness_port,
+        peering_name=args.peering_name,
+        peering_lifetime=args.peering_lifetime,
+        native_sidecar=args.native_sidecar,
         injector=InjectorSettings(
             image=args.sidecar_image or defaults.image,
             cpu_request=args.sidecar_cpu_request,

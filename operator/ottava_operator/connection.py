@@ -1,0 +1,58 @@
+"""How the operator reaches the apiserver: its pod's ServiceAccount in a cluster, a
+kubeconfig elsewhere (`KUBECONFIG` set, e.g. an operator run out of cluster).
+
+Two clients connect: kopf (watches, admission, peering) and `kubernetes_asyncio`
+(certificates, RBAC, Events). Both must take the same path. kopf's own
+`login_with_service_account` dials `https://kubernetes.default.svc`, which needs cluster
+DNS; client-go and `kubernetes_asyncio` dial `KUBERNETES_SERVICE_HOST:PORT`, which the
+kubelet sets in every pod, so the operator does the same and works in clusters without
+DNS too. kopf calls the login again after a 401, so a rotated token is re-read.
+"""
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import kopf
+from kubernetes_asyncio import client, config
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def in_cluster(environ: Mapping[str, str] = os.environ) -> bool:
+    return bool(environ.get("KUBERNETES_SERVICE_HOST")) and not environ.get("KUBECONFIG")
+
+
+def service_account_login(
+    environ: Mapping[str, str] = os.environ, directory: Path = SERVICE_ACCOUNT_DIR
+) -> kopf.ConnectionInfo | None:
+    """kopf's credentials from the pod's ServiceAccount, or None outside a pod."""
+    host = environ.get("KUBERNETES_SERVICE_HOST")
+    token = directory / "token"
+    if not host or not token.exists():
+        return None
+    port = environ.get("KUBERNETES_SERVICE_PORT", "443")
+    ca = directory / "ca.crt"
+    namespace = directory / "namespace"
+    return kopf.ConnectionInfo(
+        server=f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}",
+        ca_path=str(ca) if ca.exists() else None,
+        token=token.read_text(encoding="utf-8").strip() or None,
+        default_namespace=namespace.read_text(encoding="utf-8").strip() if namespace.exists() else None,
+    )
+
+
+def kopf_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    if in_cluster():
+        return service_account_login()
+    return kopf.login_with_kubeconfig(**kwargs)
+
+
+async def api_client() -> client.ApiClient:
+    """A `kubernetes_asyncio` client on the same credentials as kopf's."""
+    if in_cluster():
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    else:
+        await config.load_kube_config()
+    return client.ApiClient()
