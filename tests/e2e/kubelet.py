@@ -55,6 +55,13 @@ class PodSidecar:
         return self.process.returncode
 
 
+def sidecar_container(pod: client.V1Pod) -> client.V1Container | None:
+    """The injected sidecar: a native sidecar (an init container with restartPolicy: Always)
+    on Kubernetes 1.29 and later, a regular container before; None when not injected."""
+    spec = pod.spec
+    return next((c for c in [*(spec.init_containers or []), *spec.containers] if c.name == SIDECAR), None)
+
+
 def _resolve_env(pod: dict[str, Any], container: dict[str, Any], core: client.CoreV1Api) -> dict[str, str]:
     metadata = pod["metadata"]
     env: dict[str, str] = {}
@@ -79,7 +86,8 @@ def run_sidecar(
 ) -> PodSidecar:
     """Start the pod's sidecar as the kubelet would, and wait until the named probe passes."""
     document = api.sanitize_for_serialization(pod)
-    container = next(c for c in document["spec"]["containers"] if c["name"] == SIDECAR)
+    spec = document["spec"]
+    container = next(c for c in [*spec.get("initContainers", []), *spec["containers"]] if c["name"] == SIDECAR)
     core = client.CoreV1Api(api)
     env = _resolve_env(document, container, core)
     namespace = document["metadata"]["namespace"]

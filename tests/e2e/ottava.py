@@ -40,6 +40,8 @@ OTTAVA = str(Path(sys.executable).with_name("ottava"))
 class Operator:
     process: subprocess.Popen[bytes]
     log_path: Path
+    webhook_port: int = WEBHOOK_PORT
+    liveness_port: int = LIVENESS_PORT
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -60,8 +62,13 @@ def _port_free(port: int) -> bool:
 
 
 def install(cluster: cluster_mod.Cluster) -> None:
-    """`helm upgrade --install` the chart (idempotent), webhooks pointed at the local operator."""
+    """`helm upgrade --install` the chart (idempotent), webhooks pointed at the local operator.
+
+    `helm upgrade` leaves CRDs alone, so a cluster kept from an older run gets the chart's
+    current ones first, as the docs tell users to do on upgrade.
+    """
     helm = cluster.bin_dir / "helm"
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
     cluster_mod.run_tool(
         helm,
         "--kubeconfig",
@@ -80,13 +87,41 @@ def install(cluster: cluster_mod.Cluster) -> None:
     )
 
 
-def start_operator(cluster: cluster_mod.Cluster, api: client.ApiClient, *, log_level: str = "info") -> Operator:
-    """Run `ottava operator` as the chart's ServiceAccount; return once its webhook serves."""
+def start_operator(
+    cluster: cluster_mod.Cluster,
+    api: client.ApiClient,
+    *,
+    log_level: str = "info",
+    webhook_port: int = WEBHOOK_PORT,
+    liveness_port: int = LIVENESS_PORT,
+) -> Operator:
+    """Run `ottava operator` as the chart's ServiceAccount; return once its webhook serves.
+
+    The chart's `webhook.url` names the default ports; an operator on other ports is a
+    second replica (it serves admission to whoever calls those ports, and takes part in
+    the leader election).
+    """
+    operator = launch_operator(api, log_level=log_level, webhook_port=webhook_port, liveness_port=liveness_port)
+    wait_serving(operator, api)
+    if webhook_port == WEBHOOK_PORT:
+        (STATE / "operator.pid").write_text(str(operator.process.pid))
+    return operator
+
+
+def launch_operator(
+    api: client.ApiClient,
+    *,
+    log_level: str = "info",
+    webhook_port: int = WEBHOOK_PORT,
+    liveness_port: int = LIVENESS_PORT,
+) -> Operator:
+    """Start `ottava operator` without waiting for it (see `wait_serving`)."""
     STATE.mkdir(parents=True, exist_ok=True)
-    if not _port_free(WEBHOOK_PORT):
-        raise RuntimeError(f"port {WEBHOOK_PORT} is taken: is an operator already running (make e2e-down)?")
+    if not _port_free(webhook_port):
+        raise RuntimeError(f"port {webhook_port} is taken: is an operator already running (make e2e-down)?")
+    suffix = "" if webhook_port == WEBHOOK_PORT else f"-{webhook_port}"
     kubeconfig = service_account_kubeconfig(api, NAMESPACE, OPERATOR_SA, STATE / "operator.kubeconfig")
-    log_path = STATE / "operator.log"
+    log_path = STATE / f"operator{suffix}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [
@@ -97,7 +132,7 @@ def start_operator(cluster: cluster_mod.Cluster, api: client.ApiClient, *, log_l
                 "--webhook-address",
                 "127.0.0.1",
                 "--webhook-port",
-                str(WEBHOOK_PORT),
+                str(webhook_port),
                 "--webhook-host",
                 "127.0.0.1",
                 "--service-name",
@@ -109,9 +144,9 @@ def start_operator(cluster: cluster_mod.Cluster, api: client.ApiClient, *, log_l
                 "--validating-webhook",
                 f"{RELEASE}-validator",
                 "--liveness-port",
-                str(LIVENESS_PORT),
+                str(liveness_port),
                 "--cert-dir",
-                str(STATE / "webhook-cert"),
+                str(STATE / f"webhook-cert{suffix}"),
                 "--log-level",
                 log_level,
                 "--log-format",
@@ -122,8 +157,13 @@ def start_operator(cluster: cluster_mod.Cluster, api: client.ApiClient, *, log_l
             stdin=subprocess.DEVNULL,
             env={**os.environ, "KUBECONFIG": str(kubeconfig)},
         )
-    operator = Operator(process, log_path)
+    return Operator(process, log_path, webhook_port, liveness_port)
+
+
+def wait_serving(operator: Operator, api: client.ApiClient) -> None:
+    """Wait until the operator's webhook and liveness ports serve and the caBundle is patched."""
     admission = client.AdmissionregistrationV1Api(api)
+    process = operator.process
 
     def serving() -> bool:
         if process.poll() is not None:
@@ -132,8 +172,8 @@ def start_operator(cluster: cluster_mod.Cluster, api: client.ApiClient, *, log_l
         bundled = all(w.client_config.ca_bundle for w in configuration.webhooks)
         return (
             bundled
-            and not _port_free(WEBHOOK_PORT)
-            and httpx.get(f"http://127.0.0.1:{LIVENESS_PORT}/healthz").is_success
+            and not _port_free(operator.webhook_port)
+            and httpx.get(f"http://127.0.0.1:{operator.liveness_port}/healthz").is_success
         )
 
     try:
@@ -141,8 +181,6 @@ def start_operator(cluster: cluster_mod.Cluster, api: client.ApiClient, *, log_l
     except Exception:
         operator.stop()
         raise
-    (STATE / "operator.pid").write_text(str(process.pid))
-    return operator
 
 
 def _exited(pid: int) -> bool:
@@ -164,7 +202,10 @@ def apiserver_down(cluster: cluster_mod.Cluster) -> Iterator[None]:
     pid = int(pid_file.read_text())
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
     os.kill(pid, signal.SIGTERM)
-    cluster_mod.poll(lambda: _exited(pid), timeout=60, what="kube-apiserver to exit")
+    # With watches open (the operator's, a sidecar's) it exits only when its HTTP server's
+    # 60 s shutdown deadline passes ("Failed to shutdown server: context deadline
+    # exceeded"): a 60 s wait here raced that deadline.
+    cluster_mod.poll(lambda: _exited(pid), timeout=120, what="kube-apiserver to exit")
     try:
         yield
     finally:

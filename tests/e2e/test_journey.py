@@ -94,7 +94,7 @@ def journey(
     annotations = {"ottava.io/enabled": "true", "ottava.io/app-id": "journey", "ottava.io/config": "journey"}
     assert apply(cluster, ns, deployment("journey", annotations)).returncode == 0
     pod = pod_of(kube, ns, "journey")
-    assert "ottava-sidecar" in [c.name for c in pod.spec.containers]
+    assert kubelet.sidecar_container(pod) is not None
     sidecar = kubelet.run_sidecar(pod, kube, tmp_path)
     yield ns, sidecar
     sidecar.stop()

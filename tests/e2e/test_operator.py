@@ -17,7 +17,7 @@ import yaml
 from kubernetes import client
 
 from . import cluster as cluster_mod
-from . import ottava
+from . import kubelet, ottava
 
 pytestmark = pytest.mark.e2e
 
@@ -137,7 +137,13 @@ def test_annotated_deployment_gets_the_sidecar_in_a_restricted_namespace(
     assert pod.metadata.labels["ottava.io/sidecar-injected"] == "true"
     assert pod.metadata.labels["ottava.io/app-id"] == "checkout"
     containers = {c.name: c for c in pod.spec.containers}
-    sidecar = containers["ottava-sidecar"]
+    # The control plane is 1.36: the sidecar is native, the first init container, and the
+    # kubelet starts the app only once its startupProbe passes.
+    assert [c.name for c in pod.spec.init_containers] == ["ottava-sidecar"]
+    assert list(containers) == ["app"]
+    sidecar = pod.spec.init_containers[0]
+    assert sidecar.restart_policy == "Always"
+    assert sidecar.startup_probe.http_get.path == "/actuator/health/liveness"
     assert sidecar.readiness_probe.http_get.path == "/actuator/health/readiness"
     assert sidecar.liveness_probe.http_get.path == "/actuator/health/liveness"
     assert sidecar.readiness_probe.http_get.port == 3500
@@ -158,6 +164,7 @@ def test_pod_without_the_annotation_is_untouched_and_never_sent_to_the_injector(
     assert result.returncode == 0, result.stderr
     pod = pod_of(kube, namespace, "plain")
     assert [c.name for c in pod.spec.containers] == ["app"]
+    assert kubelet.sidecar_container(pod) is None
     assert "ottava.io/sidecar-injected" not in (pod.metadata.labels or {})
     # The CEL matchCondition keeps the apiserver from calling the webhook at all: the
     # operator logs every call it gets, and none names this namespace.
@@ -172,7 +179,7 @@ def test_bad_annotation_is_a_warning_and_an_event_not_a_denial(
     annotations = {"ottava.io/enabled": "true", "ottava.io/app-port": "eighty"}
     assert apply(cluster, namespace, deployment("typo", annotations)).returncode == 0
     pod = pod_of(kube, namespace, "typo")
-    assert "ottava-sidecar" in [c.name for c in pod.spec.containers]
+    assert kubelet.sidecar_container(pod) is not None
 
     def event() -> str | None:
         events = client.CoreV1Api(kube).list_namespaced_event(namespace).items
@@ -230,6 +237,7 @@ def test_with_the_operator_stopped_pods_are_still_created_without_sidecar(
         assert apply(cluster, namespace, deployment("failopen", annotations)).returncode == 0
         pod = pod_of(kube, namespace, "failopen")
         assert [c.name for c in pod.spec.containers] == ["app"]
+        assert kubelet.sidecar_container(pod) is None
     finally:
         # The session's other tests need it back: same process object, fresh operator.
         restarted = ottava.start_operator(cluster, kube)
