@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 ARGS ?=
 
-.PHONY: help venv run test pytest lint fmt proto crds golden check-generated bench cluster-up cluster-down e2e-up e2e-down clean
+.PHONY: help venv run test pytest lint fmt proto crds golden check-generated bench image cluster-up cluster-down e2e-up e2e-down clean
 
 help:
 	@echo "make run           start the sidecar standalone on in-memory components (ARGS='--app-id x …')"
@@ -19,6 +19,7 @@ help:
 	@echo "make crds          regenerate crds/ from the resource models"
 	@echo "make golden        rewrite the injector golden files (review the diff)"
 	@echo "make bench         GetState vs a bare grpc.aio server; pub/sub events/s; invocation vs a direct call"
+	@echo "make image         build the image ottava/ottava:<version> into dist/ottava-<version>.image.tar (root; no Docker; image/README.md)"
 	@echo "make cluster-up    build (once) and start a local Kubernetes control plane (e2e/)"
 	@echo "make cluster-down  stop it and remove its state"
 	@echo "make e2e-up        cluster-up, then helm install Ottava and start its operator"
@@ -70,6 +71,10 @@ bench: venv
 	$(PY) -m bench.pubsub
 	$(PY) -m bench.invoke
 	$(PY) -m bench.state_redis
+
+# The archive loads with `docker load -i` or `ctr -n k8s.io images import` (image/README.md).
+image:
+	@image/build.sh ottava
 
 cluster-up:
 	$(MAKE) -C e2e up
