@@ -332,6 +332,17 @@ compile_python() {
 
 # --- archives ------------------------------------------------------------------------------
 
+# Appends ROOT/PATH (and everything under it) to the image as one layer. GNU tar writes
+# the layer and umoci adds it: `umoci insert` would do both, but Debian's umoci 0.4.7
+# leaves its tar without the end-of-archive blocks, which GNU tar, Python's tarfile and
+# image scanners reject (umoci issue 436, fixed upstream after 0.4.7).
+add_layer() {
+  local image="$1" root="$2" path="$3" what="$4"
+  tar --create --file "$work/layer.tar" --directory "$root" --format=gnu --numeric-owner --sort=name "$path"
+  umoci raw add-layer --image "$image" --history.created_by "image/build.sh: $what" "$work/layer.tar"
+  rm -f "$work/layer.tar"
+}
+
 # skopeo writes the docker-archive (manifest.json with RepoTags, one tar per layer);
 # `ctr images import` and `docker load` both read it.
 write_archive() {
@@ -486,9 +497,8 @@ cmd_ottava() {
   compile_python "$builder" /opt/ottava
   log "packing the /opt/ottava layer and the image config"
   cp -a "$runtime/oci" "$work/oci"
-  umoci insert --image "$work/oci:base" --tag image \
-    --history.created_by "image/build.sh: /opt/ottava (ottava $version and its runtime dependencies)" \
-    "$builder/opt/ottava" /opt/ottava
+  umoci tag --image "$work/oci:base" image
+  add_layer "$work/oci:image" "$builder" opt/ottava "/opt/ottava (ottava $version and its runtime dependencies)"
   local config=(--created "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --config.user "$uid:$uid" --config.entrypoint ottava --config.cmd run
     --config.env "PATH=/opt/ottava/bin:$path_env" --config.env LANG=C.UTF-8 --config.env PYTHONUNBUFFERED=1
     --config.label org.opencontainers.image.title=ottava
@@ -577,9 +587,9 @@ cmd_app() {
   compile_python "$builder" /opt/venv /app
   log "packing the /opt/venv and /app layers and the image config"
   cp -a "$runtime/oci" "$work/oci"
-  umoci insert --image "$work/oci:base" --tag image --history.created_by "image/build.sh app: /opt/venv" \
-    "$builder/opt/venv" /opt/venv
-  umoci insert --image "$work/oci:image" --history.created_by "image/build.sh app: /app" "$builder/app" /app
+  umoci tag --image "$work/oci:base" image
+  add_layer "$work/oci:image" "$builder" opt/venv "app $name: /opt/venv"
+  add_layer "$work/oci:image" "$builder" app "app $name: /app"
   local config=(--created "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --config.user "$user" --config.entrypoint /opt/venv/bin/python3 --config.entrypoint "/app/$main"
     --config.workingdir /app --config.env "PATH=/opt/venv/bin:$path_env" --config.env LANG=C.UTF-8
     --config.env PYTHONUNBUFFERED=1)

@@ -196,6 +196,23 @@ def test_skopeo_reads_the_archive_as_docker_load_would(image: Archive) -> None:
     assert inspected["Labels"]["org.opencontainers.image.version"] == VERSION
 
 
+def assert_layers_are_complete_tars(archive: Archive) -> None:
+    """Image scanners and GNU tar reject a layer without its end-of-archive blocks, where
+    Go readers (docker, containerd) do not notice; umoci 0.4.7's `insert` wrote such layers."""
+    with tarfile.open(archive.path) as outer:
+        for name in archive.manifest["Layers"]:
+            layer = outer.extractfile(name)
+            assert layer is not None
+            with tarfile.open(fileobj=layer, mode="r|") as files:
+                assert sum(1 for _ in files) > 0
+            layer.seek(0, os.SEEK_END)
+            assert layer.tell() % 512 == 0, f"layer {name} is not whole 512-byte blocks"
+
+
+def test_every_layer_is_a_complete_tar(image: Archive) -> None:
+    assert_layers_are_complete_tars(image)
+
+
 def test_rootfs_holds_no_build_tools_and_fits_the_budget(bundle: Bundle) -> None:
     rootfs = bundle.rootfs
     site = rootfs / "opt/ottava/lib/python3.11/site-packages"
@@ -309,6 +326,7 @@ def test_app_image_runs_a_dapr_sdk_app_on_the_same_base(image: Archive, tmp_path
     assert config["User"] == "65532:65532" and set(config["ExposedPorts"]) == {"8000/tcp"}
     # The Python base is one layer, the same in both images: a node stores it once.
     assert archive.manifest["Layers"][0] == image.manifest["Layers"][0]
+    assert_layers_are_complete_tars(archive)
     bundle = unpack(out, tmp_path / "unpacked")
     status, output = bundle.run_to_end(bundle.config["process"]["args"], tmp_path)
     assert (status, output.strip()) == (0, "app 65532 /opt/venv DaprClient"), output
