@@ -19,6 +19,13 @@ from kubernetes_asyncio import client, config
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
+# Seconds between kopf's retries of a failed API request (kopf's default sequence, then
+# every 30 s), about 10 minutes in all. kopf's default gives up after 54 s, and a
+# peering keep-alive that gives up stops the whole operator: every apiserver restart
+# longer than a minute (a control-plane upgrade) would kill it. This rides those out;
+# an outage beyond 10 minutes still ends in an exit and a restart by the kubelet.
+API_RETRY_BACKOFFS: tuple[float, ...] = (1, 1, 2, 3, 5, 8, 13, 21) + (30,) * 18
+
 
 def in_cluster(environ: Mapping[str, str] = os.environ) -> bool:
     return bool(environ.get("KUBERNETES_SERVICE_HOST")) and not environ.get("KUBECONFIG")

@@ -67,6 +67,7 @@ def build_registry(ours: OperatorSettings, identity: str = "") -> kopf.OperatorR
             prefix="operator.ottava.io", key="last-handled-configuration"
         )
         settings.admission.managed = None
+        settings.networking.error_backoffs = connection.API_RETRY_BACKOFFS
         settings.admission.server = kopf.WebhookServer(
             addr=ours.webhook_address,
             port=ours.webhook_port,

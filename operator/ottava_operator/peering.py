@@ -181,11 +181,15 @@ class Role:
         return leading
 
     async def run(self) -> None:
+        failing = False
         while True:
             try:
                 await self.check()
+                failing = False
             except Exception as err:
-                log.warning("could not read the peering object: %s", err, extra={"peering": self.name})
+                if not failing:  # once per outage, not every interval
+                    log.warning("could not read the peering object: %s", err, extra={"peering": self.name})
+                failing = True
             await asyncio.sleep(self.interval)
 
 
