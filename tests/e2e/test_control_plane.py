@@ -103,24 +103,29 @@ def test_deployment_of_two_replicas_yields_two_pods(kube: client.ApiClient, name
             selector=client.V1LabelSelector(match_labels=labels),
             template=client.V1PodTemplateSpec(
                 metadata=client.V1ObjectMeta(labels=labels),
-                # Never pulled nor run: there is no kubelet.
-                spec=client.V1PodSpec(containers=[client.V1Container(name="app", image="ottava-e2e/app:unused")]),
+                # The node has this image (built and imported by cluster.sh up); it never pulls.
+                spec=client.V1PodSpec(
+                    containers=[
+                        client.V1Container(name="app", image=cluster_mod.PAUSE_IMAGE, image_pull_policy="Never")
+                    ],
+                    termination_grace_period_seconds=1,
+                ),
             ),
         ),
     )
     client.AppsV1Api(kube).create_namespaced_deployment(namespace, deployment)
     core = client.CoreV1Api(kube)
 
-    def two_pods() -> list[Any] | None:
+    def two_running_pods() -> list[Any] | None:
         pods = core.list_namespaced_pod(namespace, label_selector="app=two-replicas").items
-        return pods if len(pods) == 2 else None
+        return pods if len(pods) == 2 and all(pod.status.phase == "Running" for pod in pods) else None
 
-    pods = cluster_mod.poll(two_pods, timeout=60, what="the Deployment's 2 pods")
-    # Created by the controllers (Deployment -> ReplicaSet -> Pods), not by us.
+    pods = cluster_mod.poll(two_running_pods, timeout=60, what="the Deployment's 2 pods to run")
+    # Created by the controllers (Deployment -> ReplicaSet -> Pods), not by us,
+    # bound to the node by the scheduler and run there by the kubelet.
     owners = {ref.kind for pod in pods for ref in pod.metadata.owner_references or []}
     assert owners == {"ReplicaSet"}
-    # Admitted, stored, and never scheduled: nothing runs them.
-    assert all(pod.status.phase == "Pending" and not pod.spec.node_name for pod in pods)
+    assert {pod.spec.node_name for pod in pods} == {cluster_mod.NODE_NAME}
 
 
 def privileged_pod(name: str) -> client.V1Pod:
