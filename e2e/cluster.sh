@@ -289,20 +289,27 @@ start_exe() {
   log "$name: started (pid $!), log $state/logs/$name.log"
 }
 
-stop_component() {
-  local name="$1" pid
-  pid="$(pid_of "$name")"
-  if is_running "$name"; then
-    log "$name: stopping (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 20))
-    while [[ -e "/proc/$pid" ]] && ((SECONDS < deadline)); do sleep 0.2; done
+# stop_components NAME...: SIGTERM to each (in parallel: each takes a second
+# or more to shut down cleanly), SIGKILL to any still there after 20s.
+stop_components() {
+  local name pid pids=()
+  for name in "$@"; do
+    pid="$(pid_of "$name")"
+    if is_running "$name"; then
+      log "$name: stopping (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+    rm -f "$state/pids/$name"
+  done
+  local deadline=$((SECONDS + 20))
+  for pid in "${pids[@]}"; do
+    while [[ -e "/proc/$pid" ]] && ((SECONDS < deadline)); do sleep 0.1; done
     if [[ -e "/proc/$pid" ]]; then
-      log "$name: did not stop in 20s, killing"
+      log "pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-60)) did not stop in 20s, killing"
       kill -KILL "$pid" 2>/dev/null || true
     fi
-  fi
-  rm -f "$state/pids/$name"
+  done
 }
 
 remove_test_hosts() {
@@ -714,8 +721,7 @@ clean_node() {
 drain_node() {
   is_running kubelet && apiserver_ready || return 0
   # Nothing new lands on the node meanwhile: no scheduler, no controllers.
-  stop_component kube-scheduler
-  stop_component kube-controller-manager
+  stop_components kube-scheduler kube-controller-manager
   local pods
   pods="$(kubectl_ get pods -A --field-selector "spec.nodeName=$node_name" -o name 2>/dev/null | wc -l)"
   ((pods > 0)) || return 0
@@ -763,7 +769,12 @@ cmd_up() {
   local start_all=$SECONDS
   # A start that fails half-way stops what it had started (the logs stay, for
   # the reader of the error), so no orphan etcd outlives a failed test run.
-  trap 'if [[ $? != 0 ]]; then log "start failed; stopping what was started (logs kept in $state/logs)"; stop_all; clean_node; fi' EXIT
+  # An interrupted start (Ctrl-C, a closed pipe, a kill) counts as failed too.
+  trap 'if [[ $? != 0 ]]; then trap "" PIPE; log "start failed; stopping what was started (logs kept in $state/logs)"; stop_all; clean_node; fi' EXIT
+  trap 'exit 129' HUP
+  trap 'exit 130' INT
+  trap 'exit 141' PIPE
+  trap 'exit 143' TERM
   rm -rf "$state/pki" "$state/etcd" "$state/logs" "$state/pids"
   mkdir -p "$state/logs" "$state/pids" "$state/etcd"
   log "generating a throw-away PKI in $state/pki"
@@ -861,14 +872,17 @@ cmd_up() {
 export KUBECONFIG="$state/kubeconfig"
 export PATH="$state/bin:\$PATH"
 EOF
-  trap - EXIT
+  trap - EXIT HUP INT PIPE TERM
   log "cluster up in $((SECONDS - start_all))s: $apiserver_url, node $node_name ($node_ip) Ready"
   log "use it with: source $state/env && kubectl get pods -A"
 }
 
+# The node first (kube-proxy, kubelet, containerd), then the control plane,
+# etcd last; each group in parallel.
 stop_all() {
-  local i
-  for ((i = ${#components[@]} - 1; i >= 0; i--)); do stop_component "${components[i]}"; done
+  stop_components kube-proxy kubelet containerd
+  stop_components kube-scheduler kube-controller-manager kube-apiserver
+  stop_components etcd
 }
 
 cmd_down() {
