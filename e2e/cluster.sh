@@ -575,6 +575,18 @@ stray_pids() {
   return 0
 }
 
+# Pids of a kubelet that is not ours: another clone's node, which owns the
+# machine-wide parts (kubepods cgroups, kube-proxy's rules, /run/containerd).
+other_kubelets() {
+  local p exe
+  for p in /proc/[0-9]*; do
+    exe="$(readlink "$p/exe" 2>/dev/null)" || continue
+    [[ "${exe% (deleted)}" == */kubelet ]] || continue
+    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$state/" || echo "${p#/proc/}"
+  done
+  return 0
+}
+
 # The mount points at or under DIR, newest first (the order to unmount them).
 mounts_under() {
   awk -v dir="$1" '{
@@ -662,7 +674,7 @@ remove_kube_proxy_rules() {
 }
 
 # The paths that containerd and the kubelet use whatever their configuration
-# says. Only removed when no containerd runs any more on the machine.
+# says (ours only: the kubelet's are fixed, and only one node runs).
 remove_fixed_paths() {
   local f
   if [[ -d /var/log/containers ]]; then
@@ -678,20 +690,49 @@ remove_fixed_paths() {
   fi
   rm -rf /var/lib/kubelet/device-plugins
   rmdir /var/lib/kubelet 2>/dev/null || true
-  if [[ -d /run/containerd ]]; then
-    if pgrep -x containerd >/dev/null || pgrep -f containerd-shim >/dev/null; then
-      log "another containerd runs on this machine: leaving /run/containerd alone"
-    else
-      rm -rf /run/containerd/s /run/containerd/fifo /run/containerd/runc
-      rmdir /run/containerd 2>/dev/null || true
-    fi
-  fi
+}
+
+# A shim's socket is /run/containerd/s/<sha256 of "ADDRESS/NAMESPACE/ID">
+# (ADDRESS: containerd's socket, ID: the pod sandbox's). A shim that exits
+# cleanly removes it; one that was killed leaves it. The task folders in
+# containerd's state name the ids, so exactly our sockets go.
+remove_shim_sockets() {
+  local d id
+  for d in "$node/containerd/state/io.containerd.runtime.v2.task/k8s.io"/*/; do
+    [[ -d "$d" ]] || continue
+    id="$(basename "$d")"
+    rm -f "/run/containerd/s/$(printf '%s' "$containerd_sock/k8s.io/$id" | sha256sum | cut -c1-64)"
+  done
 }
 
 # Removes every trace of the node (of this run, or of one that was killed):
 # processes, mounts, cgroups, the bridge and its veths, kube-proxy's rules,
 # the fixed host paths. Safe to run when there is nothing to remove.
 clean_node() {
+  local others
+  others="$(other_kubelets)"
+  if [[ -n "$others" ]]; then
+    # Only what is ours by path; the machine-wide parts belong to that node.
+    log "WARNING: another node's kubelet runs on this machine (pid $(echo $others)); leaving its cgroups, bridge, rules and host paths alone"
+    local pids
+    pids="$(stray_pids)"
+    [[ -z "$pids" ]] || kill -KILL $pids 2>/dev/null || true
+    unmount_under "$node" || true
+  else
+    clean_machine
+  fi
+  remove_shim_sockets
+  # Another containerd's sockets stay, and so do these folders then.
+  rmdir /run/containerd/s /run/containerd/fifo /run/containerd 2>/dev/null || true
+  # State can only go once nothing is mounted in it (rm -rf would otherwise
+  # reach into a mount).
+  if [[ -d "$node" ]]; then
+    [[ -z "$(mounts_under "$node")" ]] || die "mounts remain under $node; not removing it"
+    rm -rf "$node"
+  fi
+}
+
+clean_machine() {
   kill_node_processes
   if ! unmount_under "$node"; then
     log "WARNING: mounts remain under $node:"
@@ -708,12 +749,6 @@ clean_node() {
   fi
   remove_kube_proxy_rules
   remove_fixed_paths
-  # State can only go once nothing is mounted in it (rm -rf would otherwise
-  # reach into a mount).
-  if [[ -d "$node" ]]; then
-    [[ -z "$(mounts_under "$node")" ]] || die "mounts remain under $node; not removing it"
-    rm -rf "$node"
-  fi
 }
 
 # Deletes the node's pods with a short grace period, so the kubelet stops
@@ -754,6 +789,9 @@ cmd_up() {
     log "found a partial, stopped or killed cluster; removing it and starting afresh"
     stop_all
   fi
+  local others
+  others="$(other_kubelets)"
+  [[ -z "$others" ]] || die "another node runs on this machine (kubelet pid $(echo $others): $(tr '\0' ' ' <"/proc/${others%%$'\n'*}/cmdline" | cut -c1-120)...); only one node can run on a machine: stop that cluster first (its e2e/cluster.sh down)"
   # Leftovers of a run that was killed outright (kubepods cgroups, mounts,
   # kube-proxy's chains, /run/containerd) whatever the state folder says.
   clean_node
@@ -897,7 +935,11 @@ cmd_down() {
   clean_node
   remove_test_hosts
   rm -rf "$state"
-  log "down in $((SECONDS - start))s: no process, mount, cgroup, bridge or rule left ($state removed)"
+  if [[ -n "$(other_kubelets)" ]]; then
+    log "down in $((SECONDS - start))s: this cluster's processes and state removed ($state); another node runs, so the machine-wide parts were left to it"
+  else
+    log "down in $((SECONDS - start))s: no process, mount, cgroup, bridge or rule left ($state removed)"
+  fi
 }
 
 cmd_status() {
