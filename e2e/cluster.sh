@@ -634,8 +634,8 @@ iptables_has_kube_rules() {
 }
 
 # Removes every KUBE-* chain, and the jumps to them, from every table: what
-# `kube-proxy --cleanup` does, for the chains it does not know (the
-# kubelet's canaries) or when its binary is gone.
+# `kube-proxy --cleanup` does, for what it leaves (KUBE-FIREWALL in filter,
+# with jumps from INPUT and OUTPUT) or when its binary is gone.
 remove_kube_chains() {
   local cmd table chain rule
   for cmd in iptables ip6tables; do
@@ -662,8 +662,8 @@ remove_kube_proxy_rules() {
   iptables_has_kube_rules || return 0
   if [[ -x "${bin_dir:-}/kube-proxy" ]]; then
     log "removing kube-proxy's rules (kube-proxy --cleanup)"
-    "$bin_dir/kube-proxy" --cleanup >"$(mktemp /tmp/ottava-kube-proxy-cleanup.XXXXXX)" 2>&1 || true
-    rm -f /tmp/ottava-kube-proxy-cleanup.*
+    local out
+    out="$("$bin_dir/kube-proxy" --cleanup 2>&1)" || log "kube-proxy --cleanup failed: $(tail -n 3 <<<"$out")"
   fi
   if iptables_has_kube_rules; then
     log "removing the remaining KUBE-* chains"
