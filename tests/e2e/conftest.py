@@ -63,6 +63,25 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[cluster_mod.Cluster]:
             cluster_mod.ensure_down(cluster_mod.stderr_echo)
 
 
+@pytest.fixture
+def ready_node(kube: client.ApiClient) -> str:
+    """The name of the cluster's node, once it is Ready.
+
+    It may not be at a test's start even on a healthy cluster: after an
+    apiserver outage longer than the node monitor's grace period (a test
+    restarts the apiserver), the controller manager marks the node Unknown
+    until the kubelet's next status update, as in any cluster.
+    """
+    core = client.CoreV1Api(kube)
+
+    def ready() -> bool:
+        conditions = core.read_node(cluster_mod.NODE_NAME).status.conditions or []
+        return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+    cluster_mod.poll(ready, timeout=90, what=f"node {cluster_mod.NODE_NAME} to be Ready")
+    return cluster_mod.NODE_NAME
+
+
 @pytest.fixture(scope="session")
 def kube(cluster: cluster_mod.Cluster) -> Iterator[client.ApiClient]:
     """An admin Python client for the cluster."""

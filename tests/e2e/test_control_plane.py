@@ -94,7 +94,7 @@ def test_crd_and_custom_resource_can_be_applied(cluster: cluster_mod.Cluster, na
         cluster.kubectl("delete", "crd", "widgets.e2e.ottava.io", "--wait=false")
 
 
-def test_deployment_of_two_replicas_yields_two_pods(kube: client.ApiClient, namespace: str) -> None:
+def test_deployment_of_two_replicas_yields_two_pods(kube: client.ApiClient, namespace: str, ready_node: str) -> None:
     labels = {"app": "two-replicas"}
     deployment = client.V1Deployment(
         metadata=client.V1ObjectMeta(name="two-replicas"),
@@ -125,7 +125,7 @@ def test_deployment_of_two_replicas_yields_two_pods(kube: client.ApiClient, name
     # bound to the node by the scheduler and run there by the kubelet.
     owners = {ref.kind for pod in pods for ref in pod.metadata.owner_references or []}
     assert owners == {"ReplicaSet"}
-    assert {pod.spec.node_name for pod in pods} == {cluster_mod.NODE_NAME}
+    assert {pod.spec.node_name for pod in pods} == {ready_node}
 
 
 def privileged_pod(name: str) -> client.V1Pod:

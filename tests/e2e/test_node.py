@@ -22,7 +22,7 @@ from kubernetes import client
 from . import cluster as cluster_mod
 from .test_control_plane import pinned_version
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("ready_node")]
 
 
 def container(name: str, image: str, args: list[str] | None = None, **kwargs: Any) -> client.V1Container:

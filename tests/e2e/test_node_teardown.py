@@ -21,7 +21,7 @@ from kubernetes import client
 from . import cluster as cluster_mod
 from .test_node import container, create_pod, http_probe, wait_ready
 
-pytestmark = [pytest.mark.e2e, pytest.mark.takes_cluster_down]
+pytestmark = [pytest.mark.e2e, pytest.mark.takes_cluster_down, pytest.mark.usefixtures("ready_node")]
 
 # What runs a node and its pods; none may be left.
 NODE_EXECUTABLES = {
