@@ -20,7 +20,7 @@ help:
 	@echo "make golden        rewrite the injector golden files (review the diff)"
 	@echo "make bench         GetState vs a bare grpc.aio server; pub/sub events/s; invocation vs a direct call"
 	@echo "make image         build the image ottava/ottava:<version> into dist/ottava-<version>.image.tar (root; no Docker; image/README.md)"
-	@echo "make cluster-up    build (once) and start a local Kubernetes control plane (e2e/)"
+	@echo "make cluster-up    build (once) and start a local one-node Kubernetes cluster (e2e/)"
 	@echo "make cluster-down  stop it and remove its state"
 	@echo "make e2e-up        cluster-up, then helm install Ottava and start its operator"
 	@echo "make e2e-down      stop the operator and the cluster, remove their state"

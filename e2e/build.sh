@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager, kubectl, etcd and helm from the
-# Go modules pinned in e2e/go.mod into a cache outside the clone, keyed by the
-# Kubernetes version, so only the first build on a machine is slow (under 5
-# minutes measured on 2 cores with empty Go caches) and later ones take a second.
+# Builds the control plane (kube-apiserver, kube-controller-manager, etcd), the
+# node (kubelet, kube-proxy, kube-scheduler), kubectl and helm from the Go
+# modules pinned in e2e/go.mod, plus two small programs of our own (pause, the
+# node's sandbox image, and podcheck, the tests' workload), into a cache outside
+# the clone, keyed by the Kubernetes version, so only the first build on a
+# machine is slow (minutes on 2 cores, see README.md) and later ones take a second.
 #
 # Usage: e2e/build.sh            build what is missing or stale, print the bin dir
 #        e2e/build.sh --bin-dir  only print the bin dir
@@ -30,7 +32,7 @@ if [[ "${1:-}" == "--bin-dir" ]]; then
   exit 0
 fi
 
-binaries=(kube-apiserver kube-controller-manager kubectl etcd helm)
+binaries=(kube-apiserver kube-controller-manager kubectl etcd helm kubelet kube-scheduler kube-proxy pause podcheck)
 
 # The stamp is a hash of every build input; a changed go.mod, main package or
 # this script rebuilds even when the Kubernetes version is unchanged.
@@ -84,7 +86,7 @@ for b in "${binaries[@]}"; do
   i=$((i + 1))
   case "$b" in
     helm) ldflags="$helm_ldflags" ;;
-    etcd) ldflags="-s -w" ;;
+    etcd | pause | podcheck) ldflags="-s -w" ;;
     *) ldflags="$kube_ldflags" ;;
   esac
   echo "[build] ($i/${#binaries[@]}) $b: building..."

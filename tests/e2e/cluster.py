@@ -1,4 +1,4 @@
-"""Bring the e2e control plane up (or reuse a running one) from pytest.
+"""Bring the e2e cluster (control plane and node) up, or reuse a running one, from pytest.
 
 The cluster itself is managed by ``e2e/cluster.sh``, the same script behind
 ``make -C e2e up``, so a developer's ``make cluster-up`` and a test run always
@@ -28,6 +28,18 @@ BUILD_SCRIPT = E2E_DIR / "build.sh"
 STATE_DIR = E2E_DIR / ".cluster"
 ADMIN_KUBECONFIG = STATE_DIR / "kubeconfig"
 
+# The one node of the cluster (see e2e/README.md); the name and bridge follow
+# the same environment overrides as e2e/cluster.sh.
+NODE_NAME = os.environ.get("OTTAVA_E2E_NODE_NAME", "ottava-node")
+NODE_BRIDGE = os.environ.get("OTTAVA_E2E_NODE_BRIDGE", "ottava-node0")
+NODE_IP = "198.18.254.1"
+KUBERNETES_SERVICE_IP = "198.19.0.1"
+# Images that `cluster.sh up` builds from the project's own static binaries and
+# imports into the node's containerd. Nothing is ever pulled: pods that use them
+# say imagePullPolicy: Never. More images come in with Cluster.load_images().
+PAUSE_IMAGE = "localhost/ottava-e2e/pause:v1"
+PODCHECK_IMAGE = "localhost/ottava-e2e/podcheck:v1"
+
 T = TypeVar("T")
 
 
@@ -56,6 +68,13 @@ class Cluster:
     def new_api_client(self, kubeconfig: Path | None = None) -> client.ApiClient:
         """A Python client for the admin kubeconfig, or for another one (e.g. a ServiceAccount's)."""
         return config.new_client_from_config(config_file=str(kubeconfig or self.kubeconfig))
+
+    def load_images(self, *archives: Path) -> str:
+        """Import image archives (docker-archive tars) into the node's containerd: ``e2e/cluster.sh load``.
+
+        Pods then run them with ``imagePullPolicy: Never``; the node cannot pull.
+        """
+        return run_tool(CLUSTER_SCRIPT, "load", *(str(a) for a in archives), timeout=600)
 
 
 def run_tool(binary: Path, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
@@ -101,9 +120,9 @@ def ensure_up(echo: Callable[[str], None] = print) -> Cluster:
     from the test report alone.
     """
     if _is_ready():
-        echo(f"[e2e] reusing the running control plane ({ADMIN_KUBECONFIG})")
+        echo(f"[e2e] reusing the running cluster ({ADMIN_KUBECONFIG})")
         return Cluster(ADMIN_KUBECONFIG, _bin_dir(), started_here=False)
-    echo("[e2e] starting the control plane with e2e/cluster.sh up (the first build on a machine is slow)")
+    echo("[e2e] starting the cluster with e2e/cluster.sh up (the first build on a machine is slow)")
     rc, tail = _stream([str(CLUSTER_SCRIPT), "up"], echo)
     if rc != 0:
         raise ClusterStartError(f"e2e/cluster.sh up failed with exit code {rc}:\n" + "\n".join(tail))
@@ -113,8 +132,13 @@ def ensure_up(echo: Callable[[str], None] = print) -> Cluster:
 def ensure_down(echo: Callable[[str], None] = print) -> None:
     """Stop the cluster and remove its state, unless OTTAVA_E2E_KEEP asks to keep it for the next run."""
     if os.environ.get("OTTAVA_E2E_KEEP"):
-        echo("[e2e] OTTAVA_E2E_KEEP is set: leaving the control plane running")
+        echo("[e2e] OTTAVA_E2E_KEEP is set: leaving the cluster running")
         return
+    down(echo)
+
+
+def down(echo: Callable[[str], None] = print) -> None:
+    """``e2e/cluster.sh down``: stop everything and remove every trace; a no-op when nothing runs."""
     rc, tail = _stream([str(CLUSTER_SCRIPT), "down"], echo)
     if rc != 0:
         raise ClusterStartError(f"e2e/cluster.sh down failed with exit code {rc}:\n" + "\n".join(tail))

@@ -1,6 +1,6 @@
-"""Fixtures for the end-to-end tests against the real control plane of ``e2e/``.
+"""Fixtures for the end-to-end tests against the real cluster of ``e2e/`` (control plane and one node).
 
-The ``cluster`` fixture is session-scoped: one control plane per test run,
+The ``cluster`` fixture is session-scoped: one cluster per test run,
 started through ``e2e/cluster.sh up`` (building the binaries on first use) or
 reused when one is already running. A cluster this session started is stopped
 again at the end (set OTTAVA_E2E_KEEP=1 to keep it for the next run). If the
@@ -30,11 +30,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "e2e: runs against the real Kubernetes control plane of e2e/ (started on demand)"
     )
+    config.addinivalue_line(
+        "markers", "takes_cluster_down: runs `e2e/cluster.sh down` and checks what is left; runs last in a session"
+    )
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Give the first e2e test (after deselection) room for a cold build and start."""
+    """Run the tests that take the cluster down last; give the first e2e test room for a cold build and start."""
+    # A stable sort: everything keeps its order, the teardown tests move to the end.
+    items.sort(key=lambda item: item.get_closest_marker("takes_cluster_down") is not None)
     first = next((item for item in items if item.get_closest_marker("e2e")), None)
     if first is not None:
         first.add_marker(pytest.mark.timeout(COLD_START_TIMEOUT))
@@ -42,7 +47,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[cluster_mod.Cluster]:
-    """The running control plane; started here (and stopped at the end) unless one was already up."""
+    """The running cluster; started here (and stopped at the end) unless one was already up.
+
+    The last test of a session (test_node_teardown.py) may have taken it down
+    already; stopping it again is then a no-op.
+    """
     capture = request.config.pluginmanager.getplugin("capturemanager")
     # The build and start print progress that belongs on the terminal, live,
     # not in a captured buffer shown only after a 10-minute silence.
@@ -52,6 +61,25 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[cluster_mod.Cluster]:
     if running.started_here:
         with capture.global_and_fixture_disabled():
             cluster_mod.ensure_down(cluster_mod.stderr_echo)
+
+
+@pytest.fixture
+def ready_node(kube: client.ApiClient) -> str:
+    """The name of the cluster's node, once it is Ready.
+
+    It may not be at a test's start even on a healthy cluster: after an
+    apiserver outage longer than the node monitor's grace period (a test
+    restarts the apiserver), the controller manager marks the node Unknown
+    until the kubelet's next status update, as in any cluster.
+    """
+    core = client.CoreV1Api(kube)
+
+    def ready() -> bool:
+        conditions = core.read_node(cluster_mod.NODE_NAME).status.conditions or []
+        return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+    cluster_mod.poll(ready, timeout=90, what=f"node {cluster_mod.NODE_NAME} to be Ready")
+    return cluster_mod.NODE_NAME
 
 
 @pytest.fixture(scope="session")

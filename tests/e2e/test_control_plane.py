@@ -94,7 +94,7 @@ def test_crd_and_custom_resource_can_be_applied(cluster: cluster_mod.Cluster, na
         cluster.kubectl("delete", "crd", "widgets.e2e.ottava.io", "--wait=false")
 
 
-def test_deployment_of_two_replicas_yields_two_pods(kube: client.ApiClient, namespace: str) -> None:
+def test_deployment_of_two_replicas_yields_two_pods(kube: client.ApiClient, namespace: str, ready_node: str) -> None:
     labels = {"app": "two-replicas"}
     deployment = client.V1Deployment(
         metadata=client.V1ObjectMeta(name="two-replicas"),
@@ -103,24 +103,29 @@ def test_deployment_of_two_replicas_yields_two_pods(kube: client.ApiClient, name
             selector=client.V1LabelSelector(match_labels=labels),
             template=client.V1PodTemplateSpec(
                 metadata=client.V1ObjectMeta(labels=labels),
-                # Never pulled nor run: there is no kubelet.
-                spec=client.V1PodSpec(containers=[client.V1Container(name="app", image="ottava-e2e/app:unused")]),
+                # The node has this image (built and imported by cluster.sh up); it never pulls.
+                spec=client.V1PodSpec(
+                    containers=[
+                        client.V1Container(name="app", image=cluster_mod.PAUSE_IMAGE, image_pull_policy="Never")
+                    ],
+                    termination_grace_period_seconds=1,
+                ),
             ),
         ),
     )
     client.AppsV1Api(kube).create_namespaced_deployment(namespace, deployment)
     core = client.CoreV1Api(kube)
 
-    def two_pods() -> list[Any] | None:
+    def two_running_pods() -> list[Any] | None:
         pods = core.list_namespaced_pod(namespace, label_selector="app=two-replicas").items
-        return pods if len(pods) == 2 else None
+        return pods if len(pods) == 2 and all(pod.status.phase == "Running" for pod in pods) else None
 
-    pods = cluster_mod.poll(two_pods, timeout=60, what="the Deployment's 2 pods")
-    # Created by the controllers (Deployment -> ReplicaSet -> Pods), not by us.
+    pods = cluster_mod.poll(two_running_pods, timeout=60, what="the Deployment's 2 pods to run")
+    # Created by the controllers (Deployment -> ReplicaSet -> Pods), not by us,
+    # bound to the node by the scheduler and run there by the kubelet.
     owners = {ref.kind for pod in pods for ref in pod.metadata.owner_references or []}
     assert owners == {"ReplicaSet"}
-    # Admitted, stored, and never scheduled: nothing runs them.
-    assert all(pod.status.phase == "Pending" and not pod.spec.node_name for pod in pods)
+    assert {pod.spec.node_name for pod in pods} == {ready_node}
 
 
 def privileged_pod(name: str) -> client.V1Pod:
