@@ -25,10 +25,10 @@ def free_port() -> int:
         return port
 
 
-def accepts_connections(port: int) -> Probe:
+def accepts_connections(port: int, host: str = "127.0.0.1") -> Probe:
     def probe() -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return True
         except OSError:
             return False
@@ -53,6 +53,7 @@ class ServerProcess:
     preexec: Callable[[], None] | None = None
     user: str | None = None  # run as this user (via setpriv) instead of root
     env: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
     process: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
 
@@ -61,7 +62,7 @@ class ServerProcess:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self) -> "ServerProcess":
         started = time.monotonic()

@@ -6,15 +6,18 @@ from tests.servers.process import ServerProcess, accepts_connections, free_port,
 PASSWORD = "redis-test-password"
 
 
-def start(*, password: str = PASSWORD, durable: bool = False) -> ServerProcess:
-    """`durable`: every acknowledged write is fsynced to the append-only file (survives SIGKILL)."""
+def start(*, password: str = PASSWORD, durable: bool = False, bind: str = "127.0.0.1") -> ServerProcess:
+    """`durable`: every acknowledged write is fsynced to the append-only file (survives SIGKILL).
+
+    `bind`: the address to listen on, e.g. the e2e node's bridge address so that pods reach it.
+    """
     apt.ensure({"redis-server": "redis-server"})
     port = free_port()
     data = scratch_dir("redis")
     command = [
         "redis-server",
         "--port", str(port),
-        "--bind", "127.0.0.1",
+        "--bind", bind,
         "--dir", str(data),
         "--save", "",
         "--appendonly", "yes" if durable else "no",
@@ -22,4 +25,4 @@ def start(*, password: str = PASSWORD, durable: bool = False) -> ServerProcess:
         "--daemonize", "no",
         "--requirepass", password,
     ]  # fmt: skip
-    return ServerProcess("redis", command, accepts_connections(port), data, port).start()
+    return ServerProcess("redis", command, accepts_connections(port, bind), data, port, host=bind).start()
