@@ -89,9 +89,10 @@ class _StreamSubscription(Subscription):
                     entries = await self._reclaim()
                 if not entries:
                     entries = [(entry, 1) for entry in await self._read()]
+                # Entries already read are delivered even while closing (a hot reload closes
+                # this subscription while its last blocking read is in flight): left pending,
+                # they would wait a whole processingTimeout for another consumer to reclaim them.
                 for entry, attempt in entries:
-                    if self._closing:  # left pending: reclaimed after processingTimeout
-                        break
                     await self._deliver(entry, attempt)
                 failures = 0
             except asyncio.CancelledError:
