@@ -85,10 +85,10 @@ cluster-down:
 # A cluster with Ottava installed by Helm and the operator running (as its chart's
 # ServiceAccount), for people to try: see docs/kubernetes.md.
 e2e-up: venv
-	OTTAVA_E2E_KEEP=1 $(PY) -m tests.e2e.ottava up
+	OTTAVA_E2E_KEEP=1 $(PY) -m tests.e2e.incluster up
 
 e2e-down: venv
-	$(PY) -m tests.e2e.ottava down
+	$(PY) -m tests.e2e.incluster down
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

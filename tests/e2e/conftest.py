@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client
 
 from . import cluster as cluster_mod
-from . import ottava
+from . import incluster, pods
 
 # The first e2e test also pays for building the control plane when the binary
 # cache is cold (5 to 13 minutes measured on 2 cores); pytest-timeout counts
@@ -119,9 +119,18 @@ def _namespace(kube: client.ApiClient, test_name: str, labels: dict[str, str]) -
 
 
 @pytest.fixture(scope="session")
-def ottava_operator(cluster: cluster_mod.Cluster, kube: client.ApiClient) -> Iterator[ottava.Operator]:
-    """Ottava installed with `helm install` and its operator running as the chart's ServiceAccount."""
-    ottava.install(cluster)
-    running = ottava.start_operator(cluster, kube)
-    yield running
-    running.stop()
+def ottava_in_cluster(
+    cluster: cluster_mod.Cluster, kube: client.ApiClient, request: pytest.FixtureRequest
+) -> incluster.InstalledOttava:
+    """Ottava as users install it: image loaded into the node, `helm install`, the operator in pods."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        return incluster.ensure_installed(cluster, kube, cluster_mod.stderr_echo)
+
+
+@pytest.fixture
+def ottava_operator(ottava_in_cluster: incluster.InstalledOttava) -> Iterator[incluster.InstalledOttava]:
+    """The installed operator, its two replicas serving; a test that stopped it gets it back afterwards."""
+    yield ottava_in_cluster
+    if len([p for p in ottava_in_cluster.operator_pods() if pods.is_ready(p)]) < 2:
+        ottava_in_cluster.start()

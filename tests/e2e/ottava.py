@@ -1,9 +1,10 @@
-"""Ottava installed on the e2e control plane the way the README tells users: `helm install`.
+"""The operator run out of cluster, for the tests that must reach into its process.
 
-There is no kubelet, so the operator's pod is admitted but never runs; the operator
-runs here as a process instead, with exactly its chart's ServiceAccount credentials
-(not admin), and the apiserver reaches its webhook through the chart's `webhook.url`
-on loopback. `python -m tests.e2e.ottava up|down` is what `make e2e-up`/`e2e-down` run.
+Ottava itself is installed in the cluster (`incluster.py`: the image, `helm install`, the
+operator's pods). A test that signals an operator, reads its log as it happens or calls
+its webhook port directly (leader election) stops the in-cluster replicas and runs
+`ottava operator` here instead, with exactly the chart's ServiceAccount credentials (not
+admin). Also: `apiserver_down`, which stops and restarts kube-apiserver around a block.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,32 +59,6 @@ class Operator:
 def _port_free(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) != 0
-
-
-def install(cluster: cluster_mod.Cluster) -> None:
-    """`helm upgrade --install` the chart (idempotent), webhooks pointed at the local operator.
-
-    `helm upgrade` leaves CRDs alone, so a cluster kept from an older run gets the chart's
-    current ones first, as the docs tell users to do on upgrade.
-    """
-    helm = cluster.bin_dir / "helm"
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-    cluster_mod.run_tool(
-        helm,
-        "--kubeconfig",
-        str(cluster.kubeconfig),
-        "upgrade",
-        "--install",
-        RELEASE,
-        str(CHART),
-        "--namespace",
-        NAMESPACE,
-        "--create-namespace",
-        "--set",
-        f"webhook.url=https://127.0.0.1:{WEBHOOK_PORT}",
-        "--wait=false",
-        timeout=300,
-    )
 
 
 def start_operator(
@@ -225,40 +199,3 @@ def apiserver_down(cluster: cluster_mod.Cluster) -> Iterator[None]:
             return "ok" in cluster.kubectl("get", "--raw", "/readyz")
 
         cluster_mod.poll(ready, timeout=120, what="the restarted kube-apiserver to be ready")
-
-
-def main(argv: list[str]) -> int:
-    command = argv[0] if argv else "up"
-    echo = cluster_mod.stderr_echo
-    if command == "up":
-        cluster = cluster_mod.ensure_up(echo)
-        echo(f"[e2e] helm install {RELEASE} into {NAMESPACE}")
-        install(cluster)
-        api = cluster.new_api_client()
-        echo("[e2e] starting the operator with the chart's ServiceAccount credentials")
-        operator = start_operator(cluster, api)
-        echo(f"[e2e] Ottava is installed; operator pid {operator.process.pid}, log {operator.log_path}")
-        echo(f"[e2e] try it: export KUBECONFIG={cluster.kubeconfig}; kubectl get components -A")
-        return 0
-    if command == "down":
-        pid_file = STATE / "operator.pid"
-        if pid_file.exists():
-            pid = int(pid_file.read_text())
-            echo(f"[e2e] stopping the operator (pid {pid})")
-            try:
-                os.kill(pid, signal.SIGTERM)
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    os.kill(pid, 0)
-                    time.sleep(0.2)
-            except ProcessLookupError:
-                pass
-            pid_file.unlink()
-        cluster_mod.ensure_down(echo)
-        return 0
-    echo(f"usage: python -m tests.e2e.ottava up|down (got {command!r})")
-    return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

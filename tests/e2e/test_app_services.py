@@ -29,7 +29,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from . import cluster as cluster_mod
-from . import kubelet, netns, ottava
+from . import incluster, kubelet, netns
 from .test_operator import apply, deployment, pod_of
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +54,7 @@ def read_service(core: client.CoreV1Api, namespace: str, name: str) -> client.V1
 
 
 def test_the_operator_keeps_a_headless_service_per_app(
-    ottava_operator: ottava.Operator, cluster: cluster_mod.Cluster, kube: client.ApiClient, namespace: str
+    ottava_operator: incluster.InstalledOttava, cluster: cluster_mod.Cluster, kube: client.ApiClient, namespace: str
 ) -> None:
     core = client.CoreV1Api(kube)
     assert apply(cluster, namespace, annotated("orders")).returncode == 0
@@ -124,7 +124,7 @@ def test_the_operator_keeps_a_headless_service_per_app(
 
 
 def test_an_app_id_that_cannot_name_a_service_gets_an_event(
-    ottava_operator: ottava.Operator, cluster: cluster_mod.Cluster, kube: client.ApiClient, namespace: str
+    ottava_operator: incluster.InstalledOttava, cluster: cluster_mod.Cluster, kube: client.ApiClient, namespace: str
 ) -> None:
     assert apply(cluster, namespace, deployment("dotted", {"ottava.io/enabled": "true"})).returncode == 0
     # A Deployment name may not hold '.', but the annotation may: the id is kept, and explained.
@@ -220,7 +220,7 @@ def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
 
 
 def test_sidecars_resolve_app_ids_from_endpoint_slices(
-    ottava_operator: ottava.Operator,
+    ottava_operator: incluster.InstalledOttava,
     cluster: cluster_mod.Cluster,
     kube: client.ApiClient,
     namespace: str,

@@ -22,7 +22,7 @@ from kubernetes import client
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 
 from . import cluster as cluster_mod
-from . import kubelet, ottava
+from . import incluster, kubelet, ottava
 from .test_operator import apply, deployment, pod_of
 
 pytestmark = pytest.mark.e2e
@@ -60,7 +60,7 @@ def readiness(sidecar: kubelet.PodSidecar) -> httpx.Response:
 
 @pytest.fixture
 def journey(
-    ottava_operator: ottava.Operator,
+    ottava_operator: incluster.InstalledOttava,
     cluster: cluster_mod.Cluster,
     kube: client.ApiClient,
     restricted_namespace: str,
@@ -195,7 +195,7 @@ def test_the_journey(journey: tuple[str, kubelet.PodSidecar], cluster: cluster_m
 
 
 def test_sidecar_reports_a_secret_its_role_does_not_grant(
-    ottava_operator: ottava.Operator,
+    ottava_operator: incluster.InstalledOttava,
     cluster: cluster_mod.Cluster,
     kube: client.ApiClient,
     namespace: str,
@@ -237,12 +237,11 @@ def test_sidecar_reports_a_secret_its_role_does_not_grant(
     finally:
         if sidecar is not None:
             sidecar.stop()
-        restarted = ottava.start_operator(cluster, kube)
-        ottava_operator.process, ottava_operator.log_path = restarted.process, restarted.log_path
+        ottava_operator.start()
 
 
 def test_sidecar_survives_an_apiserver_restart(
-    ottava_operator: ottava.Operator,
+    ottava_operator: incluster.InstalledOttava,
     cluster: cluster_mod.Cluster,
     kube: client.ApiClient,
     namespace: str,

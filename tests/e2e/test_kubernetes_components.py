@@ -29,7 +29,7 @@ from tests.conftest import SidecarFactory
 from tests.servers import kubernetes as kube_setup
 
 from . import cluster as cluster_mod
-from . import credentials, ottava
+from . import credentials, incluster
 
 pytestmark = pytest.mark.e2e
 
@@ -253,7 +253,7 @@ def test_an_ottava_run_sidecar_serves_secrets_and_configuration_from_the_cluster
 
 
 def test_the_operator_grants_sidecars_what_the_cluster_components_need(
-    ottava_operator: ottava.Operator, cluster: cluster_mod.Cluster, kube: client.ApiClient, namespace: str
+    ottava_operator: incluster.InstalledOttava, cluster: cluster_mod.Cluster, kube: client.ApiClient, namespace: str
 ) -> None:
     """The operator (as its chart's ServiceAccount) may hand these rules out: Kubernetes
     refuses a Role granting more than its creator holds."""

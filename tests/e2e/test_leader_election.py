@@ -1,11 +1,11 @@
 """Two operator replicas on the real apiserver: one leads, both admit, and handover.
 
-The chart runs two replicas in pods; here both run out of cluster as the chart's
-ServiceAccount, like the session's operator, on different webhook and liveness ports.
-The session's operator is the first replica (the chart's `webhook.url` names its port),
-a second one is started beside it. They elect their leader with kopf's peering, in the
-release's ClusterKopfPeering, exactly as two pods do: nothing here depends on running
-out of cluster except how the apiserver reaches the webhooks.
+The chart runs two replicas in pods (test_operator_pods.py deletes the leader's pod);
+here the in-cluster replicas are scaled to 0 and two replicas run out of cluster as the
+chart's ServiceAccount, on different webhook and liveness ports, so the test can reach
+into each process: signal it, read its log, call its webhook port directly. They elect
+their leader with kopf's peering, in the release's ClusterKopfPeering, exactly as two
+pods do.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from . import cluster as cluster_mod
-from . import ottava
+from . import incluster, ottava
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,7 @@ PEERING_LIFETIME = 15
 
 
 class Replicas:
-    """The two replicas by webhook port; the session's operator is kept running afterwards."""
+    """The two out-of-cluster replicas by webhook port."""
 
     def __init__(self, first: ottava.Operator, cluster: cluster_mod.Cluster, kube: client.ApiClient) -> None:
         self.cluster, self.kube = cluster, kube
@@ -63,22 +63,21 @@ class Replicas:
         return list(self.by_port.values())
 
     def close(self) -> None:
-        second = self.by_port.get(SECOND_WEBHOOK_PORT)
-        if second is not None:
-            second.stop()
-        if self.first.process.poll() is not None:
-            self.restart(self.first)
+        for replica in self.all():
+            replica.stop()
 
 
 @pytest.fixture
 def replicas(
-    ottava_operator: ottava.Operator, cluster: cluster_mod.Cluster, kube: client.ApiClient
+    ottava_operator: incluster.InstalledOttava, cluster: cluster_mod.Cluster, kube: client.ApiClient
 ) -> Iterator[Replicas]:
-    running = Replicas(ottava_operator, cluster, kube)
+    ottava_operator.stop()
+    running = Replicas(ottava.start_operator(cluster, kube), cluster, kube)
     try:
         yield running
     finally:
         running.close()
+        ottava_operator.start()
 
 
 def log_lines(operator: ottava.Operator) -> list[dict[str, Any]]:

@@ -17,13 +17,13 @@ import yaml
 from kubernetes import client
 
 from . import cluster as cluster_mod
-from . import kubelet, ottava
+from . import incluster, kubelet
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def operator(ottava_operator: ottava.Operator) -> ottava.Operator:
+def operator(ottava_operator: incluster.InstalledOttava) -> incluster.InstalledOttava:
     return ottava_operator
 
 
@@ -77,7 +77,15 @@ def deployment(name: str, annotations: dict[str, str]) -> str:
                     "metadata": {"labels": {"app": name}, "annotations": annotations},
                     "spec": {
                         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-                        "containers": [{"name": "app", "image": f"example/{name}:1", "securityContext": restricted}],
+                        # Never pulled (the node cannot pull): these pods are about admission.
+                        "containers": [
+                            {
+                                "name": "app",
+                                "image": f"example/{name}:1",
+                                "imagePullPolicy": "Never",
+                                "securityContext": restricted,
+                            }
+                        ],
                     },
                 },
             },
@@ -97,7 +105,7 @@ def pod_of(kube: client.ApiClient, namespace: str, app: str) -> client.V1Pod:
 
 
 def test_valid_component_is_accepted_and_shows_ready(
-    operator: ottava.Operator, cluster: cluster_mod.Cluster, namespace: str
+    operator: incluster.InstalledOttava, cluster: cluster_mod.Cluster, namespace: str
 ) -> None:
     result = apply(cluster, namespace, component("statestore", "state.in-memory"))
     assert result.returncode == 0, result.stderr
@@ -110,7 +118,7 @@ def test_valid_component_is_accepted_and_shows_ready(
 
 
 def test_bad_components_are_refused_naming_the_field(
-    operator: ottava.Operator, cluster: cluster_mod.Cluster, namespace: str
+    operator: incluster.InstalledOttava, cluster: cluster_mod.Cluster, namespace: str
 ) -> None:
     unknown = apply(cluster, namespace, component("bad", "state.nosuchdb"))
     assert unknown.returncode != 0
@@ -127,7 +135,7 @@ def test_bad_components_are_refused_naming_the_field(
 
 
 def test_annotated_deployment_gets_the_sidecar_in_a_restricted_namespace(
-    operator: ottava.Operator, cluster: cluster_mod.Cluster, kube: client.ApiClient, restricted_namespace: str
+    operator: incluster.InstalledOttava, cluster: cluster_mod.Cluster, kube: client.ApiClient, restricted_namespace: str
 ) -> None:
     annotations = {"ottava.io/enabled": "true", "ottava.io/app-port": "8080", "ottava.io/config": "tracing"}
     result = apply(cluster, restricted_namespace, deployment("checkout", annotations))
@@ -158,7 +166,7 @@ def test_annotated_deployment_gets_the_sidecar_in_a_restricted_namespace(
 
 
 def test_pod_without_the_annotation_is_untouched_and_never_sent_to_the_injector(
-    operator: ottava.Operator, cluster: cluster_mod.Cluster, kube: client.ApiClient, namespace: str
+    operator: incluster.InstalledOttava, cluster: cluster_mod.Cluster, kube: client.ApiClient, namespace: str
 ) -> None:
     result = apply(cluster, namespace, deployment("plain", {"team": "web"}))
     assert result.returncode == 0, result.stderr
@@ -174,7 +182,7 @@ def test_pod_without_the_annotation_is_untouched_and_never_sent_to_the_injector(
 
 
 def test_bad_annotation_is_a_warning_and_an_event_not_a_denial(
-    operator: ottava.Operator, cluster: cluster_mod.Cluster, kube: client.ApiClient, namespace: str
+    operator: incluster.InstalledOttava, cluster: cluster_mod.Cluster, kube: client.ApiClient, namespace: str
 ) -> None:
     annotations = {"ottava.io/enabled": "true", "ottava.io/app-port": "eighty"}
     assert apply(cluster, namespace, deployment("typo", annotations)).returncode == 0
@@ -190,7 +198,7 @@ def test_bad_annotation_is_a_warning_and_an_event_not_a_denial(
 
 
 def test_role_follows_the_secrets_components_reference(
-    operator: ottava.Operator, cluster: cluster_mod.Cluster, kube: client.ApiClient, namespace: str
+    operator: incluster.InstalledOttava, cluster: cluster_mod.Cluster, kube: client.ApiClient, namespace: str
 ) -> None:
     ref = [{"name": "keyPrefix", "secretKeyRef": {"name": "prefix-secret", "key": "prefix"}}]
     assert apply(cluster, namespace, component("statestore", "state.in-memory", ref)).returncode == 0
@@ -210,16 +218,16 @@ def test_role_follows_the_secrets_components_reference(
 
 def test_chart_lints_and_renders_manifests_the_apiserver_accepts(cluster: cluster_mod.Cluster, tmp_path: Path) -> None:
     helm = cluster.bin_dir / "helm"
-    lint = cluster_mod.run_tool(helm, "lint", str(ottava.CHART), "--strict")
+    lint = cluster_mod.run_tool(helm, "lint", str(incluster.CHART), "--strict")
     assert "0 chart(s) failed" in lint
-    rendered = cluster_mod.run_tool(helm, "template", "lint-check", str(ottava.CHART), "--namespace", "lint-check")
+    rendered = cluster_mod.run_tool(helm, "template", "lint-check", str(incluster.CHART), "--namespace", "lint-check")
     # Server-side dry run: every object is checked against the apiserver's own schemas.
     out = cluster.kubectl(
         "apply", "--dry-run=server", "-f", "-", stdin=rendered.replace("namespace: lint-check", "namespace: default")
     )
     assert "deployment.apps/lint-check-ottava-operator created (server dry run)" in out
     bad = subprocess.run(
-        [str(helm), "template", "x", str(ottava.CHART), "--set", "webhook.failurePolicy=Sometimes"],
+        [str(helm), "template", "x", str(incluster.CHART), "--set", "webhook.failurePolicy=Sometimes"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -229,7 +237,7 @@ def test_chart_lints_and_renders_manifests_the_apiserver_accepts(cluster: cluste
 
 
 def test_with_the_operator_stopped_pods_are_still_created_without_sidecar(
-    operator: ottava.Operator, cluster: cluster_mod.Cluster, kube: client.ApiClient, namespace: str
+    operator: incluster.InstalledOttava, cluster: cluster_mod.Cluster, kube: client.ApiClient, namespace: str
 ) -> None:
     operator.stop()
     try:
@@ -239,6 +247,5 @@ def test_with_the_operator_stopped_pods_are_still_created_without_sidecar(
         assert [c.name for c in pod.spec.containers] == ["app"]
         assert kubelet.sidecar_container(pod) is None
     finally:
-        # The session's other tests need it back: same process object, fresh operator.
-        restarted = ottava.start_operator(cluster, kube)
-        operator.process, operator.log_path = restarted.process, restarted.log_path
+        # The session's other tests need it back.
+        operator.start()
