@@ -22,8 +22,8 @@ help:
 	@echo "make image         build the image ottava/ottava:<version> into dist/ottava-<version>.image.tar (root; no Docker; image/README.md)"
 	@echo "make cluster-up    build (once) and start a local one-node Kubernetes cluster (e2e/)"
 	@echo "make cluster-down  stop it and remove its state"
-	@echo "make e2e-up        cluster-up, then helm install Ottava and start its operator"
-	@echo "make e2e-down      stop the operator and the cluster, remove their state"
+	@echo "make e2e-up        cluster-up, then build and import the images and helm install Ottava (in the cluster)"
+	@echo "make e2e-down      stop the cluster and remove every trace of it"
 
 venv: $(STAMP)
 
