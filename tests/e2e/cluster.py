@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -164,6 +165,18 @@ def poll(condition: Callable[[], T | None], *, timeout: float, what: str, interv
             detail = f"; last error: {last_error!r}" if last_error else ""
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
         time.sleep(interval)
+
+
+def terminate(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    """SIGTERM, as the kubelet stops a container; SIGKILL if it has not exited within `timeout`."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def stderr_echo(line: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -45,14 +44,7 @@ class PodSidecar:
         return int(next(p["containerPort"] for p in self.container["ports"] if p["name"] == name))
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return cluster_mod.terminate(self.process)
 
 
 def sidecar_container(pod: client.V1Pod) -> client.V1Container | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -171,13 +170,7 @@ class Replica:
             )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        cluster_mod.terminate(self.process)
 
 
 def endpoint_slice(name: str, endpoints: list[tuple[Replica, bool]]) -> Any:
