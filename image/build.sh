@@ -239,6 +239,8 @@ make_runtime() {
     "${purge_script_tools[@]}"
   rm -rf "$root/usr/lib/python3/dist-packages" "$root/etc/apt" "$root/var/lib/apt"
   remove_docs "$root" # removal scripts leave some (empty) directories behind
+  # glibc's iconv modules: Python's codecs are its own and nothing here calls iconv(3).
+  rm -rf "$root/usr/lib/x86_64-linux-gnu/gconv"
   # Logs and caches of the build, and the build machine's own network identity
   # (debootstrap copies it; the container runtime mounts the pod's own at run time).
   find "$root/var/log" "$root/var/cache" "$root/tmp" "$root/root" -mindepth 1 -delete
@@ -330,6 +332,31 @@ compile_python() {
   logged compileall in_root "$root" python3 -m compileall -q -j 0 --invalidation-mode unchecked-hash "$@"
 }
 
+# Third-party modules in VENV go as bytecode only (legacy `module.pyc` beside where the
+# source was, which Python imports when no source exists): their sources are a third of
+# the venv (the Kubernetes client alone is 20 MB of them) and nothing reads them at run
+# time. A traceback through them still names file and line, without the line's text.
+# Ottava's own packages keep their sources, so its tracebacks stay complete.
+sourceless_dependencies() {
+  local root="$1" venv="$2"
+  local site="$venv/lib/python$python_version/site-packages" entry name targets=()
+  for entry in "$root$site"/*; do
+    name="${entry##*/}"
+    case "$name" in
+      ottava_sidecar | ottava_operator | *.dist-info | *.pth | __pycache__) continue ;;
+    esac
+    [[ -d "$entry" || "$name" == *.py ]] && targets+=("$site/$name")
+  done
+  ((${#targets[@]})) || return 0
+  logged compileall-sourceless in_root "$root" python3 -m compileall -q -b -j 0 \
+    --invalidation-mode unchecked-hash "${targets[@]}"
+  rm -rf "$root$site/__pycache__"
+  for entry in "${targets[@]}"; do
+    find "$root$entry" -name __pycache__ -type d -prune -exec rm -rf {} +
+    find "$root$entry" -name '*.py' -type f -delete
+  done
+}
+
 # --- archives ------------------------------------------------------------------------------
 
 # Appends ROOT/PATH (and everything under it) to the image as one layer. GNU tar writes
@@ -399,12 +426,11 @@ bytes() { du -sb "$@" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
 
 describe_runtime() {
   local r="$1" lib="$1/usr/lib/x86_64-linux-gnu"
-  local total interp stdlib libs gconv coreutils dpkgdb zoneinfo
+  local total interp stdlib libs coreutils dpkgdb zoneinfo
   total=$(bytes "$r")
   interp=$(bytes "$r/usr/bin/python$python_version")
   stdlib=$(bytes "$r/usr/lib/python$python_version")
-  gconv=$(bytes "$lib/gconv")
-  libs=$(($(bytes "$lib") - gconv))
+  libs=$(bytes "$lib")
   coreutils=$(package_bytes "$r" coreutils)
   dpkgdb=$(bytes "$r/var/lib/dpkg")
   zoneinfo=$(bytes "$r/usr/share/zoneinfo")
@@ -412,11 +438,10 @@ describe_runtime() {
   echo "  python$python_version interpreter                         $(mb "$interp")"
   echo "  python stdlib with its .pyc                     $(mb "$stdlib")"
   echo "  shared libraries (libc, libssl, libstdc++, ...) $(mb "$libs")"
-  echo "  glibc iconv modules (gconv)                     $(mb "$gconv")"
   echo "  coreutils                                       $(mb "$coreutils")"
   echo "  dpkg database                                   $(mb "$dpkgdb")"
   echo "  zoneinfo                                        $(mb "$zoneinfo")"
-  echo "  everything else                                 $(mb $((total - interp - stdlib - libs - gconv - coreutils - dpkgdb - zoneinfo)))"
+  echo "  everything else                                 $(mb $((total - interp - stdlib - libs - coreutils - dpkgdb - zoneinfo)))"
 }
 
 package_bytes() { # bytes of the regular files a package installed in ROOT
@@ -493,8 +518,9 @@ cmd_ottava() {
     "/tmp/ottava-build/dist/$wheel"
   log "installing ottava and its runtime dependencies into /opt/ottava"
   install_venv "$builder" /opt/ottava "/tmp/ottava-build/dist/$wheel"
-  log "precompiling .pyc (unchecked-hash) for a read-only root"
+  log "precompiling .pyc (unchecked-hash) for a read-only root; dependencies as bytecode only"
   compile_python "$builder" /opt/ottava
+  sourceless_dependencies "$builder" /opt/ottava
   log "packing the /opt/ottava layer and the image config"
   cp -a "$runtime/oci" "$work/oci"
   umoci tag --image "$work/oci:base" image
