@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e import cluster as cluster_mod
+
 READY_LINE = re.compile(
     r"^ottava sidecar (?P<status>UP|DOWN|INIT): app_id=(?P<app_id>\S+) grpc=(?P<grpc>\S+):(?P<grpc_port>\d+) "
     r"http=\S+:(?P<http_port>\d+)(?: metrics=\S+:(?P<metrics_port>\d+))?"
@@ -172,3 +174,23 @@ def default_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sideca
     yield sidecar
     sidecar.stop()
     factory.stop_all()
+
+
+# The e2e cluster, shared by every suite that needs one (tests/e2e, and the conformance
+# suites of the Kubernetes-backed components), so that one session has one owner of it.
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[cluster_mod.Cluster]:
+    """The running cluster; started here (and stopped at the end) unless one was already up.
+
+    The last test of a session (test_node_teardown.py) may have taken it down
+    already; stopping it again is then a no-op.
+    """
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    # The build and start print progress that belongs on the terminal, live,
+    # not in a captured buffer shown only after a 10-minute silence.
+    with capture.global_and_fixture_disabled():
+        running = cluster_mod.ensure_up(cluster_mod.stderr_echo)
+    yield running
+    if running.started_here:
+        with capture.global_and_fixture_disabled():
+            cluster_mod.ensure_down(cluster_mod.stderr_echo)

@@ -45,24 +45,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         first.add_marker(pytest.mark.timeout(COLD_START_TIMEOUT))
 
 
-@pytest.fixture(scope="session")
-def cluster(request: pytest.FixtureRequest) -> Iterator[cluster_mod.Cluster]:
-    """The running cluster; started here (and stopped at the end) unless one was already up.
-
-    The last test of a session (test_node_teardown.py) may have taken it down
-    already; stopping it again is then a no-op.
-    """
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    # The build and start print progress that belongs on the terminal, live,
-    # not in a captured buffer shown only after a 10-minute silence.
-    with capture.global_and_fixture_disabled():
-        running = cluster_mod.ensure_up(cluster_mod.stderr_echo)
-    yield running
-    if running.started_here:
-        with capture.global_and_fixture_disabled():
-            cluster_mod.ensure_down(cluster_mod.stderr_echo)
-
-
 @pytest.fixture
 def ready_node(kube: client.ApiClient) -> str:
     """The name of the cluster's node, once it is Ready.

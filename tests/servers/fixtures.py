@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.e2e import cluster as cluster_mod
 from tests.servers import etcd_server as etcd_setup
 from tests.servers import kubernetes as kubernetes_setup
 from tests.servers import mosquitto_server as mosquitto_setup
@@ -76,8 +77,14 @@ def zookeeper_server() -> Iterator[ServerProcess]:
     yield from _run(zookeeper_setup.start())
 
 
-@pytest.fixture(scope="session")
-def kubernetes_namespace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kubernetes_setup.KubernetesNamespace]:
-    """A namespace on the e2e control plane, its sidecars holding the operator's Role."""
+@pytest.fixture(scope="module")
+def kubernetes_namespace(
+    cluster: cluster_mod.Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[kubernetes_setup.KubernetesNamespace]:
+    """A namespace on the e2e cluster, its sidecars holding the operator's Role.
+
+    Per module, not per session: it is deleted before the session's last test takes the
+    cluster down (tests/e2e/test_node_teardown.py).
+    """
     components = [kubernetes_setup.component(t, m) for t, m in kubernetes_setup.CONFORMANCE_COMPONENTS]
-    yield from kubernetes_setup.open_namespace(tmp_path_factory.mktemp("kubernetes"), components)
+    yield from kubernetes_setup.open_namespace(cluster, tmp_path_factory.mktemp("kubernetes"), components)

@@ -149,9 +149,10 @@ def wait_until_allowed(admin: client.ApiClient, namespace: str, verb: str, resou
     )
 
 
-def open_namespace(folder: Path, components: list[dict[str, Any]]) -> Iterator[KubernetesNamespace]:
+def open_namespace(
+    running: cluster_mod.Cluster, folder: Path, components: list[dict[str, Any]]
+) -> Iterator[KubernetesNamespace]:
     """A fresh namespace with the operator's Role for `components`; deleted afterwards."""
-    running = cluster_mod.ensure_up(cluster_mod.stderr_echo)
     admin = running.new_api_client()
     core = client.CoreV1Api(admin)
     name = f"conformance-{uuid.uuid4().hex[:8]}"
@@ -172,5 +173,3 @@ def open_namespace(folder: Path, components: list[dict[str, Any]]) -> Iterator[K
     finally:
         core.delete_namespace(name)
         admin.close()
-        if running.started_here:
-            cluster_mod.ensure_down(cluster_mod.stderr_echo)
