@@ -127,6 +127,11 @@ class Messaging:
             if app is not None and app.status is Status.UP:
                 self._registry.set_condition("app", Status.UP, "; ".join(self._pending.values()))
 
+    async def settled(self) -> None:
+        """Until the subscriptions have caught up with the component changes seen so far."""
+        while self._follow_tasks:
+            await asyncio.gather(*self._follow_tasks, return_exceptions=True)
+
     async def open_stream(self, spec: SubscriptionSpec) -> StreamSubscription:
         """Raises `AlreadySubscribedError` or `LookupFailure`."""
         self._claim(spec)
