@@ -14,6 +14,8 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
+
 from ottava_sidecar.kube.client import KubeClient, KubeError
 
 log = logging.getLogger(__name__)
@@ -120,7 +122,9 @@ class Reflector:
                 else:
                     self.objects[name] = obj
                 await self._emit(str(kind), obj)
-        except (OSError, ValueError, asyncio.IncompleteReadError) as err:
+        except (OSError, ValueError, asyncio.IncompleteReadError, aiohttp.ClientError) as err:
+            # A stopping apiserver cuts the chunked stream short: aiohttp says so with a
+            # ClientPayloadError, which must resume the watch like any other break.
             raise KubeError(0, "WatchBroken", f"watch of {self.what} broke: {err or type(err).__name__}") from None
         finally:
             response.release()
