@@ -18,10 +18,10 @@ import pytest
 from aiohttp import web
 from ottava_sidecar.api.apis import Apis
 from ottava_sidecar.api.http import build_api_app, build_metrics_app
-from ottava_sidecar.api.metadata import AppChannel, MetadataApi
+from ottava_sidecar.api.metadata import AppConnectionProperties, MetadataApi
 from ottava_sidecar.components.configuration.base import ConfigurationItem
+from ottava_sidecar.components.registry import Registry
 from ottava_sidecar.resources.models import Component
-from ottava_sidecar.runtime.registry import Registry
 from prometheus_client.parser import text_string_to_metric_families
 
 APP_ID = "shop"
@@ -77,7 +77,7 @@ class Sidecar:
 @asynccontextmanager
 async def sidecar_on(registry: Registry, api_token: str | None = None) -> AsyncIterator[Sidecar]:
     shutdown_requested = asyncio.Event()
-    metadata = MetadataApi(registry, "standalone", AppChannel(port=8080), shutdown_requested.set)
+    metadata = MetadataApi(registry, "standalone", AppConnectionProperties(port=8080), shutdown_requested.set)
     apis = Apis.create(registry, metadata)
     async with serving(build_api_app(apis, api_token=api_token)) as http:
         yield Sidecar(http, apis, shutdown_requested)

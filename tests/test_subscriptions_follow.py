@@ -16,11 +16,11 @@ import pytest
 from aiohttp import web
 from ottava_sidecar.appchannel.http import HttpAppChannel
 from ottava_sidecar.components.pubsub.base import PubSub
+from ottava_sidecar.components.registry import Registry
 from ottava_sidecar.messaging import cloudevents
 from ottava_sidecar.messaging.runtime import Messaging
 from ottava_sidecar.messaging.subscriptions import SubscriptionSpec
 from ottava_sidecar.resources.models import Component
-from ottava_sidecar.runtime.registry import Registry
 
 
 def pubsub(**metadata: str) -> Component:

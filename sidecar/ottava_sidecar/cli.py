@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ottava_sidecar import __version__, contract, logs
+from ottava_sidecar.components import catalogue
 from ottava_sidecar.invocation import filters
 from ottava_sidecar.resources.manifests import ManifestError, load_folder
 from ottava_sidecar.resources.models import Component
@@ -252,7 +253,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         components: list[Component] = []
     elif args.resources_path is not None:
         try:
-            manifests = load_folder(args.resources_path)
+            manifests = load_folder(args.resources_path, check=catalogue.manifest_problems)
         except ManifestError as err:
             print(f"ottava: invalid manifest: {err}", file=sys.stderr)
             return 2

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from ottava_sidecar.components import catalogue
-from ottava_sidecar.components.base import Component
+from ottava_sidecar.components.base import ComponentInstance
 
 from tests.conformance.backends import BACKENDS, Backend, Context
 from tests.servers.fixtures import *  # noqa: F403  (the session-scoped servers)
@@ -58,7 +58,7 @@ class Components:
         self.backend: Backend = BACKENDS[type_name]
         servers = {name: request.getfixturevalue(name) for name in self.backend.servers}
         self.context = Context(servers, data_dir)
-        self.open: list[Component[Any]] = []
+        self.open: list[ComponentInstance[Any]] = []
 
     def metadata(self, **overrides: str) -> dict[str, str]:
         return {**self.backend.metadata(self.context), **overrides}
@@ -70,7 +70,7 @@ class Components:
         self.open.append(component)
         return component
 
-    async def close(self, component: Component[Any]) -> None:
+    async def close(self, component: ComponentInstance[Any]) -> None:
         self.open.remove(component)
         await component.close()
 

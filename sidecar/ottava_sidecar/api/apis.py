@@ -10,9 +10,9 @@ from ottava_sidecar.api.pubsub import PubSubApi
 from ottava_sidecar.api.secrets import SecretsApi
 from ottava_sidecar.api.sequencer import SequencerApi
 from ottava_sidecar.api.state import StateApi
+from ottava_sidecar.components.registry import Registry
 from ottava_sidecar.invocation.invoker import Invoker
 from ottava_sidecar.messaging.runtime import Messaging
-from ottava_sidecar.runtime.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from ottava_sidecar.components.configuration.base import (
     ConfigurationWatch,
 )
 from ottava_sidecar.components.errors import ComponentError
-from ottava_sidecar.runtime.registry import LookupFailure, Registry
+from ottava_sidecar.components.registry import LookupFailure, Registry
 
 
 class ConfigurationApi:

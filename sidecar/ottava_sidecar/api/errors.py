@@ -2,7 +2,7 @@
 
 import grpc
 
-from ottava_sidecar.runtime.registry import LookupFailure
+from ottava_sidecar.components.registry import LookupFailure
 
 
 class ApiError(Exception):

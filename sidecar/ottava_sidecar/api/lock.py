@@ -5,7 +5,7 @@ from typing import Any
 from ottava_sidecar.api import errors
 from ottava_sidecar.components.errors import ComponentError
 from ottava_sidecar.components.lock.base import LockStore, UnlockStatus
-from ottava_sidecar.runtime.registry import LookupFailure, Registry
+from ottava_sidecar.components.registry import LookupFailure, Registry
 
 
 class LockApi:

@@ -5,12 +5,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ottava_sidecar import __version__
+from ottava_sidecar.components.registry import Registry, Status
 from ottava_sidecar.messaging.subscriptions import SubscriptionSpec
-from ottava_sidecar.runtime.registry import Registry, Status
 
 
 @dataclass
-class AppChannel:
+class AppConnectionProperties:
+    """Where the app listens, as Dapr's metadata API reports it (not the channel that calls it)."""
+
     port: int | None = None
     protocol: str = "http"
     address: str = "127.0.0.1"
@@ -20,7 +22,7 @@ class AppChannel:
 class MetadataApi:
     registry: Registry
     mode: str  # "standalone" | "kubernetes"
-    app: AppChannel
+    app: AppConnectionProperties
     request_shutdown: Callable[[], None]
     extended: dict[str, str] = field(default_factory=dict)
     # The app's active subscriptions (set by the sidecar once pub/sub runs).

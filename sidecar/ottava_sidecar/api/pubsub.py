@@ -14,12 +14,12 @@ import grpc
 from ottava_sidecar.api import errors
 from ottava_sidecar.components.errors import ComponentError
 from ottava_sidecar.components.pubsub.base import BrokerFullError, PubSub
+from ottava_sidecar.components.registry import LookupFailure
 from ottava_sidecar.messaging import cloudevents
 from ottava_sidecar.messaging.routing import RuleError
 from ottava_sidecar.messaging.runtime import AlreadySubscribedError, Messaging
 from ottava_sidecar.messaging.streams import StreamSubscription
 from ottava_sidecar.messaging.subscriptions import Kind, SubscriptionSpec
-from ottava_sidecar.runtime.registry import LookupFailure
 
 MESSAGE_ID = "message-id"  # response metadata / HTTP header carrying the broker's message id
 

@@ -4,9 +4,9 @@ from typing import Any
 
 from ottava_sidecar.api import errors
 from ottava_sidecar.components.errors import AccessDeniedError, ComponentError
+from ottava_sidecar.components.registry import LookupFailure, Registry
 from ottava_sidecar.components.secretstores.base import SecretNotFoundError, SecretStore
 from ottava_sidecar.resources.models import SecretScope
-from ottava_sidecar.runtime.registry import LookupFailure, Registry
 
 
 class SecretsApi:

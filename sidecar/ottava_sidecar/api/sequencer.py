@@ -4,8 +4,8 @@ from typing import Any
 
 from ottava_sidecar.api import errors
 from ottava_sidecar.components.errors import ComponentError
+from ottava_sidecar.components.registry import LookupFailure, Registry
 from ottava_sidecar.components.sequencer.base import Increment, Sequencer
-from ottava_sidecar.runtime.registry import LookupFailure, Registry
 
 
 class SequencerApi:

@@ -6,6 +6,7 @@ from typing import Any
 
 from ottava_sidecar.api import errors
 from ottava_sidecar.components.errors import ComponentError, ETagInvalidError, ETagMismatchError, NotSupportedError
+from ottava_sidecar.components.registry import LookupFailure, Registry
 from ottava_sidecar.components.state.base import (
     Concurrency,
     DeleteRequest,
@@ -14,7 +15,6 @@ from ottava_sidecar.components.state.base import (
     StateItem,
     StateStore,
 )
-from ottava_sidecar.runtime.registry import LookupFailure, Registry
 
 TTL_METADATA = "ttlInSeconds"
 

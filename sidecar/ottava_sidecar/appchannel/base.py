@@ -1,7 +1,9 @@
-"""Interface of the app channel, and the errors that say why the app could not be reached.
+"""Interface of the app channel.
 
-Each error names the app and its address, so a log line or an API error tells the user
-which process to look at.
+It is what `messaging` calls a `Subscriber` and `invocation` a `LocalApp`: those layers
+sit below this one and say only what they need of the app, so the channel may use their
+vocabulary (events, subscriptions, invocation requests) without an import cycle. The
+errors it raises live in `ottava_sidecar.apperrors`, below both.
 """
 
 import abc
@@ -9,25 +11,17 @@ import asyncio
 import contextlib
 import time
 
+from ottava_sidecar.apperrors import (
+    AppChannelError,
+    AppTimeoutError,
+    AppUnavailableError,
+    AppUnimplementedError,
+)
 from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse
 from ottava_sidecar.messaging.cloudevents import TopicEvent
 from ottava_sidecar.messaging.subscriptions import SubscriptionSpec, Verdict
 
-
-class AppChannelError(Exception):
-    """The app did not answer as it should; the message says why."""
-
-
-class AppUnavailableError(AppChannelError):
-    """Nothing accepts connections on the app port (the app is down or still starting)."""
-
-
-class AppTimeoutError(AppChannelError):
-    """The app took longer than the app timeout to answer."""
-
-
-class AppUnimplementedError(AppChannelError):
-    """The app does not serve this callback."""
+__all__ = ["AppChannel", "AppChannelError", "AppTimeoutError", "AppUnavailableError", "AppUnimplementedError"]
 
 
 class AppChannel(abc.ABC):

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ottava_sidecar.components.errors import NotSupportedError
 
-__all__ = ["Component", "ComponentMetadata", "NotSupportedError", "SettingsT"]
+__all__ = ["ComponentInstance", "ComponentMetadata", "NotSupportedError", "SettingsT"]
 
 
 class ComponentMetadata(BaseModel):
@@ -23,8 +23,8 @@ class ComponentMetadata(BaseModel):
 SettingsT = TypeVar("SettingsT", bound=ComponentMetadata)
 
 
-class Component(Generic[SettingsT]):
-    """A loaded component instance.
+class ComponentInstance(Generic[SettingsT]):
+    """A loaded component: the running counterpart of a `resources.models.Component` manifest.
 
     `init` connects to the backend and may fail; `close` releases it. Both are awaited on
     the sidecar's event loop, so implementations must not block.

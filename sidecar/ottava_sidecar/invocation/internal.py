@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
 from ottava_sidecar._gen.ottava.internal.v1 import invocation_pb2 as pb
 from ottava_sidecar._gen.ottava.internal.v1 import invocation_pb2_grpc as pb_grpc
-from ottava_sidecar.appchannel.base import (
-    AppChannel,
+from ottava_sidecar.apperrors import (
     AppChannelError,
     AppTimeoutError,
     AppUnavailableError,
@@ -61,8 +60,16 @@ def to_message(target_app_id: str, request: InvocationRequest, timeout: float) -
     )
 
 
+class LocalApp(Protocol):
+    """What the internal server needs of its app: the app channel (`appchannel.AppChannel`) is one."""
+
+    async def invoke(self, request: InvocationRequest) -> InvocationResponse:
+        """Call a method of the app; its answer whatever its status, or an `apperrors.AppChannelError`."""
+        ...
+
+
 class _Servicer(pb_grpc.ServiceInvocationServicer):
-    def __init__(self, app_id: str, channel: Callable[[], AppChannel | None]) -> None:
+    def __init__(self, app_id: str, channel: Callable[[], LocalApp | None]) -> None:
         self.app_id = app_id
         self._channel = channel
 
@@ -111,7 +118,7 @@ class _Servicer(pb_grpc.ServiceInvocationServicer):
 
 
 class InternalServer:
-    def __init__(self, app_id: str, channel: Callable[[], AppChannel | None]) -> None:
+    def __init__(self, app_id: str, channel: Callable[[], LocalApp | None]) -> None:
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         pb_grpc.add_ServiceInvocationServicer_to_server(_Servicer(app_id, channel), self.server)
 

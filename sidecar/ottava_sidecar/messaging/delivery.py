@@ -8,15 +8,23 @@ treated as DROP instead.
 """
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from ottava_sidecar import metrics
-from ottava_sidecar.appchannel.base import AppChannel, AppChannelError, AppUnimplementedError
+from ottava_sidecar.apperrors import AppChannelError, AppUnimplementedError
 from ottava_sidecar.components.pubsub.base import Message, PubSub
 from ottava_sidecar.messaging import cloudevents
 from ottava_sidecar.messaging.subscriptions import SubscriptionSpec, Verdict
 
 log = logging.getLogger(__name__)
+
+
+class Subscriber(Protocol):
+    """What delivery needs of the app: the app channel (`appchannel.AppChannel`) is one."""
+
+    async def deliver(self, subscription: SubscriptionSpec, event: cloudevents.TopicEvent, path: str) -> Verdict:
+        """Hand `event` to the app; its verdict, or an `apperrors.AppChannelError`."""
+        ...
 
 
 class Redeliver(Exception):
@@ -53,7 +61,7 @@ async def settle(broker: PubSub[Any], spec: SubscriptionSpec, message: Message, 
 class AppDelivery:
     """The broker handler of a subscription read from the app: delivers over the app channel."""
 
-    def __init__(self, spec: SubscriptionSpec, broker: PubSub[Any], channel: AppChannel) -> None:
+    def __init__(self, spec: SubscriptionSpec, broker: PubSub[Any], channel: Subscriber) -> None:
         self.spec = spec
         self._broker = broker
         self._channel = channel

@@ -14,12 +14,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ottava_sidecar.appchannel.base import AppChannel
 from ottava_sidecar.components.pubsub.base import PubSub, Subscription
-from ottava_sidecar.messaging.delivery import AppDelivery
+from ottava_sidecar.components.registry import Entry, LookupFailure, Registry, Status
+from ottava_sidecar.messaging.delivery import AppDelivery, Subscriber
 from ottava_sidecar.messaging.streams import StreamSubscription
 from ottava_sidecar.messaging.subscriptions import SubscriptionSpec
-from ottava_sidecar.runtime.registry import Entry, LookupFailure, Registry, Status
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ class Messaging:
         self._registry = registry
         self._active: dict[tuple[str, str], _Active] = {}
         # The app's subscriptions, wanted whether or not their component is UP now.
-        self._wanted: dict[tuple[str, str], tuple[SubscriptionSpec, AppChannel]] = {}
+        self._wanted: dict[tuple[str, str], tuple[SubscriptionSpec, Subscriber]] = {}
         self._pending: dict[tuple[str, str], str] = {}
         self._follow_tasks: set[asyncio.Task[None]] = set()
         self._follow_lock = asyncio.Lock()
@@ -58,7 +57,7 @@ class Messaging:
                 f"topic {spec.topic} of pubsub {spec.pubsub_name}"
             )
 
-    async def subscribe_app(self, channel: AppChannel, specs: list[SubscriptionSpec]) -> list[str]:
+    async def subscribe_app(self, channel: Subscriber, specs: list[SubscriptionSpec]) -> list[str]:
         """Start delivering to the app; one problem per subscription that could not start yet.
 
         A subscription whose component is not UP is kept and opened once it is.
@@ -83,7 +82,7 @@ class Messaging:
             log.error(problem)
         return problems
 
-    async def _open(self, spec: SubscriptionSpec, channel: AppChannel, broker: PubSub[Any]) -> None:
+    async def _open(self, spec: SubscriptionSpec, channel: Subscriber, broker: PubSub[Any]) -> None:
         handle = await broker.subscribe(spec.topic, AppDelivery(spec, broker, channel), metadata=spec.metadata)
         self._active[spec.key] = _Active(spec, handle, broker)
         self._pending.pop(spec.key, None)

@@ -7,7 +7,7 @@ resources can be pointed at unchanged.
 """
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import ValidationError
 
-from ottava_sidecar.components import catalogue
 from ottava_sidecar.resources.models import Component, Configuration
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,13 @@ class Manifests:
     configurations: list[tuple[Source, Configuration]]
 
 
-def load_folder(folder: Path) -> Manifests:
+def load_folder(folder: Path, *, check: Callable[[Component], Sequence[str]]) -> Manifests:
+    """Every Component and Configuration in `folder`, validated.
+
+    `check` names what is wrong with a Component beyond its schema (an unknown type,
+    metadata its type does not accept: `components.catalogue.manifest_problems`); this
+    layer knows the resource models, not the catalogue of implementations.
+    """
     if not folder.is_dir():
         raise ManifestError(f"resources path {folder} is not a folder")
     components: list[tuple[Source, Component]] = []
@@ -57,7 +62,9 @@ def load_folder(folder: Path) -> Manifests:
             continue
         if kind == "Component":
             component = _validate(Component, document, source)
-            _check_catalogue(component, source)
+            problems = check(component)
+            if problems:
+                raise ManifestError(f"{source} (Component {component.name!r}): " + "; ".join(problems))
             if component.name in names:
                 raise ManifestError(
                     f"{source}: component {component.name!r} is already defined in {names[component.name]}"
@@ -100,17 +107,3 @@ def describe_errors(err: ValidationError) -> str:
         reason = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
         problems.append(f"{path}: {reason}")
     return "; ".join(problems)
-
-
-def _check_catalogue(component: Component, source: Source) -> None:
-    """Unknown types and metadata fields are manifest errors too: the file is wrong."""
-    prefix = f"{source} (Component {component.name!r})"
-    try:
-        component_type = catalogue.lookup(component.spec.type, component.spec.version)
-    except catalogue.UnknownComponentTypeError as err:
-        raise ManifestError(f"{prefix}: spec.type: {err}") from None
-    literal = {item.name: item.value for item in component.spec.metadata if item.value is not None}
-    from_secrets = {item.name for item in component.spec.metadata if item.secret_key_ref is not None}
-    problems = component_type.check_declared(literal, from_secrets)
-    if problems:
-        raise ManifestError(f"{prefix}: " + "; ".join(f"spec.metadata.{p}" for p in problems))

@@ -17,11 +17,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from ottava_sidecar import contract
+from ottava_sidecar.components.registry import Registry, SecretResolver, Status
 from ottava_sidecar.kube.client import KubeClient, KubeError
 from ottava_sidecar.kube.watch import Reflector
 from ottava_sidecar.resources.manifests import describe_errors
 from ottava_sidecar.resources.models import Component, Configuration
-from ottava_sidecar.runtime.registry import Registry, SecretResolver, Status
 
 log = logging.getLogger(__name__)
 

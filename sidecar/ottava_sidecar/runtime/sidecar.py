@@ -24,7 +24,9 @@ from ottava_sidecar.api import access
 from ottava_sidecar.api.apis import Apis
 from ottava_sidecar.api.grpc.server import GrpcApiServer
 from ottava_sidecar.api.http.server import build_api_app
-from ottava_sidecar.api.metadata import AppChannel, MetadataApi
+from ottava_sidecar.api.metadata import AppConnectionProperties, MetadataApi
+from ottava_sidecar.components import health
+from ottava_sidecar.components.registry import Entry, Registry, SecretResolver, Status
 from ottava_sidecar.invocation.filters import InvocationFilter
 from ottava_sidecar.invocation.internal import InternalServer
 from ottava_sidecar.invocation.invoker import Invoker
@@ -35,9 +37,7 @@ from ottava_sidecar.kube import client as kube_client
 from ottava_sidecar.kube.client import KubeClient
 from ottava_sidecar.messaging.runtime import Messaging
 from ottava_sidecar.resources.models import Component
-from ottava_sidecar.runtime import health
 from ottava_sidecar.runtime.kubernetes import KubernetesWiring
-from ottava_sidecar.runtime.registry import Entry, Registry, SecretResolver, Status
 from ottava_sidecar.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class Sidecar:
         self.registry = Registry(self.options.app_id)
         self.registry.on_status(_record_status)
         o = self.options
-        app = AppChannel(o.app_port, o.app_protocol)
+        app = AppConnectionProperties(o.app_port, o.app_protocol)
         self.app_channel = (
             appchannel.create(o.app_protocol, o.app_id, o.app_port, timeout=o.app_timeout_seconds)
             if o.app_port is not None

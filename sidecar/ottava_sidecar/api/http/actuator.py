@@ -9,8 +9,8 @@ from aiohttp import web
 from ottava_sidecar import contract
 from ottava_sidecar.api.http.routing import Route, error_body, no_content
 from ottava_sidecar.api.metadata import MetadataApi
-from ottava_sidecar.runtime import health
-from ottava_sidecar.runtime.registry import Registry, Status
+from ottava_sidecar.components import health
+from ottava_sidecar.components.registry import Registry, Status
 
 
 class Actuator:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
-from ottava_sidecar.components.base import Component, ComponentMetadata
+from ottava_sidecar.components.base import ComponentInstance, ComponentMetadata
 
 DEFAULT_GROUP: Final = "default"
 DEFAULT_LABEL: Final = "default"
@@ -76,7 +76,7 @@ class ConfigurationWatch:
 ConfigurationSettingsT = TypeVar("ConfigurationSettingsT", bound=ComponentMetadata)
 
 
-class ConfigurationStore(Component[ConfigurationSettingsT]):
+class ConfigurationStore(ComponentInstance[ConfigurationSettingsT]):
     async def get(self, query: ConfigurationQuery) -> list[ConfigurationItem]:
         raise NotImplementedError
 

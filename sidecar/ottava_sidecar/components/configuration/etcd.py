@@ -16,7 +16,6 @@ from typing import Any
 from pydantic import Field
 
 from ottava_sidecar.components.backends.etcd import EtcdConnection, EtcdMetadata
-from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.configuration.base import (
     ConfigurationItem,
     ConfigurationQuery,
@@ -24,6 +23,7 @@ from ottava_sidecar.components.configuration.base import (
     ConfigurationWatch,
 )
 from ottava_sidecar.components.errors import ComponentError
+from ottava_sidecar.components.registration import register
 
 log = logging.getLogger(__name__)
 

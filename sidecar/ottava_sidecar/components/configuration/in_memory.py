@@ -5,13 +5,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ottava_sidecar.components.base import ComponentMetadata
-from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.configuration.base import (
     ConfigurationItem,
     ConfigurationQuery,
     ConfigurationStore,
     ConfigurationWatch,
 )
+from ottava_sidecar.components.registration import register
 
 _Address = tuple[str, str, str, str]  # app_id, group, label, key
 

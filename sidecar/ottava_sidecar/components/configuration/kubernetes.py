@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ottava_sidecar import contract
 from ottava_sidecar.components.backends.kubernetes import KubernetesConnection, KubernetesMetadata
-from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.configuration.base import (
     DEFAULT_GROUP,
     DEFAULT_LABEL,
@@ -48,6 +47,7 @@ from ottava_sidecar.components.configuration.base import (
     ConfigurationWatch,
 )
 from ottava_sidecar.components.errors import ComponentError
+from ottava_sidecar.components.registration import register
 
 if TYPE_CHECKING:
     from ottava_sidecar.kube.watch import Reflector

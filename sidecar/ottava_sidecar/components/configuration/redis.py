@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from ottava_sidecar.components.backends.redis import RedisConnection, RedisMetadata
-from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.configuration.base import (
     ConfigurationItem,
     ConfigurationQuery,
@@ -27,6 +26,7 @@ from ottava_sidecar.components.configuration.base import (
     ConfigurationWatch,
 )
 from ottava_sidecar.components.errors import ComponentError
+from ottava_sidecar.components.registration import register
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub

@@ -3,7 +3,7 @@
 import enum
 from typing import TypeVar
 
-from ottava_sidecar.components.base import Component
+from ottava_sidecar.components.base import ComponentInstance
 from ottava_sidecar.components.keys import KeyPrefixer, KeyPrefixMetadata, prefix_for
 
 
@@ -23,7 +23,7 @@ class LockMetadata(KeyPrefixMetadata):
 LockSettingsT = TypeVar("LockSettingsT", bound=LockMetadata)
 
 
-class LockStore(Component[LockSettingsT]):
+class LockStore(ComponentInstance[LockSettingsT]):
     def __init__(self, name: str, settings: LockSettingsT, *, app_id: str) -> None:
         super().__init__(name, settings, app_id=app_id)
         self.keys = KeyPrefixer(prefix_for(settings.key_prefix, app_id=app_id, component_name=name))

@@ -10,9 +10,9 @@ import contextlib
 from pydantic import Field
 
 from ottava_sidecar.components.backends.etcd import EtcdConnection, EtcdMetadata
-from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.errors import ComponentError
 from ottava_sidecar.components.lock.base import LockMetadata, LockStore, UnlockStatus
+from ottava_sidecar.components.registration import register
 
 
 class EtcdLockMetadata(LockMetadata, EtcdMetadata):

@@ -2,8 +2,8 @@
 
 import time
 
-from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.lock.base import LockMetadata, LockStore, UnlockStatus
+from ottava_sidecar.components.registration import register
 
 
 class InMemoryLockMetadata(LockMetadata):

@@ -1,8 +1,8 @@
 """`lock.redis`: locks as Redis keys set with NX and an expiry; released by a check-and-delete script."""
 
 from ottava_sidecar.components.backends.redis import RedisConnection, RedisMetadata
-from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.lock.base import LockMetadata, LockStore, UnlockStatus
+from ottava_sidecar.components.registration import register
 
 # 0 released, 1 no such lock, 2 held by another owner: the values of UnlockStatus.
 _UNLOCK = """

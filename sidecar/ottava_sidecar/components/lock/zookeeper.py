@@ -12,8 +12,8 @@ from urllib.parse import quote
 from pydantic import Field
 
 from ottava_sidecar.components.backends.zookeeper import ZookeeperConnection, ZookeeperMetadata
-from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.lock.base import LockMetadata, LockStore, UnlockStatus
+from ottava_sidecar.components.registration import register
 
 
 class ZookeeperLockMetadata(LockMetadata, ZookeeperMetadata):

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ottava_sidecar.components.base import Component, ComponentMetadata
+from ottava_sidecar.components.base import ComponentInstance, ComponentMetadata
 from ottava_sidecar.components.errors import ComponentError
 
 __all__ = ["BrokerFullError", "Handler", "Message", "PubSub", "Subscription"]
@@ -46,7 +46,7 @@ class Subscription:
         raise NotImplementedError
 
 
-class PubSub(Component[PubSubSettingsT]):
+class PubSub(ComponentInstance[PubSubSettingsT]):
     async def publish(
         self,
         topic: str,

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from pydantic import Field
 
 from ottava_sidecar.components.base import ComponentMetadata
-from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.pubsub.base import BrokerFullError, Handler, Message, PubSub, Subscription
+from ottava_sidecar.components.registration import register
 
 log = logging.getLogger(__name__)
 

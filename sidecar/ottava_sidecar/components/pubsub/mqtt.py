@@ -27,10 +27,10 @@ from pydantic import Field
 
 from ottava_sidecar.components.backends import retry
 from ottava_sidecar.components.backends.options import RetryMetadata, Seconds, TlsMetadata
-from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.errors import ComponentError
 from ottava_sidecar.components.pubsub.base import Handler, Message, PubSub, Subscription
 from ottava_sidecar.components.pubsub.handling import ConsumerMetadata, consumer_id, handle_until_done
+from ottava_sidecar.components.registration import register
 
 if TYPE_CHECKING:
     import aiomqtt

@@ -20,9 +20,9 @@ from pydantic import Field
 
 from ottava_sidecar.components.backends.options import Seconds
 from ottava_sidecar.components.backends.redis import RedisConnection, RedisMetadata
-from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.pubsub.base import Handler, Message, PubSub, Subscription
 from ottava_sidecar.components.pubsub.handling import ConsumerMetadata, consumer_id, handle_until_done
+from ottava_sidecar.components.registration import register
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from typing import TypeVar
 
-from ottava_sidecar.components.base import Component, ComponentMetadata
+from ottava_sidecar.components.base import ComponentInstance, ComponentMetadata
 from ottava_sidecar.components.errors import ComponentError
 
 
@@ -13,7 +13,7 @@ class SecretNotFoundError(ComponentError):
 SecretSettingsT = TypeVar("SecretSettingsT", bound=ComponentMetadata)
 
 
-class SecretStore(Component[SecretSettingsT]):
+class SecretStore(ComponentInstance[SecretSettingsT]):
     async def get(self, name: str) -> dict[str, str]:
         """The secret's key/value pairs; raises SecretNotFoundError naming the secret."""
         raise NotImplementedError

@@ -16,8 +16,8 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from ottava_sidecar.components.backends.kubernetes import KubernetesConnection, KubernetesMetadata
-from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.errors import AccessDeniedError, ComponentError
+from ottava_sidecar.components.registration import register
 from ottava_sidecar.components.secretstores.base import SecretNotFoundError, SecretStore
 
 log = logging.getLogger(__name__)

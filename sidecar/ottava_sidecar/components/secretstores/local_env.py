@@ -5,7 +5,7 @@ import os
 from pydantic import Field
 
 from ottava_sidecar.components.base import ComponentMetadata
-from ottava_sidecar.components.catalogue import register
+from ottava_sidecar.components.registration import register
 from ottava_sidecar.components.secretstores.base import SecretNotFoundError, SecretStore
 
 

@@ -13,8 +13,8 @@ from typing import Any
 from pydantic import Field
 
 from ottava_sidecar.components.base import ComponentMetadata
-from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.errors import ComponentError
+from ottava_sidecar.components.registration import register
 from ottava_sidecar.components.secretstores.base import SecretNotFoundError, SecretStore
 
 

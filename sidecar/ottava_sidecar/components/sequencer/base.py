@@ -3,7 +3,7 @@
 import enum
 from typing import TypeVar
 
-from ottava_sidecar.components.base import Component, ComponentMetadata
+from ottava_sidecar.components.base import ComponentInstance, ComponentMetadata
 
 
 class Increment(enum.Enum):
@@ -16,6 +16,6 @@ class Increment(enum.Enum):
 SequencerSettingsT = TypeVar("SequencerSettingsT", bound=ComponentMetadata)
 
 
-class Sequencer(Component[SequencerSettingsT]):
+class Sequencer(ComponentInstance[SequencerSettingsT]):
     async def next_id(self, key: str, increment: Increment) -> int:
         raise NotImplementedError

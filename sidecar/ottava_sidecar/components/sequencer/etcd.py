@@ -8,7 +8,7 @@ compare-and-swap loop under contention.
 from pydantic import Field
 
 from ottava_sidecar.components.backends.etcd import EtcdConnection, EtcdMetadata
-from ottava_sidecar.components.catalogue import register
+from ottava_sidecar.components.registration import register
 from ottava_sidecar.components.sequencer.base import Increment, Sequencer
 
 

@@ -1,7 +1,7 @@
 """`sequencer.in-memory`: counters per key, starting at 1, kept in the process."""
 
 from ottava_sidecar.components.base import ComponentMetadata
-from ottava_sidecar.components.catalogue import register
+from ottava_sidecar.components.registration import register
 from ottava_sidecar.components.sequencer.base import Increment, Sequencer
 
 

@@ -6,7 +6,7 @@ from pydantic import Field
 
 from ottava_sidecar.components.backends.options import identifier
 from ottava_sidecar.components.backends.postgresql import PostgresConnection, PostgresMetadata
-from ottava_sidecar.components.catalogue import register
+from ottava_sidecar.components.registration import register
 from ottava_sidecar.components.sequencer.base import Increment, Sequencer
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@
 from pydantic import Field
 
 from ottava_sidecar.components.backends.redis import RedisConnection, RedisMetadata
-from ottava_sidecar.components.catalogue import register
+from ottava_sidecar.components.registration import register
 from ottava_sidecar.components.sequencer.base import Increment, Sequencer
 
 

@@ -8,7 +8,7 @@ version's range).
 import contextlib
 
 from ottava_sidecar.components.backends.zookeeper import ZookeeperConnection, ZookeeperMetadata
-from ottava_sidecar.components.catalogue import register
+from ottava_sidecar.components.registration import register
 from ottava_sidecar.components.sequencer.base import Increment, Sequencer
 
 

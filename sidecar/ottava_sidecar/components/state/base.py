@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
-from ottava_sidecar.components.base import Component
+from ottava_sidecar.components.base import ComponentInstance
 from ottava_sidecar.components.errors import NotSupportedError
 from ottava_sidecar.components.keys import KeyPrefixer, KeyPrefixMetadata, prefix_for
 
@@ -62,7 +62,7 @@ class StateMetadata(KeyPrefixMetadata):
 StateSettingsT = TypeVar("StateSettingsT", bound=StateMetadata)
 
 
-class StateStore(Component[StateSettingsT]):
+class StateStore(ComponentInstance[StateSettingsT]):
     features: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, settings: StateSettingsT, *, app_id: str) -> None:

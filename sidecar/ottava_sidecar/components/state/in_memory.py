@@ -15,8 +15,8 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.errors import ETagInvalidError, ETagMismatchError
+from ottava_sidecar.components.registration import register
 from ottava_sidecar.components.state.base import (
     Concurrency,
     DeleteRequest,

@@ -19,8 +19,8 @@ from pydantic import Field
 
 from ottava_sidecar.components.backends.options import Seconds, identifier
 from ottava_sidecar.components.backends.postgresql import PostgresConnection, PostgresMetadata
-from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.errors import ETagInvalidError, ETagMismatchError
+from ottava_sidecar.components.registration import register
 from ottava_sidecar.components.state.base import (
     Concurrency,
     DeleteRequest,

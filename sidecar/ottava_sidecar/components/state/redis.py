@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar
 
 from ottava_sidecar.components.backends.redis import RedisConnection, RedisMetadata
-from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.errors import ETagInvalidError, ETagMismatchError
+from ottava_sidecar.components.registration import register
 from ottava_sidecar.components.state.base import (
     Concurrency,
     DeleteRequest,

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import Field
 
 from ottava_sidecar.components.backends.options import Seconds, identifier
-from ottava_sidecar.components.catalogue import register
 from ottava_sidecar.components.errors import ComponentError, ETagInvalidError, ETagMismatchError
+from ottava_sidecar.components.registration import register
 from ottava_sidecar.components.state.base import (
     Concurrency,
     DeleteRequest,

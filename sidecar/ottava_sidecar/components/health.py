@@ -7,7 +7,7 @@ a condition, is down; UP otherwise. Liveness never depends on any of this.
 
 from typing import Any
 
-from ottava_sidecar.runtime.registry import Registry, Status
+from ottava_sidecar.components.registry import Registry, Status
 
 
 def overall(registry: Registry) -> Status:

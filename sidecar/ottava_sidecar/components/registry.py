@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ottava_sidecar.components import catalogue
-from ottava_sidecar.components.base import Component as ComponentInstance
+from ottava_sidecar.components.base import ComponentInstance
 from ottava_sidecar.components.secretstores.base import SecretStore
 from ottava_sidecar.resources.models import Component
 
