@@ -8,7 +8,8 @@ so a manifest from the docs is known to pass `kubectl apply` and a broken one to
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -129,37 +130,62 @@ def validate(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
             return [] if ok else [f"{where}: must be an integer or a string"]
         return []  # x-kubernetes-preserve-unknown-fields: anything goes
     kind = schema["type"]
-    errors: list[str] = []
-    if "enum" in schema and value not in schema["enum"]:
-        errors.append(f"{where}: must be one of {schema['enum']}")
-    if kind == "string" and isinstance(value, str):
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            errors.append(f"{where}: must match {schema['pattern']}")
-        if len(value) < schema.get("minLength", 0):
-            errors.append(f"{where}: shorter than {schema['minLength']}")
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            errors.append(f"{where}: longer than {schema['maxLength']}")
-    elif kind in ("integer", "number") and _is_number(value, integer=kind == "integer"):
-        if "minimum" in schema and value < schema["minimum"]:
-            errors.append(f"{where}: less than {schema['minimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
-            errors.append(f"{where}: more than {schema['maximum']}")
-    elif kind == "boolean" and isinstance(value, bool):
-        pass
-    elif kind == "array" and isinstance(value, list):
-        for index, item in enumerate(value):
-            errors += validate(item, schema["items"], f"{path}[{index}]")
-    elif kind == "object" and isinstance(value, dict):
-        properties: dict[str, Any] = schema.get("properties", {})
-        errors += [f"{path}.{name}: required" for name in schema.get("required", []) if name not in value]
-        for name, item in value.items():
-            if name in properties:
-                errors += validate(item, properties[name], f"{path}.{name}")
-            elif properties and not schema.get("x-kubernetes-preserve-unknown-fields"):
-                errors.append(f"{path}.{name}: unknown field")
-    else:
+    errors = [f"{where}: must be one of {schema['enum']}"] if "enum" in schema and value not in schema["enum"] else []
+    check = _CHECKS.get(kind)
+    if check is None or not check.accepts(value):
         return [f"{where}: must be of type {kind}"]
+    return errors + check.errors(value, schema, path)
+
+
+def _string_errors(value: str, schema: dict[str, Any], path: str) -> list[str]:
+    where, errors = path or ".", []
+    if "pattern" in schema and not re.search(schema["pattern"], value):
+        errors.append(f"{where}: must match {schema['pattern']}")
+    if len(value) < schema.get("minLength", 0):
+        errors.append(f"{where}: shorter than {schema['minLength']}")
+    if "maxLength" in schema and len(value) > schema["maxLength"]:
+        errors.append(f"{where}: longer than {schema['maxLength']}")
     return errors
+
+
+def _number_errors(value: float, schema: dict[str, Any], path: str) -> list[str]:
+    where, errors = path or ".", []
+    if "minimum" in schema and value < schema["minimum"]:
+        errors.append(f"{where}: less than {schema['minimum']}")
+    if "maximum" in schema and value > schema["maximum"]:
+        errors.append(f"{where}: more than {schema['maximum']}")
+    return errors
+
+
+def _array_errors(value: list[Any], schema: dict[str, Any], path: str) -> list[str]:
+    return [e for index, item in enumerate(value) for e in validate(item, schema["items"], f"{path}[{index}]")]
+
+
+def _object_errors(value: dict[str, Any], schema: dict[str, Any], path: str) -> list[str]:
+    properties: dict[str, Any] = schema.get("properties", {})
+    errors = [f"{path}.{name}: required" for name in schema.get("required", []) if name not in value]
+    for name, item in value.items():
+        if name in properties:
+            errors += validate(item, properties[name], f"{path}.{name}")
+        elif properties and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            errors.append(f"{path}.{name}: unknown field")
+    return errors
+
+
+@dataclass(frozen=True)
+class _Check:
+    accepts: Callable[[Any], bool]
+    errors: Callable[[Any, dict[str, Any], str], list[str]]
+
+
+_CHECKS = {
+    "string": _Check(lambda v: isinstance(v, str), _string_errors),
+    "integer": _Check(lambda v: _is_number(v, integer=True), _number_errors),
+    "number": _Check(lambda v: _is_number(v, integer=False), _number_errors),
+    "boolean": _Check(lambda v: isinstance(v, bool), lambda v, s, p: []),
+    "array": _Check(lambda v: isinstance(v, list), _array_errors),
+    "object": _Check(lambda v: isinstance(v, dict), _object_errors),
+}
 
 
 def _is_number(value: object, *, integer: bool) -> bool:

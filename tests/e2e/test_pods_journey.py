@@ -67,6 +67,44 @@ def dump(*documents: dict[str, Any]) -> str:
     return yaml.safe_dump_all(documents)
 
 
+def reload_while_calling(
+    cluster: cluster_mod.Cluster, ns: str, checkout: client.V1Pod, redis: ServerProcess, node_ip: str
+) -> None:
+    """Edit the state store and the pub/sub component while checkout keeps calling; no call may fail."""
+    failures: list[str] = []
+    calls = 0
+    stop = threading.Event()
+
+    def keep_calling() -> None:
+        nonlocal calls
+        while not stop.is_set():
+            try:
+                pods.call_app(checkout, "PUT", "/state/busy", body=b'"x"')
+                pods.call_app(checkout, "GET", "/state/busy")
+            except Exception as err:
+                failures.append(str(err))
+            calls += 1
+
+    worker = threading.Thread(target=keep_calling)
+    worker.start()
+    try:
+        edited = redis_component("statestore", "state.redis", redis, node_ip, keyPrefix="none")
+        # The pub/sub component is reloaded too: deliveries must follow it to the new instance.
+        edited_pubsub = redis_component("pubsub", "pubsub.redis", redis, node_ip, processingTimeout="30s")
+        assert apply(cluster, ns, dump(edited, edited_pubsub)).returncode == 0
+
+        def reloaded() -> bool:
+            # Keys were prefixed with the app id before; with keyPrefix none, order-1 is another key.
+            return pods.call_app(checkout, "GET", "/state/order-1")["value"] == ""
+
+        cluster_mod.poll(reloaded, timeout=30, what="the edited statestore to take effect")
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    assert calls > 0
+    assert failures == [], f"{len(failures)} of {calls} calls failed during the reload: {failures[:3]}"
+
+
 def test_the_journey_in_pods(
     ottava_in_cluster: incluster.InstalledOttava,
     cluster: cluster_mod.Cluster,
@@ -145,38 +183,7 @@ def test_the_journey_in_pods(
     assert answered == {p.metadata.name for p in shipping}
 
     # 8. Hot reload: the state store is edited while calls run; none fails.
-    failures: list[str] = []
-    calls = 0
-    stop = threading.Event()
-
-    def keep_calling() -> None:
-        nonlocal calls
-        while not stop.is_set():
-            try:
-                pods.call_app(checkout, "PUT", "/state/busy", body=b'"x"')
-                pods.call_app(checkout, "GET", "/state/busy")
-            except Exception as err:
-                failures.append(str(err))
-            calls += 1
-
-    worker = threading.Thread(target=keep_calling)
-    worker.start()
-    try:
-        edited = redis_component("statestore", "state.redis", redis_on_the_node, node_ip, keyPrefix="none")
-        # The pub/sub component is reloaded too: deliveries must follow it to the new instance.
-        edited_pubsub = redis_component("pubsub", "pubsub.redis", redis_on_the_node, node_ip, processingTimeout="30s")
-        assert apply(cluster, ns, dump(edited, edited_pubsub)).returncode == 0
-
-        def reloaded() -> bool:
-            # Keys were prefixed with the app id before; with keyPrefix none, order-1 is another key.
-            return pods.call_app(checkout, "GET", "/state/order-1")["value"] == ""
-
-        cluster_mod.poll(reloaded, timeout=30, what="the edited statestore to take effect")
-    finally:
-        stop.set()
-        worker.join(timeout=30)
-    assert calls > 0
-    assert failures == [], f"{len(failures)} of {calls} calls failed during the reload: {failures[:3]}"
+    reload_while_calling(cluster, ns, checkout, redis_on_the_node, node_ip)
     pods.call_app(checkout, "POST", "/publish/orders", body=b'{"order": 2}')
     assert cluster_mod.poll(
         lambda: [e for e in delivered() or [] if e == {"order": 2}], timeout=30, what="an event after the reload"

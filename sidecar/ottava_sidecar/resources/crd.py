@@ -283,6 +283,13 @@ def _convert(node: Schema, defs: Mapping[str, Schema], path: str) -> Schema:
     if "anyOf" in node:
         return _convert_union(node, defs, path)
 
+    out = _scalar_keywords(node, path)
+    out.update(_structure(node, defs, path))
+    return _ordered(out)
+
+
+def _scalar_keywords(node: Schema, path: str) -> Schema:
+    """The keywords that describe a value itself: description, type, enum, bounds, default."""
     out: Schema = {}
     if "description" in node:
         out["description"] = node["description"]
@@ -303,6 +310,12 @@ def _convert(node: Schema, defs: Mapping[str, Schema], path: str) -> Schema:
             out[key] = True
             continue
         out[key] = copy.deepcopy(node[key])
+    return out
+
+
+def _structure(node: Schema, defs: Mapping[str, Schema], path: str) -> Schema:
+    """The keywords that describe what a value contains: items, properties, extra keys."""
+    out: Schema = {}
     if "items" in node:
         out["items"] = _convert(node["items"], defs, f"{path}[]")
     if "properties" in node:
@@ -320,7 +333,7 @@ def _convert(node: Schema, defs: Mapping[str, Schema], path: str) -> Schema:
         out["x-kubernetes-preserve-unknown-fields"] = True
     # additionalProperties: false, or true beside properties (ObjectMeta's extra="allow"):
     # both are expressed by pruning, i.e. by saying nothing.
-    return _ordered(out)
+    return out
 
 
 def _convert_union(node: Schema, defs: Mapping[str, Schema], path: str) -> Schema:
