@@ -120,7 +120,9 @@ class PageRun:
         command = command[len(assignments) :]
         assert command[:2] == ["ottava", "run"], f"{snippet.id}: runnable-sidecar must be `ottava run …`"
         env = dict(word.split("=", 1) for word in assignments)
-        self.sidecar = self.factory.start(*command[2:], env={**env, "TMPDIR": str(self.tmp)})
+        # A registry of app ids of its own, so that these sidecars are not in the user's.
+        env.update({"TMPDIR": str(self.tmp), "OTTAVA_REGISTRY_DIR": str(self.tmp / "registry")})
+        self.sidecar = self.factory.start(*command[2:], env=env)
         self.segment = snippet.segment
         _wait_until_ready(self.sidecar)
 
