@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 ARGS ?=
 
-.PHONY: help venv run test pytest lint fmt proto crds golden check-generated bench image cluster-up cluster-down e2e-up e2e-down clean
+.PHONY: help venv run test pytest lint fmt proto crds docs golden check-generated bench image cluster-up cluster-down e2e-up e2e-down clean
 
 help:
 	@echo "make run           start the sidecar standalone on in-memory components (ARGS='--app-id x …')"
@@ -17,6 +17,7 @@ help:
 	@echo "make fmt           ruff format + autofix"
 	@echo "make proto         regenerate the Python code for proto/"
 	@echo "make crds          regenerate crds/ from the resource models"
+	@echo "make docs          regenerate the metadata tables in docs/ from the component settings models"
 	@echo "make golden        rewrite the injector golden files (review the diff)"
 	@echo "make bench         GetState vs a bare grpc.aio server; pub/sub events/s; invocation vs a direct call"
 	@echo "make image         build the image ottava/ottava:<version> into dist/ottava-<version>.image.tar (root; no Docker; image/README.md)"
@@ -47,10 +48,14 @@ golden: venv
 crds: venv
 	$(PY) tools/gen_crds.py
 
+docs: venv
+	$(PY) tools/gen_docs.py
+
 check-generated: venv
-	@echo "==> checking that generated code and CRDs are up to date"
+	@echo "==> checking that generated code, CRDs and docs tables are up to date"
 	$(PY) tools/gen_proto.py --check
 	$(PY) tools/gen_crds.py --check
+	$(PY) tools/gen_docs.py --check
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 class PostgresSequencerMetadata(PostgresMetadata):
     table_name: str = Field(
-        default="ottava_sequencer", alias="tableName", description="Table of the counters (schema. allowed)."
+        default="ottava_sequencer", alias="tableName", description="Table of the counters (`schema.table` allowed)."
     )
 
 

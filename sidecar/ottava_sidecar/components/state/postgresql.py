@@ -42,7 +42,9 @@ EXPIRY = "CASE WHEN $4::bigint IS NULL THEN NULL ELSE now() + make_interval(secs
 
 
 class PostgresStateMetadata(StateMetadata, PostgresMetadata):
-    table_name: str = Field(default="state", alias="tableName", description="Table of the items (schema. allowed).")
+    table_name: str = Field(
+        default="state", alias="tableName", description="Table of the items (`schema.table` allowed)."
+    )
     cleanup_interval: Seconds = Field(
         default=3600.0,
         ge=0,
