@@ -27,7 +27,6 @@ BUILDING_BLOCKS = (
     "lock",
     "sequencer",
     "secretstores",
-    "bindings",
 )
 
 

@@ -256,7 +256,7 @@ class Registry:
                     log.exception("closing component %s failed", entry.name)
 
 
-_NOUNS = {"secretstores": "secret store", "pubsub": "pub/sub", "bindings": "binding", "sequencer": "sequencer store"}
+_NOUNS = {"secretstores": "secret store", "pubsub": "pub/sub", "sequencer": "sequencer store"}
 
 
 def _noun(building_block: str) -> str:
