@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 
+from ottava_sidecar import backoff
 from ottava_sidecar.apperrors import (
     AppChannelError,
     AppTimeoutError,
@@ -40,15 +41,15 @@ class AppChannel(abc.ABC):
     def describe(self) -> str:
         return f"app {self.app_id!r} ({self.protocol} on {self.address})"
 
-    async def wait_until_listening(self, *, interval: float = 0.05, max_interval: float = 0.5) -> float:
+    async def wait_until_listening(self, *, poll: backoff.Backoff = backoff.APP_PORT_POLL) -> float:
         """Return once the app port accepts a connection; the seconds waited."""
         started = time.monotonic()
+        delays = poll.delays()
         while True:
             try:
                 _, writer = await asyncio.open_connection(self.host, self.port)
             except OSError:
-                await asyncio.sleep(interval)
-                interval = min(interval * 2, max_interval)
+                await asyncio.sleep(next(delays))
                 continue
             writer.close()
             with contextlib.suppress(OSError):

@@ -11,7 +11,7 @@ import time
 
 import grpc
 
-from ottava_sidecar import metrics
+from ottava_sidecar import backoff, metrics
 from ottava_sidecar.invocation import filters
 from ottava_sidecar.invocation.internal import InternalClient
 from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse
@@ -20,7 +20,6 @@ from ottava_sidecar.invocation.resolution import AppNotFoundError, NameResolver
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 3
-BACKOFF_SECONDS = 0.1
 
 
 class InvocationError(Exception):
@@ -58,15 +57,10 @@ class Invoker:
     async def _invoke(self, target: str, request: InvocationRequest) -> InvocationResponse:
         if not target:
             raise InvocationError(grpc.StatusCode.INVALID_ARGUMENT, "the app id to invoke is empty")
-        for each in self.filters:
-            try:
-                await each.before(target, request)
-            except filters.Rejected as err:
-                raise InvocationError(
-                    grpc.StatusCode.PERMISSION_DENIED, f"call to app {target!r} refused by {type(each).__name__}: {err}"
-                ) from None
+        await self._before(target, request)
         timeout = min(request.timeout_seconds or self.default_timeout, self.default_timeout)
         deadline = time.monotonic() + timeout
+        delays = backoff.INVOCATION_RETRY.delays()
         last = ""
         for attempt in range(1, ATTEMPTS + 1):
             try:
@@ -93,7 +87,7 @@ class Invoker:
                 await self._client.drop(address)
                 log.info("invoking app %s at %s failed (attempt %d): %s", target, address, attempt, details)
                 if attempt < ATTEMPTS:
-                    await asyncio.sleep(min(BACKOFF_SECONDS * attempt, max(0.0, deadline - time.monotonic())))
+                    await asyncio.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
                 continue
             for each in reversed(self.filters):
                 await each.after(target, request, response)
@@ -105,6 +99,16 @@ class Invoker:
         raise InvocationError(
             grpc.StatusCode.UNAVAILABLE, f"app {target!r} is not reachable after {ATTEMPTS} attempts: {last}"
         )
+
+    async def _before(self, target: str, request: InvocationRequest) -> None:
+        """Let every filter see the call first; a filter that rejects it refuses the call."""
+        for each in self.filters:
+            try:
+                await each.before(target, request)
+            except filters.Rejected as err:
+                raise InvocationError(
+                    grpc.StatusCode.PERMISSION_DENIED, f"call to app {target!r} refused by {type(each).__name__}: {err}"
+                ) from None
 
     async def close(self) -> None:
         await self._client.close()

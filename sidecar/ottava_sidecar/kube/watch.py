@@ -10,12 +10,12 @@ watch per collection, never polling.
 import asyncio
 import json
 import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 
+from ottava_sidecar import backoff
 from ottava_sidecar.kube.client import KubeClient, KubeError
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,8 @@ class Reflector:
         field_selector: str | None = None,
         label_selector: str | None = None,
         what: str = "",
-        min_backoff: float = 0.25,
-        max_backoff: float = 10.0,
+        min_backoff: float = backoff.WATCH.first,
+        max_backoff: float = backoff.WATCH.cap,
         watch_timeout_seconds: int = 300,
     ) -> None:
         self.client = client
@@ -54,29 +54,29 @@ class Reflector:
         self.resource_version: str | None = None
         self.synced = asyncio.Event()
         self.last_error: KubeError | None = None
-        self._min_backoff, self._max_backoff = min_backoff, max_backoff
+        self._backoff = backoff.Backoff(min_backoff, max_backoff, jitter=backoff.WATCH.jitter)
         self._watch_timeout = watch_timeout_seconds
 
     async def run(self) -> None:
-        backoff = self._min_backoff
+        delays = self._backoff.delays()
         while True:
             try:
                 if self.resource_version is None:
                     await self._relist()
                 await self._watch()
-                backoff = self._min_backoff  # a watch that ended normally (server timeout): resume
+                delays = self._backoff.delays()  # a watch that ended normally (server timeout): resume
             except KubeError as err:
                 if err.status == 410:
                     log.info("watch expired; relisting", extra={"what": self.what})
                     self.resource_version = None
                     continue
                 self.last_error = err
+                delay = next(delays)
                 log.warning(
                     "watch failed; retrying",
-                    extra={"what": self.what, "error": str(err), "retryInSeconds": round(backoff, 2)},
+                    extra={"what": self.what, "error": str(err), "retryInSeconds": round(delay, 2)},
                 )
-                await asyncio.sleep(backoff * (0.8 + 0.4 * random.random()))
-                backoff = min(backoff * 2, self._max_backoff)
+                await asyncio.sleep(delay)
 
     async def _relist(self) -> None:
         listed = await self.client.get(self.path, **self.selectors)

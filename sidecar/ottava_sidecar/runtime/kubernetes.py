@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ottava_sidecar import contract
+from ottava_sidecar import backoff, contract
 from ottava_sidecar.components.registry import Registry, SecretResolver, Status
 from ottava_sidecar.kube.client import KubeClient, KubeError
 from ottava_sidecar.kube.watch import Reflector
@@ -26,8 +26,6 @@ from ottava_sidecar.resources.models import Component, Configuration
 log = logging.getLogger(__name__)
 
 CONDITION = "kubernetes"
-RETRY_MIN_SECONDS = 1.0
-RETRY_MAX_SECONDS = 30.0
 
 
 class SecretReadError(LookupError):
@@ -125,13 +123,14 @@ class KubernetesWiring:
         Secret a moment after the Component appears, a backend's Service is still coming
         up. A component stays DOWN (and readiness says why) until a retry succeeds.
         """
-        delay = RETRY_MIN_SECONDS
+        delays = backoff.COMPONENT_RETRY.delays()
         while True:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(next(delays))
             failed = [e.name for e in self.registry.entries() if e.status is Status.DOWN]
             for name in failed:
                 await self._changes.put(("RETRY", {"metadata": {"name": name}}))
-            delay = min(delay * 2, RETRY_MAX_SECONDS) if failed else RETRY_MIN_SECONDS
+            if not failed:
+                delays = backoff.COMPONENT_RETRY.delays()
 
     async def _apply(self, kind: str, obj: dict[str, Any]) -> None:
         name = obj.get("metadata", {}).get("name", "")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ottava_sidecar import appchannel, contract, metrics
+from ottava_sidecar import appchannel, backoff, contract, metrics
 from ottava_sidecar.api import access
 from ottava_sidecar.api.apis import Apis
 from ottava_sidecar.api.grpc.server import GrpcApiServer
@@ -156,7 +156,7 @@ class Sidecar:
         """Wait for the app to listen, then read its subscriptions and start delivering."""
         waited = await channel.wait_until_listening()
         log.info("app is listening on port %d (waited %.1fs)", channel.port, waited)
-        delay = 0.1
+        delays = backoff.APP_SUBSCRIPTIONS.delays()
         while True:
             self.registry.set_condition("app", Status.INIT, f"reading subscriptions from {channel.describe()}")
             try:
@@ -164,9 +164,9 @@ class Sidecar:
                 break
             except appchannel.AppChannelError as err:
                 self.registry.set_condition("app", Status.INIT, f"reading subscriptions failed, retrying: {err}")
+                delay = next(delays)
                 log.warning("reading the app's subscriptions failed; retrying in %.1fs: %s", delay, err)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
         problems = await self.messaging.subscribe_app(channel, specs)
         self.registry.set_condition("app", Status.UP, "; ".join(problems))
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, Field
 
+from ottava_sidecar import backoff
 from ottava_sidecar.components.base import ComponentMetadata
 from ottava_sidecar.components.errors import ComponentError
 from ottava_sidecar.resources.models import parse_duration
@@ -45,6 +46,10 @@ class RetryMetadata(ComponentMetadata):
     dial_timeout: Seconds = Field(
         default=3.0, gt=0, alias="dialTimeout", description="How long one connection attempt may take."
     )
+
+    def connection_backoff(self) -> backoff.Backoff:
+        """Waits between connection attempts, at start-up and when a consumer reconnects."""
+        return backoff.Backoff(self.connect_backoff, self.connect_backoff_max)
 
 
 class TlsMetadata(ComponentMetadata):

@@ -29,7 +29,7 @@ async def connect(
     `what` names the server ("redis at 10.0.0.5:6379") in the error. Refused credentials
     fail at once: a wrong password does not become right by waiting.
     """
-    delay = settings.connect_backoff
+    delays = settings.connection_backoff().delays()
     for number in range(1, settings.connect_attempts + 1):
         try:
             return await asyncio.wait_for(attempt(), timeout=settings.dial_timeout)
@@ -42,8 +42,7 @@ async def connect(
         if number == settings.connect_attempts:
             break
         log.warning("cannot connect to %s (attempt %d of %d): %s", what, number, settings.connect_attempts, reason)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, settings.connect_backoff_max)
+        await asyncio.sleep(next(delays))
     noun = "attempt" if settings.connect_attempts == 1 else "attempts"
     raise ComponentError(f"cannot connect to {what} after {settings.connect_attempts} {noun}: {reason}")
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import Field
 
+from ottava_sidecar import backoff
 from ottava_sidecar.components.backends.etcd import EtcdConnection, EtcdMetadata
 from ottava_sidecar.components.configuration.base import (
     ConfigurationItem,
@@ -134,7 +135,7 @@ class EtcdConfigurationStore(ConfigurationStore[EtcdConfigurationMetadata]):
         query = watch.query
         folder = self._folder(query.app_id, query.group, query.label).encode()
         next_revision = 0
-        backoff = 0.1
+        delays = backoff.CONFIGURATION_WATCH.delays()
         while True:
             stop = asyncio.Event()
             create = rpc.WatchCreateRequest(key=folder, range_end=_prefix_end(folder), start_revision=next_revision)
@@ -161,7 +162,7 @@ class EtcdConfigurationStore(ConfigurationStore[EtcdConfigurationMetadata]):
                         next_revision = kv.mod_revision + 1
                     matching = [item for item in changes if query.matches(query.app_id, item)]
                     watch.push(matching)
-                    backoff = 0.1
+                    delays = backoff.CONFIGURATION_WATCH.delays()
             except asyncio.CancelledError:
                 stop.set()
                 raise
@@ -171,8 +172,7 @@ class EtcdConfigurationStore(ConfigurationStore[EtcdConfigurationMetadata]):
                     return
                 log.warning("watch of %s interrupted, resuming: %s", self.name, err)
             stop.set()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+            await asyncio.sleep(next(delays))
 
 
 def _item(key: str, query: ConfigurationQuery, kv: Any) -> ConfigurationItem:

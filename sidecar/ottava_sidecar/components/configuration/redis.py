@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from ottava_sidecar import backoff
 from ottava_sidecar.components.backends.redis import RedisConnection, RedisMetadata
 from ottava_sidecar.components.configuration.base import (
     ConfigurationItem,
@@ -155,19 +156,18 @@ class RedisConfigurationStore(ConfigurationStore[RedisConfigurationMetadata]):
 
     async def _read(self) -> None:
         assert self._pubsub is not None
-        backoff = 0.1
+        delays = backoff.CONFIGURATION_WATCH.delays()
         while True:
             try:
                 message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None and message["type"] == "pmessage":
                     await self._dispatch(message["channel"].decode(), message["data"].decode())
-                backoff = 0.1
+                delays = backoff.CONFIGURATION_WATCH.delays()
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # a lost connection: redis-py resubscribes when it reconnects
                 log.warning("keyspace notifications of %s interrupted: %s", self.name, err)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await asyncio.sleep(next(delays))
                 with contextlib.suppress(Exception):
                     await self._enable_notifications()  # a restarted server forgot CONFIG SET
 

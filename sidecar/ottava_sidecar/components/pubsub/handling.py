@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from pydantic import Field
 
+from ottava_sidecar import backoff
 from ottava_sidecar.components.backends.options import Seconds
 from ottava_sidecar.components.base import ComponentMetadata
 from ottava_sidecar.components.pubsub.base import Handler, Message
@@ -45,6 +46,9 @@ class ConsumerMetadata(ComponentMetadata):
         description="Longest wait between two deliveries of a failing message.",
     )
 
+    def redelivery_backoff(self) -> backoff.Backoff:
+        return backoff.Backoff(self.redelivery_backoff_seconds, self.max_redelivery_backoff_seconds)
+
 
 def consumer_id(settings: ConsumerMetadata, app_id: str, metadata: Mapping[str, str] | None) -> str:
     """The subscription's consumer group: its own `consumerID`, the component's, or the app id."""
@@ -54,26 +58,32 @@ def consumer_id(settings: ConsumerMetadata, app_id: str, metadata: Mapping[str, 
 async def handle_until_done(
     handler: Handler,
     message: Message,
-    settings: ConsumerMetadata,
+    redelivery: backoff.Backoff,
     *,
     where: str,
     still_working: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Call `handler` until it returns; `still_working` tells the broker not to redeliver meanwhile."""
-    backoff = settings.redelivery_backoff_seconds
+    """Call `handler` until it returns, waiting `redelivery` between calls.
+
+    Each redelivery is a copy of `message` as the broker gave it (a handler that changed
+    the metadata does not change what the next attempt sees), with `attempt` counted up.
+    `still_working` tells the broker not to redeliver meanwhile.
+    """
+    delays = redelivery.delays()
+    delivery = message
     while True:
         try:
-            await handler(message)
+            await handler(delivery)
             return
         except Exception as err:
+            delay = next(delays)
             log.info(
                 "delivery failed; redelivering in %.2fs",
-                backoff,
+                delay,
                 extra={"pubsub": where, "topic": message.topic, "id": message.id, "error": str(err)},
             )
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, settings.max_redelivery_backoff_seconds)
-        message = dataclasses.replace(message, attempt=message.attempt + 1, metadata=dict(message.metadata))
+            await asyncio.sleep(delay)
+        delivery = dataclasses.replace(message, attempt=delivery.attempt + 1, metadata=dict(message.metadata))
         if still_working is not None:
             try:
                 await still_working()

@@ -10,18 +10,17 @@ instead of making the sidecar grow.
 
 import asyncio
 import contextlib
-import logging
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Mapping
 
 from pydantic import Field
 
+from ottava_sidecar import backoff
 from ottava_sidecar.components.base import ComponentMetadata
+from ottava_sidecar.components.pubsub import handling
 from ottava_sidecar.components.pubsub.base import BrokerFullError, Handler, Message, PubSub, Subscription
 from ottava_sidecar.components.registration import register
-
-log = logging.getLogger(__name__)
 
 
 class InMemoryPubSubMetadata(ComponentMetadata):
@@ -43,6 +42,9 @@ class InMemoryPubSubMetadata(ComponentMetadata):
         alias="maxPendingMessages",
         description="Messages a subscription may hold unacknowledged; publishing beyond it is refused.",
     )
+
+    def redelivery_backoff(self) -> backoff.Backoff:
+        return backoff.Backoff(self.redelivery_backoff_seconds, self.max_redelivery_backoff_seconds)
 
 
 class _QueueSubscription(Subscription):
@@ -70,37 +72,12 @@ class _QueueSubscription(Subscription):
             while not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            template = self._queue.popleft()
+            message = self._queue.popleft()
             self._in_flight = 1
-            backoff = settings.redelivery_backoff_seconds
-            attempt = 1
             try:
-                while True:
-                    message = Message(
-                        template.topic,
-                        template.data,
-                        template.id,
-                        template.content_type,
-                        dict(template.metadata),
-                        attempt,
-                    )
-                    try:
-                        await self._handler(message)
-                        break
-                    except Exception as err:
-                        log.info(
-                            "delivery failed; redelivering in %.2fs",
-                            backoff,
-                            extra={
-                                "pubsub": self._broker.name,
-                                "topic": self.topic,
-                                "id": message.id,
-                                "error": str(err),
-                            },
-                        )
-                        await asyncio.sleep(backoff)
-                        backoff = min(backoff * 2, settings.max_redelivery_backoff_seconds)
-                        attempt += 1
+                await handling.handle_until_done(
+                    self._handler, message, settings.redelivery_backoff(), where=self._broker.name
+                )
             finally:
                 self._in_flight = 0
 

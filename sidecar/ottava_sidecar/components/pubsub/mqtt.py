@@ -135,7 +135,7 @@ class _SessionSubscription(Subscription):
 
     async def _consume(self, client: "aiomqtt.Client") -> None:
         settings = self._broker.settings
-        failures = 0
+        delays = settings.connection_backoff().delays()
         while True:
             try:
                 async for received in client.messages:
@@ -145,8 +145,7 @@ class _SessionSubscription(Subscription):
                     await asyncio.wait_for(client.__aexit__(None, None, None), 2)
                 raise
             except Exception as err:  # the connection broke: resume the session
-                failures += 1
-                delay = min(settings.connect_backoff * 2**failures, settings.connect_backoff_max)
+                delay = next(delays)
                 log.warning("pubsub %s lost %s, reconnecting in %.1fs: %s", self._broker.name, self.topic, delay, err)
                 await asyncio.sleep(delay)
                 with contextlib.suppress(Exception):
@@ -155,7 +154,7 @@ class _SessionSubscription(Subscription):
                     )
                     await client.__aenter__()
                     await client.subscribe(self.topic, qos=1)
-                    failures = 0
+                    delays = settings.connection_backoff().delays()  # connected again: start over
 
     async def _deliver(self, client: "aiomqtt.Client", received: "aiomqtt.Message") -> None:
         props = dict(getattr(received.properties, "UserProperty", None) or [])
@@ -170,7 +169,9 @@ class _SessionSubscription(Subscription):
             json.loads(props.get("ottava-metadata", "{}")),
             attempt,
         )
-        await handle_until_done(self._handler, message, self._broker.settings, where=self._broker.name)
+        await handle_until_done(
+            self._handler, message, self._broker.settings.redelivery_backoff(), where=self._broker.name
+        )
         self._redelivered.discard(received.mid)
         client._client.ack(received.mid, received.qos)
 

@@ -99,20 +99,19 @@ class _DurableSubscription(Subscription):
         from nats import errors
 
         settings = self._broker.settings
-        failures = 0
+        delays = settings.connection_backoff().delays()
         while not self._closing:
             try:
                 messages = await subscription.fetch(10, timeout=settings.poll_timeout)
             except errors.TimeoutError:
                 continue
             except Exception as err:
-                failures += 1
-                delay = min(settings.connect_backoff * 2**failures, settings.connect_backoff_max)
+                delay = next(delays)
                 log.warning("fetching topic %s of pubsub %s failed, retrying in %.1fs: %s",
                             self.topic, self._broker.name, delay, err)  # fmt: skip
                 await asyncio.sleep(delay)
                 continue
-            failures = 0
+            delays = settings.connection_backoff().delays()  # a good fetch: start over
             for msg in messages:
                 if self._closing:  # left unacknowledged: redelivered after ackWait
                     break
@@ -129,7 +128,11 @@ class _DurableSubscription(Subscription):
             msg.metadata.num_delivered,
         )
         await handle_until_done(
-            self._handler, message, self._broker.settings, where=self._broker.name, still_working=msg.in_progress
+            self._handler,
+            message,
+            self._broker.settings.redelivery_backoff(),
+            where=self._broker.name,
+            still_working=msg.in_progress,
         )
         try:
             await msg.ack()

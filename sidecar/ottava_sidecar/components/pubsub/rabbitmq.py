@@ -87,7 +87,9 @@ class _QueueSubscription(Subscription):
                 headers,
                 2 if received.redelivered else 1,
             )
-            await handle_until_done(self._handler, message, self._broker.settings, where=self._broker.name)
+            await handle_until_done(
+                self._handler, message, self._broker.settings.redelivery_backoff(), where=self._broker.name
+            )
             try:
                 await received.ack()
             except Exception as err:  # the channel broke: the broker redelivers it

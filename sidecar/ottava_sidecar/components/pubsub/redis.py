@@ -80,7 +80,7 @@ class _StreamSubscription(Subscription):
     async def _consume(self) -> None:
         settings = self._broker.settings
         last_claim = -float("inf")
-        failures = 0
+        delays = settings.connection_backoff().delays()
         while not self._closing:
             try:
                 entries: list[tuple[Entry, int]] = []
@@ -94,12 +94,11 @@ class _StreamSubscription(Subscription):
                 # they would wait a whole processingTimeout for another consumer to reclaim them.
                 for entry, attempt in entries:
                     await self._deliver(entry, attempt)
-                failures = 0
+                delays = settings.connection_backoff().delays()  # a good read: start over
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                failures += 1
-                delay = min(settings.connect_backoff * 2**failures, settings.connect_backoff_max)
+                delay = next(delays)
                 log.warning("reading topic %s of pubsub %s failed, retrying in %.1fs: %s",
                             self.topic, self._broker.name, delay, err)  # fmt: skip
                 await asyncio.sleep(delay)
@@ -142,7 +141,11 @@ class _StreamSubscription(Subscription):
             await redis.client.xclaim(self.topic, self.group, self.consumer, 0, [entry_id], justid=True)
 
         await handle_until_done(
-            self._handler, message, self._broker.settings, where=self._broker.name, still_working=still_working
+            self._handler,
+            message,
+            self._broker.settings.redelivery_backoff(),
+            where=self._broker.name,
+            still_working=still_working,
         )
         with redis.errors(f"acknowledging {message.id} of topic {self.topic}"):
             await redis.client.xack(self.topic, self.group, entry_id)
