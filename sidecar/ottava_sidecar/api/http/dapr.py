@@ -18,8 +18,8 @@ from ottava_sidecar.api import errors
 from ottava_sidecar.api.apis import Apis
 from ottava_sidecar.api.http import bodies
 from ottava_sidecar.api.http.routing import Route, no_content
-from ottava_sidecar.api.state import BulkItem, parse_concurrency, parse_ttl
-from ottava_sidecar.components.state.base import DeleteRequest, Operation, SetRequest
+from ottava_sidecar.api.state import BulkItem, operations, parse_concurrency, parse_ttl
+from ottava_sidecar.components.state.base import DeleteRequest, SetRequest
 
 _METADATA_PREFIX = "metadata."
 _JSON = "application/json"
@@ -157,17 +157,10 @@ class DaprHttpApi:
 
     async def execute_state_transaction(self, request: web.Request) -> web.Response:
         body = bodies.parse(bodies.TRANSACTION, await request.read(), '{"operations": [...]}')
-        operations: list[Operation] = []
-        for op in body.operations:
-            if op.operation == "upsert":
-                operations.append(_set_request(op.request, {}))
-            elif op.operation == "delete":
-                operations.append(_delete_request(op.request))
-            else:
-                raise errors.invalid_argument(
-                    f"operation type {op.operation!r} is not 'upsert' or 'delete'", "ERR_NOT_SUPPORTED_STATE_OPERATION"
-                )
-        await self.state.transact(request.match_info["storeName"], operations)
+        items = ((op.operation, op.request) for op in body.operations)
+        await self.state.transact(
+            request.match_info["storeName"], operations(items, lambda e: _set_request(e, {}), _delete_request)
+        )
         return no_content()
 
     # --- configuration -------------------------------------------------------------

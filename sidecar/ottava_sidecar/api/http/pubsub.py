@@ -73,9 +73,7 @@ class PubSubHttpApi:
             [BulkEntry(e.entry_id, e.payload(), e.content_type or "application/json", e.metadata) for e in entries],
             _query_metadata(request),
         )
-        headers: CIMultiDict[str] = CIMultiDict()
-        for entry, message in result.message_ids.items():
-            headers.add(MESSAGE_ID, f"{entry}={message}")
+        headers = CIMultiDict(result.message_id_metadata())
         if not result.failed:
             return web.Response(status=204, headers=headers)
         body: dict[str, Any] = {
