@@ -4,8 +4,6 @@ The calls Layotto shares with Dapr come from the mixins of `state`, `pubsub`,
 `secrets` and `invocation`, which this service hands Layotto's response classes.
 """
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from google.protobuf import empty_pb2
@@ -16,7 +14,7 @@ from ottava_sidecar.api.apis import Apis
 from ottava_sidecar.api.grpc import invocation, pubsub, secrets, state
 from ottava_sidecar.api.grpc.calls import Context, answer_unimplemented, streaming, unary
 from ottava_sidecar.appchannel.grpc import layotto_event
-from ottava_sidecar.components.configuration.base import ConfigurationItem, ConfigurationWatch
+from ottava_sidecar.components.configuration.base import ConfigurationItem
 from ottava_sidecar.components.sequencer.base import Increment
 
 SERVICE = "spec.proto.runtime.v1.Runtime"
@@ -85,46 +83,14 @@ class LayottoService(
     ) -> AsyncIterator[pb.SubscribeConfigurationResponse]:
         """Each request adds a subscription; its current items come first, then every change."""
         configuration = self.apis.configuration
-        outbox: asyncio.Queue[pb.SubscribeConfigurationResponse | BaseException] = asyncio.Queue()
-        watches: list[ConfigurationWatch] = []
-        pumps: list[asyncio.Task[None]] = []
-
-        def answer(store: str, app_id: str, items: list[ConfigurationItem]) -> None:
-            messages = [_to_message(i) for i in items]
-            outbox.put_nowait(pb.SubscribeConfigurationResponse(store_name=store, app_id=app_id, items=messages))
-
-        async def pump(store: str, app_id: str, watch: ConfigurationWatch) -> None:
-            async for changes in watch:
-                answer(store, app_id, changes)
-
-        async def read_requests() -> None:
-            try:
-                async for request in request_iterator:
-                    query = configuration.query(request.app_id, request.group, request.label, list(request.keys))
-                    current = await configuration.get(request.store_name, query)
-                    watch = await configuration.subscribe(request.store_name, query)
-                    watches.append(watch)
-                    if current:
-                        answer(request.store_name, query.app_id, current)
-                    pumps.append(asyncio.create_task(pump(request.store_name, query.app_id, watch)))
-            except BaseException as err:  # handed to the generator, which raises it in the call
-                outbox.put_nowait(err)
-
-        reader = asyncio.create_task(read_requests())
-        try:
-            while True:
-                message = await outbox.get()
-                if isinstance(message, BaseException):
-                    raise message
-                yield message
-        finally:
-            reader.cancel()
-            for watch in watches:
-                watch.close()
-            for task in pumps:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(reader, *pumps, return_exceptions=True)
+        subscriptions = (
+            (r.store_name, configuration.query(r.app_id, r.group, r.label, list(r.keys)))
+            async for r in request_iterator
+        )
+        async for store_name, app_id, items in configuration.watch(subscriptions):
+            yield pb.SubscribeConfigurationResponse(
+                store_name=store_name, app_id=app_id, items=[_to_message(i) for i in items]
+            )
 
     # --- lock and sequencer --------------------------------------------------------
 
