@@ -5,7 +5,9 @@ group and label named by the request metadata (`group`, `label`) or the defaults
 Layotto's calls name app id, group and label; an empty app id means the sidecar's own.
 """
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from ottava_sidecar.api import errors
@@ -85,3 +87,48 @@ class ConfigurationApi:
             raise errors.internal(
                 f"failed to subscribe to configuration store {store.name}: {err}", "ERR_CONFIGURATION_SUBSCRIBE"
             ) from None
+
+    async def watch(
+        self, subscriptions: AsyncIterator[tuple[str, ConfigurationQuery]]
+    ) -> AsyncIterator[tuple[str, str, list[ConfigurationItem]]]:
+        """Layotto's subscription stream, as `(store name, app id, items)`.
+
+        Each `(store name, query)` read adds a subscription, while the earlier ones keep
+        streaming: its current items come first, then every change. An error reading or
+        subscribing ends the stream with that error.
+        """
+        outbox: asyncio.Queue[tuple[str, str, list[ConfigurationItem]] | BaseException] = asyncio.Queue()
+        watches: list[ConfigurationWatch] = []
+        pumps: list[asyncio.Task[None]] = []
+
+        async def pump(store_name: str, app_id: str, watch: ConfigurationWatch) -> None:
+            async for changes in watch:
+                outbox.put_nowait((store_name, app_id, changes))
+
+        async def read_subscriptions() -> None:
+            try:
+                async for store_name, query in subscriptions:
+                    current = await self.get(store_name, query)
+                    watch = await self.subscribe(store_name, query)
+                    watches.append(watch)
+                    if current:
+                        outbox.put_nowait((store_name, query.app_id, current))
+                    pumps.append(asyncio.create_task(pump(store_name, query.app_id, watch)))
+            except BaseException as err:  # handed to the generator, which raises it to the caller
+                outbox.put_nowait(err)
+
+        reader = asyncio.create_task(read_subscriptions())
+        try:
+            while True:
+                answer = await outbox.get()
+                if isinstance(answer, BaseException):
+                    raise answer
+                yield answer
+        finally:
+            reader.cancel()
+            for watch in watches:
+                watch.close()
+            for task in pumps:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(reader, *pumps, return_exceptions=True)

@@ -3,9 +3,15 @@
 Publishing wraps the payload as a CloudEvent (`messaging.cloudevents.wrap`) and returns
 the broker's message id, which each surface hands back as `message-id` response
 metadata. A full broker is RESOURCE_EXHAUSTED (HTTP 429): publish again later.
+
+On a stream subscription (`open_stream`, then `stream_events`), events flow out and the
+app's verdicts flow in, each naming the event id. It ends when the app closes its side
+or the call is cancelled.
 """
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +24,8 @@ from ottava_sidecar.components.registry import LookupFailure
 from ottava_sidecar.messaging import cloudevents
 from ottava_sidecar.messaging.routing import RuleError
 from ottava_sidecar.messaging.runtime import AlreadySubscribedError, Messaging
-from ottava_sidecar.messaging.streams import StreamSubscription
-from ottava_sidecar.messaging.subscriptions import Kind, SubscriptionSpec
+from ottava_sidecar.messaging.streams import StreamClosedError, StreamSubscription
+from ottava_sidecar.messaging.subscriptions import Kind, SubscriptionSpec, Verdict
 
 MESSAGE_ID = "message-id"  # response metadata / HTTP header carrying the broker's message id
 
@@ -42,6 +48,10 @@ class BulkEntry:
 class BulkResult:
     message_ids: dict[str, str] = field(default_factory=dict)  # entry id → broker message id
     failed: dict[str, str] = field(default_factory=dict)  # entry id → error
+
+    def message_id_metadata(self) -> list[tuple[str, str]]:
+        """One `message-id: <entry id>=<message id>` per published entry, in entry order."""
+        return [(MESSAGE_ID, f"{entry}={message}") for entry, message in self.message_ids.items()]
 
 
 class PubSubApi:
@@ -140,3 +150,34 @@ class PubSubApi:
 
     def subscriptions(self) -> list[SubscriptionSpec]:
         return self.messaging.subscriptions()
+
+
+async def stream_events(
+    stream: StreamSubscription, verdicts: AsyncIterator[tuple[str, Verdict]]
+) -> AsyncIterator[cloudevents.TopicEvent]:
+    """Yield each event of `stream`, while settling the app's `(event id, verdict)` pairs."""
+
+    async def read_verdicts() -> None:
+        async for event_id, verdict in verdicts:
+            stream.answer(event_id, verdict)
+
+    reader = asyncio.create_task(read_verdicts())
+    next_event: asyncio.Task[cloudevents.TopicEvent] = asyncio.create_task(stream.next_event())
+    try:
+        while True:
+            await asyncio.wait({reader, next_event}, return_when=asyncio.FIRST_COMPLETED)
+            if next_event.done():
+                try:
+                    event = next_event.result()
+                except StreamClosedError:
+                    return  # the sidecar is stopping
+                yield event
+                next_event = asyncio.create_task(stream.next_event())
+                continue
+            reader.result()  # raises what ended the app's side abnormally
+            return
+    finally:
+        for task in (reader, next_event):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.gather(reader, next_event, return_exceptions=True)

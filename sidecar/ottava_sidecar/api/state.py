@@ -1,8 +1,8 @@
 """What the state calls mean, for every wire API."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ottava_sidecar.api import errors
 from ottava_sidecar.components.errors import ComponentError, ETagInvalidError, ETagMismatchError, NotSupportedError
@@ -17,6 +17,8 @@ from ottava_sidecar.components.state.base import (
 )
 
 TTL_METADATA = "ttlInSeconds"
+
+Item = TypeVar("Item")  # a transaction operation's item, in the wire's own type
 
 
 @dataclass(slots=True)
@@ -46,6 +48,28 @@ def parse_concurrency(text: str) -> Concurrency:
     if text == Concurrency.FIRST_WRITE.value:
         return Concurrency.FIRST_WRITE
     raise errors.invalid_argument(f"concurrency {text!r} is not 'first-write' or 'last-write'")
+
+
+def operations(
+    items: Iterable[tuple[str, Item]],
+    upsert: Callable[[Item], SetRequest],
+    delete: Callable[[Item], DeleteRequest],
+) -> list[Operation]:
+    """A transaction's `(operation type, item)` pairs, each item read by the wire's `upsert` or `delete`.
+
+    Every wire names the types as Dapr does, and answers any other with Dapr's error code.
+    """
+    result: list[Operation] = []
+    for operation, item in items:
+        if operation == "upsert":
+            result.append(upsert(item))
+        elif operation == "delete":
+            result.append(delete(item))
+        else:
+            raise errors.invalid_argument(
+                f"operation type {operation!r} is not 'upsert' or 'delete'", "ERR_NOT_SUPPORTED_STATE_OPERATION"
+            )
+    return result
 
 
 class StateApi:

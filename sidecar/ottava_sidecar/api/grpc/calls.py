@@ -1,4 +1,4 @@
-"""Decorators shared by the gRPC services: errors, metrics, and unimplemented methods.
+"""What every gRPC handler shares: its context type, errors, metrics, and unimplemented methods.
 
 A handler raises `ApiError`; the decorator turns it into the call's status, and records
 the call's outcome and latency. Every method a service does not implement answers
@@ -23,8 +23,10 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Self = TypeVar("Self")
 
-UnaryHandler = Callable[[Self, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
-StreamHandler = Callable[[Self, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]]
+# The stubs make the context generic over request and response; no handler reads them from it.
+Context = grpc.aio.ServicerContext[Any, Any]
+UnaryHandler = Callable[[Self, Req, Context], Awaitable[Resp]]
+StreamHandler = Callable[[Self, Req, Context], AsyncIterator[Resp]]
 
 
 def unary(
@@ -34,7 +36,7 @@ def unary(
         metrics = CallMetrics(protocol, api, handler.__name__)
 
         @functools.wraps(handler)
-        async def call(self: Self, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
+        async def call(self: Self, request: Req, context: Context) -> Resp:
             started = time.perf_counter()
             try:
                 access.POLICY.check(api, protocol)
@@ -63,7 +65,7 @@ def streaming(
         metrics = CallMetrics(protocol, api, handler.__name__)
 
         @functools.wraps(handler)
-        async def call(self: Self, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> AsyncIterator[Resp]:
+        async def call(self: Self, request: Req, context: Context) -> AsyncIterator[Resp]:
             started = time.perf_counter()
             status = "OK"
             try:
@@ -94,7 +96,7 @@ def answer_unimplemented(servicer: type[Any], base: type[Any], service: str) -> 
 
 
 def _unimplemented(method: str) -> Callable[..., Awaitable[None]]:
-    async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    async def handler(self: Any, request: Any, context: Context) -> None:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"method {method} is not implemented by Ottava")
 
     return handler

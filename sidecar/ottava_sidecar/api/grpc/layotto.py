@@ -1,30 +1,26 @@
-"""The Layotto runtime API (`spec.proto.runtime.v1.Runtime`), translated onto Ottava's APIs."""
+"""The Layotto runtime API (`spec.proto.runtime.v1.Runtime`), translated onto Ottava's APIs.
 
-import asyncio
-import contextlib
+The calls Layotto shares with Dapr come from the mixins of `state`, `pubsub`,
+`secrets` and `invocation`, which this service hands Layotto's response classes.
+"""
+
 from collections.abc import AsyncIterator
-from typing import Any
 
-import grpc
 from google.protobuf import empty_pb2
 
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2 as pb
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc
-from ottava_sidecar.api.configuration import ConfigurationApi
-from ottava_sidecar.api.grpc.calls import answer_unimplemented, streaming, unary
-from ottava_sidecar.api.grpc.layotto_messaging import LayottoMessaging
-from ottava_sidecar.api.grpc.state_calls import StateCalls
-from ottava_sidecar.api.invocation import InvocationApi
-from ottava_sidecar.api.lock import LockApi
-from ottava_sidecar.api.pubsub import PubSubApi
-from ottava_sidecar.api.secrets import SecretsApi
-from ottava_sidecar.api.sequencer import SequencerApi
-from ottava_sidecar.api.state import StateApi
-from ottava_sidecar.components.configuration.base import ConfigurationItem, ConfigurationWatch
+from ottava_sidecar.api.apis import Apis
+from ottava_sidecar.api.grpc import invocation, pubsub, secrets, state
+from ottava_sidecar.api.grpc.calls import Context, answer_unimplemented, streaming, unary
+from ottava_sidecar.appchannel.grpc import layotto_event
+from ottava_sidecar.components.configuration.base import ConfigurationItem
 from ottava_sidecar.components.sequencer.base import Increment
 
-Context = grpc.aio.ServicerContext[Any, Any]
 SERVICE = "spec.proto.runtime.v1.Runtime"
+_TOPIC_EVENTS = pubsub.TopicEventsMessages(
+    pb.SubscribeTopicEventsResponse, pb.SubscribeTopicEventsResponseInitial, layotto_event
+)
 
 
 def _to_message(item: ConfigurationItem) -> pb.ConfigurationItem:
@@ -44,27 +40,19 @@ def _from_message(item: pb.ConfigurationItem) -> ConfigurationItem:
     )
 
 
-class LayottoService(StateCalls, LayottoMessaging, runtime_pb2_grpc.RuntimeServicer):
-    """Pub/sub and service invocation come from `LayottoMessaging`."""
+class LayottoService(
+    state.StateCalls[pb.GetStateResponse, pb.GetBulkStateResponse],
+    pubsub.PubSubCalls,
+    secrets.SecretCalls[pb.GetSecretResponse, pb.GetBulkSecretResponse],
+    invocation.InvocationCalls[pb.InvokeResponse],
+    runtime_pb2_grpc.RuntimeServicer,
+):
+    state_messages = pb
+    secret_messages = pb
+    invoke_messages = pb
 
-    def __init__(
-        self,
-        state: StateApi,
-        configuration: ConfigurationApi,
-        lock: LockApi,
-        sequencer: SequencerApi,
-        secrets: SecretsApi,
-        pubsub: PubSubApi,
-        invocation: InvocationApi,
-    ) -> None:
-        self.pubsub = pubsub
-        self.invocation = invocation
-        self.state = state
-        self.messages = pb
-        self.configuration = configuration
-        self.lock = lock
-        self.sequencer = sequencer
-        self.secrets = secrets
+    def __init__(self, apis: Apis) -> None:
+        self.apis = apis
 
     # --- configuration -------------------------------------------------------------
 
@@ -72,19 +60,21 @@ class LayottoService(StateCalls, LayottoMessaging, runtime_pb2_grpc.RuntimeServi
     async def GetConfiguration(
         self, request: pb.GetConfigurationRequest, context: Context
     ) -> pb.GetConfigurationResponse:
-        query = self.configuration.query(request.app_id, request.group, request.label, list(request.keys))
-        items = await self.configuration.get(request.store_name, query)
+        query = self.apis.configuration.query(request.app_id, request.group, request.label, list(request.keys))
+        items = await self.apis.configuration.get(request.store_name, query)
         return pb.GetConfigurationResponse(items=[_to_message(i) for i in items])
 
     @unary("configuration")
     async def SaveConfiguration(self, request: pb.SaveConfigurationRequest, context: Context) -> empty_pb2.Empty:
-        await self.configuration.save(request.store_name, request.app_id, [_from_message(i) for i in request.items])
+        await self.apis.configuration.save(
+            request.store_name, request.app_id, [_from_message(i) for i in request.items]
+        )
         return empty_pb2.Empty()
 
     @unary("configuration")
     async def DeleteConfiguration(self, request: pb.DeleteConfigurationRequest, context: Context) -> empty_pb2.Empty:
-        query = self.configuration.query(request.app_id, request.group, request.label, list(request.keys))
-        await self.configuration.delete(request.store_name, query)
+        query = self.apis.configuration.query(request.app_id, request.group, request.label, list(request.keys))
+        await self.apis.configuration.delete(request.store_name, query)
         return empty_pb2.Empty()
 
     @streaming("configuration")
@@ -92,82 +82,44 @@ class LayottoService(StateCalls, LayottoMessaging, runtime_pb2_grpc.RuntimeServi
         self, request_iterator: AsyncIterator[pb.SubscribeConfigurationRequest], context: Context
     ) -> AsyncIterator[pb.SubscribeConfigurationResponse]:
         """Each request adds a subscription; its current items come first, then every change."""
-        outbox: asyncio.Queue[pb.SubscribeConfigurationResponse | BaseException] = asyncio.Queue()
-        watches: list[ConfigurationWatch] = []
-        pumps: list[asyncio.Task[None]] = []
-
-        async def pump(store: str, app_id: str, watch: ConfigurationWatch) -> None:
-            async for changes in watch:
-                outbox.put_nowait(
-                    pb.SubscribeConfigurationResponse(
-                        store_name=store, app_id=app_id, items=[_to_message(i) for i in changes]
-                    )
-                )
-
-        async def read_requests() -> None:
-            try:
-                async for request in request_iterator:
-                    query = self.configuration.query(request.app_id, request.group, request.label, list(request.keys))
-                    current = await self.configuration.get(request.store_name, query)
-                    watch = await self.configuration.subscribe(request.store_name, query)
-                    watches.append(watch)
-                    if current:
-                        outbox.put_nowait(
-                            pb.SubscribeConfigurationResponse(
-                                store_name=request.store_name,
-                                app_id=query.app_id,
-                                items=[_to_message(i) for i in current],
-                            )
-                        )
-                    pumps.append(asyncio.create_task(pump(request.store_name, query.app_id, watch)))
-            except BaseException as err:  # handed to the generator, which raises it in the call
-                outbox.put_nowait(err)
-
-        reader = asyncio.create_task(read_requests())
-        try:
-            while True:
-                message = await outbox.get()
-                if isinstance(message, BaseException):
-                    raise message
-                yield message
-        finally:
-            reader.cancel()
-            for watch in watches:
-                watch.close()
-            for task in pumps:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(reader, *pumps, return_exceptions=True)
+        configuration = self.apis.configuration
+        subscriptions = (
+            (r.store_name, configuration.query(r.app_id, r.group, r.label, list(r.keys)))
+            async for r in request_iterator
+        )
+        async for store_name, app_id, items in configuration.watch(subscriptions):
+            yield pb.SubscribeConfigurationResponse(
+                store_name=store_name, app_id=app_id, items=[_to_message(i) for i in items]
+            )
 
     # --- lock and sequencer --------------------------------------------------------
 
     @unary("lock")
     async def TryLock(self, request: pb.TryLockRequest, context: Context) -> pb.TryLockResponse:
-        success = await self.lock.try_lock(request.store_name, request.resource_id, request.lock_owner, request.expire)
+        success = await self.apis.lock.try_lock(
+            request.store_name, request.resource_id, request.lock_owner, request.expire
+        )
         return pb.TryLockResponse(success=success)
 
     @unary("lock")
     async def Unlock(self, request: pb.UnlockRequest, context: Context) -> pb.UnlockResponse:
-        status = await self.lock.unlock(request.store_name, request.resource_id, request.lock_owner)
-        return pb.UnlockResponse(status=int(status))  # type: ignore[arg-type]
+        status = await self.apis.lock.unlock(request.store_name, request.resource_id, request.lock_owner)
+        return pb.UnlockResponse(status=pb.UnlockResponse.Status.ValueType(status))
 
     @unary("sequencer")
     async def GetNextId(self, request: pb.GetNextIdRequest, context: Context) -> pb.GetNextIdResponse:
         increment = Increment.STRONG if request.options.increment == pb.SequencerOptions.STRONG else Increment.WEAK
-        return pb.GetNextIdResponse(next_id=await self.sequencer.next_id(request.store_name, request.key, increment))
-
-    # --- secrets -------------------------------------------------------------------
-
-    @unary("secrets")
-    async def GetSecret(self, request: pb.GetSecretRequest, context: Context) -> pb.GetSecretResponse:
-        return pb.GetSecretResponse(data=await self.secrets.get(request.store_name, request.key))
-
-    @unary("secrets")
-    async def GetBulkSecret(self, request: pb.GetBulkSecretRequest, context: Context) -> pb.GetBulkSecretResponse:
-        secrets = await self.secrets.bulk_get(request.store_name)
-        return pb.GetBulkSecretResponse(
-            data={name: pb.SecretResponse(secrets=values) for name, values in secrets.items()}
+        return pb.GetNextIdResponse(
+            next_id=await self.apis.sequencer.next_id(request.store_name, request.key, increment)
         )
+
+    # --- pub/sub -------------------------------------------------------------------
+
+    @streaming("pubsub")
+    def SubscribeTopicEvents(
+        self, request_iterator: AsyncIterator[pb.SubscribeTopicEventsRequest], context: Context
+    ) -> AsyncIterator[pb.SubscribeTopicEventsResponse]:
+        return self.topic_events(request_iterator, "SubscribeTopicEvents", _TOPIC_EVENTS)
 
 
 answer_unimplemented(LayottoService, runtime_pb2_grpc.RuntimeServicer, SERVICE)

@@ -11,6 +11,7 @@ from dapr.proto.runtime.v1 import dapr_pb2_grpc
 from ottava_sidecar import contract
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc
 from ottava_sidecar.api.apis import Apis
+from ottava_sidecar.api.grpc.calls import Context
 from ottava_sidecar.api.grpc.dapr import DaprService
 from ottava_sidecar.api.grpc.layotto import LayottoService
 
@@ -26,7 +27,7 @@ class ApiTokenInterceptor(_Interceptor):
     def __init__(self, token: str) -> None:
         self._token = token
 
-        async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        async def deny(request: Any, context: Context) -> None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid dapr-api-token")
 
         self._deny = grpc.unary_unary_rpc_method_handler(deny)
@@ -47,14 +48,10 @@ class GrpcApiServer:
         interceptors = [ApiTokenInterceptor(api_token)] if api_token else []
         # so_reuseport off: a second sidecar on the same port must fail, not share it.
         self.server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
-        self.dapr = DaprService(
-            apis.state, apis.configuration, apis.lock, apis.secrets, apis.metadata, apis.pubsub, apis.invocation
-        )
+        self.dapr = DaprService(apis)
         # mypy-protobuf marks every generated method abstract; `answer_unimplemented` fills in
         # the ones Ottava does not serve, at import time, which mypy cannot see.
-        layotto = LayottoService(  # type: ignore[abstract]
-            apis.state, apis.configuration, apis.lock, apis.sequencer, apis.secrets, apis.pubsub, apis.invocation
-        )
+        layotto = LayottoService(apis)  # type: ignore[abstract]
         dapr_pb2_grpc.add_DaprServicer_to_server(self.dapr, self.server)  # type: ignore[no-untyped-call]
         runtime_pb2_grpc.add_RuntimeServicer_to_server(layotto, self.server)
 

@@ -42,7 +42,7 @@ class BulkGet(_Body):
 
 
 class TransactionOperation(_Body):
-    operation: str  # checked by the route, so an unknown one gets Dapr's error code
+    operation: str  # checked by `state.operations`, so an unknown one gets Dapr's error code
     request: StateEntry
 
 

@@ -17,18 +17,11 @@ from aiohttp import web
 from ottava_sidecar.api import errors
 from ottava_sidecar.api.apis import Apis
 from ottava_sidecar.api.http import bodies
-from ottava_sidecar.api.http.routing import Route, no_content
-from ottava_sidecar.api.state import BulkItem, parse_concurrency, parse_ttl
-from ottava_sidecar.components.state.base import DeleteRequest, Operation, SetRequest
+from ottava_sidecar.api.http.routing import METADATA_PREFIX, Route, no_content, query_metadata
+from ottava_sidecar.api.state import BulkItem, operations, parse_concurrency, parse_ttl
+from ottava_sidecar.components.state.base import DeleteRequest, SetRequest
 
-_METADATA_PREFIX = "metadata."
 _JSON = "application/json"
-
-
-def _query_metadata(request: web.Request) -> dict[str, str]:
-    """Dapr passes request metadata as `?metadata.<name>=<value>`."""
-    prefix = len(_METADATA_PREFIX)
-    return {k[prefix:]: v for k, v in request.query.items() if k.startswith(_METADATA_PREFIX)}
 
 
 def _set_request(entry: bodies.StateEntry, defaults: Mapping[str, str]) -> SetRequest:
@@ -129,7 +122,7 @@ class DaprHttpApi:
         item = await self.state.get(request.match_info["storeName"], request.match_info["key"])
         if item is None:
             return no_content()
-        headers = {f"{_METADATA_PREFIX}{name}": value for name, value in item.metadata.items()}
+        headers = {f"{METADATA_PREFIX}{name}": value for name, value in item.metadata.items()}
         headers["Content-Type"] = item.content_type or "application/octet-stream"
         if item.etag:
             headers["ETag"] = item.etag
@@ -137,7 +130,7 @@ class DaprHttpApi:
 
     async def save_state(self, request: web.Request) -> web.Response:
         entries = bodies.parse(bodies.SAVE_STATE, await request.read(), "a JSON array of state items")
-        defaults = _query_metadata(request)
+        defaults = query_metadata(request)
         await self.state.save(request.match_info["storeName"], [_set_request(e, defaults) for e in entries])
         return no_content()
 
@@ -157,23 +150,16 @@ class DaprHttpApi:
 
     async def execute_state_transaction(self, request: web.Request) -> web.Response:
         body = bodies.parse(bodies.TRANSACTION, await request.read(), '{"operations": [...]}')
-        operations: list[Operation] = []
-        for op in body.operations:
-            if op.operation == "upsert":
-                operations.append(_set_request(op.request, {}))
-            elif op.operation == "delete":
-                operations.append(_delete_request(op.request))
-            else:
-                raise errors.invalid_argument(
-                    f"operation type {op.operation!r} is not 'upsert' or 'delete'", "ERR_NOT_SUPPORTED_STATE_OPERATION"
-                )
-        await self.state.transact(request.match_info["storeName"], operations)
+        items = ((op.operation, op.request) for op in body.operations)
+        await self.state.transact(
+            request.match_info["storeName"], operations(items, lambda e: _set_request(e, {}), _delete_request)
+        )
         return no_content()
 
     # --- configuration -------------------------------------------------------------
 
     async def get_configuration(self, request: web.Request) -> web.Response:
-        query = self.configuration.dapr_query(request.query.getall("key", []), _query_metadata(request))
+        query = self.configuration.dapr_query(request.query.getall("key", []), query_metadata(request))
         items = await self.configuration.get(request.match_info["storeName"], query)
         return web.json_response(
             {item.key: {"value": item.content, "version": item.version, "metadata": item.metadata} for item in items}

@@ -13,16 +13,9 @@ from multidict import CIMultiDict
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
 from ottava_sidecar.api.http import bodies
-from ottava_sidecar.api.http.routing import Route
+from ottava_sidecar.api.http.routing import Route, query_metadata
 from ottava_sidecar.api.pubsub import MESSAGE_ID, BulkEntry, PubSubApi
 from ottava_sidecar.messaging.cloudevents import is_json_type
-
-_METADATA_PREFIX = "metadata."
-
-
-def _query_metadata(request: web.Request) -> dict[str, str]:
-    prefix = len(_METADATA_PREFIX)
-    return {k[prefix:]: v for k, v in request.query.items() if k.startswith(_METADATA_PREFIX)}
 
 
 class _BulkEntry(BaseModel):
@@ -61,7 +54,7 @@ class PubSubHttpApi:
             request.match_info["topic"],
             await request.read(),
             request.headers.get("Content-Type", "") or "application/json",
-            _query_metadata(request),
+            query_metadata(request),
         )
         return web.Response(status=204, headers={MESSAGE_ID: message_id})
 
@@ -71,11 +64,9 @@ class PubSubHttpApi:
             request.match_info["pubsubname"],
             request.match_info["topic"],
             [BulkEntry(e.entry_id, e.payload(), e.content_type or "application/json", e.metadata) for e in entries],
-            _query_metadata(request),
+            query_metadata(request),
         )
-        headers: CIMultiDict[str] = CIMultiDict()
-        for entry, message in result.message_ids.items():
-            headers.add(MESSAGE_ID, f"{entry}={message}")
+        headers = CIMultiDict(result.message_id_metadata())
         if not result.failed:
             return web.Response(status=204, headers=headers)
         body: dict[str, Any] = {

@@ -41,6 +41,15 @@ def error_response(err: errors.ApiError) -> web.Response:
     return error_body(err.http_status, err.error_code, err.message)
 
 
+METADATA_PREFIX = "metadata."
+
+
+def query_metadata(request: web.Request) -> dict[str, str]:
+    """Dapr passes request metadata as `?metadata.<name>=<value>`."""
+    prefix = len(METADATA_PREFIX)
+    return {k[prefix:]: v for k, v in request.query.items() if k.startswith(METADATA_PREFIX)}
+
+
 def no_content() -> web.Response:
     return web.Response(status=204)
 
