@@ -6,10 +6,10 @@ import datetime
 from pathlib import Path
 from typing import Any
 
+import ottava_cli
 import pytest
 from kopf._cogs.structs import references
 from ottava_operator import connection, peering, sidecar_form
-from ottava_sidecar import cli
 
 NOW = datetime.datetime(2026, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
 
@@ -115,9 +115,9 @@ def test_versions_with_provider_suffixes_parse() -> None:
 
 
 def test_operator_flags_reach_the_settings() -> None:
-    args = cli.build_parser().parse_args(
+    args = ottava_cli.build_parser().parse_args(
         ["operator", "--peering-name", "shop-ottava", "--peering-lifetime", "20", "--native-sidecar", "false"]
     )
     assert (args.peering_name, args.peering_lifetime, args.native_sidecar) == ("shop-ottava", 20, "false")
     with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["operator", "--peering-lifetime", "5"])
+        ottava_cli.build_parser().parse_args(["operator", "--peering-lifetime", "5"])
