@@ -13,8 +13,7 @@ from pathlib import Path
 
 from ottava_sidecar import cli as sidecar_cli
 
-from ottava_operator.injection import InjectorSettings
-from ottava_operator.settings import OperatorSettings
+from ottava_operator.settings import NATIVE_SIDECAR_MODES, InjectorSettings, OperatorSettings
 
 
 def _peering_lifetime(text: str) -> int:
@@ -26,16 +25,26 @@ def _peering_lifetime(text: str) -> int:
 
 
 def add_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add `operator` and its flags (the ones the Helm chart passes) to an `ottava` parser."""
+    """Add `operator` and its flags (the ones the Helm chart passes) to an `ottava` parser.
+
+    Every default comes from `OperatorSettings` (the chart's values.yaml is tested
+    against the same model), so no default is written twice.
+    """
     env = os.environ.get
+    defaults = OperatorSettings()
+    injector = defaults.injector
     op = commands.add_parser(
         "operator",
         help="run the operator (admission webhooks, status, certificates, sidecar RBAC)",
         description="Run Ottava's operator. The Helm chart starts it with these flags.",
     )
-    op.add_argument("--namespace", default=env("POD_NAMESPACE", "ottava-system"), help="the operator's own namespace")
-    op.add_argument("--webhook-address", default="0.0.0.0", help="address the admission webhook listens on")
-    op.add_argument("--webhook-port", type=sidecar_cli.port, default=9443)
+    op.add_argument(
+        "--namespace", default=env("POD_NAMESPACE", defaults.namespace), help="the operator's own namespace"
+    )
+    op.add_argument(
+        "--webhook-address", default=defaults.webhook_address, help="address the admission webhook listens on"
+    )
+    op.add_argument("--webhook-port", type=sidecar_cli.port, default=defaults.webhook_port)
     op.add_argument(
         "--webhook-host",
         action="append",
@@ -43,46 +52,48 @@ def add_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         help="extra host or IP for the serving certificate (repeatable), e.g. 127.0.0.1 for an operator run out of cluster",
     )
     op.add_argument(
-        "--service-name", default="ottava-webhook", help="the webhook Service (its DNS names go in the certificate)"
+        "--service-name",
+        default=defaults.service_name,
+        help="the webhook Service (its DNS names go in the certificate)",
     )
     op.add_argument(
-        "--cert-secret", default="ottava-webhook-tls", help="Secret that holds the webhook CA and certificate"
+        "--cert-secret", default=defaults.cert_secret, help="Secret that holds the webhook CA and certificate"
     )
     op.add_argument(
         "--mutating-webhook",
-        default="ottava-sidecar-injector",
+        default=defaults.mutating_webhook,
         help="MutatingWebhookConfiguration to keep the caBundle of",
     )
     op.add_argument(
         "--validating-webhook",
-        default="ottava-validator",
+        default=defaults.validating_webhook,
         help="ValidatingWebhookConfiguration to keep the caBundle of",
     )
-    op.add_argument("--cert-dir", type=Path, default=Path(env("TMPDIR", "/tmp")) / "ottava-webhook")
-    op.add_argument("--liveness-port", type=sidecar_cli.port, default=8080)
+    op.add_argument("--cert-dir", type=Path, default=defaults.cert_dir)
+    op.add_argument("--liveness-port", type=sidecar_cli.port, default=defaults.liveness_port)
     op.add_argument(
         "--peering-name",
-        default="ottava",
+        default=defaults.peering_name,
         help="ClusterKopfPeering in which replicas elect the one that runs status and RBAC ('' for no election)",
     )
     op.add_argument(
         "--peering-lifetime",
         type=_peering_lifetime,
-        default=15,
+        default=defaults.peering_lifetime,
         help="seconds a replica's keep-alive stays valid: the longest a standby waits for a leader that died",
     )
     op.add_argument(
         "--native-sidecar",
-        choices=("auto", "true", "false"),
-        default="auto",
+        choices=NATIVE_SIDECAR_MODES,
+        default=defaults.native_sidecar,
         help="inject the sidecar as a native sidecar (init container, restartPolicy: Always); "
         "auto: when the apiserver is 1.29 or later",
     )
     op.add_argument("--sidecar-image", default=None, help="default image of injected sidecars")
-    op.add_argument("--sidecar-cpu-request", default="100m")
-    op.add_argument("--sidecar-memory-request", default="128Mi")
-    op.add_argument("--sidecar-cpu-limit", default="")
-    op.add_argument("--sidecar-memory-limit", default="512Mi")
+    op.add_argument("--sidecar-cpu-request", default=injector.cpu_request)
+    op.add_argument("--sidecar-memory-request", default=injector.memory_request)
+    op.add_argument("--sidecar-cpu-limit", default=injector.cpu_limit or "")
+    op.add_argument("--sidecar-memory-limit", default=injector.memory_limit or "")
     op.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
     op.add_argument("--log-format", choices=("text", "json"), default="text")
 

@@ -25,7 +25,7 @@ from ottava_operator import connection, injection, peering, services, sidecar_fo
 from ottava_operator.certificates import CertificateManager
 from ottava_operator.events import EventPoster
 from ottava_operator.rbac import SidecarRbac
-from ottava_operator.settings import OperatorSettings
+from ottava_operator.settings import InjectorSettings, OperatorSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Clients:
     events: EventPoster
     certificates: CertificateManager
     app_services: services.AppServices
-    injector: injection.InjectorSettings  # the chart's defaults, in the form decided at start
+    injector: InjectorSettings  # the chart's defaults, in the form decided at start
     role: peering.Role | None = None
 
 
