@@ -10,6 +10,7 @@ import ottava_cli
 import pytest
 from kopf._cogs.structs import references
 from ottava_operator import connection, peering, sidecar_form
+from ottava_sidecar.kube import environment as kube_environment
 
 NOW = datetime.datetime(2026, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
 
@@ -83,9 +84,9 @@ def test_service_account_login_dials_the_service_ip_not_a_dns_name(tmp_path: Pat
 
 
 def test_a_kubeconfig_wins_over_the_pod_service_account() -> None:
-    assert connection.in_cluster({"KUBERNETES_SERVICE_HOST": "10.96.0.1"})
-    assert not connection.in_cluster({"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBECONFIG": "/k"})
-    assert not connection.in_cluster({})
+    assert kube_environment.in_cluster({"KUBERNETES_SERVICE_HOST": "10.96.0.1"})
+    assert not kube_environment.in_cluster({"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBECONFIG": "/k"})
+    assert not kube_environment.in_cluster({})
 
 
 @pytest.mark.parametrize(
