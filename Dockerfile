@@ -11,6 +11,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY sidecar sidecar
 COPY operator operator
+COPY cli cli
 RUN python3 -m venv --without-pip /opt/ottava \
  && python3 -m pip --python /opt/ottava/bin/python install --no-cache-dir --no-compile . \
  && find /opt/ottava -type f \( -name '*.pyi' -o -name '*.pyx' -o -name '*.pxd' \) -delete \

@@ -343,7 +343,7 @@ sourceless_dependencies() {
   for entry in "$root$site"/*; do
     name="${entry##*/}"
     case "$name" in
-      ottava_sidecar | ottava_operator | *.dist-info | *.pth | __pycache__) continue ;;
+      ottava_sidecar | ottava_operator | ottava_cli | *.dist-info | *.pth | __pycache__) continue ;;
     esac
     [[ -d "$entry" || "$name" == *.py ]] && targets+=("$site/$name")
   done
@@ -473,7 +473,7 @@ project_version() {
 
 # The project's sources as the wheel sees them (what the Dockerfile copies).
 project_files() {
-  (cd "$repo" && find pyproject.toml README.md sidecar operator -type f \
+  (cd "$repo" && find pyproject.toml README.md sidecar operator cli -type f \
     ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' | LC_ALL=C sort)
 }
 

@@ -246,7 +246,7 @@ def test_help_runs_as_65532_on_a_read_only_root(bundle: Bundle, tmp_path: Path) 
 # stripped extension modules still load, and no module lacks its precompiled .pyc.
 IMPORT_CHECK = """
 import importlib, os, sys
-for name in ["ottava_sidecar.cli", "ottava_operator.main", "dapr.proto.runtime.v1.dapr_pb2_grpc", "grpc",
+for name in ["ottava_cli", "ottava_sidecar.cli", "ottava_operator.main", "dapr.proto.runtime.v1.dapr_pb2_grpc", "grpc",
              "google.protobuf", "aiohttp", "prometheus_client", "pydantic", "yaml", "kopf", "kubernetes_asyncio.client",
              "cryptography.x509", "redis.asyncio", "asyncpg", "aetcd", "aiosqlite", "aiozk", "nats", "aiomqtt",
              "aio_pika", "ssl", "sqlite3", "zoneinfo"]:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
-from ottava_operator.injection import InjectorSettings, inject
+from ottava_operator.injection import inject
+from ottava_operator.settings import InjectorSettings
 from ottava_sidecar import __version__
 
 GOLDEN = Path(__file__).parent / "golden" / "injector"

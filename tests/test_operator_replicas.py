@@ -6,10 +6,11 @@ import datetime
 from pathlib import Path
 from typing import Any
 
+import ottava_cli
 import pytest
 from kopf._cogs.structs import references
 from ottava_operator import connection, peering, sidecar_form
-from ottava_sidecar import cli
+from ottava_sidecar.kube import environment as kube_environment
 
 NOW = datetime.datetime(2026, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
 
@@ -83,9 +84,9 @@ def test_service_account_login_dials_the_service_ip_not_a_dns_name(tmp_path: Pat
 
 
 def test_a_kubeconfig_wins_over_the_pod_service_account() -> None:
-    assert connection.in_cluster({"KUBERNETES_SERVICE_HOST": "10.96.0.1"})
-    assert not connection.in_cluster({"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBECONFIG": "/k"})
-    assert not connection.in_cluster({})
+    assert kube_environment.in_cluster({"KUBERNETES_SERVICE_HOST": "10.96.0.1"})
+    assert not kube_environment.in_cluster({"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBECONFIG": "/k"})
+    assert not kube_environment.in_cluster({})
 
 
 @pytest.mark.parametrize(
@@ -115,9 +116,9 @@ def test_versions_with_provider_suffixes_parse() -> None:
 
 
 def test_operator_flags_reach_the_settings() -> None:
-    args = cli.build_parser().parse_args(
+    args = ottava_cli.build_parser().parse_args(
         ["operator", "--peering-name", "shop-ottava", "--peering-lifetime", "20", "--native-sidecar", "false"]
     )
     assert (args.peering_name, args.peering_lifetime, args.native_sidecar) == ("shop-ottava", 20, "false")
     with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["operator", "--peering-lifetime", "5"])
+        ottava_cli.build_parser().parse_args(["operator", "--peering-lifetime", "5"])

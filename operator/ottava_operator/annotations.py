@@ -6,6 +6,7 @@ a warning, not an outage.
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,62 +36,83 @@ class PodAnnotations:
     problems: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Annotation:
+    """One annotation: the field it sets, how its value is read, and what to say when it cannot be."""
+
+    key: str
+    attribute: str
+    read: Callable[[str], object | None]  # the field's value, or None when the annotation is invalid
+    invalid: str  # why an invalid value is ignored
+    # A problem with a valid value: reported, and the value kept.
+    caveat: Callable[[str], str | None] = lambda _: None
+
+
+def _matching(pattern: re.Pattern[str], max_length: int | None = None) -> Callable[[str], str | None]:
+    def read(value: str) -> str | None:
+        fits = max_length is None or len(value) <= max_length
+        return value if pattern.match(value) and fits else None
+
+    return read
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    return lambda value: value if value in choices else None
+
+
+def _port(value: str) -> int | None:
+    return int(value) if value.isdigit() and 1 <= int(value) <= 65535 else None
+
+
+def _image(value: str) -> str | None:
+    return value if value and not any(c.isspace() for c in value) else None
+
+
+def _app_id_caveat(app_id: str) -> str | None:
+    # Kept (the pod runs and calls others), but nothing can call it.
+    problem = contract.app_service_problem(app_id)
+    return None if problem is None else f"{problem}; other apps cannot invoke it"
+
+
+_QUANTITY_PROBLEM = "not a Kubernetes quantity such as '100m' or '128Mi'"
+
+# In the order their problems are reported.
+_ANNOTATIONS = (
+    _Annotation(
+        contract.ANNOTATION_APP_ID,
+        "app_id",
+        _matching(_APP_ID, max_length=63),
+        "an app id is a DNS label (lower case, digits, '-', '.')",
+        caveat=_app_id_caveat,
+    ),
+    _Annotation(contract.ANNOTATION_APP_PORT, "app_port", _port, "not a port number (1-65535)"),
+    _Annotation(contract.ANNOTATION_APP_PROTOCOL, "app_protocol", _one_of("http", "grpc"), "must be 'http' or 'grpc'"),
+    _Annotation(contract.ANNOTATION_CONFIG, "config", _matching(_NAME), "not a Configuration name"),
+    _Annotation(
+        contract.ANNOTATION_LOG_LEVEL,
+        "log_level",
+        _one_of("debug", "info", "warn", "error"),
+        "must be debug, info, warn or error",
+    ),
+    _Annotation(contract.ANNOTATION_SIDECAR_IMAGE, "sidecar_image", _image, "not an image reference"),
+    _Annotation(contract.ANNOTATION_CPU_REQUEST, "cpu_request", _matching(_QUANTITY), _QUANTITY_PROBLEM),
+    _Annotation(contract.ANNOTATION_CPU_LIMIT, "cpu_limit", _matching(_QUANTITY), _QUANTITY_PROBLEM),
+    _Annotation(contract.ANNOTATION_MEMORY_REQUEST, "memory_request", _matching(_QUANTITY), _QUANTITY_PROBLEM),
+    _Annotation(contract.ANNOTATION_MEMORY_LIMIT, "memory_limit", _matching(_QUANTITY), _QUANTITY_PROBLEM),
+    _Annotation(contract.ANNOTATION_API_TOKEN_SECRET, "api_token_secret", _matching(_NAME), "not a Secret name"),
+)
+
+
 def parse(annotations: dict[str, str]) -> PodAnnotations:
     parsed = PodAnnotations(enabled=annotations.get(contract.ANNOTATION_ENABLED, "").lower() == "true")
-    problems = parsed.problems
-
-    def bad(key: str, value: str, why: str) -> None:
-        problems.append(f"annotation {key}={value!r} ignored: {why}")
-
-    if (value := annotations.get(contract.ANNOTATION_APP_ID)) is not None:
-        if _APP_ID.match(value) and len(value) <= 63:
-            parsed.app_id = value
-            if (problem := contract.app_service_problem(value)) is not None:
-                # Kept (the pod runs and calls others), but nothing can call it.
-                problems.append(
-                    f"annotation {contract.ANNOTATION_APP_ID}={value!r}: {problem}; other apps cannot invoke it"
-                )
-        else:
-            bad(contract.ANNOTATION_APP_ID, value, "an app id is a DNS label (lower case, digits, '-', '.')")
-    if (value := annotations.get(contract.ANNOTATION_APP_PORT)) is not None:
-        if value.isdigit() and 1 <= int(value) <= 65535:
-            parsed.app_port = int(value)
-        else:
-            bad(contract.ANNOTATION_APP_PORT, value, "not a port number (1-65535)")
-    if (value := annotations.get(contract.ANNOTATION_APP_PROTOCOL)) is not None:
-        if value in ("http", "grpc"):
-            parsed.app_protocol = value  # type: ignore[assignment]
-        else:
-            bad(contract.ANNOTATION_APP_PROTOCOL, value, "must be 'http' or 'grpc'")
-    if (value := annotations.get(contract.ANNOTATION_CONFIG)) is not None:
-        if _NAME.match(value):
-            parsed.config = value
-        else:
-            bad(contract.ANNOTATION_CONFIG, value, "not a Configuration name")
-    if (value := annotations.get(contract.ANNOTATION_LOG_LEVEL)) is not None:
-        if value in ("debug", "info", "warn", "error"):
-            parsed.log_level = value  # type: ignore[assignment]
-        else:
-            bad(contract.ANNOTATION_LOG_LEVEL, value, "must be debug, info, warn or error")
-    if (value := annotations.get(contract.ANNOTATION_SIDECAR_IMAGE)) is not None:
-        if value and not any(c.isspace() for c in value):
-            parsed.sidecar_image = value
-        else:
-            bad(contract.ANNOTATION_SIDECAR_IMAGE, value, "not an image reference")
-    for key, attribute in (
-        (contract.ANNOTATION_CPU_REQUEST, "cpu_request"),
-        (contract.ANNOTATION_CPU_LIMIT, "cpu_limit"),
-        (contract.ANNOTATION_MEMORY_REQUEST, "memory_request"),
-        (contract.ANNOTATION_MEMORY_LIMIT, "memory_limit"),
-    ):
-        if (value := annotations.get(key)) is not None:
-            if _QUANTITY.match(value):
-                setattr(parsed, attribute, value)
-            else:
-                bad(key, value, "not a Kubernetes quantity such as '100m' or '128Mi'")
-    if (value := annotations.get(contract.ANNOTATION_API_TOKEN_SECRET)) is not None:
-        if _NAME.match(value):
-            parsed.api_token_secret = value
-        else:
-            bad(contract.ANNOTATION_API_TOKEN_SECRET, value, "not a Secret name")
+    for annotation in _ANNOTATIONS:
+        if (value := annotations.get(annotation.key)) is None:
+            continue
+        read = annotation.read(value)
+        if read is None:
+            parsed.problems.append(f"annotation {annotation.key}={value!r} ignored: {annotation.invalid}")
+            continue
+        setattr(parsed, annotation.attribute, read)
+        if (caveat := annotation.caveat(value)) is not None:
+            parsed.problems.append(f"annotation {annotation.key}={value!r}: {caveat}")
     return parsed

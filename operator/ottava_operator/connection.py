@@ -1,6 +1,10 @@
 """How the operator reaches the apiserver: its pod's ServiceAccount in a cluster, a
 kubeconfig elsewhere (`KUBECONFIG` set, e.g. an operator run out of cluster).
 
+Which of the two, and where the pod's credentials are, is decided by the sidecar's
+`ottava_sidecar.kube.environment`, the rule every Ottava process follows; this module
+only turns the answer into what each client takes.
+
 Two clients connect: kopf (watches, admission, peering) and `kubernetes_asyncio`
 (certificates, RBAC, Events). Both must take the same path. kopf's own
 `login_with_service_account` dials `https://kubernetes.default.svc`, which needs cluster
@@ -16,8 +20,7 @@ from typing import Any
 
 import kopf
 from kubernetes_asyncio import client, config
-
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+from ottava_sidecar.kube import environment
 
 # Seconds between kopf's retries of a failed API request (kopf's default sequence, then
 # every 30 s), about 10 minutes in all. kopf's default gives up after 54 s, and a
@@ -27,38 +30,32 @@ SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 API_RETRY_BACKOFFS: tuple[float, ...] = (1, 1, 2, 3, 5, 8, 13, 21) + (30,) * 18
 
 
-def in_cluster(environ: Mapping[str, str] = os.environ) -> bool:
-    return bool(environ.get("KUBERNETES_SERVICE_HOST")) and not environ.get("KUBECONFIG")
-
-
 def service_account_login(
-    environ: Mapping[str, str] = os.environ, directory: Path = SERVICE_ACCOUNT_DIR
+    environ: Mapping[str, str] = os.environ, directory: Path = environment.SERVICE_ACCOUNT_DIR
 ) -> kopf.ConnectionInfo | None:
     """kopf's credentials from the pod's ServiceAccount, or None outside a pod."""
-    host = environ.get("KUBERNETES_SERVICE_HOST")
-    token = directory / "token"
-    if not host or not token.exists():
+    server = environment.service_server(environ)
+    folder = environment.token_folder([directory])
+    if server is None or folder is None:
         return None
-    port = environ.get("KUBERNETES_SERVICE_PORT", "443")
-    ca = directory / "ca.crt"
-    namespace = directory / "namespace"
+    ca = folder / "ca.crt"
     return kopf.ConnectionInfo(
-        server=f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}",
+        server=server,
         ca_path=str(ca) if ca.exists() else None,
-        token=token.read_text(encoding="utf-8").strip() or None,
-        default_namespace=namespace.read_text(encoding="utf-8").strip() if namespace.exists() else None,
+        token=(folder / "token").read_text(encoding="utf-8").strip() or None,
+        default_namespace=environment.folder_namespace(folder),
     )
 
 
 def kopf_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    if in_cluster():
+    if environment.in_cluster():
         return service_account_login()
     return kopf.login_with_kubeconfig(**kwargs)
 
 
 async def api_client() -> client.ApiClient:
     """A `kubernetes_asyncio` client on the same credentials as kopf's."""
-    if in_cluster():
+    if environment.in_cluster():
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     else:
         await config.load_kube_config()

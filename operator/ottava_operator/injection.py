@@ -4,7 +4,7 @@ It takes and returns plain dicts (the admission request's object), talks to noth
 is covered by golden files (`tests/golden/injector/`). Ports, probe paths and names come
 from `ottava_sidecar.contract`, the same constants the sidecar serves on.
 
-The sidecar takes one of two forms, chosen by `InjectorSettings.native_sidecar` (the
+The sidecar takes one of two forms, chosen by `settings.InjectorSettings.native_sidecar` (the
 operator decides from the apiserver's version, see `main.py`):
 
 * native (Kubernetes >= 1.29): the first init container, with `restartPolicy: Always`.
@@ -22,9 +22,10 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from ottava_sidecar import __version__, contract
+from ottava_sidecar import contract
 
 from ottava_operator import annotations as pod_annotations
+from ottava_operator.settings import InjectorSettings
 
 Pod = dict[str, Any]
 
@@ -33,22 +34,6 @@ APP_ENV = {
     contract.ENV_DAPR_HTTP_PORT: str(contract.HTTP_PORT),
     contract.ENV_OTTAVA_GRPC_PORT: str(contract.GRPC_PORT),
 }
-
-
-@dataclass(frozen=True)
-class InjectorSettings:
-    """Chart-wide defaults; annotations on a pod override them."""
-
-    image: str = f"ottava/ottava:{__version__}"
-    image_pull_policy: str = "IfNotPresent"
-    cpu_request: str = "100m"
-    memory_request: str = "128Mi"
-    cpu_limit: str | None = None
-    memory_limit: str | None = "512Mi"
-    log_level: str = "info"
-    # The sidecar as a native sidecar (an init container with restartPolicy: Always),
-    # or as a regular container (clusters before 1.29).
-    native_sidecar: bool = False
 
 
 @dataclass

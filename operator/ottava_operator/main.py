@@ -15,6 +15,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+from collections.abc import Coroutine
 from typing import Any, cast
 
 import kopf
@@ -25,7 +26,7 @@ from ottava_operator import connection, injection, peering, services, sidecar_fo
 from ottava_operator.certificates import CertificateManager
 from ottava_operator.events import EventPoster
 from ottava_operator.rbac import SidecarRbac
-from ottava_operator.settings import OperatorSettings
+from ottava_operator.settings import InjectorSettings, OperatorSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +42,71 @@ class Clients:
     events: EventPoster
     certificates: CertificateManager
     app_services: services.AppServices
-    injector: injection.InjectorSettings  # the chart's defaults, in the form decided at start
+    injector: InjectorSettings  # the chart's defaults, in the form decided at start
     role: peering.Role | None = None
+
+
+class Background:
+    """Tasks the operator runs beside kopf's handlers (certificate rotation, the leader
+    role, Events), kept referenced while they run and cancelled at cleanup."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
 
 
 def build_registry(ours: OperatorSettings, identity: str = "") -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     clients = Clients()
-    background: set[asyncio.Task[None]] = set()
+    background = Background()
+    _register_lifecycle(registry, ours, identity, clients, background)
+    _register_admission(registry, ours, clients, background)
+    _register_status(registry, clients)
+    _register_app_services(registry, clients)
+    return registry
 
-    def spawn(coroutine: Any) -> None:
-        task = asyncio.create_task(coroutine)
-        background.add(task)
-        task.add_done_callback(background.discard)
 
+def _configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
+    """Where kopf keeps its state, how it retries the apiserver, and its webhook server."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="operator.ottava.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="operator.ottava.io", key="last-handled-configuration"
+    )
+    settings.admission.managed = None
+    settings.networking.error_backoffs = connection.API_RETRY_BACKOFFS
+    settings.admission.server = kopf.WebhookServer(
+        addr=ours.webhook_address,
+        port=ours.webhook_port,
+        certfile=str(ours.cert_dir / "tls.crt"),
+        pkeyfile=str(ours.cert_dir / "tls.key"),
+        file_check_interval=30,
+    )
+    # Server-side selectors: only injected pods and our own Services are watched.
+    settings.watching.label_selectors["v1", "pods"] = services.INJECTED_PODS
+    settings.watching.label_selectors["v1", "services"] = services.OUR_SERVICES
+
+
+async def _join_election(
+    settings: kopf.OperatorSettings, ours: OperatorSettings, identity: str, clients: Clients, background: Background
+) -> None:
+    settings.peering.lifetime = ours.peering_lifetime
+    settings.peering.stealth = True
+    await peering.ensure_peering_object(clients.api, ours.peering_name)
+    clients.role = peering.Role(clients.api, ours.peering_name, identity)
+    background.spawn(clients.role.run())
+
+
+def _register_lifecycle(
+    registry: kopf.OperatorRegistry, ours: OperatorSettings, identity: str, clients: Clients, background: Background
+) -> None:
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # An explicit kubeconfig wins (operator run out of cluster); in a pod, the token.
@@ -62,37 +114,18 @@ def build_registry(ours: OperatorSettings, identity: str = "") -> kopf.OperatorR
 
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="operator.ottava.io")
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix="operator.ottava.io", key="last-handled-configuration"
-        )
-        settings.admission.managed = None
-        settings.networking.error_backoffs = connection.API_RETRY_BACKOFFS
-        settings.admission.server = kopf.WebhookServer(
-            addr=ours.webhook_address,
-            port=ours.webhook_port,
-            certfile=str(ours.cert_dir / "tls.crt"),
-            pkeyfile=str(ours.cert_dir / "tls.key"),
-            file_check_interval=30,
-        )
+        _configure_kopf(settings, ours)
         clients.api = await connection.api_client()
         clients.rbac = SidecarRbac(clients.api)
         clients.events = EventPoster(clients.api)
         clients.app_services = services.AppServices(clients.api, clients.rbac, clients.events)
-        # Server-side selectors: only injected pods and our own Services are watched.
-        settings.watching.label_selectors["v1", "pods"] = services.INJECTED_PODS
-        settings.watching.label_selectors["v1", "services"] = services.OUR_SERVICES
         clients.certificates = CertificateManager(ours, clients.api)
         await clients.certificates.ensure()
-        spawn(clients.certificates.run())
+        background.spawn(clients.certificates.run())
         native = await sidecar_form.decide(ours.native_sidecar, clients.api)
         clients.injector = dataclasses.replace(ours.injector, native_sidecar=native)
         if ours.peering_name:
-            settings.peering.lifetime = ours.peering_lifetime
-            settings.peering.stealth = True
-            await peering.ensure_peering_object(clients.api, ours.peering_name)
-            clients.role = peering.Role(clients.api, ours.peering_name, identity)
-            spawn(clients.role.run())
+            await _join_election(settings, ours, identity, clients, background)
         log.info(
             "operator started",
             extra={"namespace": ours.namespace, "webhookPort": ours.webhook_port, "peer": identity},
@@ -100,13 +133,14 @@ def build_registry(ours: OperatorSettings, identity: str = "") -> kopf.OperatorR
 
     @kopf.on.cleanup(registry=registry)
     async def stop(**_: Any) -> None:
-        for task in list(background):
-            task.cancel()
+        background.cancel()
         with contextlib.suppress(Exception):
             await clients.api.close()
 
-    # --- admission ---------------------------------------------------------------------
 
+def _register_admission(
+    registry: kopf.OperatorRegistry, ours: OperatorSettings, clients: Clients, background: Background
+) -> None:
     @kopf.on.validate(GROUP, VERSION, "components", id="validate-component", registry=registry)
     async def validate_component(body: kopf.Body, **_: Any) -> None:
         problems = validation.component_problems(dict(body))
@@ -133,20 +167,24 @@ def build_registry(ours: OperatorSettings, identity: str = "") -> kopf.OperatorR
         result = injection.inject(pod, clients.injector)
         warnings.extend(result.warnings)
         if result.warnings and not dryrun:
-            spawn(clients.events.warn(namespace, pod, "BadOttavaAnnotation", "; ".join(result.warnings)))
+            background.spawn(clients.events.warn(namespace, pod, "BadOttavaAnnotation", "; ".join(result.warnings)))
         if result.pod is not None:
-            injected = result.pod
-
-            def replace(target: kopf.RawBody) -> None:
-                raw = cast(dict[str, Any], target)
-                raw.clear()
-                raw.update(copy.deepcopy(injected))
-
-            patch.fns.append(replace)
+            _replace_pod(patch, result.pod)
             log.info("injected the sidecar", extra={"namespace": namespace, "appId": result.app_id})
 
-    # --- status and RBAC -----------------------------------------------------------------
 
+def _replace_pod(patch: kopf.Patch, injected: dict[str, Any]) -> None:
+    """Make kopf's patch turn the admitted pod into `injected`."""
+
+    def replace(target: kopf.RawBody) -> None:
+        raw = cast(dict[str, Any], target)
+        raw.clear()
+        raw.update(copy.deepcopy(injected))
+
+    patch.fns.append(replace)
+
+
+def _register_status(registry: kopf.OperatorRegistry, clients: Clients) -> None:
     async def write_status(body: kopf.Body, patch: kopf.Patch, problems: list[str]) -> None:
         previous = (body.get("status") or {}).get("conditions")
         generation = body.metadata.get("generation")
@@ -172,7 +210,9 @@ def build_registry(ours: OperatorSettings, identity: str = "") -> kopf.OperatorR
         if namespace:
             await clients.rbac.reconcile(namespace)
 
-    # --- per-app Services (services.py) ----------------------------------------------------
+
+def _register_app_services(registry: kopf.OperatorRegistry, clients: Clients) -> None:
+    """The per-app Services (services.py), on the events of injected pods and of our Services."""
 
     @kopf.on.event("", "v1", "pods", labels={contract.LABEL_SIDECAR_INJECTED: "true"}, registry=registry)
     async def app_pod_event(event: kopf.RawEvent, **_: Any) -> None:
@@ -181,8 +221,6 @@ def build_registry(ours: OperatorSettings, identity: str = "") -> kopf.OperatorR
     @kopf.on.event("", "v1", "services", labels={contract.LABEL_MANAGED_BY: contract.MANAGED_BY}, registry=registry)
     async def app_service_event(event: kopf.RawEvent, **_: Any) -> None:
         await clients.app_services.service_event(dict(event["object"]))
-
-    return registry
 
 
 async def run(settings: OperatorSettings) -> None:

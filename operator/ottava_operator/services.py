@@ -168,51 +168,73 @@ class AppServices:
         pods = await self.core.list_namespaced_pod(
             namespace, label_selector=selector, field_selector=_LIVE_PODS, limit=1
         )
-        try:
-            current: dict[str, Any] | None = self.api.sanitize_for_serialization(
-                await self.core.read_namespaced_service(name, namespace)
-            )
-        except ApiException as err:
-            if err.status != 404:
-                raise
-            current = None
+        current = await self._read_service(name, namespace)
         has_pods = bool(pods.items)
         if has_pods and namespace not in self._rbac_namespaces:
             # Sidecars need their Role (Components, EndpointSlices) even in a namespace
             # without Components, which the Component events alone would never give one.
             await self.rbac.reconcile(namespace)
             self._rbac_namespaces.add(namespace)
-        desired = app_service(app_id, namespace)
         if current is not None and not ours(current):
-            if has_pods and (namespace, app_id) not in self._warned:
-                self._warned.add((namespace, app_id))
-                pod = self.api.sanitize_for_serialization(pods.items[0])
-                message = (
-                    f"Service {namespace}/{name} exists but is not managed by Ottava (no label "
-                    f"{OUR_SERVICES}); other apps cannot invoke app {app_id} until it is removed"
-                )
-                await self.events.warn(namespace, pod, "AppServiceTaken", message)
+            if has_pods:
+                await self._warn_taken(namespace, app_id, self.api.sanitize_for_serialization(pods.items[0]))
             return False
         if not has_pods:
             if current is None:
                 return False
-            uid = (current.get("metadata") or {}).get("uid")
-            try:
-                await self.core.delete_namespaced_service(
-                    name, namespace, body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
-                )
-            except ApiException as err:
-                if err.status != 404:
-                    raise
-            log.info("deleted the Service of an app with no pods left", extra={"namespace": namespace, "appId": app_id})
+            await self._delete(namespace, app_id, current)
             return True
+        desired = app_service(app_id, namespace)
         if current is None:
             await self.core.create_namespaced_service(namespace, _body(desired))
             log.info("created the Service of an app", extra={"namespace": namespace, "service": name})
             return True
+        await self._repair(current, desired)
+        return False
+
+    async def _read_service(self, name: str, namespace: str) -> dict[str, Any] | None:
+        try:
+            service: dict[str, Any] = self.api.sanitize_for_serialization(
+                await self.core.read_namespaced_service(name, namespace)
+            )
+        except ApiException as err:
+            if err.status != 404:
+                raise
+            return None
+        return service
+
+    async def _warn_taken(self, namespace: str, app_id: str, pod: dict[str, Any]) -> None:
+        """Tell the app's pods, once, that a Service of the user's holds the name."""
+        if (namespace, app_id) in self._warned:
+            return
+        self._warned.add((namespace, app_id))
+        name = contract.app_service_name(app_id)
+        message = (
+            f"Service {namespace}/{name} exists but is not managed by Ottava (no label "
+            f"{OUR_SERVICES}); other apps cannot invoke app {app_id} until it is removed"
+        )
+        await self.events.warn(namespace, pod, "AppServiceTaken", message)
+
+    async def _delete(self, namespace: str, app_id: str, current: dict[str, Any]) -> None:
+        """Delete the Service of an app with no pods left (the one we read, not a newer one)."""
+        uid = (current.get("metadata") or {}).get("uid")
+        try:
+            await self.core.delete_namespaced_service(
+                contract.app_service_name(app_id),
+                namespace,
+                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
+            )
+        except ApiException as err:
+            if err.status != 404:
+                raise
+        log.info("deleted the Service of an app with no pods left", extra={"namespace": namespace, "appId": app_id})
+
+    async def _repair(self, current: dict[str, Any], desired: dict[str, Any]) -> None:
+        """Put back the fields of our Service that someone changed."""
         differences = drift(current, desired)
         if not differences:
-            return False
+            return
+        name, namespace = desired["metadata"]["name"], desired["metadata"]["namespace"]
         if "spec.clusterIP" in differences:
             # A Service's clusterIP cannot change: replace the Service.
             await self.core.delete_namespaced_service(name, namespace)
@@ -227,7 +249,6 @@ class AppServices:
             "put the Service of an app back as it should be",
             extra={"namespace": namespace, "service": name, "fields": differences},
         )
-        return False
 
     async def reconcile_peers(self) -> None:
         """Peer RBAC for every namespace that has an Ottava Service (see `rbac.reconcile_peers`)."""

@@ -15,9 +15,10 @@ import re
 
 from kubernetes_asyncio import client
 
+from ottava_operator.settings import NATIVE_SIDECAR_MODES
+
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "true", "false")
 NATIVE_SINCE = (1, 29)
 
 
@@ -30,8 +31,8 @@ def parse_version(major: str, minor: str) -> tuple[int, int]:
 
 
 def native(mode: str, version: tuple[int, int] | None) -> bool:
-    if mode not in MODES:
-        raise ValueError(f"the sidecar form must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode not in NATIVE_SIDECAR_MODES:
+        raise ValueError(f"the sidecar form must be one of {', '.join(NATIVE_SIDECAR_MODES)}, not {mode!r}")
     if mode != "auto":
         return mode == "true"
     return version is not None and version >= NATIVE_SINCE

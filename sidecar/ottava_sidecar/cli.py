@@ -1,8 +1,13 @@
-"""`ottava`: the command line.
+"""`ottava run`: the sidecar's command.
 
 `ottava run [options] [-- COMMAND ...]` starts a standalone sidecar; with a command, it
 also starts the app with the sidecar's ports in its environment, forwards signals to
 it, and exits with its status (as `dapr run` does).
+
+The `ottava` program itself (with `ottava operator` beside `run`) is `ottava_cli`, which
+sits above both packages: the operator imports the sidecar, never the other way round,
+so nothing here may import `ottava_operator`. `python -m ottava_sidecar` runs `main`
+below, the sidecar's command alone.
 """
 
 import argparse
@@ -26,222 +31,126 @@ from ottava_sidecar.runtime.sidecar import Options, Sidecar
 log = logging.getLogger("ottava")
 
 
-def _port(text: str) -> int:
+def port(text: str) -> int:
+    """An argparse type: a TCP port number (0 picks a free port)."""
     value = int(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535; 0 picks a free port)")
     return value
 
 
-def _peering_lifetime(text: str) -> int:
-    value = int(text)
-    # kopf renews 5 to 10 s before the record expires; a shorter lifetime leaves no margin.
-    if value < 12:
-        raise argparse.ArgumentTypeError(f"{value} s is too short: keep-alives go out 5-10 s before expiry (min 12)")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The `ottava` parser with the sidecar's command only (`python -m ottava_sidecar`)."""
     parser = argparse.ArgumentParser(prog="ottava", description="Ottava: a multi-runtime sidecar.")
     parser.add_argument("--version", action="version", version=f"ottava {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    add_command(commands)
+    return parser
 
-    run = commands.add_parser(
+
+def add_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add `run` and its flags to the subcommands of an `ottava` parser."""
+    sidecar = commands.add_parser(
         "run",
         help="start a standalone sidecar (and optionally the app after --)",
         description="Start a standalone sidecar. Anything after -- is the app's command line.",
     )
     env = os.environ.get
-    run.add_argument(
+    sidecar.add_argument(
         "--mode",
         choices=("standalone", "kubernetes"),
         default="standalone",
         help="where the wiring comes from: --resources-path (standalone) or the cluster's CRDs (kubernetes)",
     )
-    run.add_argument(
+    sidecar.add_argument(
         "--app-id",
         default=env(contract.ENV_APP_ID) or env("APP_ID", "ottava"),
         help="the app's id (default: $OTTAVA_APP_ID, then ottava)",
     )
-    run.add_argument(
+    sidecar.add_argument(
         "--config",
         default=env(contract.ENV_CONFIG) or None,
         help="kubernetes mode: the Configuration to apply (default: $OTTAVA_CONFIG)",
     )
-    run.add_argument(
+    sidecar.add_argument(
         "--namespace",
         default=env(contract.ENV_NAMESPACE) or None,
         help="kubernetes mode: the pod's namespace (default: $NAMESPACE, then the credentials')",
     )
-    run.add_argument(
+    sidecar.add_argument(
         "--resources-path",
         type=Path,
         help="folder of Component/Configuration manifests; without it, in-memory defaults are loaded",
     )
-    run.add_argument(
+    sidecar.add_argument(
         "--app-port",
-        type=_port,
+        type=port,
         default=env(contract.ENV_APP_PORT) or None,  # argparse converts a string default with `type`
         help="port the app listens on, for callbacks (default: $OTTAVA_APP_PORT)",
     )
-    run.add_argument("--app-protocol", choices=("http", "grpc"), default=env(contract.ENV_APP_PROTOCOL) or "http")
-    run.add_argument("--grpc-port", type=_port, default=contract.GRPC_PORT)
-    run.add_argument("--http-port", type=_port, default=contract.HTTP_PORT)
-    run.add_argument("--metrics-port", type=_port, default=contract.METRICS_PORT)
-    run.add_argument("--disable-metrics", action="store_true", help="do not serve Prometheus metrics")
-    run.add_argument(
+    sidecar.add_argument("--app-protocol", choices=("http", "grpc"), default=env(contract.ENV_APP_PROTOCOL) or "http")
+    sidecar.add_argument("--grpc-port", type=port, default=contract.GRPC_PORT)
+    sidecar.add_argument("--http-port", type=port, default=contract.HTTP_PORT)
+    sidecar.add_argument("--metrics-port", type=port, default=contract.METRICS_PORT)
+    sidecar.add_argument("--disable-metrics", action="store_true", help="do not serve Prometheus metrics")
+    sidecar.add_argument(
         "--listen-address",
         default="127.0.0.1",
         help="address the APIs listen on (default loopback: other pods must not reach this app's sidecar)",
     )
-    run.add_argument(
+    sidecar.add_argument(
         "--http-listen-address",
         help="address of the HTTP port (default: --listen-address; in kubernetes mode 0.0.0.0 so kubelet can "
         "probe it, with the app-facing routes still answering loopback callers only)",
     )
-    run.add_argument(
+    sidecar.add_argument(
         "--metrics-listen-address", help="address of the metrics port (default: --listen-address; kubernetes: 0.0.0.0)"
     )
-    run.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
-    run.add_argument("--log-format", choices=("text", "json"), default="text")
-    run.add_argument("--shutdown-grace", type=float, default=5.0, help="seconds to drain in-flight calls on stop")
-    run.add_argument(
+    sidecar.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
+    sidecar.add_argument("--log-format", choices=("text", "json"), default="text")
+    sidecar.add_argument("--shutdown-grace", type=float, default=5.0, help="seconds to drain in-flight calls on stop")
+    sidecar.add_argument(
         "--internal-grpc-port",
-        type=_port,
+        type=port,
         default=contract.INTERNAL_GRPC_PORT,
         help="sidecar-to-sidecar port for service invocation (0 picks a free port)",
     )
-    run.add_argument(
+    sidecar.add_argument(
         "--internal-listen-address", help="address the internal port listens on (default: --listen-address)"
     )
-    run.add_argument(
+    sidecar.add_argument(
         "--app-timeout",
         type=float,
         default=60.0,
         help="seconds to wait for the app to answer a pub/sub delivery or a service invocation",
     )
-    run.add_argument(
+    sidecar.add_argument(
         "--invocation-filter",
         action="append",
         default=[],
         metavar="MODULE:CLASS",
         help="a filter around outbound service invocations (repeatable; see docs/invocation.md)",
     )
-    _add_operator_command(commands)
-    return parser
 
 
-def _add_operator_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    env = os.environ.get
-    op = commands.add_parser(
-        "operator",
-        help="run the operator (admission webhooks, status, certificates, sidecar RBAC)",
-        description="Run Ottava's operator. The Helm chart starts it with these flags.",
-    )
-    op.add_argument("--namespace", default=env("POD_NAMESPACE", "ottava-system"), help="the operator's own namespace")
-    op.add_argument("--webhook-address", default="0.0.0.0", help="address the admission webhook listens on")
-    op.add_argument("--webhook-port", type=_port, default=9443)
-    op.add_argument(
-        "--webhook-host",
-        action="append",
-        default=[],
-        help="extra host or IP for the serving certificate (repeatable), e.g. 127.0.0.1 for an operator run out of cluster",
-    )
-    op.add_argument(
-        "--service-name", default="ottava-webhook", help="the webhook Service (its DNS names go in the certificate)"
-    )
-    op.add_argument(
-        "--cert-secret", default="ottava-webhook-tls", help="Secret that holds the webhook CA and certificate"
-    )
-    op.add_argument(
-        "--mutating-webhook",
-        default="ottava-sidecar-injector",
-        help="MutatingWebhookConfiguration to keep the caBundle of",
-    )
-    op.add_argument(
-        "--validating-webhook",
-        default="ottava-validator",
-        help="ValidatingWebhookConfiguration to keep the caBundle of",
-    )
-    op.add_argument("--cert-dir", type=Path, default=Path(env("TMPDIR", "/tmp")) / "ottava-webhook")
-    op.add_argument("--liveness-port", type=_port, default=8080)
-    op.add_argument(
-        "--peering-name",
-        default="ottava",
-        help="ClusterKopfPeering in which replicas elect the one that runs status and RBAC ('' for no election)",
-    )
-    op.add_argument(
-        "--peering-lifetime",
-        type=_peering_lifetime,
-        default=15,
-        help="seconds a replica's keep-alive stays valid: the longest a standby waits for a leader that died",
-    )
-    op.add_argument(
-        "--native-sidecar",
-        choices=("auto", "true", "false"),
-        default="auto",
-        help="inject the sidecar as a native sidecar (init container, restartPolicy: Always); "
-        "auto: when the apiserver is 1.29 or later",
-    )
-    op.add_argument("--sidecar-image", default=None, help="default image of injected sidecars")
-    op.add_argument("--sidecar-cpu-request", default="100m")
-    op.add_argument("--sidecar-memory-request", default="128Mi")
-    op.add_argument("--sidecar-cpu-limit", default="")
-    op.add_argument("--sidecar-memory-limit", default="512Mi")
-    op.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
-    op.add_argument("--log-format", choices=("text", "json"), default="text")
-
-
-def _operator(args: argparse.Namespace) -> int:
-    # Imported here: `ottava run` must not pay for kopf and the Kubernetes client.
-    from ottava_operator import main as operator_main
-    from ottava_operator.injection import InjectorSettings
-    from ottava_operator.settings import OperatorSettings
-
-    defaults = InjectorSettings()
-    settings = OperatorSettings(
-        namespace=args.namespace,
-        webhook_address=args.webhook_address,
-        webhook_port=args.webhook_port,
-        webhook_hosts=tuple(args.webhook_host),
-        service_name=args.service_name,
-        cert_secret=args.cert_secret,
-        mutating_webhook=args.mutating_webhook,
-        validating_webhook=args.validating_webhook,
-        cert_dir=args.cert_dir,
-        liveness_port=args.liveness_port,
-        peering_name=args.peering_name,
-        peering_lifetime=args.peering_lifetime,
-        native_sidecar=args.native_sidecar,
-        injector=InjectorSettings(
-            image=args.sidecar_image or defaults.image,
-            cpu_request=args.sidecar_cpu_request,
-            memory_request=args.sidecar_memory_request,
-            cpu_limit=args.sidecar_cpu_limit or None,
-            memory_limit=args.sidecar_memory_limit or None,
-        ),
-    )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(operator_main.run(settings))
-    return 0
+def split_app_command(argv: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """`ottava`'s own arguments, and the app's command line after `--` (empty without one)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in arguments:
+        return arguments, []
+    split = arguments.index("--")
+    return arguments[:split], arguments[split + 1 :]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    command: list[str] = []
-    if "--" in args_list:
-        split = args_list.index("--")
-        args_list, command = args_list[:split], args_list[split + 1 :]
-    args = build_parser().parse_args(args_list)
+    arguments, command = split_app_command(argv)
+    args = build_parser().parse_args(arguments)
     logs.configure(args.log_level, args.log_format)
-    if args.command == "run":
-        return _run(args, command)
-    if args.command == "operator":
-        return _operator(args)
-    return 2
+    return run(args, command)
 
 
-def _run(args: argparse.Namespace, command: list[str]) -> int:
+def run(args: argparse.Namespace, command: list[str]) -> int:
+    """Run the sidecar as `ottava run` was told (and the app in `command`, if any); the exit status."""
     kubernetes = args.mode == "kubernetes"
     if kubernetes and args.resources_path is not None:
         print(

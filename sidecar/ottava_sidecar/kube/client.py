@@ -13,8 +13,10 @@ import aiohttp
 import yaml
 
 from ottava_sidecar import contract
+from ottava_sidecar.kube import environment
 
-SERVICE_ACCOUNT_DIRS = (Path(contract.TOKEN_MOUNT_PATH), Path("/var/run/secrets/kubernetes.io/serviceaccount"))
+# The injector's projected token first (it works without automount), then the kubelet's.
+SERVICE_ACCOUNT_DIRS = (Path(contract.TOKEN_MOUNT_PATH), environment.SERVICE_ACCOUNT_DIR)
 
 
 class KubeError(Exception):
@@ -89,24 +91,25 @@ def from_kubeconfig(path: Path) -> Credentials:
 
 
 def in_cluster() -> Credentials:
-    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    if not host:
+    server = environment.service_server()
+    if server is None:
         raise KubeError(0, "NoCluster", "neither KUBECONFIG nor KUBERNETES_SERVICE_HOST is set")
-    folder = next((d for d in SERVICE_ACCOUNT_DIRS if (d / "token").exists()), None)
+    folder = environment.token_folder(SERVICE_ACCOUNT_DIRS)
     if folder is None:
         raise KubeError(0, "NoToken", f"no service-account token in {' or '.join(map(str, SERVICE_ACCOUNT_DIRS))}")
-    server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
-    namespace_file = folder / "namespace"
-    namespace = namespace_file.read_text(encoding="utf-8").strip() if namespace_file.exists() else None
     return Credentials(
-        server, _ssl_from(None, str(folder / "ca.crt"), None, None, False), None, folder / "token", namespace
+        server,
+        _ssl_from(None, str(folder / "ca.crt"), None, None, False),
+        None,
+        folder / "token",
+        environment.folder_namespace(folder),
     )
 
 
 def from_environment() -> Credentials:
     """KUBECONFIG when set (tests, out-of-cluster runs), the pod's service account otherwise."""
-    kubeconfig = os.environ.get("KUBECONFIG")
-    return from_kubeconfig(Path(kubeconfig)) if kubeconfig else in_cluster()
+    kubeconfig = environment.kubeconfig()
+    return from_kubeconfig(kubeconfig) if kubeconfig is not None else in_cluster()
 
 
 class KubeClient:

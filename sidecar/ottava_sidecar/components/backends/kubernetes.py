@@ -52,6 +52,7 @@ class KubernetesConnection:
 
     async def open(self) -> None:
         from ottava_sidecar.kube import client as kube
+        from ottava_sidecar.kube import environment as kube_environment
 
         try:
             if self.settings.kubeconfig_path:
@@ -62,7 +63,7 @@ class KubernetesConnection:
         except kube.KubeError as err:
             raise ComponentError(f"{self.component}: no credentials for the apiserver: {err.message}") from None
         except (OSError, ValueError, KeyError, StopIteration, TypeError) as err:
-            where = self.settings.kubeconfig_path or os.environ.get("KUBECONFIG", "")
+            where = self.settings.kubeconfig_path or str(kube_environment.kubeconfig() or "")
             raise ComponentError(f"{self.component}: cannot read kubeconfig {where}: {err!r}") from None
         self.namespace = (
             self.settings.namespace or os.environ.get(contract.ENV_NAMESPACE, "") or credentials.namespace or ""

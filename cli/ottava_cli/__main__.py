@@ -1,0 +1,3 @@
+from ottava_cli import main
+
+raise SystemExit(main())
