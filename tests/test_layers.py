@@ -69,7 +69,9 @@ def test_the_sidecar_importing_the_operator_breaks_the_packages_contract(tree: P
     add_line(tree / "ottava_sidecar/contract.py", "import ottava_operator.injection as _upward")
     result = lint_imports(tree)
     assert result.returncode != 0
-    assert "The operator imports the sidecar, never the other way round BROKEN" in " ".join(result.stdout.split())
+    assert "Packages: the command above the operator, the operator above the sidecar BROKEN" in " ".join(
+        result.stdout.split()
+    )
     assert "ottava_sidecar.contract -> ottava_operator.injection" in result.stdout
 
 
