@@ -6,6 +6,7 @@ name the import, as a contributor would see it.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,3 +90,26 @@ def test_a_new_module_must_choose_its_layer(tree: Path) -> None:
     result = lint_imports(tree)
     assert result.returncode != 0
     assert "ottava_sidecar.helpers" in result.stdout
+
+
+def drawn_in_order(layers: list[str], lines: list[str]) -> bool:
+    """Whether `layers` appear among `lines` in this order (other lines may sit between)."""
+    rest = iter(lines)
+    return all(layer in rest for layer in layers)
+
+
+def test_architecture_md_draws_the_contracts_layers() -> None:
+    """Every layers contract is drawn in one block of ARCHITECTURE.md, a line per layer, in order."""
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    blocks = [
+        [re.split(r"\s{2,}", line.strip())[0] for line in block.splitlines() if line.strip()]
+        for block in text.split("```")[1::2]
+    ]
+    config = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
+    for contract in config["tool"]["importlinter"]["contracts"]:
+        if "containers" not in contract:
+            continue  # the packages contract is drawn as a picture of its own
+        layers: list[str] = contract["layers"]
+        assert any(drawn_in_order(layers, block) for block in blocks), (
+            f"{contract['id']}: ARCHITECTURE.md has no block drawing {layers} in this order"
+        )
