@@ -5,6 +5,7 @@ put first on PYTHONPATH, so a test can add one bad import and see the contract f
 name the import, as a contributor would see it.
 """
 
+import ast
 import os
 import re
 import shutil
@@ -113,3 +114,16 @@ def test_architecture_md_draws_the_contracts_layers() -> None:
         assert any(drawn_in_order(layers, block) for block in blocks), (
             f"{contract['id']}: ARCHITECTURE.md has no block drawing {layers} in this order"
         )
+
+
+def test_one_name_per_public_class() -> None:
+    """Two public classes with one name (a manifest model and a running instance, say) confuse every reader."""
+    homes: dict[str, list[str]] = {}
+    for folder in package_dirs().values():
+        for path in sorted(folder.rglob("*.py")):
+            if "_gen" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                    homes.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in homes.items() if len(paths) > 1} == {}

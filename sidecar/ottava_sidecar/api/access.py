@@ -28,7 +28,7 @@ def _api(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class Rule:
+class ApiMatcher:
     api: str
     protocol: str  # "" = both
 
@@ -38,8 +38,8 @@ class Rule:
 
 @dataclass(frozen=True)
 class Policy:
-    allowed: tuple[Rule, ...] | None = None  # None: every API
-    denied: tuple[Rule, ...] = ()
+    allowed: tuple[ApiMatcher, ...] | None = None  # None: every API
+    denied: tuple[ApiMatcher, ...] = ()
     source: str = ""  # e.g. "Configuration tracing", for messages
     active: bool = field(default=False)
 
@@ -47,8 +47,10 @@ class Policy:
     def from_configuration(cls, access: ApiAccess | None, source: str) -> "Policy":
         if access is None:
             return cls()
-        allowed = None if access.allowed is None else tuple(Rule(_api(r.name), r.protocol) for r in access.allowed)
-        denied = tuple(Rule(_api(r.name), r.protocol) for r in access.denied)
+        allowed = (
+            None if access.allowed is None else tuple(ApiMatcher(_api(r.name), r.protocol) for r in access.allowed)
+        )
+        denied = tuple(ApiMatcher(_api(r.name), r.protocol) for r in access.denied)
         return cls(allowed, denied, source, active=allowed is not None or bool(denied))
 
     def check(self, api: str, protocol: str) -> None:

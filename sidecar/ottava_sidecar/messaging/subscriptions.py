@@ -30,7 +30,7 @@ class Verdict(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class Rule:
+class RoutingRule:
     match: str
     path: str
     expression: Expression
@@ -42,7 +42,7 @@ class SubscriptionSpec:
     topic: str
     kind: Kind = Kind.PROGRAMMATIC
     default_path: str = ""
-    rules: list[Rule] = field(default_factory=list)
+    rules: list[RoutingRule] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     dead_letter_topic: str = ""
 
@@ -64,7 +64,7 @@ class SubscriptionSpec:
             topic,
             kind,
             default_path,
-            [Rule(match, path, compile_rule(match)) for match, path in rules or []],
+            [RoutingRule(match, path, compile_rule(match)) for match, path in rules or []],
             dict(metadata or {}),
             dead_letter_topic,
         )

@@ -15,16 +15,16 @@ from ottava_sidecar.api import errors
 T = TypeVar("T")
 
 
-class _Body(BaseModel):
+class _RequestBody(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True, coerce_numbers_to_str=True)
 
 
-class StateOptions(_Body):
+class StateOptions(_RequestBody):
     concurrency: str = ""  # checked by `state.parse_concurrency`, whose message names the value
     consistency: Literal["", "eventual", "strong"] = ""
 
 
-class StateEntry(_Body):
+class StateEntry(_RequestBody):
     key: str
     value: JsonValue = None
     etag: str | None = None
@@ -36,29 +36,29 @@ class StateEntry(_Body):
         return json.dumps(self.value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-class BulkGet(_Body):
+class BulkGet(_RequestBody):
     keys: list[str]
     parallelism: int = Field(default=0, ge=0)  # accepted for compatibility; the store decides
 
 
-class TransactionOperation(_Body):
+class TransactionOperation(_RequestBody):
     operation: str  # checked by `state.operations`, so an unknown one gets Dapr's error code
     request: StateEntry
 
 
-class Transaction(_Body):
+class Transaction(_RequestBody):
     operations: list[TransactionOperation]
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
-class TryLock(_Body):
+class TryLock(_RequestBody):
     # Defaults rather than required: `LockApi` names the empty field and the store.
     resource_id: str = Field(default="", alias="resourceId")
     lock_owner: str = Field(default="", alias="lockOwner")
     expiry_in_seconds: int = Field(default=0, alias="expiryInSeconds")
 
 
-class Unlock(_Body):
+class Unlock(_RequestBody):
     resource_id: str = Field(default="", alias="resourceId")
     lock_owner: str = Field(default="", alias="lockOwner")
 
