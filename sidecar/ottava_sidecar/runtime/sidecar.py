@@ -35,6 +35,7 @@ from ottava_sidecar.invocation.resolution import Address, NameResolver
 from ottava_sidecar.invocation.standalone import LocalRegistry
 from ottava_sidecar.kube import client as kube_client
 from ottava_sidecar.kube.client import KubeClient
+from ottava_sidecar.limits import Limits
 from ottava_sidecar.messaging.runtime import Messaging
 from ottava_sidecar.resources.models import Component
 from ottava_sidecar.runtime.kubernetes import KubernetesWiring
@@ -67,6 +68,8 @@ class Options:
     configuration_name: str | None = None
     http_listen_address: str | None = None  # default: listen_address; app routes stay loopback-only
     metrics_listen_address: str | None = None  # default: listen_address
+    # What one client may cost the sidecar: body sizes, timeouts, concurrency, buffers.
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass
