@@ -1,5 +1,6 @@
 """`ottava run -- COMMAND`: the app gets the sidecar's ports, signals, and its own exit status."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -39,19 +40,62 @@ def test_quickstart_example_runs_under_the_sidecar() -> None:
 
 
 def test_app_sees_the_ports_and_its_exit_status_is_returned() -> None:
-    script = "import os, sys; print('ports', os.environ['DAPR_GRPC_PORT'], os.environ['DAPR_HTTP_PORT'], os.environ['OTTAVA_GRPC_PORT']); sys.exit(3)"
+    names = ["DAPR_GRPC_PORT", "DAPR_HTTP_PORT", "OTTAVA_GRPC_PORT", "DAPR_GRPC_ENDPOINT", "DAPR_HTTP_ENDPOINT"]
+    script = f"import os, sys; print('env', *(os.environ[n] for n in {names!r})); sys.exit(3)"
+    # Endpoints left in the user's shell must not point the app at another sidecar: the
+    # SDKs prefer them over the ports.
+    stale = {"DAPR_GRPC_ENDPOINT": "127.0.0.1:1", "DAPR_HTTP_ENDPOINT": "http://127.0.0.1:1"}
     result = subprocess.run(
         [OTTAVA, "run", *PORTS, "--", sys.executable, "-c", script],
         capture_output=True,
         text=True,
         timeout=60,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, **stale},
     )
     assert result.returncode == 3, result.stderr
     ready, app_line = result.stdout.splitlines()[:2]
     assert ready.startswith("ottava sidecar UP")
-    _, grpc_port, http_port, ottava_port = app_line.split()
+    _, grpc_port, http_port, ottava_port, grpc_endpoint, http_endpoint = app_line.split()
     assert f":{grpc_port} " in ready and f"http=127.0.0.1:{http_port}" in ready and ottava_port == grpc_port
+    assert grpc_endpoint == f"127.0.0.1:{grpc_port}"
+    assert http_endpoint == f"http://127.0.0.1:{http_port}"
+
+
+def test_two_sidecars_side_by_side_need_no_internal_port(sidecars: SidecarFactory) -> None:
+    """Standalone, the internal port is a free one, as `dapr run` picks; 50002 is for pods."""
+    started = [
+        subprocess.Popen(
+            [OTTAVA, "run", "--app-id", f"side-{n}", *PORTS, "--", sys.executable, "-c", "input()"],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OTTAVA_REGISTRY_DIR": str(sidecars.log_dir / "registry")},
+        )
+        for n in (1, 2)
+    ]
+    try:
+        ready = [process.stdout.readline() if process.stdout else "" for process in started]
+        assert all(line.startswith("ottava sidecar UP") for line in ready), ready
+        internal = [line.split("internal=")[1].split()[0] for line in ready]
+        assert internal[0] != internal[1]
+    finally:
+        for process in started:
+            process.communicate(input="\n", timeout=60)
+    assert [process.returncode for process in started] == [0, 0]
+
+
+def test_a_bad_limit_stops_start_up_naming_the_flag() -> None:
+    result = subprocess.run(
+        [OTTAVA, "run", *PORTS, "--max-body-size", "4Xi"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2
+    assert "--max-body-size: '4Xi' is not a size" in result.stderr
 
 
 def test_sigterm_is_forwarded_to_the_app(sidecars: SidecarFactory, tmp_path: Path) -> None:

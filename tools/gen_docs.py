@@ -10,6 +10,7 @@ to this script:
     <!-- generated: metadata state.redis -->          the fields of one component type
     <!-- generated: shared-metadata redis -->         fields that several types share
     <!-- generated: catalogue -->                     every type, with a link to its fields
+    <!-- generated: limits -->                        the limits' flags, annotations and defaults
     <!-- end generated -->
 
 A type's table lists the fields it declares itself; fields it inherits from a shared
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ottava_sidecar import limits
 from ottava_sidecar.components import catalogue
 from ottava_sidecar.components.base import ComponentMetadata
 from pydantic import ValidationError
@@ -51,7 +53,7 @@ SHARED_GROUPS: dict[str, tuple[str, str]] = {
     "ConsumerMetadata": ("broker", "pub/sub brokers"),
 }
 
-MARKER = re.compile(r"^<!-- generated: (?P<kind>metadata|shared-metadata|catalogue)(?: (?P<name>\S+))? -->$")
+MARKER = re.compile(r"^<!-- generated: (?P<kind>metadata|shared-metadata|catalogue|limits)(?: (?P<name>\S+))? -->$")
 END_MARKER = "<!-- end generated -->"
 HEADING = re.compile(r"^(#{1,6})\s+(?P<text>.+?)\s*#*\s*$")
 
@@ -246,7 +248,19 @@ def _join_links(links: list[str]) -> str:
     return links[0] if len(links) == 1 else ", ".join(links[:-1]) + " and " + links[-1]
 
 
+def _limits_table() -> list[str]:
+    rows = ["| flag | pod annotation | default | what it bounds |", "|---|---|---|---|"]
+    for setting in limits.SETTINGS:
+        rows.append(
+            f"| `{setting.flag} {setting.kind.upper()}` | `{setting.annotation}` | `{setting.default_text()}` "
+            f"| {_cell(setting.help)} |"
+        )
+    return rows
+
+
 def _render(block: Block, by_type: dict[str, Block], by_group: dict[str, Block], groups: dict[str, Group]) -> list[str]:
+    if block.kind == "limits":
+        return _limits_table()
     if block.kind == "catalogue":
         rows = ["| type | version | what it is | fields |", "|---|---|---|---|"]
         for component_type in sorted(catalogue.all_types(), key=lambda t: (t.name, t.version)):

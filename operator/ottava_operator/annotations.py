@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ottava_sidecar import contract
+from ottava_sidecar import contract, limits
 
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
 _APP_ID = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -33,6 +33,8 @@ class PodAnnotations:
     memory_request: str | None = None
     memory_limit: str | None = None
     api_token_secret: str | None = None
+    # `ottava run` limit flags (docs/limits.md) → their values, from `ottava.io/<flag name>`.
+    limit_flags: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
 
@@ -115,4 +117,18 @@ def parse(annotations: dict[str, str]) -> PodAnnotations:
         setattr(parsed, annotation.attribute, read)
         if (caveat := annotation.caveat(value)) is not None:
             parsed.problems.append(f"annotation {annotation.key}={value!r}: {caveat}")
+    _parse_limits(annotations, parsed)
     return parsed
+
+
+def _parse_limits(annotations: dict[str, str], parsed: PodAnnotations) -> None:
+    """The limit annotations, checked as `ottava run` checks its flags, so a bad one cannot stop the sidecar."""
+    for setting in limits.SETTINGS:
+        if (value := annotations.get(setting.annotation)) is None:
+            continue
+        try:
+            setting.parse(value)
+        except ValueError as err:
+            parsed.problems.append(f"annotation {setting.annotation}={value!r} ignored: {err}")
+            continue
+        parsed.limit_flags[setting.flag] = value.strip()

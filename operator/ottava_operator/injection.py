@@ -140,7 +140,16 @@ def _sidecar_container(
         "name": contract.SIDECAR_CONTAINER_NAME,
         "image": parsed.sidecar_image or settings.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "args": ["run", "--mode", "kubernetes", "--log-level", parsed.log_level, "--log-format", "json"],
+        "args": [
+            "run",
+            "--mode",
+            "kubernetes",
+            "--log-level",
+            parsed.log_level,
+            "--log-format",
+            "json",
+            *(word for flag, value in parsed.limit_flags.items() for word in (flag, value)),
+        ],
         "env": env,
         "ports": [
             {"name": "ottava-grpc", "containerPort": contract.GRPC_PORT, "protocol": "TCP"},

@@ -17,16 +17,16 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ottava_sidecar import __version__, contract, logs
+from ottava_sidecar import __version__, contract, limits, logs
 from ottava_sidecar.components import catalogue
 from ottava_sidecar.invocation import filters
 from ottava_sidecar.resources.manifests import ManifestError, load_folder
 from ottava_sidecar.resources.models import Component
 from ottava_sidecar.runtime.defaults import default_components
-from ottava_sidecar.runtime.sidecar import Options, Sidecar
+from ottava_sidecar.runtime.sidecar import BoundPorts, Options, Sidecar
 
 log = logging.getLogger("ottava")
 
@@ -112,8 +112,8 @@ def add_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
     sidecar.add_argument(
         "--internal-grpc-port",
         type=port,
-        default=contract.INTERNAL_GRPC_PORT,
-        help="sidecar-to-sidecar port for service invocation (0 picks a free port)",
+        help=f"sidecar-to-sidecar port for service invocation (default: a free port, so several sidecars run "
+        f"side by side; kubernetes mode: {contract.INTERNAL_GRPC_PORT})",
     )
     sidecar.add_argument(
         "--internal-listen-address", help="address the internal port listens on (default: --listen-address)"
@@ -131,6 +131,35 @@ def add_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         metavar="MODULE:CLASS",
         help="a filter around outbound service invocations (repeatable; see docs/invocation.md)",
     )
+    _add_limit_flags(sidecar)
+
+
+def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("limits", "what one client may cost the sidecar (docs/limits.md)")
+    for setting in limits.SETTINGS:
+        group.add_argument(
+            setting.flag,
+            dest=f"limit_{setting.field}",
+            type=_checked(setting),
+            metavar=setting.kind.upper(),
+            help=f"{setting.help} (default {setting.default_text()})",
+        )
+
+
+def _checked(setting: limits.Setting) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        try:
+            setting.parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return text
+
+    return check
+
+
+def _limits(args: argparse.Namespace) -> limits.Limits:
+    given = {s.field: value for s in limits.SETTINGS if (value := getattr(args, f"limit_{s.field}")) is not None}
+    return limits.Limits().with_values(given)
 
 
 def split_app_command(argv: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
@@ -186,7 +215,7 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
         enable_metrics=not args.disable_metrics,
         api_token=os.environ.get(contract.ENV_API_TOKEN) or None,
         shutdown_grace_seconds=args.shutdown_grace,
-        internal_grpc_port=args.internal_grpc_port,
+        internal_grpc_port=_internal_port(args.internal_grpc_port, kubernetes=kubernetes),
         app_timeout_seconds=args.app_timeout,
         invocation_filters=invocation_filters,
         mode=args.mode,
@@ -195,6 +224,7 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
         http_listen_address=args.http_listen_address or ("0.0.0.0" if kubernetes else None),
         metrics_listen_address=args.metrics_listen_address or ("0.0.0.0" if kubernetes else None),
         internal_listen_address=args.internal_listen_address or ("0.0.0.0" if kubernetes else None),
+        limits=_limits(args),
     )
     try:
         return asyncio.run(_serve(options, components, command))
@@ -234,17 +264,7 @@ async def _serve(options: Options, components: list[Component], command: list[st
 
     app: asyncio.subprocess.Process | None = None
     if command:
-        env = dict(os.environ)
-        env.update(
-            {
-                contract.ENV_DAPR_GRPC_PORT: str(sidecar.ports.grpc),
-                contract.ENV_DAPR_HTTP_PORT: str(sidecar.ports.http),
-                contract.ENV_OTTAVA_GRPC_PORT: str(sidecar.ports.grpc),
-                "APP_ID": options.app_id,
-            }
-        )
-        if options.app_port is not None:
-            env["APP_PORT"] = str(options.app_port)
+        env = {**os.environ, **_app_environment(options, sidecar.ports)}
         try:
             app = await asyncio.create_subprocess_exec(*command, env=env)
         except OSError as err:
@@ -273,6 +293,43 @@ async def _serve(options: Options, components: list[Component], command: list[st
     await sidecar.stop()
     log.info("stopped")
     return exit_code
+
+
+def _internal_port(given: int | None, *, kubernetes: bool) -> int:
+    """In a pod, the fixed port the per-app Service names; on a laptop a free one, as `dapr run` picks."""
+    if given is not None:
+        return given
+    return contract.INTERNAL_GRPC_PORT if kubernetes else 0
+
+
+def _app_environment(options: Options, ports: BoundPorts) -> dict[str, str]:
+    """Where the app's Dapr SDK finds this sidecar.
+
+    The SDKs prefer DAPR_GRPC_ENDPOINT and DAPR_HTTP_ENDPOINT over the ports when set, so
+    both are set: an endpoint left in the user's shell would point the app elsewhere.
+    """
+    grpc_host = _reachable(options.listen_address)
+    http_host = _reachable(options.http_listen_address or options.listen_address)
+    environment = {
+        contract.ENV_DAPR_GRPC_PORT: str(ports.grpc),
+        contract.ENV_DAPR_HTTP_PORT: str(ports.http),
+        contract.ENV_DAPR_GRPC_ENDPOINT: f"{grpc_host}:{ports.grpc}",
+        contract.ENV_DAPR_HTTP_ENDPOINT: f"http://{http_host}:{ports.http}",
+        contract.ENV_OTTAVA_GRPC_PORT: str(ports.grpc),
+        "APP_ID": options.app_id,
+    }
+    if options.app_port is not None:
+        environment["APP_PORT"] = str(options.app_port)
+    return environment
+
+
+def _reachable(address: str) -> str:
+    """An address the app can dial for a listen address (a wildcard means loopback will do)."""
+    if address in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if address == "::":
+        return "[::1]"
+    return f"[{address}]" if ":" in address else address
 
 
 def _credentials_namespace() -> str | None:

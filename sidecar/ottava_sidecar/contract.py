@@ -29,6 +29,9 @@ SIDECAR_CONTAINER_NAME: Final = "ottava-sidecar"
 # Environment the sidecar gives to the app, so Dapr SDKs find it without configuration.
 ENV_DAPR_GRPC_PORT: Final = "DAPR_GRPC_PORT"
 ENV_DAPR_HTTP_PORT: Final = "DAPR_HTTP_PORT"
+# The Dapr SDKs prefer these over the ports when they are set.
+ENV_DAPR_GRPC_ENDPOINT: Final = "DAPR_GRPC_ENDPOINT"
+ENV_DAPR_HTTP_ENDPOINT: Final = "DAPR_HTTP_ENDPOINT"
 ENV_OTTAVA_GRPC_PORT: Final = "OTTAVA_GRPC_PORT"
 ENV_API_TOKEN: Final = "DAPR_API_TOKEN"
 API_TOKEN_HEADER: Final = "dapr-api-token"

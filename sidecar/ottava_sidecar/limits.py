@@ -8,9 +8,11 @@ annotation (docs/limits.md lists them). Dapr's names are used where Dapr has the
 
 import math
 import re
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Literal
 
-__all__ = ["Limits", "parse_seconds", "parse_size"]
+__all__ = ["SETTINGS", "Limits", "Setting", "parse_count", "parse_seconds", "parse_size"]
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -51,6 +53,18 @@ class Limits:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    def with_values(self, values: Mapping[str, str]) -> "Limits":
+        """These limits with some replaced, from their texts by field name; ValueError naming a bad one."""
+        by_field = {setting.field: setting for setting in SETTINGS}
+        parsed: dict[str, float] = {}
+        for name, text in values.items():
+            setting = by_field[name]
+            try:
+                parsed[name] = setting.parse(text)
+            except ValueError as err:
+                raise ValueError(f"{setting.flag}: {err}") from None
+        return replace(self, **parsed)  # type: ignore[arg-type]  # each parser returns its field's type
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?|[kMGT]B?|B)?\s*$")
@@ -102,3 +116,79 @@ def parse_seconds(text: str) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{text!r} is not a positive duration")
     return seconds
+
+
+def parse_count(text: str) -> int:
+    """A positive whole number; ValueError naming it otherwise."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise ValueError(f"{text!r} is not a positive number")
+    return value
+
+
+Kind = Literal["size", "duration", "count"]
+_PARSERS: dict[Kind, Callable[[str], float]] = {"size": parse_size, "duration": parse_seconds, "count": parse_count}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How users set one limit: the `ottava run` flag and the pod annotation, named alike."""
+
+    field: str
+    name: str  # the flag without "--", and the annotation after "ottava.io/"
+    kind: Kind
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.name}"
+
+    @property
+    def annotation(self) -> str:
+        return f"ottava.io/{self.name}"
+
+    def parse(self, text: str) -> float:
+        return _PARSERS[self.kind](text)
+
+    def default_text(self) -> str:
+        value = getattr(Limits(), self.field)
+        if self.kind == "size":
+            for unit, size in (("Mi", MIB), ("Ki", KIB)):
+                if value % size == 0:
+                    return f"{value // size}{unit}"
+            return str(value)
+        if self.kind == "duration":
+            return f"{value:g}s"
+        return str(value)
+
+
+# One row per Limits field: `ottava run` flags, pod annotations and docs/limits.md come from here.
+SETTINGS = (
+    Setting("max_body_bytes", "max-body-size", "size", "largest request body (HTTP) or message (gRPC), in and out"),
+    Setting("read_buffer_bytes", "read-buffer-size", "size", "largest HTTP request line and headers"),
+    Setting("header_timeout_seconds", "header-timeout", "duration", "time an HTTP client has to send its headers"),
+    Setting("read_timeout_seconds", "read-timeout", "duration", "time an HTTP client has to send its whole request"),
+    Setting("idle_timeout_seconds", "idle-timeout", "duration", "how long an idle keep-alive connection stays open"),
+    Setting("max_connections", "max-connections", "count", "open HTTP connections; more get 429 with Retry-After"),
+    Setting(
+        "max_concurrent_calls",
+        "max-concurrent-calls",
+        "count",
+        "calls in flight on the gRPC port, streams included; more get RESOURCE_EXHAUSTED",
+    ),
+    Setting(
+        "max_bulk_response_bytes",
+        "max-bulk-response-size",
+        "size",
+        "largest bulk answer (bulk state or secrets); larger fails, naming this limit",
+    ),
+    Setting(
+        "subscriber_buffer_bytes",
+        "subscriber-buffer-size",
+        "size",
+        "bytes queued for one subscriber that does not read; above it the subscriber is dropped",
+    ),
+)
