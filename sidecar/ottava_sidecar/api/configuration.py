@@ -163,7 +163,7 @@ class _SubscriptionStream:
     def send(self, update: _Update) -> None:
         if not self.outbox.put(update, items_size(update[2])):
             for watch in self.watches:  # dropped: stop following the stores at once
-                watch.close()
+                watch.close(discard=True)
 
     async def _pump(self, store_name: str, app_id: str, watch: ConfigurationWatch) -> None:
         try:
@@ -190,7 +190,7 @@ class _SubscriptionStream:
 
     async def close(self, reader: "asyncio.Task[None]") -> None:
         for watch in self.watches:
-            watch.close()
+            watch.close(discard=True)
         for task in self._pumps:
             task.cancel()
         self.outbox.end(discard=True)

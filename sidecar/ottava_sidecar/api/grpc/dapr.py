@@ -109,7 +109,7 @@ class DaprService(
                 yield configuration_pb2.SubscribeConfigurationResponse(id=subscription_id, items=_dapr_items(changes))
         finally:
             self._watches.pop(subscription_id, None)
-            watch.close()
+            watch.close(discard=True)
 
     SubscribeConfigurationAlpha1 = SubscribeConfiguration
 

@@ -104,10 +104,6 @@ class SubscriberQueue(Generic[T]):
     def ended(self) -> bool:
         return self._end is not None
 
-    @property
-    def overflow(self) -> SubscriberOverflowError | None:
-        return self._end if isinstance(self._end, SubscriberOverflowError) else None
-
     def put(self, item: T, size: int) -> bool:
         """Queue `item`; False when the queue has ended, or overflows now."""
         if self._end is not None:
@@ -178,11 +174,14 @@ class ConfigurationWatch:
         if not self.closed and items and not self._changes.put(items, items_size(items)):
             self.close()  # it overflowed: the store stops feeding it
 
-    def close(self) -> None:
-        """Stop the watch; changes not yet read are dropped and the iterator ends."""
+    def close(self, *, discard: bool = False) -> None:
+        """Stop the watch: the changes already queued are still read, unless `discard` drops them.
+
+        A subscriber that goes away closes with `discard`, which frees what it held.
+        """
+        self._changes.end(discard=discard)
         if not self.closed:
             self.closed = True
-            self._changes.end(discard=True)  # nobody reads a closed watch: free what it held
             self._on_close(self)
 
     def __aiter__(self) -> AsyncIterator[list[ConfigurationItem]]:
