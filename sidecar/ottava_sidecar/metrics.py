@@ -35,6 +35,25 @@ INVOCATIONS: Final = Counter(
     "Service invocations sent to other apps, by target app id and outcome (gRPC status name).",
     ["target", "outcome"],
 )
+SUBSCRIBER_BUFFERED_BYTES: Final = Gauge(
+    "ottava_subscriber_buffered_bytes",
+    "Bytes held for subscribers that have not read them yet (configuration subscriptions, pub/sub streams), by API.",
+    ["api"],
+)
+SUBSCRIBERS_DROPPED: Final = Counter(
+    "ottava_subscribers_dropped_total",
+    "Subscribers ended because more than the subscriber buffer limit was queued for them unread, by API.",
+    ["api"],
+)
+EVENT_LOOP_LAG: Final = Histogram(
+    "ottava_event_loop_lag_seconds",
+    "How late the sidecar's event loop ran a timer: time the loop was blocked or too busy to serve calls.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENT_LOOP_LAG_LAST: Final = Gauge(
+    "ottava_event_loop_lag_last_seconds",
+    "The latest event loop lag measured (see ottava_event_loop_lag_seconds).",
+)
 INVOCATION_ENDPOINTS: Final = Gauge(
     "ottava_invocation_ready_endpoints",
     "In a cluster: ready endpoints of each app id the sidecar resolves, from its Service's EndpointSlices.",

@@ -4,6 +4,7 @@ Each test uses its own app id, so tests sharing one server never see each other'
 """
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from ottava_sidecar.components.configuration.base import (
     ConfigurationQuery,
     ConfigurationStore,
     ConfigurationWatch,
+    SubscriberOverflowError,
 )
 
 from tests.conformance.conftest import Components, unique
@@ -145,6 +147,24 @@ async def test_a_closed_subscription_ends(components: Components) -> None:
     await store.save(app, [ConfigurationItem("k", "v")])
     received = [batch async for batch in watch]
     assert received == []
+
+
+async def test_a_subscriber_that_does_not_read_is_dropped(components: Components) -> None:
+    store = await _store(components)
+    app = unique("app")
+    watch = await store.subscribe(ConfigurationQuery(app), buffer_bytes=16 * 1024)
+    try:
+        for n in range(40):  # 160 KiB of changes nobody reads
+            await store.save(app, [ConfigurationItem(f"k{n}", "x" * 4096)])
+        deadline = time.monotonic() + NOTIFY_TIMEOUT
+        while not watch.closed:  # the watch closes itself once over its buffer
+            assert time.monotonic() < deadline, "a subscriber that does not read was never dropped"
+            await asyncio.sleep(0.05)
+        with pytest.raises(SubscriberOverflowError, match="16384 bytes"):
+            async for _ in watch:
+                pass
+    finally:
+        watch.close()
 
 
 @pytest.mark.requires("shared")

@@ -12,6 +12,7 @@ from ottava_sidecar.api.sequencer import SequencerApi
 from ottava_sidecar.api.state import StateApi
 from ottava_sidecar.components.registry import Registry
 from ottava_sidecar.invocation.invoker import Invoker
+from ottava_sidecar.limits import Limits
 from ottava_sidecar.messaging.runtime import Messaging
 
 
@@ -35,12 +36,14 @@ class Apis:
         *,
         messaging: Messaging | None = None,
         invoker: Invoker | None = None,
+        limits: Limits | None = None,
     ) -> "Apis":
-        """Without `invoker`, service invocation answers FAILED_PRECONDITION."""
+        """Without `invoker`, service invocation answers FAILED_PRECONDITION; without `limits`, `Limits()`."""
+        limits = limits or Limits()
         return cls(
             registry,
             StateApi(registry),
-            ConfigurationApi(registry),
+            ConfigurationApi(registry, subscriber_buffer_bytes=limits.subscriber_buffer_bytes),
             LockApi(registry),
             SequencerApi(registry),
             SecretsApi(registry),

@@ -3,13 +3,22 @@
 Dapr's calls know only keys: they reach the items of the sidecar's own app id, in the
 group and label named by the request metadata (`group`, `label`) or the defaults.
 Layotto's calls name app id, group and label; an empty app id means the sidecar's own.
+A key named twice in one call counts once.
+
+A subscriber that does not read its changes is dropped once more than the subscriber
+buffer limit (`Limits.subscriber_buffer_bytes`) waits for it: its stream ends with
+RESOURCE_EXHAUSTED naming the limit, and the sidecar logs it.
 """
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import grpc
+
+from ottava_sidecar import limits
 from ottava_sidecar.api import errors
 from ottava_sidecar.components.configuration.base import (
     DEFAULT_GROUP,
@@ -18,14 +27,37 @@ from ottava_sidecar.components.configuration.base import (
     ConfigurationQuery,
     ConfigurationStore,
     ConfigurationWatch,
+    SubscriberOverflowError,
+    SubscriberQueue,
+    items_size,
 )
 from ottava_sidecar.components.errors import ComponentError
 from ottava_sidecar.components.registry import LookupFailure, Registry
 
+log = logging.getLogger(__name__)
+
+# What a Layotto stream holds: (store name, app id, items), or what ends it.
+_Update = tuple[str, str, list[ConfigurationItem]]
+
+
+def dropped(where: str, overflow: SubscriberOverflowError) -> errors.ApiError:
+    """The status that ends a subscriber which fell too far behind, logged once."""
+    message = (
+        f"configuration subscriber dropped ({where}): {overflow}; read the stream as changes come, "
+        "subscribe to fewer keys, or raise the sidecar's subscriber buffer limit"
+    )
+    log.warning(message)
+    return errors.ApiError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, message, http_status=429, error_code="ERR_CONFIGURATION_SUBSCRIBE"
+    )
+
 
 class ConfigurationApi:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(
+        self, registry: Registry, *, subscriber_buffer_bytes: int = limits.Limits.subscriber_buffer_bytes
+    ) -> None:
         self._registry = registry
+        self.subscriber_buffer_bytes = subscriber_buffer_bytes
 
     def store(self, name: str) -> ConfigurationStore[Any]:
         if not name:
@@ -39,7 +71,7 @@ class ConfigurationApi:
         if any(not key for key in keys):
             raise errors.invalid_argument("a configuration key is empty")
         return ConfigurationQuery(
-            app_id or self._registry.app_id, group or DEFAULT_GROUP, label or DEFAULT_LABEL, tuple(keys)
+            app_id or self._registry.app_id, group or DEFAULT_GROUP, label or DEFAULT_LABEL, tuple(dict.fromkeys(keys))
         )
 
     def dapr_query(self, keys: Sequence[str], metadata: Mapping[str, str]) -> ConfigurationQuery:
@@ -82,53 +114,85 @@ class ConfigurationApi:
     async def subscribe(self, store_name: str, query: ConfigurationQuery) -> ConfigurationWatch:
         store = self.store(store_name)
         try:
-            return await store.subscribe(query)
+            return await store.subscribe(query, buffer_bytes=self.subscriber_buffer_bytes)
         except ComponentError as err:
             raise errors.internal(
                 f"failed to subscribe to configuration store {store.name}: {err}", "ERR_CONFIGURATION_SUBSCRIBE"
             ) from None
 
-    async def watch(
-        self, subscriptions: AsyncIterator[tuple[str, ConfigurationQuery]]
-    ) -> AsyncIterator[tuple[str, str, list[ConfigurationItem]]]:
+    async def changes(self, store_name: str, watch: ConfigurationWatch) -> AsyncIterator[list[ConfigurationItem]]:
+        """The batches of `watch` (of store `store_name`); RESOURCE_EXHAUSTED once it overflowed."""
+        try:
+            async for batch in watch:
+                yield batch
+        except SubscriberOverflowError as overflow:
+            raise dropped(f"configuration store {store_name}, keys {list(watch.query.keys)}", overflow) from None
+
+    async def watch(self, subscriptions: AsyncIterator[tuple[str, ConfigurationQuery]]) -> AsyncIterator[_Update]:
         """Layotto's subscription stream, as `(store name, app id, items)`.
 
         Each `(store name, query)` read adds a subscription, while the earlier ones keep
-        streaming: its current items come first, then every change. An error reading or
-        subscribing ends the stream with that error.
+        streaming: its current items come first, then every change. A subscription the
+        stream already has (the same store, app id, group, label and keys, in any order)
+        is acknowledged silently: it adds nothing and resends nothing. An error reading or
+        subscribing ends the stream with that error; so does falling more than the
+        subscriber buffer limit behind, with RESOURCE_EXHAUSTED.
         """
-        outbox: asyncio.Queue[tuple[str, str, list[ConfigurationItem]] | BaseException] = asyncio.Queue()
-        watches: list[ConfigurationWatch] = []
-        pumps: list[asyncio.Task[None]] = []
-
-        async def pump(store_name: str, app_id: str, watch: ConfigurationWatch) -> None:
-            async for changes in watch:
-                outbox.put_nowait((store_name, app_id, changes))
-
-        async def read_subscriptions() -> None:
-            try:
-                async for store_name, query in subscriptions:
-                    current = await self.get(store_name, query)
-                    watch = await self.subscribe(store_name, query)
-                    watches.append(watch)
-                    if current:
-                        outbox.put_nowait((store_name, query.app_id, current))
-                    pumps.append(asyncio.create_task(pump(store_name, query.app_id, watch)))
-            except BaseException as err:  # handed to the generator, which raises it to the caller
-                outbox.put_nowait(err)
-
-        reader = asyncio.create_task(read_subscriptions())
+        stream = _SubscriptionStream(self)
+        reader = asyncio.create_task(stream.read(subscriptions))
         try:
-            while True:
-                answer = await outbox.get()
-                if isinstance(answer, BaseException):
-                    raise answer
-                yield answer
+            async for update in stream.outbox:
+                yield update
+        except SubscriberOverflowError as overflow:
+            raise dropped(f"Layotto stream of {len(stream.watches)} subscriptions", overflow) from None
         finally:
             reader.cancel()
-            for watch in watches:
-                watch.close()
-            for task in pumps:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(reader, *pumps, return_exceptions=True)
+            await stream.close(reader)
+
+
+class _SubscriptionStream:
+    """The subscriptions of one Layotto stream, feeding one outbox bounded in bytes."""
+
+    def __init__(self, api: ConfigurationApi) -> None:
+        self._api = api
+        self.outbox: SubscriberQueue[_Update] = SubscriberQueue(api.subscriber_buffer_bytes, "configuration")
+        self.watches: list[ConfigurationWatch] = []
+        self._pumps: list[asyncio.Task[None]] = []
+        self._subscribed: set[tuple[str, str, str, str, frozenset[str]]] = set()
+
+    def send(self, update: _Update) -> None:
+        if not self.outbox.put(update, items_size(update[2])):
+            for watch in self.watches:  # dropped: stop following the stores at once
+                watch.close(discard=True)
+
+    async def _pump(self, store_name: str, app_id: str, watch: ConfigurationWatch) -> None:
+        try:
+            async for changes in watch:
+                self.send((store_name, app_id, changes))
+        except SubscriberOverflowError as overflow:  # the watch's own bound: it ends the stream too
+            self.outbox.end(overflow, discard=True)
+
+    async def read(self, subscriptions: AsyncIterator[tuple[str, ConfigurationQuery]]) -> None:
+        try:
+            async for store_name, query in subscriptions:
+                identity = (store_name, query.app_id, query.group, query.label, frozenset(query.keys))
+                if identity in self._subscribed or self.outbox.ended:
+                    continue
+                self._subscribed.add(identity)
+                current = await self._api.get(store_name, query)
+                watch = await self._api.subscribe(store_name, query)
+                self.watches.append(watch)
+                if current:
+                    self.send((store_name, query.app_id, current))
+                self._pumps.append(asyncio.create_task(self._pump(store_name, query.app_id, watch)))
+        except BaseException as err:  # handed to the generator, which raises it to the caller
+            self.outbox.end(err)
+
+    async def close(self, reader: "asyncio.Task[None]") -> None:
+        for watch in self.watches:
+            watch.close(discard=True)
+        for task in self._pumps:
+            task.cancel()
+        self.outbox.end(discard=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(reader, *self._pumps, return_exceptions=True)

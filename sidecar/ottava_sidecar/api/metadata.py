@@ -1,10 +1,16 @@
-"""What the metadata and info calls report: the app, the runtime and its components."""
+"""What the metadata and info calls report: the app, the runtime and its components.
+
+The app's extended metadata (SetMetadata) is bounded, keys and values together, by
+`limits.MAX_EXTENDED_METADATA_BYTES`, so that GetMetadata always fits the 4 MiB message
+a default gRPC client accepts.
+"""
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ottava_sidecar import __version__
+from ottava_sidecar import __version__, limits
+from ottava_sidecar.api import errors
 from ottava_sidecar.components.registry import Registry, Status
 from ottava_sidecar.messaging.subscriptions import SubscriptionSpec
 
@@ -36,6 +42,17 @@ class MetadataApi:
         return self.registry.app_id
 
     def set(self, key: str, value: str) -> None:
+        """Set an extended metadata entry; INVALID_ARGUMENT naming the limit when they would grow too large."""
+        if not key:
+            raise errors.invalid_argument("metadata key is empty")
+        others = sum(len(k.encode()) + len(v.encode()) for k, v in self.extended.items() if k != key)
+        total = others + len(key.encode()) + len(value.encode())
+        if total > limits.MAX_EXTENDED_METADATA_BYTES:
+            raise errors.invalid_argument(
+                f"metadata {key!r} refused: extended metadata would take {total} bytes, above the limit of "
+                f"{limits.MAX_EXTENDED_METADATA_BYTES} bytes for all keys and values together; "
+                "store large values in a state store instead"
+            )
         self.extended[key] = value
 
     def components(self) -> list[dict[str, Any]]:

@@ -3,12 +3,18 @@
 One event is outstanding at a time (the broker keeps a topic's order), and it stays
 outstanding until the app answers with its id; the answer is settled as for any
 subscription (`delivery.settle`). When the stream ends, the subscription ends with it.
+
+That is the stream's back-pressure: an app that does not answer holds one event, and
+the broker keeps every later message unacknowledged (its own bounds, such as the
+in-memory broker's `maxPendingBytes`, then refuse publishers). The bytes in flight to
+streams are on `/metrics` as `ottava_subscriber_buffered_bytes{api="pubsub"}`.
 """
 
 import asyncio
 import contextlib
 from typing import Any
 
+from ottava_sidecar import metrics
 from ottava_sidecar.components.pubsub.base import Message, PubSub, Subscription
 from ottava_sidecar.messaging import cloudevents
 from ottava_sidecar.messaging.delivery import settle
@@ -35,9 +41,12 @@ class StreamSubscription:
         answer: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._answers[event.id] = answer
         self._outbox.put_nowait(event)
+        in_flight = metrics.SUBSCRIBER_BUFFERED_BYTES.labels("pubsub")
+        in_flight.inc(len(message.data))
         try:
             verdict = await answer
         finally:
+            in_flight.dec(len(message.data))
             self._answers.pop(event.id, None)
         await settle(self._broker, self.spec, message, verdict, f"the app answered {verdict.value} on its stream")
 

@@ -39,6 +39,7 @@ from ottava_sidecar.limits import Limits
 from ottava_sidecar.messaging.runtime import Messaging
 from ottava_sidecar.resources.models import Component
 from ottava_sidecar.runtime.kubernetes import KubernetesWiring
+from ottava_sidecar.runtime.loop_lag import LoopLagMonitor
 from ottava_sidecar.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,9 @@ class Sidecar:
         )
         self.metadata = MetadataApi(self.registry, o.mode, app, self.on_shutdown_request)
         self.metadata.subscriptions = self.messaging.subscriptions
-        self.apis = Apis.create(self.registry, self.metadata, messaging=self.messaging, invoker=self.invoker)
+        self.apis = Apis.create(
+            self.registry, self.metadata, messaging=self.messaging, invoker=self.invoker, limits=o.limits
+        )
         self.ports = BoundPorts()
         self._grpc = GrpcApiServer(self.apis, api_token=o.api_token)
         self._internal = InternalServer(o.app_id, lambda: self.app_channel)
@@ -118,9 +121,11 @@ class Sidecar:
         self._wiring_task: asyncio.Task[None] | None = None
         self._metrics_runner: web.AppRunner | None = None
         self.settings = RuntimeSettings(self)
+        self.loop_lag = LoopLagMonitor()
 
     async def start(self) -> None:
         o = self.options
+        self.loop_lag.start()
         self.ports.grpc = self._grpc.bind(o.listen_address, o.grpc_port)
         await self._grpc.start()
         http_address = o.http_listen_address or o.listen_address
@@ -236,6 +241,7 @@ class Sidecar:
         if self.app_channel is not None:
             await self.app_channel.close()
         await self.registry.close()
+        await self.loop_lag.stop()
 
 
 def _record_status(entry: Entry) -> None:

@@ -105,11 +105,11 @@ class DaprService(
         self._watches[subscription_id] = watch
         try:
             yield configuration_pb2.SubscribeConfigurationResponse(id=subscription_id)
-            async for changes in watch:
+            async for changes in self.apis.configuration.changes(request.store_name, watch):
                 yield configuration_pb2.SubscribeConfigurationResponse(id=subscription_id, items=_dapr_items(changes))
         finally:
             self._watches.pop(subscription_id, None)
-            watch.close()
+            watch.close(discard=True)
 
     SubscribeConfigurationAlpha1 = SubscribeConfiguration
 

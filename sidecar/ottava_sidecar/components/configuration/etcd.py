@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ottava_sidecar import backoff
+from ottava_sidecar import backoff, limits
 from ottava_sidecar.components.backends.etcd import EtcdConnection, EtcdMetadata
 from ottava_sidecar.components.configuration.base import (
     ConfigurationItem,
@@ -112,8 +112,10 @@ class EtcdConfigurationStore(ConfigurationStore[EtcdConfigurationMetadata]):
             doing, lambda: etcd.kv.Txn(request, timeout=self.settings.timeout, metadata=etcd.metadata)
         )
 
-    async def subscribe(self, query: ConfigurationQuery) -> ConfigurationWatch:
-        watch = ConfigurationWatch(query, self._unsubscribe)
+    async def subscribe(
+        self, query: ConfigurationQuery, *, buffer_bytes: int = limits.Limits.subscriber_buffer_bytes
+    ) -> ConfigurationWatch:
+        watch = ConfigurationWatch(query, self._unsubscribe, buffer_bytes=buffer_bytes)
         created = asyncio.get_running_loop().create_future()
         self._watches[watch] = asyncio.create_task(self._follow(watch, created), name=f"{self.name}-watch")
         try:

@@ -4,6 +4,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 
+from ottava_sidecar import limits
 from ottava_sidecar.components.base import ComponentMetadata
 from ottava_sidecar.components.configuration.base import (
     ConfigurationItem,
@@ -56,11 +57,13 @@ class InMemoryConfigurationStore(ConfigurationStore[InMemoryConfigurationMetadat
         ]
         self._notify(query.app_id, removed)
 
-    async def subscribe(self, query: ConfigurationQuery) -> ConfigurationWatch:
-        watch = ConfigurationWatch(query, self._watches.remove)
+    async def subscribe(
+        self, query: ConfigurationQuery, *, buffer_bytes: int = limits.Limits.subscriber_buffer_bytes
+    ) -> ConfigurationWatch:
+        watch = ConfigurationWatch(query, self._watches.remove, buffer_bytes=buffer_bytes)
         self._watches.append(watch)
         return watch
 
     def _notify(self, app_id: str, items: list[ConfigurationItem]) -> None:
-        for watch in self._watches:
+        for watch in list(self._watches):  # a watch that overflows leaves the list
             watch.push([replace(i) for i in items if watch.query.matches(app_id, i)])

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
-from ottava_sidecar import contract
+from ottava_sidecar import contract, limits
 from ottava_sidecar.components.backends.kubernetes import KubernetesConnection, KubernetesMetadata
 from ottava_sidecar.components.configuration.base import (
     DEFAULT_GROUP,
@@ -278,8 +278,10 @@ class KubernetesConfigurationStore(ConfigurationStore[KubernetesConfigurationMet
             self._configmaps.pop(name, None)  # relabelled out of this store
         self._notify()
 
-    async def subscribe(self, query: ConfigurationQuery) -> ConfigurationWatch:
-        watch = ConfigurationWatch(query, self._unsubscribe)
+    async def subscribe(
+        self, query: ConfigurationQuery, *, buffer_bytes: int = limits.Limits.subscriber_buffer_bytes
+    ) -> ConfigurationWatch:
+        watch = ConfigurationWatch(query, self._unsubscribe, buffer_bytes=buffer_bytes)
         self._subscriptions[watch] = self._visible(query)
         return watch
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from ottava_sidecar import backoff
+from ottava_sidecar import backoff, limits
 from ottava_sidecar.components.backends.redis import RedisConnection, RedisMetadata
 from ottava_sidecar.components.configuration.base import (
     ConfigurationItem,
@@ -149,8 +149,10 @@ class RedisConfigurationStore(ConfigurationStore[RedisConfigurationMetadata]):
                     pipe.srem(self._index_key(query.app_id, query.group, query.label), item.key)
                 await pipe.execute()
 
-    async def subscribe(self, query: ConfigurationQuery) -> ConfigurationWatch:
-        watch = ConfigurationWatch(query, self._watches.remove)
+    async def subscribe(
+        self, query: ConfigurationQuery, *, buffer_bytes: int = limits.Limits.subscriber_buffer_bytes
+    ) -> ConfigurationWatch:
+        watch = ConfigurationWatch(query, self._watches.remove, buffer_bytes=buffer_bytes)
         self._watches.append(watch)
         return watch
 
@@ -186,7 +188,7 @@ class RedisConfigurationStore(ConfigurationStore[RedisConfigurationMetadata]):
             item = ConfigurationItem(key, "", group, label, deleted=True)
         else:
             return
-        for watch in self._watches:
+        for watch in list(self._watches):  # a watch that overflows leaves the list
             if watch.query.matches(app_id, item):
                 watch.push([replace(item)])
 

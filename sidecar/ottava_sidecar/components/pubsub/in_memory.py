@@ -3,9 +3,10 @@
 Each subscription has its own bounded queue and one consumer task, so messages of a
 topic reach each subscriber in publish order. A handler that raises gets the message
 again after an exponential backoff (at-least-once) and, meanwhile, later messages wait
-behind it (ordering). A message counts against its subscription's bound from publish
-until acknowledged, so a stuck subscriber makes publishing fail with `BrokerFullError`
-instead of making the sidecar grow.
+behind it (ordering). A message counts against its subscription's bounds, in messages
+(`maxPendingMessages`) and in bytes (`maxPendingBytes`), from publish until acknowledged,
+so a stuck subscriber makes publishing fail with `BrokerFullError` instead of making the
+sidecar grow. A subscription that holds nothing takes any one message, however large.
 """
 
 import asyncio
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 
 from pydantic import Field
 
-from ottava_sidecar import backoff
+from ottava_sidecar import backoff, limits
 from ottava_sidecar.components.base import ComponentMetadata
 from ottava_sidecar.components.pubsub import handling
 from ottava_sidecar.components.pubsub.base import BrokerFullError, Handler, Message, PubSub, Subscription
@@ -42,6 +43,13 @@ class InMemoryPubSubMetadata(ComponentMetadata):
         alias="maxPendingMessages",
         description="Messages a subscription may hold unacknowledged; publishing beyond it is refused.",
     )
+    max_pending_bytes: int = Field(
+        default=16 * limits.MIB,
+        ge=1,
+        alias="maxPendingBytes",
+        description="Bytes of message data a subscription may hold unacknowledged; publishing beyond it is "
+        "refused (a subscription holding nothing takes any one message).",
+    )
 
     def redelivery_backoff(self) -> backoff.Backoff:
         return backoff.Backoff(self.redelivery_backoff_seconds, self.max_redelivery_backoff_seconds)
@@ -53,17 +61,24 @@ class _QueueSubscription(Subscription):
         self._broker = broker
         self._handler = handler
         self._queue: deque[Message] = deque()
-        self._in_flight = 0
+        self._in_flight: Message | None = None
+        self._queued_bytes = 0
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._consume(), name=f"{broker.name}/{topic}")
 
     @property
     def pending(self) -> int:
         """Messages published to this subscription and not yet acknowledged."""
-        return len(self._queue) + self._in_flight
+        return len(self._queue) + (self._in_flight is not None)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the messages counted by `pending`."""
+        return self._queued_bytes + (len(self._in_flight.data) if self._in_flight is not None else 0)
 
     def put(self, message: Message) -> None:
         self._queue.append(message)
+        self._queued_bytes += len(message.data)
         self._wakeup.set()
 
     async def _consume(self) -> None:
@@ -73,13 +88,14 @@ class _QueueSubscription(Subscription):
                 self._wakeup.clear()
                 await self._wakeup.wait()
             message = self._queue.popleft()
-            self._in_flight = 1
+            self._queued_bytes -= len(message.data)
+            self._in_flight = message
             try:
                 await handling.handle_until_done(
                     self._handler, message, settings.redelivery_backoff(), where=self._broker.name
                 )
             finally:
-                self._in_flight = 0
+                self._in_flight = None
 
     async def close(self) -> None:
         self._broker.unsubscribe(self)
@@ -110,18 +126,27 @@ class InMemoryPubSub(PubSub[InMemoryPubSubMetadata]):
         metadata: Mapping[str, str] | None = None,
     ) -> str:
         subscriptions = self._subscriptions.get(topic, ())
-        limit = self.settings.max_pending_messages
         # All or nothing: a message refused by one subscriber is not delivered to the others.
         for subscription in subscriptions:
-            if subscription.pending >= limit:
-                raise BrokerFullError(
-                    f"topic {topic} of pubsub {self.name} has {subscription.pending} undelivered messages "
-                    f"for a subscriber (maxPendingMessages {limit}); publish again later"
-                )
+            self._check_room(topic, subscription, len(data))
         message_id = str(uuid.uuid4())
         for subscription in subscriptions:
             subscription.put(Message(topic, data, message_id, content_type, dict(metadata or {})))
         return message_id
+
+    def _check_room(self, topic: str, subscription: _QueueSubscription, size: int) -> None:
+        limit, byte_limit = self.settings.max_pending_messages, self.settings.max_pending_bytes
+        if subscription.pending >= limit:
+            raise BrokerFullError(
+                f"topic {topic} of pubsub {self.name} has {subscription.pending} undelivered messages "
+                f"for a subscriber (maxPendingMessages {limit}); publish again later"
+            )
+        held = subscription.pending_bytes
+        if subscription.pending and held + size > byte_limit:
+            raise BrokerFullError(
+                f"topic {topic} of pubsub {self.name} holds {held} bytes of undelivered messages for a "
+                f"subscriber, and {size} more would pass maxPendingBytes {byte_limit}; publish again later"
+            )
 
     async def subscribe(
         self, topic: str, handler: Handler, *, metadata: Mapping[str, str] | None = None

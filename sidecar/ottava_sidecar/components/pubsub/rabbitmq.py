@@ -7,8 +7,10 @@ durable queue bound to it, so the replicas of an app share its messages and each
 gets every one. Messages are persistent and published with publisher confirms, so an
 acknowledged publish is on the broker. A message is acknowledged once the app accepted
 it; the broker hands a message that a vanished consumer held to the next one at once.
-With `maxLength` set, a queue that holds that many refuses new messages (the publish
-is nacked: `BrokerFullError`, i.e. back-pressure).
+With `maxLength` (messages) or `maxLengthBytes` (bytes of message bodies) set, a queue
+that holds that much refuses new messages (the publish is nacked: `BrokerFullError`,
+i.e. back-pressure). The sidecar itself holds at most `prefetchCount` messages of a
+subscription, the broker keeping the rest.
 """
 
 import asyncio
@@ -47,6 +49,12 @@ class RabbitMQPubSubMetadata(RetryMetadata, TlsMetadata, ConsumerMetadata):
         alias="maxLength",
         description="Messages a queue may hold waiting (besides prefetchCount in a subscriber's hands); "
         "publishing beyond it is refused (0: no bound).",
+    )
+    max_length_bytes: int = Field(
+        default=0,
+        ge=0,
+        alias="maxLengthBytes",
+        description="Bytes of message bodies a queue may hold waiting; publishing beyond it is refused (0: no bound).",
     )
 
     @property
@@ -167,7 +175,8 @@ class RabbitMQPubSub(PubSub[RabbitMQPubSubMetadata]):
             yield
         except aio_pika.exceptions.DeliveryError as err:
             raise BrokerFullError(f"{doing}: the broker refused it (a queue holds maxLength "
-                                  f"{self.settings.max_length} messages); publish again later") from err  # fmt: skip
+                                  f"{self.settings.max_length} messages or maxLengthBytes "
+                                  f"{self.settings.max_length_bytes} bytes); publish again later") from err  # fmt: skip
         except (aiormq.exceptions.AMQPError, ConnectionError, TimeoutError, RuntimeError) as err:
             raise ComponentError(f"{doing} failed on {self.where}: {str(err) or type(err).__name__}") from err
 
@@ -181,7 +190,11 @@ class RabbitMQPubSub(PubSub[RabbitMQPubSubMetadata]):
     ) -> "aio_pika.abc.AbstractQueue":
         arguments: dict[str, Any] = {}
         if self.settings.max_length:
-            arguments = {"x-max-length": self.settings.max_length, "x-overflow": "reject-publish"}
+            arguments["x-max-length"] = self.settings.max_length
+        if self.settings.max_length_bytes:
+            arguments["x-max-length-bytes"] = self.settings.max_length_bytes
+        if arguments:
+            arguments["x-overflow"] = "reject-publish"
         exchange = await self.exchange(channel, topic)
         queue = await channel.declare_queue(queue_name, durable=True, arguments=arguments)
         await queue.bind(exchange)
