@@ -146,7 +146,9 @@ class Sidecar:
             )
             self._wiring_task = asyncio.create_task(self.wiring.run(), name="kubernetes-wiring")
         else:
-            await self.registry.load(self.components, SecretResolver(self.registry))
+            resolver = SecretResolver(self.registry)
+            await self.registry.load(self.components, resolver)
+            self.registry.retry_down(resolver)  # a backend that comes up later is used then
         advertised = "127.0.0.1" if internal_address in ("0.0.0.0", "::", "") else internal_address
         try:
             await self.resolver.register(o.app_id, Address(advertised, self.ports.internal))
