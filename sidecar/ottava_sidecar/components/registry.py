@@ -101,8 +101,8 @@ class _StartFailure(Exception):
     """Why a component could not be initialised, worded for the readiness body."""
 
 
-# How long closing an instance whose init failed may take before it is abandoned.
-_CLOSE_FAILED_SECONDS = 5.0
+# How long closing an instance nobody will use (its init failed, or it lost a race) may take.
+_CLOSE_UNUSED_SECONDS = 5.0
 
 
 class Registry:
@@ -196,10 +196,10 @@ class Registry:
         try:
             await asyncio.wait_for(instance.init(), timeout=spec.init_timeout_seconds)
         except TimeoutError:
-            await _close_failed(manifest.name, instance)
+            await _close_unused(manifest.name, instance)
             raise _StartFailure(f"init did not finish within initTimeout {spec.init_timeout}") from None
         except Exception as err:
-            await _close_failed(manifest.name, instance)
+            await _close_unused(manifest.name, instance)
             raise _StartFailure(f"init failed: {err}") from None
         return instance
 
@@ -244,7 +244,7 @@ class Registry:
             return
         if self._entries.get(entry.name) is not entry or entry.status is not Status.DOWN:
             # Reloaded or removed while this attempt initialised: the newer wiring wins.
-            await _close_failed(entry.name, instance)
+            await _close_unused(entry.name, instance)
             return
         entry.instance = instance
         entry.init_seconds = time.monotonic() - started
@@ -336,12 +336,12 @@ class Registry:
                     log.exception("closing component %s failed", entry.name)
 
 
-async def _close_failed(name: str, instance: ComponentInstance[Any]) -> None:
-    """Release what a failed init may hold (a connection pool), so retries leak nothing."""
+async def _close_unused(name: str, instance: ComponentInstance[Any]) -> None:
+    """Release what an instance nobody will use holds (a connection pool), so retries leak nothing."""
     try:
-        await asyncio.wait_for(instance.close(), timeout=_CLOSE_FAILED_SECONDS)
+        await asyncio.wait_for(instance.close(), timeout=_CLOSE_UNUSED_SECONDS)
     except Exception as err:
-        log.debug("closing the failed instance of %s: %s", name, err)
+        log.debug("closing an unused instance of %s: %s", name, err)
 
 
 _NOUNS = {"secretstores": "secret store", "pubsub": "pub/sub", "sequencer": "sequencer store"}
