@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import OTTAVA, SidecarFactory
 
@@ -63,10 +64,48 @@ def test_unknown_component_type_is_reported(tmp_path: Path) -> None:
 def test_dapr_manifests_load_unchanged(sidecars: SidecarFactory) -> None:
     dapr_manifest = STATESTORE.replace("ottava.io/v1alpha1", "dapr.io/v1alpha1")
     subscription = "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\nspec: {}\n"
-    sidecar = sidecars.start(resources={"state.yaml": dapr_manifest, "subscription.yaml": subscription})
+    others = (
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata: {name: r}\nspec: {}\n---\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: k8s}\n"
+    )
+    sidecar = sidecars.start(
+        resources={"state.yaml": dapr_manifest, "subscription.yaml": subscription, "others.yaml": others}
+    )
     assert sidecar.status == "UP"
     info = httpx.get(f"{sidecar.http_url}/actuator/info").json()
     assert [(c["name"], c["status"]) for c in info["components"]] == [("orders", "UP")]
+    # Dapr's other kinds are skipped out loud, saying why; other groups' documents quietly.
+    warnings = [line for line in sidecar.log().splitlines() if "level=warning" in line]
+    assert any("skipping the Subscription 's'" in w and "subscription.yaml, document 1" in w for w in warnings)
+    assert any("skipping the Resiliency 'r'" in w and "shared folder of Dapr resources" in w for w in warnings)
+    assert not any("Secret" in w for w in warnings)
+
+
+@pytest.mark.parametrize(
+    ("api_version", "kind", "expected"),
+    [
+        ("ottava.io/v1alpha1", "component", "unknown kind 'component' (did you mean 'Component'?)"),
+        ("dapr.io/v1alpha1", "Componnent", "unknown kind 'Componnent' (did you mean 'Component'?)"),
+        ("dapr.io/v1alpha1", "configuration", "unknown kind 'configuration' (did you mean 'Configuration'?)"),
+        ("dapr.io/v2alpha1", "Subscriptions", "unknown kind 'Subscriptions' (did you mean 'Subscription'?)"),
+        ("ottava.io/v1alpha1", "Widget", "unknown kind 'Widget'; kinds loaded: Component, Configuration"),
+    ],
+)
+def test_unknown_kind_stops_startup_naming_file_document_and_kind(
+    tmp_path: Path, api_version: str, kind: str, expected: str
+) -> None:
+    wrong = STATESTORE.replace("ottava.io/v1alpha1", api_version).replace("kind: Component", f"kind: {kind}")
+    result = run_and_fail({"stores.yaml": STATESTORE.replace("orders", "carts") + "---\n" + wrong}, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "stores.yaml, document 2" in result.stderr
+    assert f"({api_version} 'orders')" in result.stderr
+    assert expected in result.stderr
+
+
+def test_a_component_without_api_version_stops_startup(tmp_path: Path) -> None:
+    result = run_and_fail({"state.yaml": STATESTORE.replace("apiVersion: ottava.io/v1alpha1\n", "")}, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "state.yaml, document 1: a Component without apiVersion" in result.stderr
 
 
 FAILING_SECRETS = """

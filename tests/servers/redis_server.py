@@ -6,13 +6,16 @@ from tests.servers.process import ServerProcess, accepts_connections, free_port,
 PASSWORD = "redis-test-password"
 
 
-def start(*, password: str = PASSWORD, durable: bool = False, bind: str = "127.0.0.1") -> ServerProcess:
+def start(
+    *, password: str = PASSWORD, durable: bool = False, bind: str = "127.0.0.1", port: int | None = None
+) -> ServerProcess:
     """`durable`: every acknowledged write is fsynced to the append-only file (survives SIGKILL).
 
     `bind`: the address to listen on, e.g. the e2e node's bridge address so that pods reach it.
+    `port`: where to listen (a free one by default), e.g. where a sidecar already expects it.
     """
     apt.ensure({"redis-server": "redis-server"})
-    port = free_port()
+    port = port or free_port()
     data = scratch_dir("redis")
     command = [
         "redis-server",

@@ -10,6 +10,7 @@ Layotto's `AppCallback` for apps that only serve that one.
 from ottava_sidecar.appchannel.base import (
     AppChannel,
     AppChannelError,
+    AppSubscriptions,
     AppTimeoutError,
     AppUnavailableError,
     AppUnimplementedError,
@@ -18,6 +19,7 @@ from ottava_sidecar.appchannel.base import (
 __all__ = [
     "AppChannel",
     "AppChannelError",
+    "AppSubscriptions",
     "AppTimeoutError",
     "AppUnavailableError",
     "AppUnimplementedError",

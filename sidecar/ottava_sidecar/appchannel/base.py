@@ -10,6 +10,8 @@ import abc
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from ottava_sidecar import backoff
 from ottava_sidecar.apperrors import (
@@ -20,9 +22,63 @@ from ottava_sidecar.apperrors import (
 )
 from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse
 from ottava_sidecar.messaging.cloudevents import TopicEvent
-from ottava_sidecar.messaging.subscriptions import SubscriptionSpec, Verdict
+from ottava_sidecar.messaging.routing import RuleError
+from ottava_sidecar.messaging.subscriptions import Kind, SubscriptionSpec, Verdict
 
-__all__ = ["AppChannel", "AppChannelError", "AppTimeoutError", "AppUnavailableError", "AppUnimplementedError"]
+__all__ = [
+    "AppChannel",
+    "AppChannelError",
+    "AppSubscriptions",
+    "AppTimeoutError",
+    "AppUnavailableError",
+    "AppUnimplementedError",
+]
+
+
+@dataclass
+class AppSubscriptions:
+    """What the app answered when asked for its subscriptions.
+
+    `specs` are those the sidecar can use; `problems` say, one per line, what it could
+    not use and why (an answer that is not a list, a field of the wrong type, a routing
+    rule outside the CEL subset). The sidecar delivers to the first and shows the
+    second in the readiness body and the log; it does not ask again, since an app
+    answers the same until it is changed.
+    """
+
+    specs: list[SubscriptionSpec] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def add(
+        self,
+        pubsub_name: str,
+        topic: str,
+        *,
+        default_path: str = "",
+        rules: Sequence[tuple[str, str]] = (),
+        metadata: Mapping[str, str] | None = None,
+        dead_letter_topic: str = "",
+    ) -> None:
+        """One subscription the app declared, or the problem that keeps it out."""
+        what = f"subscription to {pubsub_name or '?'}/{topic or '?'}"
+        missing = [name for name, value in (("pubsubname", pubsub_name), ("topic", topic)) if not value]
+        if missing:
+            self.problems.append(f"{what} ignored: it has no {' and no '.join(missing)}")
+            return
+        try:
+            spec = SubscriptionSpec.create(
+                pubsub_name,
+                topic,
+                kind=Kind.PROGRAMMATIC,
+                default_path=default_path,
+                rules=list(rules),
+                metadata=metadata,
+                dead_letter_topic=dead_letter_topic,
+            )
+        except RuleError as err:
+            self.problems.append(f"{what} ignored: {err}")
+            return
+        self.specs.append(spec)
 
 
 class AppChannel(abc.ABC):
@@ -57,8 +113,12 @@ class AppChannel(abc.ABC):
             return time.monotonic() - started
 
     @abc.abstractmethod
-    async def list_subscriptions(self) -> list[SubscriptionSpec]:
-        """The app's programmatic subscriptions (empty when it declares none)."""
+    async def list_subscriptions(self) -> AppSubscriptions:
+        """The app's programmatic subscriptions (none when it declares none), and what was wrong with its answer.
+
+        Raises an `AppChannelError` only when asking again may get a better answer: the
+        app is not reachable, did not answer in time, or said it is not ready yet.
+        """
 
     @abc.abstractmethod
     async def deliver(self, subscription: SubscriptionSpec, event: TopicEvent, path: str) -> Verdict:

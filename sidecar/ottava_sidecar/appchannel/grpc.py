@@ -1,7 +1,9 @@
 """The app channel to a gRPC app: Dapr's `AppCallback`, or Layotto's for apps that serve only that.
 
 Which one the app serves is learnt from `ListTopicSubscriptions`: Dapr's first; when the
-app answers UNIMPLEMENTED (it does not know Dapr's service), Layotto's. Events then go
+app answers UNIMPLEMENTED (it does not know Dapr's service), Layotto's; when it answers
+UNIMPLEMENTED again, it subscribes to nothing. UNAVAILABLE and DEADLINE_EXCEEDED are
+asked again; any other error is a problem shown in readiness (see `AppSubscriptions`). Events then go
 to the same flavour's `OnTopicEvent`. Service invocation uses Dapr's `OnInvoke`
 (Layotto's AppCallback has no invocation callback).
 """
@@ -22,14 +24,14 @@ from ottava_sidecar._gen.spec.proto.runtime.v1 import appcallback_pb2_grpc as la
 from ottava_sidecar.appchannel.base import (
     AppChannel,
     AppChannelError,
+    AppSubscriptions,
     AppTimeoutError,
     AppUnavailableError,
     AppUnimplementedError,
 )
 from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse, http_status_for_grpc
 from ottava_sidecar.messaging.cloudevents import TopicEvent
-from ottava_sidecar.messaging.routing import RuleError
-from ottava_sidecar.messaging.subscriptions import Kind, SubscriptionSpec, Verdict
+from ottava_sidecar.messaging.subscriptions import SubscriptionSpec, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -89,46 +91,52 @@ class GrpcAppChannel(AppChannel):
             return AppTimeoutError(f"{self.describe()} did not answer {what} in {self.timeout}s")
         return AppChannelError(f"{self.describe()} failed {what}: {code.name}: {details}")
 
-    async def list_subscriptions(self) -> list[SubscriptionSpec]:
+    async def list_subscriptions(self) -> AppSubscriptions:
         try:
             answer = await self._dapr().ListTopicSubscriptions(empty_pb2.Empty(), timeout=self.timeout)
             self._flavour = "dapr"
             return self._dapr_subscriptions(answer)
         except grpc.aio.AioRpcError as err:
             if err.code() is not grpc.StatusCode.UNIMPLEMENTED:
-                raise self._error(err, "ListTopicSubscriptions") from None
+                return self._subscriptions_failed(err)
         try:
             layotto_answer = await self._layotto().ListTopicSubscriptions(empty_pb2.Empty(), timeout=self.timeout)
         except grpc.aio.AioRpcError as err:
             if err.code() is grpc.StatusCode.UNIMPLEMENTED:
-                return []  # the app serves neither: it subscribes to nothing
-            raise self._error(err, "ListTopicSubscriptions") from None
+                return AppSubscriptions()  # the app serves neither: it subscribes to nothing
+            return self._subscriptions_failed(err)
         self._flavour = "layotto"
-        return [
-            SubscriptionSpec.create(s.pubsub_name, s.topic, kind=Kind.PROGRAMMATIC, metadata=dict(s.metadata))
-            for s in layotto_answer.subscriptions
-        ]
+        subscriptions = AppSubscriptions()
+        for s in layotto_answer.subscriptions:
+            subscriptions.add(s.pubsub_name, s.topic, metadata=dict(s.metadata))
+        return self._named(subscriptions)
 
-    def _dapr_subscriptions(self, answer: Any) -> list[SubscriptionSpec]:
-        specs: list[SubscriptionSpec] = []
+    def _subscriptions_failed(self, err: grpc.aio.AioRpcError) -> AppSubscriptions:
+        """Raise what asking again may cure (unreachable, too slow); the rest is the app's answer."""
+        if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise self._error(err, "ListTopicSubscriptions") from None
+        problem = f"{self._error(err, 'ListTopicSubscriptions')}; no subscription of the app is used"
+        return AppSubscriptions(problems=[problem])
+
+    def _named(self, subscriptions: AppSubscriptions) -> AppSubscriptions:
+        what = f"{self.describe()}: ListTopicSubscriptions"
+        subscriptions.problems = [f"{what}: {problem}" for problem in subscriptions.problems]
+        return subscriptions
+
+    def _dapr_subscriptions(self, answer: Any) -> AppSubscriptions:
+        subscriptions = AppSubscriptions()
         for s in answer.subscriptions:
             rules = [(r.match, r.path) for r in s.routes.rules if r.match]
             default = s.routes.default or next((r.path for r in s.routes.rules if not r.match), "")
-            try:
-                specs.append(
-                    SubscriptionSpec.create(
-                        s.pubsub_name,
-                        s.topic,
-                        kind=Kind.PROGRAMMATIC,
-                        default_path=default,
-                        rules=rules,
-                        metadata=dict(s.metadata),
-                        dead_letter_topic=s.dead_letter_topic,
-                    )
-                )
-            except RuleError as err:
-                log.error("subscription to %s/%s ignored: %s", s.pubsub_name, s.topic, err)
-        return specs
+            subscriptions.add(
+                s.pubsub_name,
+                s.topic,
+                default_path=default,
+                rules=rules,
+                metadata=dict(s.metadata),
+                dead_letter_topic=s.dead_letter_topic,
+            )
+        return self._named(subscriptions)
 
     async def deliver(self, subscription: SubscriptionSpec, event: TopicEvent, path: str) -> Verdict:
         try:

@@ -1,7 +1,9 @@
 """The app channel to an HTTP app, as Dapr calls HTTP apps back.
 
 * subscriptions: `GET /dapr/subscribe` → `[{"pubsubname", "topic", "route" | "routes":
-  {"rules": [{"match", "path"}], "default"}, "metadata", "deadLetterTopic"}]`;
+  {"rules": [{"match", "path"}], "default"}, "metadata", "deadLetterTopic"}]`; 404, 405
+  and 501 mean none; unreachable, a timeout or 502/503/504 are asked again; any other
+  answer that is not such a list is a problem shown in readiness (see `AppSubscriptions`);
 * events: `POST <route>` with the CloudEvent as `application/cloudevents+json`; a 2xx
   answer's JSON `{"status": "SUCCESS" | "RETRY" | "DROP"}` is the verdict (no status:
   SUCCESS), 404 drops the event, any other status redelivers it;
@@ -13,18 +15,18 @@ import logging
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ottava_sidecar.appchannel.base import (
     AppChannel,
     AppChannelError,
+    AppSubscriptions,
     AppTimeoutError,
     AppUnavailableError,
 )
 from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse, grpc_code_for_http
 from ottava_sidecar.messaging.cloudevents import TopicEvent
-from ottava_sidecar.messaging.routing import RuleError
-from ottava_sidecar.messaging.subscriptions import Kind, SubscriptionSpec, Verdict
+from ottava_sidecar.messaging.subscriptions import SubscriptionSpec, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,12 @@ class _Subscription(_Body):
     dead_letter_topic: str = Field(default="", alias="deadLetterTopic")
 
 
-_SUBSCRIPTIONS = TypeAdapter(list[_Subscription])
+# Answers to GET /dapr/subscribe that mean "this app declares no subscriptions": no such
+# route, a route for other methods only, or a server that implements no such thing.
+_NONE_DECLARED = frozenset({404, 405, 501})
+# Answers that mean "not now": a proxy or the app itself not ready yet.
+_NOT_YET = frozenset({502, 503, 504})
+_NONE_USED = "; no subscription of the app is used"
 
 
 class HttpAppChannel(AppChannel):
@@ -89,47 +96,41 @@ class HttpAppChannel(AppChannel):
             )
         return self._session
 
-    async def list_subscriptions(self) -> list[SubscriptionSpec]:
+    async def list_subscriptions(self) -> AppSubscriptions:
+        what = f"{self.describe()}: GET /dapr/subscribe"
         try:
             async with self._client().get(f"{self._base}/dapr/subscribe") as response:
-                if response.status == 404:
-                    return []
+                status = response.status
                 body = await response.read()
-                if response.status != 200:
-                    raise AppChannelError(
-                        f"{self.describe()} answered GET /dapr/subscribe with {response.status}: {body[:200]!r}"
-                    )
         except TimeoutError:
-            raise AppTimeoutError(f"{self.describe()} did not answer GET /dapr/subscribe in {self.timeout}s") from None
+            raise AppTimeoutError(f"{what} got no answer in {self.timeout}s") from None
         except aiohttp.ClientConnectionError as err:
             raise AppUnavailableError(f"{self.describe()} is not reachable: {err}") from None
+        if status in _NONE_DECLARED:
+            log.info("%s answered %d: the app declares no subscriptions", what, status)
+            return AppSubscriptions()
+        if status in _NOT_YET:
+            raise AppChannelError(f"{what} answered {status} (not ready yet?): {body[:200]!r}")
+        if status != 200:
+            return AppSubscriptions(problems=[f"{what} answered {status}, not 200: {body[:200]!r}{_NONE_USED}"])
         try:
-            items = _SUBSCRIPTIONS.validate_json(body or b"[]")
-        except ValidationError as err:
-            raise AppChannelError(f"{self.describe()}: GET /dapr/subscribe returned an invalid list: {err}") from None
-        specs: list[SubscriptionSpec] = []
-        for item in items:
-            routes = item.routes or _Routes()
-            rules = [(r.match, r.path) for r in routes.rules if r.match]
-            # A rule without a match is a default route too (Dapr accepts both spellings).
-            default = item.route or routes.default or next((r.path for r in routes.rules if not r.match), "")
-            if not default and not rules:
-                default = item.topic
-            try:
-                specs.append(
-                    SubscriptionSpec.create(
-                        item.pubsub_name,
-                        item.topic,
-                        kind=Kind.PROGRAMMATIC,
-                        default_path=default,
-                        rules=rules,
-                        metadata=item.metadata or {},
-                        dead_letter_topic=item.dead_letter_topic,
-                    )
-                )
-            except RuleError as err:
-                log.error("subscription to %s/%s ignored: %s", item.pubsub_name, item.topic, err)
-        return specs
+            answer: Any = json.loads(body) if body.strip() else []
+        except ValueError as err:
+            return AppSubscriptions(problems=[f"{what} answered with invalid JSON ({err}): {body[:200]!r}{_NONE_USED}"])
+        if answer is None:
+            answer = []
+        if not isinstance(answer, list):
+            return AppSubscriptions(
+                problems=[
+                    f"{what} answered a JSON {_json_type(answer)}, not a list of subscriptions "
+                    f'([{{"pubsubname": ..., "topic": ..., "route": ...}}]): {body[:200]!r}{_NONE_USED}'
+                ]
+            )
+        subscriptions = AppSubscriptions()
+        for index, item in enumerate(answer):
+            _add(subscriptions, index, item)
+        subscriptions.problems = [f"{what}: {problem}" for problem in subscriptions.problems]
+        return subscriptions
 
     async def deliver(self, subscription: SubscriptionSpec, event: TopicEvent, path: str) -> Verdict:
         body, content_type = event.http_body(raw_subscription=subscription.raw_payload)
@@ -195,6 +196,38 @@ class HttpAppChannel(AppChannel):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _add(subscriptions: AppSubscriptions, index: int, item: Any) -> None:
+    """Item `index` of the app's list, validated on its own so that one bad item spares the rest."""
+    try:
+        parsed = _Subscription.model_validate(item)
+    except ValidationError as err:
+        names = item if isinstance(item, dict) else {}
+        label = f"{names.get('pubsubname', '?')}/{names.get('topic', '?')}"
+        fields = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(item)'}: {e['msg']}" for e in err.errors(include_url=False)
+        )
+        subscriptions.problems.append(f"item {index} (subscription to {label}) ignored: {fields}")
+        return
+    routes = parsed.routes or _Routes()
+    rules = [(r.match, r.path) for r in routes.rules if r.match]
+    # A rule without a match is a default route too (Dapr accepts both spellings).
+    default = parsed.route or routes.default or next((r.path for r in routes.rules if not r.match), "")
+    if not default and not rules:
+        default = parsed.topic
+    subscriptions.add(
+        parsed.pubsub_name,
+        parsed.topic,
+        default_path=default,
+        rules=rules,
+        metadata=parsed.metadata or {},
+        dead_letter_topic=parsed.dead_letter_topic,
+    )
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "value")
 
 
 def _verdict(answer: bytes) -> Verdict:

@@ -2,9 +2,14 @@
 
 API handlers look components up here; a lookup that fails names the store and says
 whether it is missing, of another building block, or failed to initialise.
+
+A component that failed to initialise is not given up on: `retry_down` initialises DOWN
+components again with `backoff.COMPONENT_RETRY`, in every mode, whether or not they
+ignore errors, so a backend that comes up after the sidecar is used once it answers.
 """
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -12,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ottava_sidecar import backoff
 from ottava_sidecar.components import catalogue
 from ottava_sidecar.components.base import ComponentInstance
 from ottava_sidecar.components.secretstores.base import SecretStore
@@ -91,6 +97,14 @@ InstanceT = TypeVar("InstanceT", bound=ComponentInstance[Any])
 Listener = Callable[[Entry], None]
 
 
+class _StartFailure(Exception):
+    """Why a component could not be initialised, worded for the readiness body."""
+
+
+# How long closing an instance nobody will use (its init failed, or it lost a race) may take.
+_CLOSE_UNUSED_SECONDS = 5.0
+
+
 class Registry:
     def __init__(self, app_id: str) -> None:
         self.app_id = app_id
@@ -99,6 +113,7 @@ class Registry:
         self._listeners: list[Listener] = []
         self._conditions: dict[str, Condition] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        self._retrying: asyncio.Task[None] | None = None
 
     def set_condition(self, name: str, status: Status, reason: str = "") -> None:
         """Readiness also waits for `name` (INIT), or is DOWN because of it, until it is UP."""
@@ -159,32 +174,92 @@ class Registry:
         self.loaded = True
 
     async def _init(self, entry: Entry, resolve: "SecretResolver | None") -> None:
-        spec = entry.manifest.spec
         started = time.monotonic()
         try:
-            values = await self._metadata_values(entry, resolve)
-            component_type = catalogue.lookup(spec.type, spec.version)
-            instance = component_type.create(entry.name, values, app_id=self.app_id)
-            await asyncio.wait_for(instance.init(), timeout=spec.init_timeout_seconds)
-        except TimeoutError:
-            self._set(entry, Status.DOWN, f"init did not finish within initTimeout {spec.init_timeout}")
-        except Exception as err:  # any failure of a backend is reported, never fatal
-            self._set(entry, Status.DOWN, f"init failed: {err}")
+            instance = await self._start(entry.manifest, resolve)
+        except _StartFailure as failure:
+            self._set(entry, Status.DOWN, str(failure))
         else:
             entry.instance = instance
             entry.init_seconds = time.monotonic() - started
             self._set(entry, Status.UP, "")
 
-    async def _metadata_values(self, entry: Entry, resolve: "SecretResolver | None") -> dict[str, str]:
+    async def _start(self, manifest: Component, resolve: "SecretResolver | None") -> ComponentInstance[Any]:
+        """An initialised instance of `manifest`'s component, or `_StartFailure` saying why not."""
+        spec = manifest.spec
+        try:
+            values = await self._metadata_values(manifest, resolve)
+            component_type = catalogue.lookup(spec.type, spec.version)
+            instance = component_type.create(manifest.name, values, app_id=self.app_id)
+        except Exception as err:  # any failure of a backend is reported, never fatal
+            raise _StartFailure(f"init failed: {err}") from None
+        try:
+            await asyncio.wait_for(instance.init(), timeout=spec.init_timeout_seconds)
+        except TimeoutError:
+            await _close_unused(manifest.name, instance)
+            raise _StartFailure(f"init did not finish within initTimeout {spec.init_timeout}") from None
+        except Exception as err:
+            await _close_unused(manifest.name, instance)
+            raise _StartFailure(f"init failed: {err}") from None
+        return instance
+
+    def retry_down(self, resolve: "SecretResolver | None" = None) -> None:
+        """From now on, initialise DOWN components again (with backoff) until they are UP.
+
+        Started once the components are loaded; stopped by `close`. A component that
+        ignores errors is retried too: it does not hold readiness back, but the app
+        still wants it.
+        """
+        if self._retrying is None:
+            self._retrying = asyncio.create_task(self._retry_loop(resolve), name="retry DOWN components")
+
+    async def _retry_loop(self, resolve: "SecretResolver | None") -> None:
+        delays = backoff.COMPONENT_RETRY.delays()
+        while True:
+            await asyncio.sleep(next(delays))
+            down = [e for e in self._entries.values() if e.status is Status.DOWN]
+            if not down:
+                delays = backoff.COMPONENT_RETRY.delays()
+                continue
+            # Secret stores first, as at load: the others may resolve their metadata there.
+            secret_stores = [e for e in down if e.building_block == "secretstores"]
+            await asyncio.gather(*(self._retry(e, resolve) for e in secret_stores))
+            await asyncio.gather(*(self._retry(e, resolve) for e in down if e not in secret_stores))
+
+    async def _retry(self, entry: Entry, resolve: "SecretResolver | None") -> None:
+        started = time.monotonic()
+        try:
+            instance = await self._start(entry.manifest, resolve)
+        except _StartFailure as failure:
+            if self._entries.get(entry.name) is entry:
+                # A new reason is news; the same one again is only worth a debug line.
+                level = logging.DEBUG if entry.reason == str(failure) else logging.WARNING
+                entry.reason = str(failure)
+                log.log(
+                    level,
+                    "component %s still DOWN; it is retried with backoff",
+                    entry.name,
+                    extra={"component": entry.name, "type": entry.type, "reason": entry.reason},
+                )
+            return
+        if self._entries.get(entry.name) is not entry or entry.status is not Status.DOWN:
+            # Reloaded or removed while this attempt initialised: the newer wiring wins.
+            await _close_unused(entry.name, instance)
+            return
+        entry.instance = instance
+        entry.init_seconds = time.monotonic() - started
+        self._set(entry, Status.UP, "")
+
+    async def _metadata_values(self, manifest: Component, resolve: "SecretResolver | None") -> dict[str, str]:
         values: dict[str, str] = {}
-        for item in entry.manifest.spec.metadata:
+        for item in manifest.spec.metadata:
             if item.secret_key_ref is None:
                 values[item.name] = item.value or ""
                 continue
             if resolve is None:
                 raise LookupError(f"metadata {item.name}: secretKeyRef cannot be resolved here")
             ref = item.secret_key_ref
-            values[item.name] = await resolve(entry.manifest, ref.name, ref.key or ref.name)
+            values[item.name] = await resolve(manifest, ref.name, ref.key or ref.name)
         return values
 
     def _set(self, entry: Entry, status: Status, reason: str) -> None:
@@ -217,8 +292,9 @@ class Registry:
             await self._init(entry, resolve)
         else:
             entry.status, entry.reason = Status.SKIPPED, f"scopes {manifest.scopes} exclude app {self.app_id!r}"
+        # Retire what is there now: a retry may have brought `old` UP meanwhile.
+        self._retire(self._entries.get(manifest.name))
         self._entries[manifest.name] = entry
-        self._retire(old)
         log.info("component %s %s", manifest.name, "reloaded" if old else "added", extra={"status": entry.status.value})
         return entry
 
@@ -246,6 +322,10 @@ class Registry:
         task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
+        if self._retrying is not None:
+            self._retrying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrying
         for task in list(self._retiring):
             task.cancel()
         for entry in self._entries.values():
@@ -254,6 +334,14 @@ class Registry:
                     await entry.instance.close()
                 except Exception:
                     log.exception("closing component %s failed", entry.name)
+
+
+async def _close_unused(name: str, instance: ComponentInstance[Any]) -> None:
+    """Release what an instance nobody will use holds (a connection pool), so retries leak nothing."""
+    try:
+        await asyncio.wait_for(instance.close(), timeout=_CLOSE_UNUSED_SECONDS)
+    except Exception as err:
+        log.debug("closing an unused instance of %s: %s", name, err)
 
 
 _NOUNS = {"secretstores": "secret store", "pubsub": "pub/sub", "sequencer": "sequencer store"}

@@ -1,11 +1,15 @@
 """Reading manifests from a folder (`ottava run --resources-path`).
 
 Every YAML document of every `*.yaml`/`*.yml` file is read. Components and
-Configurations (of `ottava.io/v1alpha1` or `dapr.io/v1alpha1`) are validated; documents of
-other kinds are skipped with a log line, as Dapr does, so a shared folder of Dapr
-resources can be pointed at unchanged.
+Configurations (of `ottava.io/v1alpha1` or `dapr.io/v1alpha1`) are validated. The other
+kinds that Dapr defines (a `Subscription`, say) are skipped with a warning, so a shared
+folder of Dapr resources can be pointed at unchanged; documents of other API groups (a
+Kubernetes `Secret`) are skipped quietly. Any other kind in those two groups is a
+mistake (`kind: component`, `kind: Componnent`) that would otherwise load nothing
+without a word: it stops start-up, naming the file, the document and the kind.
 """
 
+import difflib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +25,13 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", Component, Configuration)
 
-_KNOWN_GROUPS = ("ottava.io/", "dapr.io/")
+_KNOWN_GROUPS = ("ottava.io", "dapr.io")
+_LOADED_KINDS = ("Component", "Configuration")
+# Kinds the groups define that a folder may hold but `ottava run` does not load.
+_SKIPPED_KINDS = {
+    "dapr.io": ("Subscription", "Resiliency", "HTTPEndpoint"),
+    "ottava.io": ("Resiliency", "TrafficRoute"),
+}
 
 
 class ManifestError(ValueError):
@@ -56,9 +66,8 @@ def load_folder(folder: Path, *, check: Callable[[Component], Sequence[str]]) ->
     configurations: list[tuple[Source, Configuration]] = []
     names: dict[str, Source] = {}
     for source, document in _documents(folder):
-        kind, api_version = document.get("kind"), document.get("apiVersion", "")
-        if not str(api_version).startswith(_KNOWN_GROUPS) or kind not in ("Component", "Configuration"):
-            log.info("skipping a resource that is not a Component or Configuration", extra={"source": str(source)})
+        kind = _kind(document, source)
+        if kind is None:
             continue
         if kind == "Component":
             component = _validate(Component, document, source)
@@ -74,6 +83,57 @@ def load_folder(folder: Path, *, check: Callable[[Component], Sequence[str]]) ->
         else:
             configurations.append((source, _validate(Configuration, document, source)))
     return Manifests(components, configurations)
+
+
+def _kind(document: dict[str, Any], source: Source) -> str | None:
+    """The kind of a document to load, None for one to skip; `ManifestError` for a kind that cannot be right."""
+    kind, api_version = document.get("kind"), str(document.get("apiVersion") or "")
+    group = api_version.partition("/")[0] if "/" in api_version else ""
+    if group not in _KNOWN_GROUPS:
+        if not api_version and str(kind).lower() in (k.lower() for k in _LOADED_KINDS):
+            raise ManifestError(
+                f"{source}: a {kind} without apiVersion (ottava.io/v1alpha1 or dapr.io/v1alpha1) would not be loaded"
+            )
+        log.info(
+            "skipping a %s of %s: not an Ottava or Dapr resource",
+            kind,
+            api_version or "no apiVersion",
+            extra={"source": str(source)},
+        )
+        return None
+    if kind in _LOADED_KINDS:
+        return str(kind)
+    skipped = _SKIPPED_KINDS[group]
+    if kind in skipped:
+        log.warning(
+            "skipping the %s %r in %s: `ottava run` loads only Component and Configuration from a resources folder "
+            "(other %s kinds are accepted, unread, so that a shared folder of Dapr resources works unchanged)",
+            kind,
+            _name(document),
+            source,
+            group,
+            extra={"source": str(source), "kind": kind},
+        )
+        return None
+    if not isinstance(kind, str) or not kind:
+        raise ManifestError(f"{source} ({api_version} {_name(document)!r}): kind is missing")
+    known = (*_LOADED_KINDS, *skipped)
+    raise ManifestError(
+        f"{source} ({api_version} {_name(document)!r}): unknown kind {kind!r}{_suggestion(kind, known)}; "
+        f"kinds loaded: {', '.join(_LOADED_KINDS)}; {group} kinds skipped: {', '.join(skipped)}"
+    )
+
+
+def _suggestion(kind: str, known: Sequence[str]) -> str:
+    """`, did you mean 'Component'?` for a kind in the wrong case or misspelt, else nothing."""
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(kind.lower(), list(by_lower), n=1, cutoff=0.75)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+
+
+def _name(document: dict[str, Any]) -> str:
+    metadata = document.get("metadata")
+    return str(metadata.get("name", "?")) if isinstance(metadata, dict) else "?"
 
 
 def _documents(folder: Path) -> Iterator[tuple[Source, dict[str, Any]]]:
@@ -95,8 +155,7 @@ def _validate(model: type[M], document: dict[str, Any], source: Source) -> M:
     try:
         return model.model_validate(document)
     except ValidationError as err:
-        name = document.get("metadata", {}).get("name", "?") if isinstance(document.get("metadata"), dict) else "?"
-        raise ManifestError(f"{source} ({model.__name__} {name!r}): " + describe_errors(err)) from None
+        raise ManifestError(f"{source} ({model.__name__} {_name(document)!r}): " + describe_errors(err)) from None
 
 
 def describe_errors(err: ValidationError) -> str:

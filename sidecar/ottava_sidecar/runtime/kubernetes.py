@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ottava_sidecar import backoff, contract
+from ottava_sidecar import contract
 from ottava_sidecar.components.registry import Registry, SecretResolver, Status
 from ottava_sidecar.kube.client import KubeClient, KubeError
 from ottava_sidecar.kube.watch import Reflector
@@ -71,7 +71,10 @@ class KubernetesWiring:
         tasks = [asyncio.create_task(r.run(), name=f"watch {r.what}") for r in reflectors]
         try:
             await self._initial_load(reflectors)
-            tasks.append(asyncio.create_task(self._retry_failed(), name="retry failed components"))
+            # Failures are often transient in a cluster: the operator grants a referenced
+            # Secret a moment after the Component appears, a backend's Service is still
+            # coming up. The registry retries DOWN components, as it does standalone.
+            self.registry.retry_down(self.resolver)
             while True:
                 kind, obj = await self._changes.get()
                 await self._apply(kind, obj)
@@ -116,29 +119,8 @@ class KubernetesWiring:
             return
         self.on_configuration(None if kind == "DELETED" else self._configuration(obj))
 
-    async def _retry_failed(self) -> None:
-        """Initialise DOWN components again, with backoff.
-
-        In a cluster, failures are often transient: the operator grants a referenced
-        Secret a moment after the Component appears, a backend's Service is still coming
-        up. A component stays DOWN (and readiness says why) until a retry succeeds.
-        """
-        delays = backoff.COMPONENT_RETRY.delays()
-        while True:
-            await asyncio.sleep(next(delays))
-            failed = [e.name for e in self.registry.entries() if e.status is Status.DOWN]
-            for name in failed:
-                await self._changes.put(("RETRY", {"metadata": {"name": name}}))
-            if not failed:
-                delays = backoff.COMPONENT_RETRY.delays()
-
     async def _apply(self, kind: str, obj: dict[str, Any]) -> None:
         name = obj.get("metadata", {}).get("name", "")
-        if kind == "RETRY":
-            entry = self.registry.get(name)
-            if entry is not None and entry.status is Status.DOWN:
-                await self.registry.upsert(entry.manifest, self.resolver, force=True)
-            return
         if not self.hot_reload():
             log.warning("Component %s changed; hot reload is off, so it applies after a restart", name)
             if name not in self.restart_needed:

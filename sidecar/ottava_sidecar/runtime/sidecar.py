@@ -44,6 +44,9 @@ from ottava_sidecar.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
 
+# The readiness entry naming what the app declared but the sidecar could not use.
+APP_SUBSCRIPTIONS = "app-subscriptions"
+
 
 @dataclass
 class Options:
@@ -151,7 +154,9 @@ class Sidecar:
             )
             self._wiring_task = asyncio.create_task(self.wiring.run(), name="kubernetes-wiring")
         else:
-            await self.registry.load(self.components, SecretResolver(self.registry))
+            resolver = SecretResolver(self.registry)
+            await self.registry.load(self.components, resolver)
+            self.registry.retry_down(resolver)  # a backend that comes up later is used then
         advertised = "127.0.0.1" if internal_address in ("0.0.0.0", "::", "") else internal_address
         try:
             await self.resolver.register(o.app_id, Address(advertised, self.ports.internal))
@@ -161,21 +166,39 @@ class Sidecar:
             self._app_task = asyncio.create_task(self._connect_app(self.app_channel), name="connect-app")
 
     async def _connect_app(self, channel: appchannel.AppChannel) -> None:
-        """Wait for the app to listen, then read its subscriptions and start delivering."""
+        """Wait for the app to listen, then read its subscriptions and start delivering.
+
+        Readiness is INIT meanwhile, its `app` entry saying what the sidecar waits for.
+        Reading is retried only while asking again may help (the app is unreachable,
+        slow, or not ready yet); an answer the sidecar cannot use does not hold the
+        sidecar back: it delivers what it could read, and names the rest under
+        `app-subscriptions` in the readiness body (UP, with the reason) and in the log.
+        """
+        log.info("waiting for the app to listen on port %d", channel.port)
         waited = await channel.wait_until_listening()
         log.info("app is listening on port %d (waited %.1fs)", channel.port, waited)
         delays = backoff.APP_SUBSCRIPTIONS.delays()
+        attempt = 1
         while True:
             self.registry.set_condition("app", Status.INIT, f"reading subscriptions from {channel.describe()}")
             try:
-                specs = await channel.list_subscriptions()
+                answer = await channel.list_subscriptions()
                 break
             except appchannel.AppChannelError as err:
-                self.registry.set_condition("app", Status.INIT, f"reading subscriptions failed, retrying: {err}")
                 delay = next(delays)
-                log.warning("reading the app's subscriptions failed; retrying in %.1fs: %s", delay, err)
+                self.registry.set_condition(
+                    "app", Status.INIT, f"reading subscriptions failed (attempt {attempt}), retrying: {err}"
+                )
+                log.warning(
+                    "reading the app's subscriptions failed (attempt %d); retrying in %.1fs: %s", attempt, delay, err
+                )
+                attempt += 1
                 await asyncio.sleep(delay)
-        problems = await self.messaging.subscribe_app(channel, specs)
+        for problem in answer.problems:
+            log.error("app subscriptions: %s", problem)
+        if answer.problems:
+            self.registry.set_condition(APP_SUBSCRIPTIONS, Status.UP, "; ".join(answer.problems))
+        problems = await self.messaging.subscribe_app(channel, answer.specs)
         self.registry.set_condition("app", Status.UP, "; ".join(problems))
 
     async def _serve(self, app: web.Application, port: int, what: str, address: str | None = None) -> int:
