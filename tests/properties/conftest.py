@@ -24,8 +24,8 @@ EXAMPLES_ENV = "OTTAVA_FUZZ_EXAMPLES"
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 settings.register_profile(
     "ci",
-    max_examples=25,
-    stateful_step_count=15,
+    max_examples=80,
+    stateful_step_count=25,
     derandomize=True,
     database=None,
     deadline=None,
