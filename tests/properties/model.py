@@ -16,6 +16,7 @@ sidecar to:
 and the state it leaves, before the request is sent.
 """
 
+import base64
 import json
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -41,17 +42,17 @@ class Item:
             return False
 
     def bulk_data(self) -> Any:
-        """The item's `data` in an HTTP bulk read (docs/state.md): JSON, else text, else base64."""
+        """The item's `data` in an HTTP bulk read (docs/state.md): JSON, else UTF-8 text, else base64."""
         if self.json_value is not NO_JSON:
             return self.json_value
         try:
-            return wire.strict_json(self.value)
+            text = self.value.decode()
         except UnicodeDecodeError:
-            import base64
-
             return base64.b64encode(self.value).decode()
+        try:
+            return wire.strict_json(text)
         except ValueError:
-            return self.value.decode()
+            return text
 
 
 @dataclass
