@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 ARGS ?=
 
-.PHONY: help venv run test pytest lint fmt proto crds docs golden check-generated bench image cluster-up cluster-down e2e-up e2e-down clean
+.PHONY: help venv run test pytest lint fmt proto crds docs golden check-generated bench fuzz soak image cluster-up cluster-down e2e-up e2e-down clean
 
 help:
 	@echo "make run           start the sidecar standalone on in-memory components (ARGS='--app-id x …')"
@@ -20,6 +20,8 @@ help:
 	@echo "make docs          regenerate the metadata tables in docs/ from the component settings models"
 	@echo "make golden        rewrite the injector golden files (review the diff)"
 	@echo "make bench         GetState vs a bare grpc.aio server; pub/sub events/s; invocation vs a direct call"
+	@echo "make fuzz          the property suite (tests/properties) for FUZZ_MINUTES (25) with fresh seeds (docs/robustness.md)"
+	@echo "make soak          abusive clients against a sidecar for 4 minutes, watching its memory (docs/robustness.md)"
 	@echo "make image         build the image ottava/ottava:<version> into dist/ottava-<version>.image.tar (root; no Docker; image/README.md)"
 	@echo "make cluster-up    build (once) and start a local one-node Kubernetes cluster (e2e/)"
 	@echo "make cluster-down  stop it and remove its state"
@@ -77,6 +79,15 @@ bench: venv
 	$(PY) -m bench.pubsub
 	$(PY) -m bench.invoke
 	$(PY) -m bench.state_redis
+
+# The property suite's long profile, round after round, until FUZZ_MINUTES are spent (docs/robustness.md).
+FUZZ_MINUTES ?= 25
+fuzz: venv
+	$(PY) -m tests.properties --minutes $(FUZZ_MINUTES) $(ARGS)
+
+# Not part of `make test`: 5 minutes, and it judges memory, which other load disturbs.
+soak: venv
+	$(PY) -m bench.soak $(ARGS)
 
 # The archive loads with `docker load -i` or `ctr -n k8s.io images import` (image/README.md).
 image:
