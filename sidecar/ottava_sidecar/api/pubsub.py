@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 
@@ -44,14 +45,24 @@ class BulkEntry:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+# Printable ASCII but for what would make `<entry id>=<message id>` ambiguous or unreadable.
+_ENTRY_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%=")
+
+
 @dataclass(slots=True)
 class BulkResult:
     message_ids: dict[str, str] = field(default_factory=dict)  # entry id → broker message id
     failed: dict[str, str] = field(default_factory=dict)  # entry id → error
 
     def message_id_metadata(self) -> list[tuple[str, str]]:
-        """One `message-id: <entry id>=<message id>` per published entry, in entry order."""
-        return [(MESSAGE_ID, f"{entry}={message}") for entry, message in self.message_ids.items()]
+        """One `message-id: <entry id>=<message id>` per published entry, in entry order.
+
+        Headers and gRPC metadata carry printable ASCII only, so an entry id with other
+        characters (or `%`, `=`, spaces) is percent-encoded, as in a URL: `é` → `%C3%A9`.
+        """
+        return [
+            (MESSAGE_ID, f"{quote(entry, safe=_ENTRY_SAFE)}={message}") for entry, message in self.message_ids.items()
+        ]
 
 
 class PubSubApi:
