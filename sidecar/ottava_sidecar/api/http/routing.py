@@ -37,7 +37,10 @@ class Route:
 
 
 def error_body(status: int, error_code: str, message: str) -> web.Response:
-    return web.json_response({"errorCode": error_code, "message": message}, status=status)
+    response = web.json_response({"errorCode": error_code, "message": message}, status=status)
+    if status == 429:  # every "too many" says when to come back
+        response.headers["Retry-After"] = str(listening.RETRY_AFTER_SECONDS)
+    return response
 
 
 def error_response(err: errors.ApiError) -> web.Response:
@@ -71,9 +74,7 @@ _NOT_LOCAL: Final = errors.ApiError(
 
 
 def too_many(message: str) -> web.Response:
-    response = error_body(429, "ERR_TOO_MANY_REQUESTS", message)
-    response.headers["Retry-After"] = str(listening.RETRY_AFTER_SECONDS)
-    return response
+    return error_body(429, "ERR_TOO_MANY_REQUESTS", message)
 
 
 class RequestGuard:
