@@ -6,6 +6,7 @@ such a client would: raw sockets that dribble or stall, bursts of calls, garbage
 """
 
 import asyncio
+import collections
 import contextlib
 import json
 import time
@@ -322,6 +323,28 @@ async def test_a_burst_over_the_concurrency_limit_gets_only_retriable_answers(tm
             assert answer.headers.get("Retry-After") == "1", answer.text
             # Refused by this port, or passed on from the internal port's refusal.
             assert answer.json()["errorCode"] in ("ERR_TOO_MANY_REQUESTS", "ERR_DIRECT_INVOKE"), answer.text
+
+
+async def test_a_burst_of_thousands_of_grpc_calls_is_never_cancelled(tmp_path: Path) -> None:
+    """grpc's core cancels calls queued past its default of 1000 before the limit can answer."""
+    async with (
+        slow_app() as app,
+        sidecar_with(tmp_path, Limits(max_concurrent_calls=100), app_port=app.port) as sidecar,
+    ):
+        invoke = invoke_pb2.InvokeServiceRequest(
+            id=APP_ID,
+            message=common_pb2.InvokeRequest(
+                method="slow", http_extension=common_pb2.HTTPExtension(verb=common_pb2.HTTPExtension.POST)
+            ),
+        )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.ports.grpc}") as channel:
+            dapr = dapr_pb2_grpc.DaprStub(channel)
+            calls = [asyncio.create_task(status_of(dapr.InvokeService(invoke, timeout=60))) for _ in range(2500)]
+            await until(lambda: sum(c.done() for c in calls) >= 2400, 60, "2400 refusals")
+            app.release.set()
+            codes = collections.Counter(await asyncio.gather(*calls))
+    assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    assert codes[grpc.StatusCode.OK] == 100, codes
 
 
 # --- malformed requests, every surface ------------------------------------------------------------

@@ -30,9 +30,16 @@ else:
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+# A burst of this many calls arriving at once is still answered RESOURCE_EXHAUSTED, not
+# CANCELLED; each waiting call costs its headers and what flow control lets its client send.
+_PENDING_PER_CALL = 16
+_MIN_PENDING = 16384
+
+
 def create_server(
     *, max_message_bytes: int, max_concurrent_calls: int, interceptors: Sequence[_Interceptor] = ()
 ) -> grpc.aio.Server:
+    pending = max(_PENDING_PER_CALL * max_concurrent_calls, _MIN_PENDING)
     return grpc.aio.server(
         interceptors=[*interceptors, UndecodableRequests()],
         options=[
@@ -40,6 +47,11 @@ def create_server(
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            # Calls that arrived but that the server has not picked up yet: past grpc's
+            # default of 1000 its core cancels them (CANCELLED, which apps do not retry)
+            # before `maximum_concurrent_rpcs` can answer RESOURCE_EXHAUSTED.
+            ("grpc.server.max_pending_requests", pending),
+            ("grpc.server.max_pending_requests_hard_limit", pending),
         ],
         maximum_concurrent_rpcs=max_concurrent_calls,
     )
