@@ -10,11 +10,13 @@ answer, whatever its status, comes back as a response.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import grpc
 
+from ottava_sidecar import grpcserver
 from ottava_sidecar._gen.ottava.internal.v1 import invocation_pb2 as pb
 from ottava_sidecar._gen.ottava.internal.v1 import invocation_pb2_grpc as pb_grpc
 from ottava_sidecar.apperrors import (
@@ -28,10 +30,43 @@ from ottava_sidecar.invocation.messages import (
     grpc_code_from_number,
 )
 from ottava_sidecar.invocation.resolution import Address
+from ottava_sidecar.limits import Limits
 
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+# Room for what travels with a body between sidecars: method, query string, ids, type URL.
+_ENVELOPE_OVERHEAD = 64 * 1024
+
+
+def envelope_bytes(limits: Limits) -> int:
+    """The largest internal message: a body the API accepts, with its headers and the rest."""
+    return limits.max_body_bytes + limits.read_buffer_bytes + _ENVELOPE_OVERHEAD
+
+
+# RFC 9110 field names are tokens; field values never hold CR, LF or other controls but tab.
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def invocation_problem(call: InvocationRequest) -> str | None:
+    """Why this call cannot be passed on to an app (None when it can), naming the part at fault.
+
+    An HTTP request could not carry these, but a client's gRPC message or a peer
+    sidecar's can; passing them on would split the app's request or fail in its client.
+    """
+    if call.verb and not _TOKEN.match(call.verb):
+        return f"HTTP verb {call.verb[:100]!r} is not a valid method name"
+    for part, text in (("method", call.method), ("query string", call.query), ("content type", call.content_type)):
+        if _CONTROL.search(text):
+            return f"the {part} has a control character (CR, LF, NUL…)"
+    for name, value in call.headers:
+        if not _TOKEN.match(name):
+            return f"header name {name[:100]!r} is not a valid HTTP field name"
+        if _CONTROL.search(value):
+            return f"header {name!r} has a control character (CR, LF, NUL…) in its value"
+    return None
 
 
 def _headers(pairs: list[tuple[str, str]]) -> list[pb.Header]:
@@ -98,6 +133,9 @@ class _Servicer(pb_grpc.ServiceInvocationServicer):
             caller_app_id=request.caller_app_id,
             timeout_seconds=request.timeout_seconds or None,
         )
+        problem = invocation_problem(call)
+        if problem is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot invoke app {self.app_id!r}: {problem}")
         try:
             answer = await channel.invoke(call)
         except AppTimeoutError as err:
@@ -106,6 +144,11 @@ class _Servicer(pb_grpc.ServiceInvocationServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
         except AppChannelError as err:
             await context.abort(grpc.StatusCode.INTERNAL, str(err))
+        except Exception:  # a bug, not the caller's fault: say so rather than grpc's UNKNOWN
+            log.exception("invoking app %s failed", self.app_id)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"invoking app {self.app_id!r} failed unexpectedly; see its sidecar's log"
+            )
         return pb.CallLocalResponse(
             http_status=answer.status,
             headers=_headers(answer.headers),
@@ -118,8 +161,12 @@ class _Servicer(pb_grpc.ServiceInvocationServicer):
 
 
 class InternalServer:
-    def __init__(self, app_id: str, channel: Callable[[], LocalApp | None]) -> None:
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    def __init__(self, app_id: str, channel: Callable[[], LocalApp | None], limits: Limits | None = None) -> None:
+        limits = limits or Limits()
+        # A call carries the caller's body plus its headers and method: room for both.
+        self.server = grpcserver.create_server(
+            max_message_bytes=envelope_bytes(limits), max_concurrent_calls=limits.max_concurrent_calls
+        )
         pb_grpc.add_ServiceInvocationServicer_to_server(_Servicer(app_id, channel), self.server)
 
     def bind(self, address: str, port: int) -> int:
@@ -139,7 +186,7 @@ class InternalServer:
         await self.server.start()
 
     async def stop(self, grace: float) -> None:
-        await self.server.stop(grace)
+        await grpcserver.stop(self.server, grace)
 
 
 class InternalClient:
@@ -151,7 +198,12 @@ class InternalClient:
     def _stub(self, address: Address) -> pb_grpc.ServiceInvocationAsyncStub:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(str(address))
+            # No cap of its own: the target sidecar's server caps what it sends, and what
+            # this sidecar sends was capped by its API when the app sent it.
+            channel = self._channels[address] = grpc.aio.insecure_channel(
+                str(address),
+                options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
+            )
         return pb_grpc.ServiceInvocationStub(channel)
 
     async def call(

@@ -13,7 +13,7 @@ other sidecars can invoke the app as soon as it answers.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from ottava_sidecar import appchannel, backoff, contract, metrics
 from ottava_sidecar.api import access
 from ottava_sidecar.api.apis import Apis
 from ottava_sidecar.api.grpc.server import GrpcApiServer
+from ottava_sidecar.api.http import listening
 from ottava_sidecar.api.http.server import build_api_app
 from ottava_sidecar.api.metadata import AppConnectionProperties, MetadataApi
 from ottava_sidecar.components import health
@@ -116,8 +117,8 @@ class Sidecar:
             self.registry, self.metadata, messaging=self.messaging, invoker=self.invoker, limits=o.limits
         )
         self.ports = BoundPorts()
-        self._grpc = GrpcApiServer(self.apis, api_token=o.api_token)
-        self._internal = InternalServer(o.app_id, lambda: self.app_channel)
+        self._grpc = GrpcApiServer(self.apis, api_token=o.api_token, limits=o.limits)
+        self._internal = InternalServer(o.app_id, lambda: self.app_channel, o.limits)
         self._runners: list[web.AppRunner] = []
         self._app_task: asyncio.Task[None] | None = None
         self.wiring: KubernetesWiring | None = None
@@ -134,7 +135,7 @@ class Sidecar:
         http_address = o.http_listen_address or o.listen_address
         access.set_loopback_only(not access.is_loopback(http_address))
         self.ports.http = await self._serve(
-            build_api_app(self.apis, api_token=o.api_token), o.http_port, "HTTP API", http_address
+            build_api_app(self.apis, api_token=o.api_token, limits=o.limits), o.http_port, "HTTP API", http_address
         )
         if o.enable_metrics:
             await self.settings.enable_metrics(True)
@@ -207,17 +208,12 @@ class Sidecar:
         bound: int = runner.addresses[0][1]
         return bound
 
-    @staticmethod
-    async def _start_runner(app: web.Application, port: int, what: str, address: str) -> web.AppRunner:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, address, port, reuse_port=False)
+    async def _start_runner(self, app: web.Application, port: int, what: str, address: str) -> web.AppRunner:
+        o = self.options
         try:
-            await site.start()
+            return await listening.start(app, address, port, limits=o.limits, grace=o.shutdown_grace_seconds)
         except OSError as err:
-            await runner.cleanup()
             raise OSError(f"cannot listen on {address}:{port} for the {what}: {err.strerror}") from None
-        return runner
 
     async def wait_loaded(self) -> None:
         """Until the components are loaded (at once standalone; in a cluster, once read)."""
@@ -240,31 +236,62 @@ class Sidecar:
         )
 
     async def stop(self) -> None:
-        """Drain in-flight calls (up to the grace period), then close the components."""
+        """Drain in-flight calls for up to the grace period, then close the components.
+
+        Bounded whatever the clients and backends do: the servers stop taking calls at once
+        and get `shutdown_grace_seconds` to drain (then what still runs is cancelled), while
+        the app id is unregistered and subscriptions end; closing the components after that
+        gets `_CLOSE_SECONDS`. The process ends within the grace period plus two seconds.
+        """
         grace = self.options.shutdown_grace_seconds
-        await self.resolver.unregister()  # no new calls from other sidecars
-        if self._wiring_task is not None:
-            self._wiring_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._wiring_task
+        await asyncio.gather(self._stop_taking_work(grace), self._drain_servers(grace))
+        await _bounded("closing the components and clients", self._close(), _CLOSE_SECONDS)
+
+    async def _stop_taking_work(self, grace: float) -> None:
+        # No new calls from other sidecars; no new deliveries; streams end, so their calls finish.
+        await _bounded("unregistering the app id", self.resolver.unregister(), grace)
+        for task in (self._wiring_task, self._app_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.wiring is not None:
-            await self.wiring.client.close()
-        await self.settings.enable_metrics(False)
-        if self._app_task is not None:
-            self._app_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._app_task
-        await self.messaging.close()  # ends stream subscriptions, so their calls finish
-        await self._grpc.stop(grace)
-        await self._internal.stop(grace)
-        for runner in reversed(self._runners):
-            await runner.cleanup()
+            await _bounded("closing the Kubernetes client", self.wiring.client.close(), grace)
+        await _bounded("closing the subscriptions", self.messaging.close(), grace)
+
+    async def _drain_servers(self, grace: float) -> None:
+        metrics_runner, self._metrics_runner = self._metrics_runner, None
+        self.ports.metrics = None
+        runners = [*reversed(self._runners), *([metrics_runner] if metrics_runner is not None else [])]
+        self._runners = []
+        await asyncio.gather(
+            self._grpc.stop(grace),
+            self._internal.stop(grace),
+            *(listening.stop(runner, grace) for runner in runners),
+        )
+
+    async def _close(self) -> None:
         await self.invoker.close()
         await self.resolver.close()
         if self.app_channel is not None:
             await self.app_channel.close()
         await self.registry.close()
         await self.loop_lag.stop()
+
+
+# What closing the components may take once the servers are drained: closing a backend
+# client is quick unless the backend is gone, and then there is nothing left to wait for.
+_CLOSE_SECONDS = 1.0
+
+
+async def _bounded(what: str, step: Awaitable[None], seconds: float) -> None:
+    """Run one step of stopping for at most `seconds`; a stuck backend must not keep the process up."""
+    try:
+        await asyncio.wait_for(step, seconds)
+    except TimeoutError:
+        log.warning("stopping: %s took over %.1fs; going on without it", what, seconds)
+    except Exception:
+        log.exception("stopping: %s failed; going on", what)
 
 
 def _record_status(entry: Entry) -> None:

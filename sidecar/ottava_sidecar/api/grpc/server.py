@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from dapr.proto.runtime.v1 import dapr_pb2_grpc
 
-from ottava_sidecar import contract
+from ottava_sidecar import contract, grpcserver
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc
 from ottava_sidecar.api.apis import Apis
 from ottava_sidecar.api.grpc.calls import Context
 from ottava_sidecar.api.grpc.dapr import DaprService
 from ottava_sidecar.api.grpc.layotto import LayottoService
+from ottava_sidecar.limits import Limits
 
 if TYPE_CHECKING:  # generic in the type stubs only
     _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
@@ -44,10 +45,14 @@ class ApiTokenInterceptor(_Interceptor):
 
 
 class GrpcApiServer:
-    def __init__(self, apis: Apis, *, api_token: str | None) -> None:
+    def __init__(self, apis: Apis, *, api_token: str | None, limits: Limits | None = None) -> None:
+        limits = limits or Limits()
         interceptors = [ApiTokenInterceptor(api_token)] if api_token else []
-        # so_reuseport off: a second sidecar on the same port must fail, not share it.
-        self.server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+        self.server = grpcserver.create_server(
+            max_message_bytes=limits.max_body_bytes,
+            max_concurrent_calls=limits.max_concurrent_calls,
+            interceptors=interceptors,
+        )
         self.dapr = DaprService(apis)
         # mypy-protobuf marks every generated method abstract; `answer_unimplemented` fills in
         # the ones Ottava does not serve, at import time, which mypy cannot see.
@@ -70,5 +75,6 @@ class GrpcApiServer:
         await self.server.start()
 
     async def stop(self, grace: float) -> None:
+        """Refuse new calls, end configuration subscriptions, give the rest `grace` seconds, then cancel them."""
         self.dapr.close()
-        await self.server.stop(grace)
+        await grpcserver.stop(self.server, grace)

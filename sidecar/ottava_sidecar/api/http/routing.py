@@ -1,9 +1,10 @@
-"""How every HTTP route is served: Dapr's JSON errors, the API token, and metrics.
+"""How every HTTP route is served: Dapr's JSON errors, the API token, limits, and metrics.
 
 Each route is wrapped once, when the app is built, so the per-request path holds no
 lookups: its `CallMetrics` and whether it needs the token are fixed in the closure.
 """
 
+import asyncio
 import hmac
 import logging
 import time
@@ -16,6 +17,8 @@ from aiohttp import web
 
 from ottava_sidecar import contract
 from ottava_sidecar.api import access, errors
+from ottava_sidecar.api.http import listening
+from ottava_sidecar.limits import Limits
 from ottava_sidecar.metrics import CallMetrics
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,10 @@ class Route:
 
 
 def error_body(status: int, error_code: str, message: str) -> web.Response:
-    return web.json_response({"errorCode": error_code, "message": message}, status=status)
+    response = web.json_response({"errorCode": error_code, "message": message}, status=status)
+    if status == 429:  # every "too many" says when to come back
+        response.headers["Retry-After"] = str(listening.RETRY_AFTER_SECONDS)
+    return response
 
 
 def error_response(err: errors.ApiError) -> web.Response:
@@ -67,14 +73,96 @@ _NOT_LOCAL: Final = errors.ApiError(
 )
 
 
-def serve(route: Route, api_token: bytes | None) -> Handler:
+def too_many(message: str) -> web.Response:
+    return error_body(429, "ERR_TOO_MANY_REQUESTS", message)
+
+
+class RequestGuard:
+    """What one request may cost, checked before its handler runs: one per app, counting calls in flight.
+
+    Probes (public routes) skip the counts, so that a busy sidecar is not restarted for
+    it; the sizes apply to every request.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.in_flight = 0
+
+    def refusal(self, request: web.Request, public: bool) -> web.Response | None:
+        limits = self.limits
+        if not public:
+            if isinstance(request.protocol, listening.GuardedProtocol) and request.protocol.over_limit:
+                response = too_many(f"the sidecar has more than {limits.max_connections} open HTTP connections")
+                response.force_close()  # this one is over the limit: the client should come back on another
+                return response
+            if self.in_flight >= limits.max_concurrent_calls:
+                return too_many(f"the sidecar has {limits.max_concurrent_calls} HTTP requests in flight already")
+        head = len(request.method) + len(request.raw_path) + sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
+        if head > limits.read_buffer_bytes:
+            return error_body(
+                431,
+                "ERR_MALFORMED_REQUEST",
+                f"the request line and headers ({head} bytes) are over the limit of {limits.read_buffer_bytes} bytes",
+            )
+        if request.content_length is not None and request.content_length > limits.max_body_bytes:
+            return self.too_large(request.content_length)
+        return None
+
+    def too_large(self, size: int | None) -> web.Response:
+        # Answered before the body is read; the connection closes rather than read it all.
+        what = f"request body of {size} bytes" if size is not None else "request body"
+        response = error_body(
+            413, "ERR_MALFORMED_REQUEST", f"the {what} is over the limit of {self.limits.max_body_bytes} bytes"
+        )
+        response.force_close()
+        return response
+
+    async def read_body(self, request: web.Request) -> web.Response | None:
+        """Read the whole body within the read timeout (handlers then get it from memory), or say why not."""
+        if not request.body_exists:
+            return None
+        timeout = self.limits.read_timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                await request.read()
+        except TimeoutError:
+            response = error_body(408, "ERR_REQUEST_TIMEOUT", f"the request body did not arrive within {timeout:g}s")
+            response.force_close()  # the rest of it is not waited for: its memory goes now
+            return response
+        except web.HTTPRequestEntityTooLarge:
+            return self.too_large(None)
+        except (ConnectionError, web.RequestPayloadError) as err:
+            response = error_body(400, "ERR_MALFORMED_REQUEST", f"the request body could not be read: {err}")
+            response.force_close()
+            return response
+        return None
+
+
+def serve(route: Route, api_token: bytes | None, guard: RequestGuard | None = None) -> Handler:
     """`route.handler`, answering errors as Dapr does and recording each call's status and latency."""
     metrics = CallMetrics("http", route.api, route.name)
     handler = route.handler
     token = None if route.public else api_token
+    guard = guard or RequestGuard(Limits())
+    counted = not route.public
 
     async def call(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
+        refused = guard.refusal(request, route.public)
+        if refused is not None:
+            metrics.observe(str(refused.status), started)
+            return refused
+        if counted:
+            guard.in_flight += 1
+        try:
+            response = await guarded(request)
+        finally:
+            if counted:
+                guard.in_flight -= 1
+        metrics.observe(str(response.status), started)
+        return response
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
         try:
             if not route.public and access.LOOPBACK_ONLY and not access.is_loopback(request.remote):
                 response: web.StreamResponse = error_response(_NOT_LOCAL)
@@ -83,7 +171,7 @@ def serve(route: Route, api_token: bytes | None) -> Handler:
             else:
                 if not route.public:
                     access.POLICY.check(route.api, "http")
-                response = await handler(request)
+                response = await guard.read_body(request) or await handler(request)
         except errors.ApiError as err:
             response = error_response(err)
         except web.HTTPException as err:  # from aiohttp itself, e.g. a body over the size limit
@@ -91,7 +179,6 @@ def serve(route: Route, api_token: bytes | None) -> Handler:
         except Exception:
             log.exception("HTTP %s %s failed", request.method, request.path)
             response = error_body(500, "ERR_INTERNAL", f"{route.name} failed unexpectedly; see the sidecar log")
-        metrics.observe(str(response.status), started)
         return response
 
     return call

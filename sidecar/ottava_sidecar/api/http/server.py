@@ -13,15 +13,19 @@ from ottava_sidecar.api.http.actuator import Actuator
 from ottava_sidecar.api.http.dapr import DaprHttpApi
 from ottava_sidecar.api.http.invoke import InvokeHttpApi
 from ottava_sidecar.api.http.pubsub import PubSubHttpApi
-
-# Dapr's default limit on a request body (`--max-body-size 4Mi`); aiohttp's own is 1 MiB.
-MAX_BODY_BYTES = 4 * 1024 * 1024
+from ottava_sidecar.limits import Limits
 
 
-def build_api_app(apis: Apis, *, api_token: str | None) -> web.Application:
-    """Dapr's HTTP API, the actuator and Dapr health; every non-health route needs `api_token` when set."""
-    app = web.Application(middlewares=[routing.unmatched_as_json], client_max_size=MAX_BODY_BYTES)
+def build_api_app(apis: Apis, *, api_token: str | None, limits: Limits | None = None) -> web.Application:
+    """Dapr's HTTP API, the actuator and Dapr health; every non-health route needs `api_token` when set.
+
+    Bodies are capped at `limits.max_body_bytes` (Dapr's `--max-body-size`), and requests
+    in flight at `limits.max_concurrent_calls` (`routing.RequestGuard`).
+    """
+    limits = limits or Limits()
+    app = web.Application(middlewares=[routing.unmatched_as_json], client_max_size=limits.max_body_bytes)
     token = api_token.encode() if api_token else None
+    guard = routing.RequestGuard(limits)
     routes = [
         *Actuator(apis.registry, apis.metadata).routes(),
         *DaprHttpApi(apis).routes(),
@@ -29,7 +33,7 @@ def build_api_app(apis: Apis, *, api_token: str | None) -> web.Application:
         *InvokeHttpApi(apis.invocation).routes(),
     ]
     for route in routes:
-        app.router.add_route(route.method, route.path, routing.serve(route, token))
+        app.router.add_route(route.method, route.path, routing.serve(route, token, guard))
     return app
 
 
