@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -142,3 +143,20 @@ def test_port_in_use_is_reported(sidecars: SidecarFactory) -> None:
     )
     assert result.returncode != 0
     assert str(first.grpc_port) in result.stderr
+
+
+def test_an_app_that_ignores_sigterm_is_killed_after_the_grace(sidecars: SidecarFactory) -> None:
+    script = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('app up', flush=True)\n"
+        "while True: time.sleep(1)\n"
+    )
+    sidecar = sidecars.start("--shutdown-grace", "1", "--", sys.executable, "-c", script)
+    assert sidecar.process.stdout is not None
+    assert sidecar.process.stdout.readline().strip() == "app up"
+    started = time.monotonic()
+    # The app's status: killed by SIGKILL, as a shell would report it.
+    assert sidecar.stop(signal.SIGTERM) == 128 + signal.SIGKILL
+    # The app's grace, then the sidecar's own bounded stop.
+    assert time.monotonic() - started < 1 + 1 + 2 + 2

@@ -281,10 +281,16 @@ async def _serve(options: Options, components: list[Component], command: list[st
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({app_exit, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not app_exit.done():
-            # Forward the signal we got (SIGTERM for the shutdown API) and wait for the app.
+            # Forward the signal we got (SIGTERM for the shutdown API) and wait for the app,
+            # as long as the grace allows: an app that ignores the signal is killed.
             with contextlib.suppress(ProcessLookupError):
                 app.send_signal(received[-1] if received else signal.SIGTERM)
-            await app_exit
+            done, _ = await asyncio.wait({app_exit}, timeout=options.shutdown_grace_seconds)
+            if not done:
+                log.warning("the app did not exit within the shutdown grace; killing it", extra={"pid": app.pid})
+                with contextlib.suppress(ProcessLookupError):
+                    app.kill()
+                await app_exit
         stopping.cancel()
         exit_code = _exit_status(app_exit.result())
         log.info("app exited", extra={"status": exit_code})
