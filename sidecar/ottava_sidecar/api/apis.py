@@ -12,6 +12,7 @@ from ottava_sidecar.api.sequencer import SequencerApi
 from ottava_sidecar.api.state import StateApi
 from ottava_sidecar.components.registry import Registry
 from ottava_sidecar.invocation.invoker import Invoker
+from ottava_sidecar.limits import Limits
 from ottava_sidecar.messaging.runtime import Messaging
 
 
@@ -35,15 +36,17 @@ class Apis:
         *,
         messaging: Messaging | None = None,
         invoker: Invoker | None = None,
+        limits: Limits | None = None,
     ) -> "Apis":
-        """Without `invoker`, service invocation answers FAILED_PRECONDITION."""
+        """Without `invoker`, service invocation answers FAILED_PRECONDITION; without `limits`, `Limits()`."""
+        limits = limits or Limits()
         return cls(
             registry,
-            StateApi(registry),
+            StateApi(registry, max_bulk_response_bytes=limits.max_bulk_response_bytes),
             ConfigurationApi(registry),
             LockApi(registry),
             SequencerApi(registry),
-            SecretsApi(registry),
+            SecretsApi(registry, max_bulk_response_bytes=limits.max_bulk_response_bytes),
             metadata,
             PubSubApi(messaging or Messaging(registry), registry.app_id),
             InvocationApi(invoker),

@@ -108,7 +108,9 @@ class Sidecar:
         )
         self.metadata = MetadataApi(self.registry, o.mode, app, self.on_shutdown_request)
         self.metadata.subscriptions = self.messaging.subscriptions
-        self.apis = Apis.create(self.registry, self.metadata, messaging=self.messaging, invoker=self.invoker)
+        self.apis = Apis.create(
+            self.registry, self.metadata, messaging=self.messaging, invoker=self.invoker, limits=o.limits
+        )
         self.ports = BoundPorts()
         self._grpc = GrpcApiServer(self.apis, api_token=o.api_token)
         self._internal = InternalServer(o.app_id, lambda: self.app_channel)
