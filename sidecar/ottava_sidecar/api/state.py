@@ -9,10 +9,9 @@ answer would exceed that limit, and reads each distinct key once.
 """
 
 import asyncio
-import collections
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,11 +33,11 @@ TTL_METADATA = "ttlInSeconds"
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,20}")
 # Items written, or keys read, between two returns to the event loop, so one large
 # request never holds up every other call of the sidecar for long.
-CHUNK = 1000
+CHUNK = 500
 # A bulk read starts with a few keys and then reads as many at a time as the room left
 # under the limit holds, judged by the items read so far: it never holds much more
 # than the limit in memory, whatever the size of the values.
-_FIRST_READ = 16
+_FIRST_READ = 1
 # Bytes counted per item on top of its key, value, ETag and metadata: the framing of
 # the answer (JSON punctuation, protobuf tags).
 _ITEM_OVERHEAD = 32
@@ -51,6 +50,31 @@ class BulkItem:
     key: str
     item: StateItem | None
     error: str = ""
+
+
+# An item read, kept as a tuple of plain values (value, etag, content type, metadata
+# pairs) until a wire writes it: the garbage collector stops tracking such tuples (not
+# objects, nor tuples holding a dict), so a read of many keys does not lengthen every
+# collection of the process, which would stall the event loop for all other calls.
+_Found = tuple[bytes, str | None, str, tuple[tuple[str, str], ...]]
+
+
+@dataclass(slots=True)
+class BulkAnswer:
+    """A bulk read's items in the order asked, each made only as a wire writes it."""
+
+    keys: Sequence[str]
+    found: Mapping[str, _Found | None]
+    error: str = ""  # a backend failure, reported on every item as Dapr does
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self) -> Iterator[BulkItem]:
+        for key in self.keys:
+            found = self.found.get(key)
+            item = None if found is None else StateItem(key, found[0], found[1], found[2], dict(found[3]))
+            yield BulkItem(key, item, self.error)
 
 
 def parse_ttl(metadata: Mapping[str, str], key: str = "") -> int | None:
@@ -164,37 +188,56 @@ class StateApi:
             app_keys.append(app_key)
         return app_keys
 
-    async def bulk_get(self, store_name: str, keys: Sequence[str]) -> list[BulkItem]:
+    async def bulk_get(self, store_name: str, keys: Sequence[str]) -> BulkAnswer:
         store = self.store(store_name)
-        # Each distinct key is read once, however often it is named; it counts in the
-        # answer as often as it is named.
-        stored = {key: self._key(store, key) for key in keys}
-        named = collections.Counter(keys)
+        stored, repeated = await self._distinct(store, keys)
+        try:
+            found = await self._read(store, stored, repeated, len(keys))
+        except ComponentError as err:
+            return BulkAnswer(keys, {}, str(err))
+        return BulkAnswer(keys, found)
+
+    async def _distinct(self, store: StateStore[Any], keys: Sequence[str]) -> tuple[dict[str, str], dict[str, int]]:
+        """Each distinct key once, in order, with its stored key; how often the repeated ones are named."""
+        stored: dict[str, str] = {}
+        repeated: dict[str, int] = {}
+        for start in range(0, len(keys), CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            for key in keys[start : start + CHUNK]:
+                if key in stored:
+                    repeated[key] = repeated.get(key, 1) + 1
+                else:
+                    stored[key] = self._key(store, key)
+        return stored, repeated
+
+    async def _read(
+        self, store: StateStore[Any], stored: dict[str, str], repeated: dict[str, int], asked: int
+    ) -> dict[str, _Found | None]:
+        """Reads each distinct key once, in batches that fit the room left under the limit;
+        a key counts in the answer as often as it is named. Stops as soon as over."""
         distinct = list(stored)
-        found: dict[str, StateItem | None] = {}
+        found: dict[str, _Found | None] = {}
         answer_bytes = 0
         while len(found) < len(distinct):
             if found:
                 await asyncio.sleep(0)
             room = self.max_bulk_response_bytes - answer_bytes
             batch = distinct[len(found) : len(found) + _batch_size(len(found), answer_bytes, room)]
-            try:
-                items = await store.bulk_get([stored[key] for key in batch])
-            except ComponentError as err:
-                return [BulkItem(key, None, str(err)) for key in keys]
+            items = await store.bulk_get([stored[key] for key in batch])
             for key, item in zip(batch, items, strict=True):
-                if item is not None:
-                    item.key = key
-                found[key] = item
-                answer_bytes += named[key] * _answer_bytes(key, item)
+                found[key] = (
+                    None if item is None else (item.value, item.etag, item.content_type, tuple(item.metadata.items()))
+                )
+                answer_bytes += repeated.get(key, 1) * _answer_bytes(key, item)
             if answer_bytes > self.max_bulk_response_bytes:
                 raise errors.too_large(
-                    f"GetBulkState of {len(keys)} key(s) from state store {store.name} would answer more than"
+                    f"GetBulkState of {asked} key(s) from state store {store.name} would answer more than"
                     f" {self.max_bulk_response_bytes} bytes (limit max_bulk_response_bytes); ask for fewer keys"
                     " at a time",
                     "ERR_BULK_RESPONSE_TOO_LARGE",
                 )
-        return [BulkItem(key, found[key]) for key in keys]
+        return found
 
     async def save(self, store_name: str, requests: Sequence[SetRequest]) -> None:
         """Not a transaction (as Dapr's bulk save), but no item is written unless every item is valid."""

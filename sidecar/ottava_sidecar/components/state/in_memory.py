@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -45,13 +44,10 @@ class InMemoryStateMetadata(StateMetadata):
     )
 
 
-@dataclass(slots=True)
-class _Entry:
-    value: bytes
-    etag: int
-    content_type: str
-    expires_at: float | None  # time.monotonic() deadline
-    expires_wall: str | None  # the same instant, for the ttlExpireTime metadata
+# value, etag, content type, time.monotonic() deadline, the same instant as wall-clock
+# text (for the ttlExpireTime metadata). A plain tuple of plain values, which the garbage
+# collector stops tracking: a store of many items does not lengthen every collection.
+_Entry = tuple[bytes, int, str, float | None, str | None]
 
 
 @register("state.in-memory", InMemoryStateMetadata)
@@ -104,19 +100,20 @@ class InMemoryStateStore(StateStore[InMemoryStateMetadata]):
             if entry is None:
                 self._items.pop(op.key, None)
             else:
-                entry.etag = next(self._etags)
-                self._items[op.key] = entry
+                value, _, content_type, expires_at, expires_wall = entry
+                self._items[op.key] = (value, next(self._etags), content_type, expires_at, expires_wall)
 
     def _item(self, key: str) -> StateItem | None:
         entry = self._live(key)
         if entry is None:
             return None
-        metadata = {"ttlExpireTime": entry.expires_wall} if entry.expires_wall else {}
-        return StateItem(key, entry.value, str(entry.etag), entry.content_type, metadata)
+        value, etag, content_type, _, expires_wall = entry
+        metadata = {"ttlExpireTime": expires_wall} if expires_wall else {}
+        return StateItem(key, value, str(etag), content_type, metadata)
 
     def _live(self, key: str) -> _Entry | None:
         entry = self._items.get(key)
-        if entry is not None and entry.expires_at is not None and entry.expires_at <= time.monotonic():
+        if entry is not None and entry[3] is not None and entry[3] <= time.monotonic():
             del self._items[key]
             return None
         return entry
@@ -128,7 +125,7 @@ class InMemoryStateStore(StateStore[InMemoryStateMetadata]):
                 raise ETagInvalidError(f"etag {etag!r} is not one this store issued")
             if entry is None:
                 raise ETagMismatchError("the item does not exist and an etag was passed")
-            if str(entry.etag) != etag:
+            if str(entry[1]) != etag:
                 raise ETagMismatchError(f"etag {etag!r} does not match the stored one")
         elif concurrency is Concurrency.FIRST_WRITE and entry is not None:
             raise ETagMismatchError("the item already exists and no etag was passed")
@@ -141,12 +138,12 @@ class InMemoryStateStore(StateStore[InMemoryStateMetadata]):
             expires_at = time.monotonic() + request.ttl_seconds
             wall = datetime.fromtimestamp(time.time() + request.ttl_seconds, UTC)
             expires_wall = wall.isoformat(timespec="seconds").replace("+00:00", "Z")
-        return _Entry(request.value, 0, request.content_type, expires_at, expires_wall)
+        return (request.value, 0, request.content_type, expires_at, expires_wall)
 
     async def _purge_expired(self) -> None:
         while True:
             await asyncio.sleep(self.settings.cleanup_interval_seconds)
             now = time.monotonic()
-            expired = [k for k, e in self._items.items() if e.expires_at is not None and e.expires_at <= now]
+            expired = [k for k, e in self._items.items() if e[3] is not None and e[3] <= now]
             for key in expired:
                 del self._items[key]
