@@ -59,19 +59,20 @@ def _bulk_data(value: bytes) -> bytes:
 
 
 def _bulk_item(result: BulkItem) -> list[bytes]:
-    """One item of the answer as pieces of JSON text; a value is one piece, never copied."""
-    fields: dict[str, Any] = {"key": result.key}
+    """One item of the answer as pieces of JSON text (key, data, etag, metadata, error, as
+    Dapr orders them); a value is one piece, never copied."""
+    pieces = [json.dumps({"key": result.key}).encode()[:-1]]
+    rest: dict[str, Any] = {}
     if result.item is not None:
+        pieces += [b', "data": ', _bulk_data(result.item.value)]
         if result.item.etag:
-            fields["etag"] = result.item.etag
+            rest["etag"] = result.item.etag
         if result.item.metadata:
-            fields["metadata"] = result.item.metadata
+            rest["metadata"] = result.item.metadata
     if result.error:
-        fields["error"] = result.error
-    head = json.dumps(fields).encode()
-    if result.item is None:
-        return [head]
-    return [head[:-1], b', "data": ', _bulk_data(result.item.value), b"}"]
+        rest["error"] = result.error
+    pieces.append(b", " + json.dumps(rest).encode()[1:] if rest else b"}")
+    return pieces
 
 
 class DaprHttpApi:
