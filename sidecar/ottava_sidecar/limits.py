@@ -43,9 +43,10 @@ class Limits:
     # RESOURCE_EXHAUSTED) instead of piling up.
     max_connections: int = 1024
     max_concurrent_calls: int = 1000
-    # The largest bulk answer (GetBulkState, GetBulkSecret, configuration GetConfiguration
-    # of many keys): above it the call fails with an error that names this limit.
-    max_bulk_response_bytes: int = 16 * MIB
+    # The largest bulk answer (GetBulkState, GetBulkSecret): above it the call fails with an
+    # error that names this limit. As large as a message by default, since a gRPC answer
+    # cannot be larger than max_body_bytes anyway (nor than a default client accepts).
+    max_bulk_response_bytes: int = 4 * MIB
     # Bytes queued for one subscriber that does not read (a configuration subscription,
     # a pub/sub stream): above it the subscriber is dropped with a status that says why.
     subscriber_buffer_bytes: int = 16 * MIB
@@ -183,7 +184,8 @@ SETTINGS = (
         "max_bulk_response_bytes",
         "max-bulk-response-size",
         "size",
-        "largest bulk answer (bulk state or secrets); larger fails, naming this limit",
+        "largest bulk answer (bulk state or secrets); larger fails, naming this limit (over gRPC, "
+        "--max-body-size bounds it too)",
     ),
     Setting(
         "subscriber_buffer_bytes",

@@ -2,10 +2,17 @@
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
+from ottava_sidecar import limits
+from ottava_sidecar.api.errors import ApiError
+from ottava_sidecar.api.lock import LockApi
 from ottava_sidecar.components.lock.base import LockStore, UnlockStatus
+from ottava_sidecar.components.registry import Registry
+from ottava_sidecar.resources.models import Component
 
 from tests.conformance.conftest import Components, unique
 
@@ -79,3 +86,39 @@ async def test_resources_of_different_apps_are_isolated(components: Components) 
     assert await billing.try_lock(billing.keys.qualify(resource), "bob", 30)
     assert await orders.unlock(orders.keys.qualify(resource), "alice") is UnlockStatus.SUCCESS
     assert await billing.unlock(billing.keys.qualify(resource), "bob") is UnlockStatus.SUCCESS
+
+
+@pytest.fixture
+async def api(components: Components) -> AsyncIterator[LockApi]:
+    """The lock API of a sidecar whose `lockstore` is this type, on its real server."""
+    registry = Registry("app")
+    manifest = {
+        "apiVersion": "ottava.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": "lockstore"},
+        "spec": {
+            "type": components.type_name,
+            "metadata": [{"name": k, "value": v} for k, v in components.metadata().items()],
+        },
+    }
+    await registry.load([Component.model_validate(manifest)])
+    yield LockApi(registry)
+    await registry.close()
+
+
+@pytest.mark.parametrize("expiry", [10**20, 2**63 - 1, limits.MAX_LOCK_EXPIRY_SECONDS + 1, 0, -5])
+async def test_an_expiry_out_of_range_is_refused_and_takes_nothing(api: LockApi, expiry: int) -> None:
+    resource = unique("res")
+    with pytest.raises(ApiError) as refused:
+        await api.try_lock("lockstore", resource, "alice", expiry)
+    assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "ExpiryInSeconds" in refused.value.message and "lockstore" in refused.value.message
+    assert await api.try_lock("lockstore", resource, "bob", 30), "the refused lock was taken anyway"
+    assert await api.unlock("lockstore", resource, "bob") is UnlockStatus.SUCCESS
+
+
+async def test_the_longest_expiry_is_accepted(api: LockApi) -> None:
+    resource = unique("res")
+    assert await api.try_lock("lockstore", resource, "alice", limits.MAX_LOCK_EXPIRY_SECONDS)
+    assert not await api.try_lock("lockstore", resource, "bob", 30)
+    assert await api.unlock("lockstore", resource, "alice") is UnlockStatus.SUCCESS

@@ -6,17 +6,26 @@ store sees them (`store.keys.qualify`), and the isolation tests use that same pr
 
 import asyncio
 import time
+import tracemalloc
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import pytest
-from ottava_sidecar.components.errors import ETagInvalidError, ETagMismatchError
+from ottava_sidecar import limits
+from ottava_sidecar.api.errors import ApiError
+from ottava_sidecar.api.state import StateApi
+from ottava_sidecar.components.errors import ComponentError, ETagInvalidError, ETagMismatchError
+from ottava_sidecar.components.registry import Registry
 from ottava_sidecar.components.state.base import Concurrency, DeleteRequest, Feature, Operation, SetRequest, StateStore
+from ottava_sidecar.resources.models import Component
 
 from tests.conformance.conftest import Components, unique
 
 BUILDING_BLOCK = "state"
 FIRST = Concurrency.FIRST_WRITE
+MIB = 1024 * 1024
 
 
 async def _store(components: Components, **kwargs: str) -> StateStore[Any]:
@@ -238,3 +247,131 @@ async def test_data_survives_a_restart(components: Components) -> None:
     after = await restarted.get(key)
     assert before is not None and after is not None
     assert (after.value, after.etag) == (b"kept", before.etag)
+
+
+# --- bad input: nothing written, every item readable --------------------------------------
+
+
+OUT_OF_RANGE_TTLS = [limits.MAX_TTL_SECONDS + 1, 3 * 10**11, 2**63 - 1, -2]
+
+
+@pytest.mark.parametrize("ttl", OUT_OF_RANGE_TTLS)
+async def test_a_ttl_out_of_range_is_refused_and_writes_nothing(components: Components, ttl: int) -> None:
+    store = await _store(components)
+    kept, fresh = unique("kept"), unique("fresh")
+    await store.set(SetRequest(kept, b"old"))
+    with pytest.raises(ComponentError):
+        await store.set(SetRequest(fresh, b"v", ttl_seconds=ttl))
+    with pytest.raises(ComponentError):
+        await store.set(SetRequest(kept, b"new", ttl_seconds=ttl))
+    with pytest.raises(ComponentError):
+        await store.transact([SetRequest(fresh, b"first"), SetRequest(kept, b"second", ttl_seconds=ttl)])
+    got = await store.bulk_get([kept, fresh])
+    assert [i.value if i else None for i in got] == [b"old", None]
+    item = got[0]
+    assert item is not None and "ttlExpireTime" not in item.metadata, "the failed write left a TTL behind"
+
+
+async def test_the_longest_ttl_is_stored_and_reads_back(components: Components) -> None:
+    store = await _store(components)
+    key = unique("k")
+    await store.transact([SetRequest(key, b"v", ttl_seconds=limits.MAX_TTL_SECONDS)])
+    item = await store.get(key)
+    assert item is not None and item.value == b"v"
+    expires = datetime.fromisoformat(item.metadata["ttlExpireTime"].replace("Z", "+00:00"))
+    assert expires > datetime.now(UTC) + timedelta(days=365 * 60)
+
+
+# --- the same through the state API, on a sidecar's registry ------------------------------
+
+
+@pytest.fixture
+async def api(components: Components) -> AsyncIterator[StateApi]:
+    """The state API of a sidecar whose `statestore` is this type, on its real server."""
+    registry = Registry("app")
+    manifest = {
+        "apiVersion": "ottava.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": "statestore"},
+        "spec": {
+            "type": components.type_name,
+            "metadata": [{"name": k, "value": v} for k, v in components.metadata().items()],
+        },
+    }
+    await registry.load([Component.model_validate(manifest)])
+    yield StateApi(registry, max_bulk_response_bytes=2 * MIB)
+    await registry.close()
+
+
+async def _values(api: StateApi, *keys: str) -> list[bytes | None]:
+    return [r.item.value if r.item else None for r in await api.bulk_get("statestore", keys)]
+
+
+async def test_a_transaction_with_a_bad_second_operation_writes_nothing(api: StateApi) -> None:
+    a, b, c = unique("a"), unique("b"), unique("c")
+    await api.save("statestore", [SetRequest(c, b"old-c")])
+    for ttl in (2**63 - 1, 3 * 10**11):
+        operations: list[Operation] = [
+            SetRequest(a, b"a"),
+            SetRequest(b, b"b", ttl_seconds=ttl),
+            DeleteRequest(c),
+        ]
+        with pytest.raises(ApiError) as refused:
+            await api.transact("statestore", operations)
+        assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert b in refused.value.message and "ttlInSeconds" in refused.value.message
+        assert await _values(api, a, b, c) == [None, None, b"old-c"]
+
+
+async def test_a_bulk_save_with_one_bad_item_writes_none(api: StateApi) -> None:
+    first, bad, last = unique("first"), unique("bad"), unique("last")
+    requests = [SetRequest(first, b"1"), SetRequest(bad, b"2", ttl_seconds=2**31), SetRequest(last, b"3")]
+    with pytest.raises(ApiError) as refused:
+        await api.save("statestore", requests)
+    assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT and bad in refused.value.message
+    assert await _values(api, first, bad, last) == [None, None, None]
+
+
+async def test_ttl_minus_one_never_expires_and_zero_expires_at_once(api: StateApi) -> None:
+    forever, gone = unique("forever"), unique("gone")
+    await api.save("statestore", [SetRequest(forever, b"f", ttl_seconds=-1), SetRequest(gone, b"g", ttl_seconds=0)])
+    item = await api.get("statestore", forever)
+    assert item is not None and "ttlExpireTime" not in item.metadata
+    deadline = time.monotonic() + 5
+    while await api.get("statestore", gone) is not None:
+        assert time.monotonic() < deadline, "an item saved with ttlInSeconds=0 is still there after 5s"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_bulk_read_over_the_limit_is_refused_naming_it(api: StateApi) -> None:
+    big, small = unique("big"), unique("small")
+    await api.save("statestore", [SetRequest(big, b"x" * MIB), SetRequest(small, b"s")])
+    assert await _values(api, small, big, small) == [b"s", b"x" * MIB, b"s"]
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ApiError) as refused:
+            await api.bulk_get("statestore", [big] * 200)  # 200 MiB of answer from one key
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert refused.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_bulk_response_bytes" in refused.value.message and str(2 * MIB) in refused.value.message
+    print(f"peak memory of a bulk read naming one 1 MiB key 200 times: {peak / MIB:.1f} MiB")
+    assert peak < 8 * MIB, f"a refused bulk read held {peak / MIB:.0f} MiB"
+
+
+async def test_a_bulk_read_stops_reading_once_over_the_limit(api: StateApi) -> None:
+    keys = [unique("k") for _ in range(40)]
+    await api.save("statestore", [SetRequest(key, b"y" * (256 * 1024)) for key in keys])  # 10 MiB in all
+    tracemalloc.start()
+    try:
+        with pytest.raises(ApiError) as refused:
+            await api.bulk_get("statestore", keys)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "max_bulk_response_bytes" in refused.value.message
+    print(f"peak memory of a refused 10 MiB bulk read under a 2 MiB limit: {peak / MIB:.1f} MiB")
+    assert peak < 8 * MIB, f"a refused bulk read held {peak / MIB:.0f} MiB"
+    assert len(await api.bulk_get("statestore", keys[:7])) == 7

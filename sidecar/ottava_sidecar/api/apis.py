@@ -42,11 +42,11 @@ class Apis:
         limits = limits or Limits()
         return cls(
             registry,
-            StateApi(registry),
+            StateApi(registry, max_bulk_response_bytes=limits.max_bulk_response_bytes),
             ConfigurationApi(registry, subscriber_buffer_bytes=limits.subscriber_buffer_bytes),
             LockApi(registry),
             SequencerApi(registry),
-            SecretsApi(registry),
+            SecretsApi(registry, max_bulk_response_bytes=limits.max_bulk_response_bytes),
             metadata,
             PubSubApi(messaging or Messaging(registry), registry.app_id),
             InvocationApi(invoker),

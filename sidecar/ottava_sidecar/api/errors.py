@@ -34,6 +34,11 @@ def aborted(message: str, error_code: str) -> ApiError:
     return ApiError(grpc.StatusCode.ABORTED, message, http_status=409, error_code=error_code)
 
 
+def too_large(message: str, error_code: str) -> ApiError:
+    """An answer that would exceed a limit of the sidecar (a bulk read): ask for less."""
+    return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, http_status=413, error_code=error_code)
+
+
 def unimplemented(message: str) -> ApiError:
     return ApiError(grpc.StatusCode.UNIMPLEMENTED, message, http_status=501, error_code="ERR_NOT_IMPLEMENTED")
 

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from ottava_sidecar import limits
 from ottava_sidecar.api import errors
 from ottava_sidecar.components.errors import ComponentError
 from ottava_sidecar.components.lock.base import LockStore, UnlockStatus
@@ -33,8 +34,15 @@ class LockApi:
     async def try_lock(self, store_name: str, resource_id: str, owner: str, expiry_seconds: int) -> bool:
         store = self.store(store_name)
         resource = self._resource(store, resource_id, owner)
+        # Checked before the store is asked: Dapr's field is int32, and a store must never
+        # take a lock it cannot let expire (in-memory would, Redis would fail on it).
         if expiry_seconds <= 0:
             raise errors.invalid_argument(f"ExpiryInSeconds is not positive in lock store {store.name}")
+        if expiry_seconds > limits.MAX_LOCK_EXPIRY_SECONDS:
+            raise errors.invalid_argument(
+                f"ExpiryInSeconds={expiry_seconds} of resource {resource_id!r} in lock store {store.name} is out of"
+                f" range: 1 to {limits.MAX_LOCK_EXPIRY_SECONDS} seconds"
+            )
         try:
             return await store.try_lock(resource, owner, expiry_seconds)
         except ComponentError as err:

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from ottava_sidecar import limits
 from ottava_sidecar.api import errors
 from ottava_sidecar.components.errors import AccessDeniedError, ComponentError
 from ottava_sidecar.components.registry import LookupFailure, Registry
@@ -10,8 +11,11 @@ from ottava_sidecar.resources.models import SecretScope
 
 
 class SecretsApi:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, max_bulk_response_bytes: int | None = None) -> None:
         self._registry = registry
+        self.max_bulk_response_bytes = (
+            limits.Limits().max_bulk_response_bytes if max_bulk_response_bytes is None else max_bulk_response_bytes
+        )
         # Secret scopes of the Configuration, by store name (Dapr's semantics).
         self.scopes: dict[str, SecretScope] = {}
 
@@ -54,8 +58,17 @@ class SecretsApi:
         store = self.store(store_name)
         try:
             secrets = await store.bulk_get()
-            return {name: values for name, values in secrets.items() if self.allowed(store.name, name)}
         except ComponentError as err:
             raise errors.internal(
                 f"failed getting secrets from secret store {store.name}: {err}", "ERR_SECRET_GET"
             ) from None
+        allowed = {name: values for name, values in secrets.items() if self.allowed(store.name, name)}
+        # The store reads its secrets in one go; what the sidecar can bound is the answer.
+        size = sum(len(name) + sum(len(k) + len(v) for k, v in values.items()) for name, values in allowed.items())
+        if size > self.max_bulk_response_bytes:
+            raise errors.too_large(
+                f"GetBulkSecret of {len(allowed)} secret(s) from secret store {store.name} would answer more than"
+                f" {self.max_bulk_response_bytes} bytes (limit max_bulk_response_bytes)",
+                "ERR_BULK_RESPONSE_TOO_LARGE",
+            )
+        return allowed

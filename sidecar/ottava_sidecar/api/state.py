@@ -1,15 +1,28 @@
-"""What the state calls mean, for every wire API."""
+"""What the state calls mean, for every wire API.
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+Every request is checked here, whole, before anything is written: keys, TTLs (Dapr's
+int32 `ttlInSeconds`, -1 meaning "never expire"), and, for JSON values, that every
+number is finite. A bulk save writes item by item, as Dapr's does, but only once every
+item has passed; a transaction is handed to the store, which applies all or nothing.
+A bulk read stops, with an error naming `max_bulk_response_bytes`, as soon as its
+answer would exceed that limit, and reads each distinct key once.
+"""
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ottava_sidecar import limits
 from ottava_sidecar.api import errors
 from ottava_sidecar.components.errors import ComponentError, ETagInvalidError, ETagMismatchError, NotSupportedError
 from ottava_sidecar.components.registry import LookupFailure, Registry
 from ottava_sidecar.components.state.base import (
     Concurrency,
     DeleteRequest,
+    InvalidOperationError,
     Operation,
     SetRequest,
     StateItem,
@@ -17,6 +30,17 @@ from ottava_sidecar.components.state.base import (
 )
 
 TTL_METADATA = "ttlInSeconds"
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,20}")
+# Items written, or keys read, between two returns to the event loop, so one large
+# request never holds up every other call of the sidecar for long.
+CHUNK = 500
+# A bulk read starts with a few keys and then reads as many at a time as the room left
+# under the limit holds, judged by the items read so far: it never holds much more
+# than the limit in memory, whatever the size of the values.
+_FIRST_READ = 1
+# Bytes counted per item on top of its key, value, ETag and metadata: the framing of
+# the answer (JSON punctuation, protobuf tags).
+_ITEM_OVERHEAD = 32
 
 Item = TypeVar("Item")  # a transaction operation's item, in the wire's own type
 
@@ -28,17 +52,51 @@ class BulkItem:
     error: str = ""
 
 
-def parse_ttl(metadata: Mapping[str, str]) -> int | None:
+# An item read, kept as a tuple of plain values (value, etag, content type, metadata
+# pairs) until a wire writes it: the garbage collector stops tracking such tuples (not
+# objects, nor tuples holding a dict), so a read of many keys does not lengthen every
+# collection of the process, which would stall the event loop for all other calls.
+_Found = tuple[bytes, str | None, str, tuple[tuple[str, str], ...]]
+
+
+@dataclass(slots=True)
+class BulkAnswer:
+    """A bulk read's items in the order asked, each made only as a wire writes it."""
+
+    keys: Sequence[str]
+    found: Mapping[str, _Found | None]
+    error: str = ""  # a backend failure, reported on every item as Dapr does
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self) -> Iterator[BulkItem]:
+        for key in self.keys:
+            found = self.found.get(key)
+            item = None if found is None else StateItem(key, found[0], found[1], found[2], dict(found[3]))
+            yield BulkItem(key, item, self.error)
+
+
+def parse_ttl(metadata: Mapping[str, str], key: str = "") -> int | None:
+    """The `ttlInSeconds` of an item's metadata, as sent; `StateApi` checks its range."""
     raw = metadata.get(TTL_METADATA)
     if raw is None or raw == "":
         return None
+    if not _WHOLE_NUMBER.fullmatch(raw):
+        where = f" of key {key!r}" if key else ""
+        raise errors.invalid_argument(f"metadata {TTL_METADATA}={raw!r}{where} is not a whole number of seconds")
+    return int(raw)
+
+
+def json_value(store_name: str, key: str, value: Any) -> bytes:
+    """A JSON value as stored (its compact text); NaN and Infinity, which JSON has no words for, are refused."""
     try:
-        ttl = int(raw)
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     except ValueError:
-        raise errors.invalid_argument(f"metadata {TTL_METADATA}={raw!r} is not a whole number of seconds") from None
-    if ttl < -1:
-        raise errors.invalid_argument(f"metadata {TTL_METADATA}={ttl} must be -1 (never expire) or more")
-    return None if ttl == -1 else ttl
+        raise errors.invalid_argument(
+            f"value of key {key!r} in state store {store_name} holds NaN or Infinity, which is not JSON"
+            " (numbers must be finite)"
+        ) from None
 
 
 def parse_concurrency(text: str) -> Concurrency:
@@ -73,8 +131,11 @@ def operations(
 
 
 class StateApi:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, max_bulk_response_bytes: int | None = None) -> None:
         self._registry = registry
+        self.max_bulk_response_bytes = (
+            limits.Limits().max_bulk_response_bytes if max_bulk_response_bytes is None else max_bulk_response_bytes
+        )
 
     def store(self, name: str) -> StateStore[Any]:
         if not name:
@@ -104,22 +165,87 @@ class StateApi:
             item.key = key
         return item
 
-    async def bulk_get(self, store_name: str, keys: Sequence[str]) -> list[BulkItem]:
+    @staticmethod
+    def _check_ttl(store: StateStore[Any], key: str, request: SetRequest) -> None:
+        ttl = request.ttl_seconds
+        if ttl is None:
+            return
+        if not -1 <= ttl <= limits.MAX_TTL_SECONDS:
+            raise errors.invalid_argument(
+                f"metadata {TTL_METADATA}={ttl} of key {key!r} in state store {store.name} is out of range:"
+                f" -1 (never expire), 0 (expire at once) up to {limits.MAX_TTL_SECONDS} seconds"
+            )
+        if ttl == -1:
+            request.ttl_seconds = None
+
+    def _check(self, store: StateStore[Any], operations: Sequence[Operation]) -> list[str]:
+        """Checks every operation and gives it its stored key; the app's keys, for messages."""
+        app_keys = []
+        for op in operations:
+            app_key, op.key = op.key, self._key(store, op.key)
+            if isinstance(op, SetRequest):
+                self._check_ttl(store, app_key, op)
+            app_keys.append(app_key)
+        return app_keys
+
+    async def bulk_get(self, store_name: str, keys: Sequence[str]) -> BulkAnswer:
         store = self.store(store_name)
-        stored = [self._key(store, key) for key in keys]
+        stored, repeated = await self._distinct(store, keys)
         try:
-            items = await store.bulk_get(stored)
+            found = await self._read(store, stored, repeated, len(keys))
         except ComponentError as err:
-            return [BulkItem(key, None, str(err)) for key in keys]
-        for key, item in zip(keys, items, strict=True):
-            if item is not None:
-                item.key = key
-        return [BulkItem(key, item) for key, item in zip(keys, items, strict=True)]
+            return BulkAnswer(keys, {}, str(err))
+        return BulkAnswer(keys, found)
+
+    async def _distinct(self, store: StateStore[Any], keys: Sequence[str]) -> tuple[dict[str, str], dict[str, int]]:
+        """Each distinct key once, in order, with its stored key; how often the repeated ones are named."""
+        stored: dict[str, str] = {}
+        repeated: dict[str, int] = {}
+        for start in range(0, len(keys), CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            for key in keys[start : start + CHUNK]:
+                if key in stored:
+                    repeated[key] = repeated.get(key, 1) + 1
+                else:
+                    stored[key] = self._key(store, key)
+        return stored, repeated
+
+    async def _read(
+        self, store: StateStore[Any], stored: dict[str, str], repeated: dict[str, int], asked: int
+    ) -> dict[str, _Found | None]:
+        """Reads each distinct key once, in batches that fit the room left under the limit;
+        a key counts in the answer as often as it is named. Stops as soon as over."""
+        distinct = list(stored)
+        found: dict[str, _Found | None] = {}
+        answer_bytes = 0
+        while len(found) < len(distinct):
+            if found:
+                await asyncio.sleep(0)
+            room = self.max_bulk_response_bytes - answer_bytes
+            batch = distinct[len(found) : len(found) + _batch_size(len(found), answer_bytes, room)]
+            items = await store.bulk_get([stored[key] for key in batch])
+            for key, item in zip(batch, items, strict=True):
+                found[key] = (
+                    None if item is None else (item.value, item.etag, item.content_type, tuple(item.metadata.items()))
+                )
+                answer_bytes += repeated.get(key, 1) * _answer_bytes(key, item)
+            if answer_bytes > self.max_bulk_response_bytes:
+                raise errors.too_large(
+                    f"GetBulkState of {asked} key(s) from state store {store.name} would answer more than"
+                    f" {self.max_bulk_response_bytes} bytes (limit max_bulk_response_bytes); ask for fewer keys"
+                    " at a time",
+                    "ERR_BULK_RESPONSE_TOO_LARGE",
+                )
+        return found
 
     async def save(self, store_name: str, requests: Sequence[SetRequest]) -> None:
+        """Not a transaction (as Dapr's bulk save), but no item is written unless every item is valid."""
         store = self.store(store_name)
-        for request in requests:
-            app_key, request.key = request.key, self._key(store, request.key)
+        app_keys = self._check(store, requests)
+        for index, (app_key, request) in enumerate(zip(app_keys, requests, strict=True)):
+            if index and index % CHUNK == 0:
+                await asyncio.sleep(0)
             try:
                 await store.set(request)
             except ComponentError as err:
@@ -127,8 +253,10 @@ class StateApi:
 
     async def delete(self, store_name: str, requests: Sequence[DeleteRequest]) -> None:
         store = self.store(store_name)
-        for request in requests:
-            app_key, request.key = request.key, self._key(store, request.key)
+        app_keys = self._check(store, requests)
+        for index, (app_key, request) in enumerate(zip(app_keys, requests, strict=True)):
+            if index and index % CHUNK == 0:
+                await asyncio.sleep(0)
             try:
                 await store.delete(request)
             except ComponentError as err:
@@ -136,14 +264,28 @@ class StateApi:
 
     async def transact(self, store_name: str, operations: Sequence[Operation]) -> None:
         store = self.store(store_name)
-        for op in operations:
-            op.key = self._key(store, op.key)
+        self._check(store, operations)
         try:
             await store.transact(operations)
         except NotSupportedError as err:
             raise errors.failed_precondition(str(err), "ERR_STATE_STORE_NOT_SUPPORTED") from None
         except ComponentError as err:
             raise _write_error(store, "executing a transaction in", "", err) from None
+
+
+def _batch_size(read: int, answer_bytes: int, room: int) -> int:
+    """Keys to read next: as many as the room left holds, at the average size read so far."""
+    if read == 0:
+        return _FIRST_READ
+    average = max(1, answer_bytes // read)
+    return max(1, min(CHUNK, room // average))
+
+
+def _answer_bytes(key: str, item: StateItem | None) -> int:
+    size = len(key) + _ITEM_OVERHEAD
+    if item is not None:
+        size += len(item.value) + len(item.etag or "") + sum(len(k) + len(v) for k, v in item.metadata.items())
+    return size
 
 
 def _write_error(store: StateStore[Any], verb: str, key: str, err: ComponentError) -> errors.ApiError:
@@ -154,6 +296,6 @@ def _write_error(store: StateStore[Any], verb: str, key: str, err: ComponentErro
     if isinstance(err, ETagMismatchError):
         message = f"failed {verb} {where}: possible etag mismatch. error from state store: {err}"
         return errors.aborted(message, code)
-    if isinstance(err, ETagInvalidError):
+    if isinstance(err, ETagInvalidError | InvalidOperationError):
         return errors.invalid_argument(message, code)
     return errors.internal(message, code)

@@ -5,18 +5,29 @@ protocols below name the request fields it reads, and each service names the pro
 module its responses come from.
 """
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from google.protobuf import empty_pb2, message
 
 from ottava_sidecar.api.apis import Apis
 from ottava_sidecar.api.grpc.calls import Context, unary
-from ottava_sidecar.api.state import operations, parse_ttl
+from ottava_sidecar.api.state import CHUNK, operations, parse_ttl
 from ottava_sidecar.components.state.base import Concurrency, DeleteRequest, SetRequest
 
+
+class BulkItems(Protocol):
+    def add(self, **fields: Any) -> message.Message: ...
+
+
+class BulkStateResponse(Protocol):
+    @property
+    def items(self) -> BulkItems: ...
+
+
 GetResponse = TypeVar("GetResponse", covariant=True)
-BulkResponse = TypeVar("BulkResponse", covariant=True)
+BulkResponse = TypeVar("BulkResponse", bound=BulkStateResponse, covariant=True)
 
 # StateOptions.StateConcurrency values, the same in both protos.
 _CONCURRENCY = {0: Concurrency.LAST_WRITE, 1: Concurrency.FIRST_WRITE, 2: Concurrency.LAST_WRITE}
@@ -27,8 +38,6 @@ class StateMessages(Protocol[GetResponse, BulkResponse]):
 
     @property
     def GetStateResponse(self) -> Callable[..., GetResponse]: ...
-    @property
-    def BulkStateItem(self) -> Callable[..., message.Message]: ...
     @property
     def GetBulkStateResponse(self) -> Callable[..., BulkResponse]: ...
 
@@ -110,7 +119,7 @@ def set_request(item: StateItemMessage) -> SetRequest:
         value=item.value,
         etag=etag_of(item),
         concurrency=_CONCURRENCY.get(item.options.concurrency, Concurrency.LAST_WRITE),
-        ttl_seconds=parse_ttl(item.metadata),
+        ttl_seconds=parse_ttl(item.metadata, item.key),
         content_type=item.metadata.get("contentType", ""),
     )
 
@@ -133,15 +142,16 @@ class StateCalls(Generic[GetResponse, BulkResponse]):
     @unary("state")
     async def GetBulkState(self, request: GetBulkStateRequest, context: Context) -> BulkResponse:
         results = await self.apis.state.bulk_get(request.store_name, list(request.keys))
-        item = self.state_messages.BulkStateItem
-        return self.state_messages.GetBulkStateResponse(
-            items=[
-                item(key=r.key, data=r.item.value, etag=r.item.etag or "", metadata=r.item.metadata, error=r.error)
-                if r.item
-                else item(key=r.key, error=r.error)
-                for r in results
-            ]
-        )
+        response = self.state_messages.GetBulkStateResponse()
+        items = response.items
+        for index, r in enumerate(results):
+            if index and index % CHUNK == 0:
+                await asyncio.sleep(0)  # a long answer is built without holding up other calls
+            if r.item:
+                items.add(key=r.key, data=r.item.value, etag=r.item.etag or "", metadata=r.item.metadata, error=r.error)
+            else:
+                items.add(key=r.key, error=r.error)
+        return response
 
     @unary("state")
     async def SaveState(self, request: StatesRequest, context: Context) -> empty_pb2.Empty:

@@ -5,10 +5,10 @@ ignores them, so clients written for Dapr keep working; numbers where Dapr expec
 strings (an ETag, a metadata value) are accepted as their text.
 """
 
-import json
-from typing import Literal, TypeVar
+import math
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
 from ottava_sidecar.api import errors
 
@@ -17,6 +17,19 @@ T = TypeVar("T")
 
 class _RequestBody(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True, coerce_numbers_to_str=True)
+
+
+def _finite_numbers(metadata: Any) -> Any:
+    """NaN and Infinity are not JSON; Python's parser takes them, so they are refused here
+    rather than turned into the text 'NaN' or 'inf' by the number-to-text coercion."""
+    if isinstance(metadata, dict):
+        for name, value in metadata.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"metadata {name!r} is {value}, not a finite number")
+    return metadata
+
+
+Metadata = Annotated[dict[str, str], BeforeValidator(_finite_numbers)]
 
 
 class StateOptions(_RequestBody):
@@ -29,11 +42,7 @@ class StateEntry(_RequestBody):
     value: JsonValue = None
     etag: str | None = None
     options: StateOptions = Field(default_factory=StateOptions)
-    metadata: dict[str, str] = Field(default_factory=dict)
-
-    def stored_value(self) -> bytes:
-        """The value as Dapr stores it from HTTP: its JSON text (a string keeps its quotes)."""
-        return json.dumps(self.value, separators=(",", ":"), ensure_ascii=False).encode()
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class BulkGet(_RequestBody):
@@ -48,7 +57,7 @@ class TransactionOperation(_RequestBody):
 
 class Transaction(_RequestBody):
     operations: list[TransactionOperation]
-    metadata: dict[str, str] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class TryLock(_RequestBody):

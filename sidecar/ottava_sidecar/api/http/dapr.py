@@ -18,20 +18,20 @@ from ottava_sidecar.api import errors
 from ottava_sidecar.api.apis import Apis
 from ottava_sidecar.api.http import bodies
 from ottava_sidecar.api.http.routing import METADATA_PREFIX, Route, no_content, query_metadata
-from ottava_sidecar.api.state import BulkItem, operations, parse_concurrency, parse_ttl
+from ottava_sidecar.api.state import CHUNK, BulkItem, json_value, operations, parse_concurrency, parse_ttl
 from ottava_sidecar.components.state.base import DeleteRequest, SetRequest
 
 _JSON = "application/json"
 
 
-def _set_request(entry: bodies.StateEntry, defaults: Mapping[str, str]) -> SetRequest:
+def _set_request(store_name: str, entry: bodies.StateEntry, defaults: Mapping[str, str]) -> SetRequest:
     metadata = {**defaults, **entry.metadata}
     return SetRequest(
         key=entry.key,
-        value=entry.stored_value(),
+        value=json_value(store_name, entry.key, entry.value),
         etag=entry.etag or None,
         concurrency=parse_concurrency(entry.options.concurrency),
-        ttl_seconds=parse_ttl(metadata),
+        ttl_seconds=parse_ttl(metadata, entry.key),
         content_type=metadata.get("contentType") or _JSON,
     )
 
@@ -40,27 +40,39 @@ def _delete_request(entry: bodies.StateEntry) -> DeleteRequest:
     return DeleteRequest(entry.key, entry.etag or None, parse_concurrency(entry.options.concurrency))
 
 
-def _bulk_data(value: bytes) -> Any:
-    """A stored value as bulk get shows it: parsed JSON; text or base64 when saved raw over gRPC."""
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _bulk_data(value: bytes) -> bytes:
+    """A stored value as bulk get shows it, as JSON text: the value itself when it is JSON
+    (sent as stored, not parsed and written again); text or base64 when saved raw over gRPC."""
     try:
-        return json.loads(value)
+        text = value.decode()
     except UnicodeDecodeError:
-        return base64.b64encode(value).decode()
+        return json.dumps(base64.b64encode(value).decode()).encode()
+    try:
+        json.loads(text, parse_constant=_not_json)
     except ValueError:
-        return value.decode()
+        return json.dumps(text, ensure_ascii=False).encode()
+    return value
 
 
-def _bulk_item(result: BulkItem) -> dict[str, Any]:
-    item: dict[str, Any] = {"key": result.key}
+def _bulk_item(result: BulkItem) -> list[bytes]:
+    """One item of the answer as pieces of JSON text (key, data, etag, metadata, error, as
+    Dapr orders them); a value is one piece, never copied."""
+    pieces = [json.dumps({"key": result.key}).encode()[:-1]]
+    rest: dict[str, Any] = {}
     if result.item is not None:
-        item["data"] = _bulk_data(result.item.value)
+        pieces += [b', "data": ', _bulk_data(result.item.value)]
         if result.item.etag:
-            item["etag"] = result.item.etag
+            rest["etag"] = result.item.etag
         if result.item.metadata:
-            item["metadata"] = result.item.metadata
+            rest["metadata"] = result.item.metadata
     if result.error:
-        item["error"] = result.error
-    return item
+        rest["error"] = result.error
+    pieces.append(b", " + json.dumps(rest).encode()[1:] if rest else b"}")
+    return pieces
 
 
 class DaprHttpApi:
@@ -131,7 +143,8 @@ class DaprHttpApi:
     async def save_state(self, request: web.Request) -> web.Response:
         entries = bodies.parse(bodies.SAVE_STATE, await request.read(), "a JSON array of state items")
         defaults = query_metadata(request)
-        await self.state.save(request.match_info["storeName"], [_set_request(e, defaults) for e in entries])
+        store_name = request.match_info["storeName"]
+        await self.state.save(store_name, [_set_request(store_name, e, defaults) for e in entries])
         return no_content()
 
     async def delete_state(self, request: web.Request) -> web.Response:
@@ -146,13 +159,22 @@ class DaprHttpApi:
     async def get_bulk_state(self, request: web.Request) -> web.Response:
         body = bodies.parse(bodies.BULK_GET, await request.read(), '{"keys": [...]}')
         results = await self.state.bulk_get(request.match_info["storeName"], body.keys)
-        return web.json_response([_bulk_item(r) for r in results])
+        pieces = [b"["]
+        for index, result in enumerate(results):
+            if index:
+                pieces.append(b", ")
+                if index % CHUNK == 0:
+                    await asyncio.sleep(0)  # a long answer is built without holding up other calls
+            pieces += _bulk_item(result)
+        pieces.append(b"]")
+        return web.Response(body=b"".join(pieces), content_type=_JSON)
 
     async def execute_state_transaction(self, request: web.Request) -> web.Response:
         body = bodies.parse(bodies.TRANSACTION, await request.read(), '{"operations": [...]}')
         items = ((op.operation, op.request) for op in body.operations)
+        store_name = request.match_info["storeName"]
         await self.state.transact(
-            request.match_info["storeName"], operations(items, lambda e: _set_request(e, {}), _delete_request)
+            store_name, operations(items, lambda e: _set_request(store_name, e, {}), _delete_request)
         )
         return no_content()
 

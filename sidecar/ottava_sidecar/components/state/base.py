@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
+from ottava_sidecar import limits
 from ottava_sidecar.components.base import ComponentInstance
-from ottava_sidecar.components.errors import NotSupportedError
+from ottava_sidecar.components.errors import ComponentError, NotSupportedError
 from ottava_sidecar.components.keys import KeyPrefixer, KeyPrefixMetadata, prefix_for
 
 
@@ -55,6 +56,24 @@ class DeleteRequest:
 Operation = SetRequest | DeleteRequest
 
 
+class InvalidOperationError(ComponentError):
+    """An operation no store can carry out (a TTL out of range); nothing was written."""
+
+
+def check_operations(operations: Sequence[Operation]) -> None:
+    """Refuse the whole write, before touching the backend, when any operation is out of range.
+
+    The API layer checks the same with messages that name the app's key; this guard keeps
+    each store's own promise (all or nothing, no item it cannot read back) for any caller.
+    """
+    for op in operations:
+        ttl = op.ttl_seconds if isinstance(op, SetRequest) else None
+        if ttl is not None and not -1 <= ttl <= limits.MAX_TTL_SECONDS:
+            raise InvalidOperationError(
+                f"ttl of {ttl} seconds for key {op.key!r} is out of range (-1 to {limits.MAX_TTL_SECONDS})"
+            )
+
+
 class StateMetadata(KeyPrefixMetadata):
     pass
 
@@ -73,6 +92,7 @@ class StateStore(ComponentInstance[StateSettingsT]):
         raise NotImplementedError
 
     async def bulk_get(self, keys: Sequence[str]) -> list[StateItem | None]:
+        """The items in the order of `keys`; the API calls it with a bounded number of keys."""
         return [await self.get(key) for key in keys]
 
     async def set(self, request: SetRequest) -> None:
@@ -82,5 +102,5 @@ class StateStore(ComponentInstance[StateSettingsT]):
         raise NotImplementedError
 
     async def transact(self, operations: Sequence[Operation]) -> None:
-        """Apply all operations or none."""
+        """Apply all operations or none: a failure of any (ETag, range, backend) writes nothing."""
         raise NotSupportedError(f"state store {self.name} does not support transactions")

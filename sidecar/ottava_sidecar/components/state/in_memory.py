@@ -1,7 +1,10 @@
 """`state.in-memory`: a process-local store with the full contract (ETag, TTL, transactions).
 
 Everything runs on the event loop without awaiting in the middle of an update, so each
-call (and each transaction) is atomic without locks.
+call (and each transaction) is atomic without locks. A write builds every new entry
+before it changes any, so an operation that cannot be carried out leaves nothing
+behind. Bulk reads hand the event loop back every `CHUNK` keys, so one large read
+does not stall every other call of the sidecar.
 """
 
 import asyncio
@@ -9,7 +12,6 @@ import contextlib
 import itertools
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -26,7 +28,11 @@ from ottava_sidecar.components.state.base import (
     StateItem,
     StateMetadata,
     StateStore,
+    check_operations,
 )
+
+# Keys read between two returns to the event loop: about a millisecond of work.
+CHUNK = 1000
 
 
 class InMemoryStateMetadata(StateMetadata):
@@ -38,13 +44,10 @@ class InMemoryStateMetadata(StateMetadata):
     )
 
 
-@dataclass(slots=True)
-class _Entry:
-    value: bytes
-    etag: int
-    content_type: str
-    expires_at: float | None  # time.monotonic() deadline
-    expires_wall: str | None  # the same instant, for the ttlExpireTime metadata
+# value, etag, content type, time.monotonic() deadline, the same instant as wall-clock
+# text (for the ttlExpireTime metadata). A plain tuple of plain values, which the garbage
+# collector stops tracking: a store of many items does not lengthen every collection.
+_Entry = tuple[bytes, int, str, float | None, str | None]
 
 
 @register("state.in-memory", InMemoryStateMetadata)
@@ -70,33 +73,47 @@ class InMemoryStateStore(StateStore[InMemoryStateMetadata]):
         self._items.clear()
 
     async def get(self, key: str) -> StateItem | None:
+        return self._item(key)
+
+    async def bulk_get(self, keys: Sequence[str]) -> list[StateItem | None]:
+        items: list[StateItem | None] = []
+        for start in range(0, len(keys), CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            items += [self._item(key) for key in keys[start : start + CHUNK]]
+        return items
+
+    async def set(self, request: SetRequest) -> None:
+        await self.transact([request])
+
+    async def delete(self, request: DeleteRequest) -> None:
+        await self.transact([request])
+
+    async def transact(self, operations: Sequence[Operation]) -> None:
+        # Check every precondition and build every new entry before changing anything,
+        # with no await in between: all or nothing, and no other call sees half of it.
+        check_operations(operations)
+        for op in operations:
+            self._check(op.key, op.etag, op.concurrency)
+        new = [self._entry(op) if isinstance(op, SetRequest) else None for op in operations]
+        for op, entry in zip(operations, new, strict=True):
+            if entry is None:
+                self._items.pop(op.key, None)
+            else:
+                value, _, content_type, expires_at, expires_wall = entry
+                self._items[op.key] = (value, next(self._etags), content_type, expires_at, expires_wall)
+
+    def _item(self, key: str) -> StateItem | None:
         entry = self._live(key)
         if entry is None:
             return None
-        metadata = {"ttlExpireTime": entry.expires_wall} if entry.expires_wall else {}
-        return StateItem(key, entry.value, str(entry.etag), entry.content_type, metadata)
-
-    async def set(self, request: SetRequest) -> None:
-        self._check(request.key, request.etag, request.concurrency)
-        self._apply_set(request)
-
-    async def delete(self, request: DeleteRequest) -> None:
-        self._check(request.key, request.etag, request.concurrency)
-        self._items.pop(request.key, None)
-
-    async def transact(self, operations: Sequence[Operation]) -> None:
-        # Check every precondition before changing anything: all or nothing.
-        for op in operations:
-            self._check(op.key, op.etag, op.concurrency)
-        for op in operations:
-            if isinstance(op, SetRequest):
-                self._apply_set(op)
-            else:
-                self._items.pop(op.key, None)
+        value, etag, content_type, _, expires_wall = entry
+        metadata = {"ttlExpireTime": expires_wall} if expires_wall else {}
+        return StateItem(key, value, str(etag), content_type, metadata)
 
     def _live(self, key: str) -> _Entry | None:
         entry = self._items.get(key)
-        if entry is not None and entry.expires_at is not None and entry.expires_at <= time.monotonic():
+        if entry is not None and entry[3] is not None and entry[3] <= time.monotonic():
             del self._items[key]
             return None
         return entry
@@ -108,25 +125,25 @@ class InMemoryStateStore(StateStore[InMemoryStateMetadata]):
                 raise ETagInvalidError(f"etag {etag!r} is not one this store issued")
             if entry is None:
                 raise ETagMismatchError("the item does not exist and an etag was passed")
-            if str(entry.etag) != etag:
+            if str(entry[1]) != etag:
                 raise ETagMismatchError(f"etag {etag!r} does not match the stored one")
         elif concurrency is Concurrency.FIRST_WRITE and entry is not None:
             raise ETagMismatchError("the item already exists and no etag was passed")
 
-    def _apply_set(self, request: SetRequest) -> None:
+    @staticmethod
+    def _entry(request: SetRequest) -> _Entry:
+        """The entry a set would store, its ETag still to be drawn."""
         expires_at = expires_wall = None
         if request.ttl_seconds is not None and request.ttl_seconds >= 0:
             expires_at = time.monotonic() + request.ttl_seconds
             wall = datetime.fromtimestamp(time.time() + request.ttl_seconds, UTC)
             expires_wall = wall.isoformat(timespec="seconds").replace("+00:00", "Z")
-        self._items[request.key] = _Entry(
-            request.value, next(self._etags), request.content_type, expires_at, expires_wall
-        )
+        return (request.value, 0, request.content_type, expires_at, expires_wall)
 
     async def _purge_expired(self) -> None:
         while True:
             await asyncio.sleep(self.settings.cleanup_interval_seconds)
             now = time.monotonic()
-            expired = [k for k, e in self._items.items() if e.expires_at is not None and e.expires_at <= now]
+            expired = [k for k, e in self._items.items() if e[3] is not None and e[3] <= now]
             for key in expired:
                 del self._items[key]

@@ -30,6 +30,7 @@ from ottava_sidecar.components.state.base import (
     StateItem,
     StateMetadata,
     StateStore,
+    check_operations,
 )
 
 if TYPE_CHECKING:
@@ -116,12 +117,15 @@ class PostgresStateStore(StateStore[PostgresStateMetadata]):
         return [found.get(key) for key in keys]
 
     async def set(self, request: SetRequest) -> None:
+        check_operations([request])
         await self.db.run(f"saving {request.key!r}", lambda c: self._apply(c, request))
 
     async def delete(self, request: DeleteRequest) -> None:
         await self.db.run(f"deleting {request.key!r}", lambda c: self._apply(c, request))
 
     async def transact(self, operations: Sequence[Operation]) -> None:
+        check_operations(operations)
+
         async def work(connection: "PoolConnectionProxy") -> None:
             async with connection.transaction():
                 for op in operations:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar
 
+from ottava_sidecar import limits
 from ottava_sidecar.components.backends.redis import RedisConnection, RedisMetadata
 from ottava_sidecar.components.errors import ETagInvalidError, ETagMismatchError
 from ottava_sidecar.components.registration import register
@@ -18,11 +19,13 @@ from ottava_sidecar.components.state.base import (
     Concurrency,
     DeleteRequest,
     Feature,
+    InvalidOperationError,
     Operation,
     SetRequest,
     StateItem,
     StateMetadata,
     StateStore,
+    check_operations,
 )
 
 if TYPE_CHECKING:
@@ -30,12 +33,25 @@ if TYPE_CHECKING:
 
 # ARGV holds 6 values per operation: kind ("set"/"del"), etag ("" = none), first-write
 # ("1"/"0"), value, ttl seconds ("" = never expires), content type.
+# Redis does not roll back a script that fails half-way, so the script first checks
+# everything that could make a write fail (ETags, the stored version a write increments,
+# the TTL, a key of another type: HGET fails on it) and only then writes; a write that
+# cannot be carried out writes nothing.
 _STRIDE = 6
-_WRITE = """
+_WRITE = (
+    """
 for i = 1, #KEYS do
   local base = (i - 1) * 6
-  local etag, first_write = ARGV[base + 2], ARGV[base + 3]
+  local etag, first_write, ttl = ARGV[base + 2], ARGV[base + 3], ARGV[base + 5]
   local version = redis.call('HGET', KEYS[i], 'version')
+  if version and not (string.match(version, '^%d+$') and #version <= 18) then
+    return {'invalid', KEYS[i], 'the stored version ' .. version .. ' is not an ETag this store issued'}
+  end
+  if ttl ~= '' and not (string.match(ttl, '^%d+$') and #ttl <= 10 and tonumber(ttl) <= """
+    + str(limits.MAX_TTL_SECONDS)
+    + """) then
+    return {'invalid', KEYS[i], 'ttl ' .. ttl .. ' is out of range'}
+  end
   if etag ~= '' then
     if not version then return {'mismatch', KEYS[i], 'the item does not exist and an etag was passed'} end
     if version ~= etag then return {'mismatch', KEYS[i], 'etag ' .. etag .. ' does not match the stored one'} end
@@ -56,6 +72,7 @@ for i = 1, #KEYS do
 end
 return {'ok'}
 """
+)
 
 
 class RedisStateMetadata(StateMetadata, RedisMetadata):
@@ -97,7 +114,8 @@ class RedisStateStore(StateStore[RedisStateMetadata]):
             if version is None:
                 items.append(None)
                 continue
-            metadata = {"ttlExpireTime": _wall(now + pttl / 1000)} if pttl > 0 else {}
+            expires = _wall(now + pttl / 1000) if pttl > 0 else None
+            metadata = {"ttlExpireTime": expires} if expires else {}
             items.append(StateItem(key, data or b"", version.decode(), (content_type or b"").decode(), metadata))
         return items
 
@@ -110,6 +128,7 @@ class RedisStateStore(StateStore[RedisStateMetadata]):
     async def transact(self, operations: Sequence[Operation]) -> None:
         if not operations:
             return
+        check_operations(operations)
         keys: list[str] = []
         args: list[bytes | str] = []
         for op in operations:
@@ -127,7 +146,13 @@ class RedisStateStore(StateStore[RedisStateMetadata]):
             reply = await self._write(keys=keys, args=args)
         if reply[0] == b"mismatch":
             raise ETagMismatchError(f"{reply[2].decode()} (key {reply[1].decode()!r})")
+        if reply[0] == b"invalid":
+            raise InvalidOperationError(f"{reply[2].decode()} (key {reply[1].decode()!r}); nothing was written")
 
 
-def _wall(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def _wall(epoch: float) -> str | None:
+    """The expiry as Dapr shows it; None past year 9999 (a TTL stored before TTLs were checked)."""
+    try:
+        return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):
+        return None

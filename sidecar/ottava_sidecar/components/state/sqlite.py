@@ -31,6 +31,7 @@ from ottava_sidecar.components.state.base import (
     StateItem,
     StateMetadata,
     StateStore,
+    check_operations,
 )
 
 if TYPE_CHECKING:
@@ -134,7 +135,8 @@ class SqliteStateStore(StateStore[SqliteStateMetadata]):
                     (key, now),
                 )
                 for value, content_type, etag, expires_at in rows:
-                    metadata = {"ttlExpireTime": _wall(expires_at)} if expires_at is not None else {}
+                    expires = _wall(expires_at) if expires_at is not None else None
+                    metadata = {"ttlExpireTime": expires} if expires else {}
                     found[key] = StateItem(key, bytes(value), str(etag), content_type, metadata)
         return [found.get(key) for key in keys]
 
@@ -145,6 +147,8 @@ class SqliteStateStore(StateStore[SqliteStateMetadata]):
         await self.transact([request])
 
     async def transact(self, operations: Sequence[Operation]) -> None:
+        # One BEGIN IMMEDIATE ... COMMIT; any failure rolls every operation back.
+        check_operations(operations)
         etags = [_etag(op.etag) for op in operations]
         async with self._session(f"writing {len(operations)} key(s)", write=True) as db:
             now = time.time()
@@ -187,5 +191,9 @@ def _etag(etag: str | None) -> int | None:
     return int(etag)
 
 
-def _wall(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def _wall(epoch: float) -> str | None:
+    """The expiry as Dapr shows it; None past year 9999 (a TTL stored before TTLs were checked)."""
+    try:
+        return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):
+        return None
