@@ -21,6 +21,7 @@ from ottava_sidecar.api.http import build_api_app, build_metrics_app
 from ottava_sidecar.api.metadata import AppConnectionProperties, MetadataApi
 from ottava_sidecar.components.configuration.base import ConfigurationItem
 from ottava_sidecar.components.registry import Registry
+from ottava_sidecar.limits import Limits
 from ottava_sidecar.resources.models import Component
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -75,10 +76,12 @@ class Sidecar:
 
 
 @asynccontextmanager
-async def sidecar_on(registry: Registry, api_token: str | None = None) -> AsyncIterator[Sidecar]:
+async def sidecar_on(
+    registry: Registry, api_token: str | None = None, limits: Limits | None = None
+) -> AsyncIterator[Sidecar]:
     shutdown_requested = asyncio.Event()
     metadata = MetadataApi(registry, "standalone", AppConnectionProperties(port=8080), shutdown_requested.set)
-    apis = Apis.create(registry, metadata)
+    apis = Apis.create(registry, metadata, limits=limits)
     async with serving(build_api_app(apis, api_token=api_token)) as http:
         yield Sidecar(http, apis, shutdown_requested)
 
