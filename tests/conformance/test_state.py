@@ -332,6 +332,29 @@ async def test_a_bulk_save_with_one_bad_item_writes_none(api: StateApi) -> None:
     assert await _values(api, first, bad, last) == [None, None, None]
 
 
+async def test_a_bulk_save_or_delete_with_a_conflict_writes_none(api: StateApi) -> None:
+    new, old = unique("new"), unique("old")
+    await api.save("statestore", [SetRequest(old, b"old")])
+    first = await api.get("statestore", old)
+    assert first is not None and first.etag
+    await api.save("statestore", [SetRequest(old, b"newer")])  # the first ETag is stale now
+    with pytest.raises(ApiError) as refused:
+        await api.save("statestore", [SetRequest(new, b"n"), SetRequest(old, b"x", etag=first.etag)])
+    assert refused.value.code is grpc.StatusCode.ABORTED and "one of 2 items" in refused.value.message
+    assert await _values(api, new, old) == [None, b"newer"]
+    with pytest.raises(ApiError) as refused:
+        await api.save(
+            "statestore", [SetRequest(new, b"n"), SetRequest(old, b"x", concurrency=Concurrency.FIRST_WRITE)]
+        )
+    assert refused.value.code is grpc.StatusCode.ABORTED
+    assert await _values(api, new, old) == [None, b"newer"]
+    await api.save("statestore", [SetRequest(new, b"n")])
+    with pytest.raises(ApiError) as refused:
+        await api.delete("statestore", [DeleteRequest(new), DeleteRequest(old, etag=first.etag)])
+    assert refused.value.code is grpc.StatusCode.ABORTED
+    assert await _values(api, new, old) == [b"n", b"newer"]
+
+
 async def test_ttl_minus_one_never_expires_and_zero_expires_at_once(api: StateApi) -> None:
     forever, gone = unique("forever"), unique("gone")
     await api.save("statestore", [SetRequest(forever, b"f", ttl_seconds=-1), SetRequest(gone, b"g", ttl_seconds=0)])

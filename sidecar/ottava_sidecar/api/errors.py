@@ -4,9 +4,22 @@ import grpc
 
 from ottava_sidecar.components.registry import LookupFailure
 
+# A gRPC status message travels in a trailer that clients cap at 16 KiB, percent-encoded
+# (up to 12 bytes per character): a message naming a 20 KB key would make the client see
+# RESOURCE_EXHAUSTED "Stream removed" instead of the error. Longer messages are cut here.
+MAX_MESSAGE_CHARACTERS = 1024
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARACTERS:
+        return message
+    cut = len(message) - MAX_MESSAGE_CHARACTERS
+    return f"{message[:MAX_MESSAGE_CHARACTERS]}… ({cut} more characters)"
+
 
 class ApiError(Exception):
     def __init__(self, code: grpc.StatusCode, message: str, *, http_status: int, error_code: str) -> None:
+        message = _bounded(message)
         super().__init__(message)
         self.code = code
         self.message = message

@@ -240,27 +240,46 @@ class StateApi:
         return found
 
     async def save(self, store_name: str, requests: Sequence[SetRequest]) -> None:
-        """Not a transaction (as Dapr's bulk save), but no item is written unless every item is valid."""
+        """All or nothing: several items are written as one transaction where the store has them.
+
+        Dapr's bulk save goes item by item, so a conflict on the second item leaves the
+        first written behind an error; here the client's error means nothing was written.
+        """
         store = self.store(store_name)
         app_keys = self._check(store, requests)
+        if len(requests) > 1 and await self._at_once(store, "saving", requests):
+            return
         for index, (app_key, request) in enumerate(zip(app_keys, requests, strict=True)):
             if index and index % CHUNK == 0:
                 await asyncio.sleep(0)
             try:
                 await store.set(request)
             except ComponentError as err:
-                raise _write_error(store, "saving", app_key, err) from None
+                raise _write_error(store, "saving", f"key {app_key}", err) from None
 
     async def delete(self, store_name: str, requests: Sequence[DeleteRequest]) -> None:
+        """All or nothing, as `save`."""
         store = self.store(store_name)
         app_keys = self._check(store, requests)
+        if len(requests) > 1 and await self._at_once(store, "deleting", requests):
+            return
         for index, (app_key, request) in enumerate(zip(app_keys, requests, strict=True)):
             if index and index % CHUNK == 0:
                 await asyncio.sleep(0)
             try:
                 await store.delete(request)
             except ComponentError as err:
-                raise _write_error(store, "deleting", app_key, err) from None
+                raise _write_error(store, "deleting", f"key {app_key}", err) from None
+
+    async def _at_once(self, store: StateStore[Any], verb: str, operations: Sequence[Operation]) -> bool:
+        """Apply checked operations in one transaction; False when the store has no transactions."""
+        try:
+            await store.transact(list(operations))
+        except NotSupportedError:
+            return False
+        except ComponentError as err:
+            raise _write_error(store, verb, f"one of {len(operations)} items", err) from None
+        return True
 
     async def transact(self, store_name: str, operations: Sequence[Operation]) -> None:
         store = self.store(store_name)
@@ -288,9 +307,9 @@ def _answer_bytes(key: str, item: StateItem | None) -> int:
     return size
 
 
-def _write_error(store: StateStore[Any], verb: str, key: str, err: ComponentError) -> errors.ApiError:
+def _write_error(store: StateStore[Any], verb: str, what: str, err: ComponentError) -> errors.ApiError:
     """Dapr's mapping: ETag mismatch → ABORTED (HTTP 409), invalid ETag → INVALID_ARGUMENT."""
-    where = f"key {key} in state store {store.name}" if key else f"state store {store.name}"
+    where = f"{what} in state store {store.name}" if what else f"state store {store.name}"
     message = f"failed {verb} {where}: {err}"
     code = {"saving": "ERR_STATE_SAVE", "deleting": "ERR_STATE_DELETE"}.get(verb, "ERR_STATE_TRANSACTION")
     if isinstance(err, ETagMismatchError):

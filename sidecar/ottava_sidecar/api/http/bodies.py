@@ -8,7 +8,7 @@ strings (an ETag, a metadata value) are accepted as their text.
 import math
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, Strict, TypeAdapter, ValidationError
 
 from ottava_sidecar.api import errors
 
@@ -30,6 +30,9 @@ def _finite_numbers(metadata: Any) -> Any:
 
 
 Metadata = Annotated[dict[str, str], BeforeValidator(_finite_numbers)]
+# A key is a JSON string, as in Dapr (whose decoder refuses a number there): the text
+# coercion above would turn 5 into "5" and NaN into "nan", a key the client never named.
+Key = Annotated[str, Strict()]
 
 
 class StateOptions(_RequestBody):
@@ -38,7 +41,7 @@ class StateOptions(_RequestBody):
 
 
 class StateEntry(_RequestBody):
-    key: str
+    key: Key
     value: JsonValue = None
     etag: str | None = None
     options: StateOptions = Field(default_factory=StateOptions)
@@ -46,7 +49,7 @@ class StateEntry(_RequestBody):
 
 
 class BulkGet(_RequestBody):
-    keys: list[str]
+    keys: list[Key]
     parallelism: int = Field(default=0, ge=0)  # accepted for compatibility; the store decides
 
 

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ottava_sidecar.api import errors
 from ottava_sidecar.api.apis import Apis
-from ottava_sidecar.api.http import bodies
+from ottava_sidecar.api.http import bodies, routing
 from ottava_sidecar.api.http.routing import METADATA_PREFIX, Route, no_content, query_metadata
 from ottava_sidecar.api.state import CHUNK, BulkItem, json_value, operations, parse_concurrency, parse_ttl
 from ottava_sidecar.components.state.base import DeleteRequest, SetRequest
@@ -90,8 +90,8 @@ class DaprHttpApi:
             Route("POST", f"{state}/bulk", self.get_bulk_state, "state", "GetBulkState"),
             Route("POST", f"{state}/transaction", self.execute_state_transaction, "state", "ExecuteStateTransaction"),
             Route("POST", state, self.save_state, "state", "SaveState"),
-            Route("GET", state + "/{key:.+}", self.get_state, "state", "GetState"),
-            Route("DELETE", state + "/{key:.+}", self.delete_state, "state", "DeleteState"),
+            Route("GET", state + f"/{{key:{routing.ANY_TEXT}}}", self.get_state, "state", "GetState"),
+            Route("DELETE", state + f"/{{key:{routing.ANY_TEXT}}}", self.delete_state, "state", "DeleteState"),
             *(
                 route
                 for version in ("v1.0", "v1.0-alpha1")

@@ -11,6 +11,7 @@ import json
 from aiohttp import web
 from multidict import CIMultiDict
 
+from ottava_sidecar.api.http import routing
 from ottava_sidecar.api.http.routing import Route
 from ottava_sidecar.api.invocation import InvocationApi, forwarded_headers
 from ottava_sidecar.appchannel.http import HOP_BY_HOP
@@ -24,7 +25,15 @@ class InvokeHttpApi:
         self.invocation = invocation
 
     def routes(self) -> list[Route]:
-        return [Route("*", "/v1.0/invoke/{appId}/method/{method:.*}", self.invoke, "invocation", "InvokeService")]
+        return [
+            Route(
+                "*",
+                f"/v1.0/invoke/{{appId}}/method/{{method:{routing.ANY_TEXT_OR_NONE}}}",
+                self.invoke,
+                "invocation",
+                "InvokeService",
+            )
+        ]
 
     async def invoke(self, request: web.Request) -> web.Response:
         app_id = request.match_info["appId"]

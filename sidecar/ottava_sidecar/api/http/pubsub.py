@@ -12,7 +12,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
-from ottava_sidecar.api.http import bodies
+from ottava_sidecar.api.http import bodies, routing
 from ottava_sidecar.api.http.routing import Route, query_metadata
 from ottava_sidecar.api.pubsub import MESSAGE_ID, BulkEntry, PubSubApi
 from ottava_sidecar.messaging.cloudevents import is_json_type
@@ -41,9 +41,21 @@ class PubSubHttpApi:
 
     def routes(self) -> list[Route]:
         return [
-            Route("POST", "/v1.0/publish/{pubsubname}/{topic:.+}", self.publish, "pubsub", "PublishEvent"),
+            Route(
+                "POST",
+                f"/v1.0/publish/{{pubsubname}}/{{topic:{routing.ANY_TEXT}}}",
+                self.publish,
+                "pubsub",
+                "PublishEvent",
+            ),
             *(
-                Route("POST", f"/{version}/publish/bulk/{{pubsubname}}/{{topic:.+}}", self.bulk, "pubsub", name)
+                Route(
+                    "POST",
+                    f"/{version}/publish/bulk/{{pubsubname}}/{{topic:{routing.ANY_TEXT}}}",
+                    self.bulk,
+                    "pubsub",
+                    name,
+                )
                 for version, name in (("v1.0-alpha1", "BulkPublishEventAlpha1"), ("v1.0", "BulkPublishEvent"))
             ),
         ]

@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# The pattern of a path variable that may hold any character, a newline included (a key
+# or topic saved over gRPC can have one; `.+` would answer 404 "no route" for it).
+ANY_TEXT = r"[\s\S]+"
+ANY_TEXT_OR_NONE = r"[\s\S]*"
+
 
 @dataclass(frozen=True)
 class Route:
