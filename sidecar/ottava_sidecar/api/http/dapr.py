@@ -159,15 +159,20 @@ class DaprHttpApi:
     async def get_bulk_state(self, request: web.Request) -> web.Response:
         body = bodies.parse(bodies.BULK_GET, await request.read(), '{"keys": [...]}')
         results = await self.state.bulk_get(request.match_info["storeName"], body.keys)
-        pieces = [b"["]
+        # Joined a chunk at a time, handing the loop back in between: one join of a
+        # 300k-item answer's two million pieces alone held the event loop for 80 ms.
+        chunks = [b"["]
+        pieces: list[bytes] = []
         for index, result in enumerate(results):
             if index:
                 pieces.append(b", ")
                 if index % CHUNK == 0:
-                    await asyncio.sleep(0)  # a long answer is built without holding up other calls
+                    chunks.append(b"".join(pieces))
+                    pieces = []
+                    await asyncio.sleep(0)
             pieces += _bulk_item(result)
-        pieces.append(b"]")
-        return web.Response(body=b"".join(pieces), content_type=_JSON)
+        chunks += [b"".join(pieces), b"]"]
+        return web.Response(body=b"".join(chunks), content_type=_JSON)
 
     async def execute_state_transaction(self, request: web.Request) -> web.Response:
         body = bodies.parse(bodies.TRANSACTION, await request.read(), '{"operations": [...]}')
