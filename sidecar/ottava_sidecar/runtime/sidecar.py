@@ -39,8 +39,10 @@ from ottava_sidecar.kube.client import KubeClient
 from ottava_sidecar.limits import Limits
 from ottava_sidecar.messaging.runtime import Messaging
 from ottava_sidecar.resources.models import Component
+from ottava_sidecar.runtime import memory
 from ottava_sidecar.runtime.kubernetes import KubernetesWiring
 from ottava_sidecar.runtime.loop_lag import LoopLagMonitor
+from ottava_sidecar.runtime.memory import MemoryTrimmer
 from ottava_sidecar.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -126,10 +128,12 @@ class Sidecar:
         self._metrics_runner: web.AppRunner | None = None
         self.settings = RuntimeSettings(self)
         self.loop_lag = LoopLagMonitor()
+        self.memory_trimmer = MemoryTrimmer()
 
     async def start(self) -> None:
         o = self.options
         self.loop_lag.start()
+        self.memory_trimmer.start()
         self.ports.grpc = self._grpc.bind(o.listen_address, o.grpc_port)
         await self._grpc.start()
         http_address = o.http_listen_address or o.listen_address
@@ -165,6 +169,7 @@ class Sidecar:
             log.error("cannot register app %s for service invocation: %s", o.app_id, err)
         if self.app_channel is not None:
             self._app_task = asyncio.create_task(self._connect_app(self.app_channel), name="connect-app")
+        memory.freeze_startup_objects()
 
     async def _connect_app(self, channel: appchannel.AppChannel) -> None:
         """Wait for the app to listen, then read its subscriptions and start delivering.
@@ -277,6 +282,7 @@ class Sidecar:
             await self.app_channel.close()
         await self.registry.close()
         await self.loop_lag.stop()
+        await self.memory_trimmer.stop()
 
 
 # What closing the components may take once the servers are drained: closing a backend

@@ -1,0 +1,101 @@
+"""Giving freed memory back to the system, so that RSS falls once abusive clients leave.
+
+Python frees the buffers of a closed stream or a dropped subscriber, but glibc's malloc
+keeps freed blocks of medium size (a 16 KiB event, a 100 KiB body) in its heap for
+reuse: the process's RSS stays at its peak long after the data is gone, and a pod's
+memory limit is measured in RSS. `malloc_trim(0)` hands the free pages back
+(MADV_DONTNEED on free chunks, not only the heap's top). It runs in a thread every few
+seconds: it takes malloc's lock, not Python's, so calls go on meanwhile. Before it, a
+full garbage collection frees what reference cycles still hold.
+
+And glibc raises its mmap threshold each time it frees a large mapped block, after which
+blocks up to that size (a 1 MiB value read in a bulk call) come from the heap and leave
+holes in it. A fixed threshold keeps every block of 128 KiB or more in a mapping of its
+own, returned whole when freed. Where the C library has neither call (musl, macOS), this
+does nothing.
+"""
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import gc
+import logging
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+INTERVAL_SECONDS = 5.0
+MMAP_THRESHOLD_BYTES = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    libc = _libc()
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is None:
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
+
+
+def fix_mmap_threshold() -> bool:
+    """Keep large blocks in mappings of their own; whether the C library took it."""
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is None:
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+
+
+def freeze_startup_objects() -> None:
+    """Leave what start-up built (modules, classes, components) out of later collections.
+
+    A full collection walks every tracked object: with start-up's few hundred thousand
+    among them, each took some 60 ms on this project's 2-core machine, during which no
+    call and no probe is answered; without them, about 12 ms. Start-up's garbage is
+    collected first.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+class MemoryTrimmer:
+    def __init__(self, interval: float = INTERVAL_SECONDS) -> None:
+        self.interval = interval
+        self._trim = _malloc_trim()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        fix_mmap_threshold()
+        if self._task is None and self._trim is not None:
+            self._task = asyncio.create_task(self._run(), name="memory-trim")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        assert self._trim is not None
+        while True:
+            await asyncio.sleep(self.interval)
+            # Garbage in reference cycles (an error's traceback holding a request's frame)
+            # waits for a full collection, which an idle process never triggers: collect
+            # it first, so that its memory is free to hand back.
+            gc.collect()
+            await asyncio.to_thread(self._trim)
