@@ -49,7 +49,7 @@ class Limits:
     max_bulk_response_bytes: int = 4 * MIB
     # Bytes queued for one subscriber that does not read (a configuration subscription,
     # a pub/sub stream): above it the subscriber is dropped with a status that says why.
-    subscriber_buffer_bytes: int = 16 * MIB
+    subscriber_buffer_bytes: int = 1 * MIB
 
     @classmethod
     def names(cls) -> list[str]:

@@ -44,7 +44,7 @@ class InMemoryPubSubMetadata(ComponentMetadata):
         description="Messages a subscription may hold unacknowledged; publishing beyond it is refused.",
     )
     max_pending_bytes: int = Field(
-        default=16 * limits.MIB,
+        default=1 * limits.MIB,
         ge=1,
         alias="maxPendingBytes",
         description="Bytes of message data a subscription may hold unacknowledged; publishing beyond it is "
