@@ -24,6 +24,7 @@ when either fails (or the sidecar died), 0 otherwise.
 import argparse
 import asyncio
 import contextlib
+import itertools
 import re
 import signal
 import subprocess
@@ -213,12 +214,15 @@ async def slow_subscriber(channel: grpc.aio.Channel, tally: Tally, topic: str) -
 
 
 async def bulk_reader(channel: grpc.aio.Channel, tally: Tally, repeat: int) -> None:
-    """GetBulkState of the big key, `repeat` times in one request, again and again."""
+    """GetBulkState of the big key, `repeat` times in one request, then 3 times (an answer
+    that fits the default limit), again and again: refused reads and large answers."""
     stub = dapr_pb2_grpc.DaprStub(channel)
-    request = state_pb2.GetBulkStateRequest(store_name="statestore", keys=[BIG_KEY] * repeat)
-    while True:
+    requests = [
+        state_pb2.GetBulkStateRequest(store_name="statestore", keys=[BIG_KEY] * n) for n in (repeat, min(repeat, 3))
+    ]
+    for n in itertools.count():
         try:
-            await stub.GetBulkState(request, timeout=60)
+            await stub.GetBulkState(requests[n % 2], timeout=60)
             tally.add("bulk-read", "ok")
         except grpc.aio.AioRpcError as err:
             tally.add("bulk-read", err.code().name)
