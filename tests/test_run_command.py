@@ -160,3 +160,16 @@ def test_an_app_that_ignores_sigterm_is_killed_after_the_grace(sidecars: Sidecar
     assert sidecar.stop(signal.SIGTERM) == 128 + signal.SIGKILL
     # The app's grace, then the sidecar's own bounded stop.
     assert time.monotonic() - started < 1 + 1 + 2 + 2
+
+
+def test_max_body_size_flag_bounds_what_the_apis_accept(sidecars: SidecarFactory) -> None:
+    sidecar = sidecars.start("--max-body-size", "64Ki")
+    item = [{"key": "big", "value": "x" * 100_000}]
+    response = httpx.post(f"{sidecar.http_url}/v1.0/state/statestore", json=item)
+    assert response.status_code == 413, response.text
+    assert response.json()["errorCode"] and "65536" in response.json()["message"]
+    assert (
+        httpx.post(f"{sidecar.http_url}/v1.0/state/statestore", json=[{"key": "small", "value": 1}]).status_code == 204
+    )
+    default = sidecars.start()
+    assert httpx.post(f"{default.http_url}/v1.0/state/statestore", json=item).status_code == 204
