@@ -105,18 +105,20 @@ async def test_a_ttl_out_of_range_is_400_naming_key_and_field(http: httpx.AsyncC
 
 
 async def test_the_ttls_dapr_accepts_still_work(http: httpx.AsyncClient) -> None:
-    forever, longest = unique("forever"), unique("longest")
+    forever, longest, signed = unique("forever"), unique("longest"), unique("signed")
     saved = await http.post(
         STATE,
         json=[
             {"key": forever, "value": 1, "metadata": {"ttlInSeconds": "-1"}},
             {"key": longest, "value": 2, "metadata": {"ttlInSeconds": "2147483647"}},
+            {"key": signed, "value": 3, "metadata": {"ttlInSeconds": "+7200"}},  # Go's ParseInt takes a sign
         ],
     )
     assert saved.status_code == 204, saved.text
     assert "metadata.ttlExpireTime" not in (await http.get(f"{STATE}/{forever}")).headers
     expires = (await http.get(f"{STATE}/{longest}")).headers["metadata.ttlExpireTime"]
     assert int(expires[:4]) >= time.gmtime().tm_year + 67
+    assert "metadata.ttlExpireTime" in (await http.get(f"{STATE}/{signed}")).headers
 
 
 async def test_a_transaction_whose_second_operation_is_bad_writes_nothing(http: httpx.AsyncClient) -> None:

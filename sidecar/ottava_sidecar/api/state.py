@@ -30,7 +30,8 @@ from ottava_sidecar.components.state.base import (
 )
 
 TTL_METADATA = "ttlInSeconds"
-_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,20}")
+# As Go's strconv.ParseInt reads it (Dapr's parser): an optional sign, then ASCII digits.
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]{1,20}")
 # Items written, or keys read, between two returns to the event loop, so one large
 # request never holds up every other call of the sidecar for long.
 CHUNK = 500
