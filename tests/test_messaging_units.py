@@ -75,6 +75,14 @@ def test_wrapping_json_text_and_binary() -> None:
     assert _unwrap(binary).data == b"\xff\x00"
 
 
+def test_a_json_payload_holding_nan_is_kept_as_text_so_the_event_stays_json() -> None:
+    envelope = cloudevents.wrap(
+        b'{"price": NaN}', "application/json", pubsub_name="p", topic="t", source="s", metadata={}
+    )
+    event = json.loads(envelope.data, parse_constant=lambda name: pytest.fail(f"{name} in the CloudEvent"))
+    assert event["data"] == '{"price": NaN}'
+
+
 def test_raw_payloads_and_existing_cloudevents_are_kept() -> None:
     raw = cloudevents.wrap(b"\x01", "", pubsub_name="p", topic="t", source="s", metadata={"rawPayload": "true"})
     assert raw.data == b"\x01" and raw.content_type == "application/octet-stream"

@@ -288,3 +288,10 @@ async def test_grpc_bulk_get_over_the_limit_is_resource_exhausted(channel: grpc.
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await runtime.GetBulkState(layotto.GetBulkStateRequest(store_name="statestore", keys=[key] * 200))
     assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity"])
+async def test_a_bulk_publish_of_an_event_that_is_not_finite_is_refused(http: httpx.AsyncClient, number: str) -> None:
+    body = f'[{{"entryId": "1", "event": {{"price": {number}}}, "contentType": "application/json"}}]'
+    response = await http.post("/v1.0-alpha1/publish/bulk/pubsub/orders", content=body)
+    assert_error(response, 400, "ERR_MALFORMED_REQUEST", "not JSON")

@@ -78,13 +78,18 @@ def wrap(
     return Envelope(json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode(), CONTENT_TYPE)
 
 
+def _not_json(constant: str) -> Any:
+    """NaN and Infinity are Python's, not JSON's: a payload holding them is kept as text."""
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _existing_event(data: bytes, content_type: str) -> dict[str, Any] | None:
     """The payload as a CloudEvent when it is one (declared, or JSON with `specversion`)."""
     declared = content_type.split(";", 1)[0].strip().lower() == CONTENT_TYPE
     if not declared and not is_json_type(content_type):
         return None
     try:
-        parsed = json.loads(data)
+        parsed = json.loads(data, parse_constant=_not_json)
     except ValueError:
         return None
     if isinstance(parsed, dict) and (declared or "specversion" in parsed):
@@ -95,7 +100,7 @@ def _existing_event(data: bytes, content_type: str) -> dict[str, Any] | None:
 def _data_attribute(data: bytes, content_type: str) -> dict[str, Any]:
     if is_json_type(content_type):
         try:
-            return {"data": json.loads(data)}
+            return {"data": json.loads(data, parse_constant=_not_json)}
         except ValueError:
             pass  # declared JSON but is not: keep it as text, as it came
     if not _is_binary_type(content_type):

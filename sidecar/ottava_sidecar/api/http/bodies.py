@@ -8,7 +8,17 @@ strings (an ETag, a metadata value) are accepted as their text.
 import math
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, Strict, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+)
 
 from ottava_sidecar.api import errors
 
@@ -30,6 +40,23 @@ def _finite_numbers(metadata: Any) -> Any:
 
 
 Metadata = Annotated[dict[str, str], BeforeValidator(_finite_numbers)]
+
+
+def _finite_json(value: JsonValue) -> JsonValue:
+    """NaN and Infinity anywhere in a JSON value: refused, since no client could read them back."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{item} is not JSON (numbers must be finite)")
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return value
+
+
+FiniteJson = Annotated[JsonValue, AfterValidator(_finite_json)]
 # A key is a JSON string, as in Dapr (whose decoder refuses a number there): the text
 # coercion above would turn 5 into "5" and NaN into "nan", a key the client never named.
 Key = Annotated[str, Strict()]

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ottava_sidecar.api.http import bodies, routing
 from ottava_sidecar.api.http.routing import Route, query_metadata
@@ -22,7 +22,7 @@ class _BulkEntry(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True, coerce_numbers_to_str=True)
 
     entry_id: str = Field(alias="entryId")
-    event: JsonValue = None
+    event: bodies.FiniteJson = None
     content_type: str = Field(default="", alias="contentType")
     metadata: dict[str, str] = Field(default_factory=dict)
 
