@@ -11,7 +11,7 @@ answer would exceed that limit, and reads each distinct key once.
 import asyncio
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -44,6 +44,7 @@ _FIRST_READ = 1
 _ITEM_OVERHEAD = 32
 
 Item = TypeVar("Item")  # a transaction operation's item, in the wire's own type
+W = TypeVar("W", SetRequest, DeleteRequest)  # a write of one item
 
 
 @dataclass(slots=True)
@@ -247,30 +248,27 @@ class StateApi:
         first written behind an error; here the client's error means nothing was written.
         """
         store = self.store(store_name)
-        app_keys = self._check(store, requests)
-        if len(requests) > 1 and await self._at_once(store, "saving", requests):
-            return
-        for index, (app_key, request) in enumerate(zip(app_keys, requests, strict=True)):
-            if index and index % CHUNK == 0:
-                await asyncio.sleep(0)
-            try:
-                await store.set(request)
-            except ComponentError as err:
-                raise _write_error(store, "saving", f"key {app_key}", err) from None
+        await self._write(store, "saving", requests, store.set)
 
     async def delete(self, store_name: str, requests: Sequence[DeleteRequest]) -> None:
         """All or nothing, as `save`."""
         store = self.store(store_name)
+        await self._write(store, "deleting", requests, store.delete)
+
+    async def _write(
+        self, store: StateStore[Any], verb: str, requests: Sequence[W], write: Callable[[W], Awaitable[object]]
+    ) -> None:
+        """Check every request, then apply them at once, or one by one where the store has no transactions."""
         app_keys = self._check(store, requests)
-        if len(requests) > 1 and await self._at_once(store, "deleting", requests):
+        if len(requests) > 1 and await self._at_once(store, verb, requests):
             return
         for index, (app_key, request) in enumerate(zip(app_keys, requests, strict=True)):
             if index and index % CHUNK == 0:
                 await asyncio.sleep(0)
             try:
-                await store.delete(request)
+                await write(request)
             except ComponentError as err:
-                raise _write_error(store, "deleting", f"key {app_key}", err) from None
+                raise _write_error(store, verb, f"key {app_key}", err) from None
 
     async def _at_once(self, store: StateStore[Any], verb: str, operations: Sequence[Operation]) -> bool:
         """Apply checked operations in one transaction; False when the store has no transactions."""
