@@ -7,11 +7,11 @@ sleeps `interval` seconds, and records how much later than asked it woke up
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 
 from ottava_sidecar import metrics
+from ottava_sidecar.runtime.background import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -20,23 +20,14 @@ INTERVAL_SECONDS = 0.5
 WARN_SECONDS = 1.0
 
 
-class LoopLagMonitor:
+class LoopLagMonitor(BackgroundTask):
+    name = "event-loop-lag"
+
     def __init__(self, interval: float = INTERVAL_SECONDS) -> None:
+        super().__init__()
         self.interval = interval
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._measure(), name="event-loop-lag")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _measure(self) -> None:
+    async def run(self) -> None:
         while True:
             asked = time.perf_counter()
             await asyncio.sleep(self.interval)

@@ -16,12 +16,13 @@ does nothing.
 """
 
 import asyncio
-import contextlib
 import ctypes
 import ctypes.util
 import gc
 import logging
 from collections.abc import Callable
+
+from ottava_sidecar.runtime.background import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -72,25 +73,20 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-class MemoryTrimmer:
+class MemoryTrimmer(BackgroundTask):
+    name = "memory-trim"
+
     def __init__(self, interval: float = INTERVAL_SECONDS) -> None:
+        super().__init__()
         self.interval = interval
         self._trim = _malloc_trim()
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         fix_mmap_threshold()
-        if self._task is None and self._trim is not None:
-            self._task = asyncio.create_task(self._run(), name="memory-trim")
+        if self._trim is not None:
+            super().start()
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         assert self._trim is not None
         while True:
             await asyncio.sleep(self.interval)
