@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from ottava_sidecar.components import catalogue
 from ottava_sidecar.components.base import ComponentInstance
+from ottava_sidecar.components.registry import Registry
+from ottava_sidecar.resources.models import Component
 
 from tests.conformance.backends import BACKENDS, Backend, Context
 from tests.servers.fixtures import *  # noqa: F403  (the session-scoped servers)
@@ -62,6 +64,21 @@ class Components:
 
     def metadata(self, **overrides: str) -> dict[str, str]:
         return {**self.backend.metadata(self.context), **overrides}
+
+    async def registry(self, name: str) -> Registry:
+        """A sidecar's registry that has loaded this type as the Component `name` (close it after)."""
+        manifest = {
+            "apiVersion": "ottava.io/v1alpha1",
+            "kind": "Component",
+            "metadata": {"name": name},
+            "spec": {
+                "type": self.type_name,
+                "metadata": [{"name": k, "value": v} for k, v in self.metadata().items()],
+            },
+        }
+        registry = Registry("app")
+        await registry.load([Component.model_validate(manifest)])
+        return registry
 
     async def create(self, *, app_id: str = "app", name: str = "store", **overrides: str) -> Any:
         """A new instance — as another sidecar, or the same one restarted, would have."""

@@ -11,8 +11,6 @@ from ottava_sidecar import limits
 from ottava_sidecar.api.errors import ApiError
 from ottava_sidecar.api.lock import LockApi
 from ottava_sidecar.components.lock.base import LockStore, UnlockStatus
-from ottava_sidecar.components.registry import Registry
-from ottava_sidecar.resources.models import Component
 
 from tests.conformance.conftest import Components, unique
 
@@ -91,17 +89,7 @@ async def test_resources_of_different_apps_are_isolated(components: Components) 
 @pytest.fixture
 async def api(components: Components) -> AsyncIterator[LockApi]:
     """The lock API of a sidecar whose `lockstore` is this type, on its real server."""
-    registry = Registry("app")
-    manifest = {
-        "apiVersion": "ottava.io/v1alpha1",
-        "kind": "Component",
-        "metadata": {"name": "lockstore"},
-        "spec": {
-            "type": components.type_name,
-            "metadata": [{"name": k, "value": v} for k, v in components.metadata().items()],
-        },
-    }
-    await registry.load([Component.model_validate(manifest)])
+    registry = await components.registry("lockstore")
     yield LockApi(registry)
     await registry.close()
 

@@ -17,9 +17,7 @@ from ottava_sidecar import limits
 from ottava_sidecar.api.errors import ApiError
 from ottava_sidecar.api.state import StateApi
 from ottava_sidecar.components.errors import ComponentError, ETagInvalidError, ETagMismatchError
-from ottava_sidecar.components.registry import Registry
 from ottava_sidecar.components.state.base import Concurrency, DeleteRequest, Feature, Operation, SetRequest, StateStore
-from ottava_sidecar.resources.models import Component
 
 from tests.conformance.conftest import Components, unique
 
@@ -288,17 +286,7 @@ async def test_the_longest_ttl_is_stored_and_reads_back(components: Components) 
 @pytest.fixture
 async def api(components: Components) -> AsyncIterator[StateApi]:
     """The state API of a sidecar whose `statestore` is this type, on its real server."""
-    registry = Registry("app")
-    manifest = {
-        "apiVersion": "ottava.io/v1alpha1",
-        "kind": "Component",
-        "metadata": {"name": "statestore"},
-        "spec": {
-            "type": components.type_name,
-            "metadata": [{"name": k, "value": v} for k, v in components.metadata().items()],
-        },
-    }
-    await registry.load([Component.model_validate(manifest)])
+    registry = await components.registry("statestore")
     yield StateApi(registry, max_bulk_response_bytes=2 * MIB)
     await registry.close()
 
