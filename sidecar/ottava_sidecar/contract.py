@@ -107,3 +107,18 @@ TOKEN_VOLUME: Final = "ottava-token"
 TOKEN_MOUNT_PATH: Final = "/var/run/secrets/ottava.io/serviceaccount"
 # The unprivileged user the sidecar image runs as ("restricted" Pod Security Standard).
 SIDECAR_UID: Final = 65532
+
+# Workload identity (DESIGN.md, "workload identity"): the operator's CA signs a sidecar's
+# certificate once the sidecar proves itself with a ServiceAccount token of this audience.
+IDENTITY_AUDIENCE: Final = "ottava.io/identity"
+IDENTITY_PORT: Final = 9445
+IDENTITY_SIGN_PATH: Final = "/v1/sign"
+DEFAULT_TRUST_DOMAIN: Final = "public"
+STANDALONE_NAMESPACE: Final = "default"
+# The injected sidecar's environment for it: where the operator signs, the name its
+# serving certificate carries, and the roots to trust (PEM), as Dapr injects its anchors.
+ENV_IDENTITY_ENDPOINT: Final = "OTTAVA_IDENTITY_ENDPOINT"
+ENV_IDENTITY_SERVER_NAME: Final = "OTTAVA_IDENTITY_SERVER_NAME"
+ENV_TRUST_ANCHORS: Final = "OTTAVA_TRUST_ANCHORS"
+# The audience-bound token sits beside the API token in the sidecar's projected volume.
+IDENTITY_TOKEN_FILE: Final = "identity-token"

@@ -255,6 +255,63 @@ class SecretsSpec(_Model):
     scopes: list[SecretScope] = Field(default_factory=list, description="Access rules, one entry per secret store.")
 
 
+_TRUST_DOMAIN = r"^[a-z0-9._-]{1,255}$"
+_POLICY_ACTION = Literal["allow", "deny"]
+
+
+class AppOperation(_Model):
+    """One operation of the callee app and what a caller may do with it."""
+
+    name: str = Field(
+        min_length=1,
+        description="Method path such as '/orders' or '/orders/*'; '*' matches one path segment and "
+        "'**' any number of them.",
+    )
+    http_verb: list[str] = Field(
+        default_factory=lambda: ["*"],
+        alias="httpVerb",
+        description="HTTP verbs this rule covers ('*' for all); calls made over gRPC have no verb and "
+        "match any rule of their operation.",
+    )
+    action: _POLICY_ACTION = Field(description="allow or deny.")
+
+
+class AppPolicy(_Model):
+    """What one calling app may do: its default, and rules per operation."""
+
+    app_id: str = Field(alias="appId", min_length=1, description="The calling app's id.")
+    default_action: _POLICY_ACTION | None = Field(
+        default=None,
+        alias="defaultAction",
+        description="For this caller's operations that no rule below names; unset means the global defaultAction.",
+    )
+    trust_domain: str = Field(
+        default="public",
+        alias="trustDomain",
+        pattern=_TRUST_DOMAIN,
+        description="The caller's trust domain.",
+    )
+    namespace: str = Field(default="default", min_length=1, description="The caller's namespace.")
+    operations: list[AppOperation] = Field(default_factory=list, description="Rules per operation, first match wins.")
+
+
+class AccessControl(_Model):
+    """Which apps may invoke this app, enforced by its sidecar on the caller's certified identity."""
+
+    default_action: _POLICY_ACTION = Field(
+        default="allow",
+        alias="defaultAction",
+        description="For callers that no policy names.",
+    )
+    trust_domain: str = Field(
+        default="public",
+        alias="trustDomain",
+        pattern=_TRUST_DOMAIN,
+        description="This app's trust domain, the first part of its SPIFFE ID.",
+    )
+    policies: list[AppPolicy] = Field(default_factory=list, description="One entry per calling app.")
+
+
 class ConfigurationSpec(_Model):
     """Runtime settings of the sidecars that name this Configuration (`ottava.io/config`)."""
 
@@ -267,6 +324,9 @@ class ConfigurationSpec(_Model):
     logging: LoggingSpec | None = Field(default=None, description="Logging of the sidecar.")
     features: list[FeatureSwitch] = Field(default_factory=list, description="Feature switches.")
     secrets: SecretsSpec | None = Field(default=None, description="Which secrets the app may read.")
+    access_control: AccessControl | None = Field(
+        default=None, alias="accessControl", description="Which apps may invoke this one, and which operations."
+    )
 
 
 class Configuration(_Model):

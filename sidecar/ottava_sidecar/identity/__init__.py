@@ -1,0 +1,6 @@
+"""Workload identity: SPIFFE IDs, the X.509 certificates that carry them, and where they come from.
+
+`spiffe` names a workload, `certs` makes and reads the certificates (the operator's CA and
+the standalone local CA both issue with it); the sidecar's current certificate, its
+renewal and the TLS credentials built from it live in `workload`.
+"""
