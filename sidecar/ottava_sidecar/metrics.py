@@ -61,6 +61,23 @@ INVOCATION_ENDPOINTS: Final = Gauge(
 )
 
 
+ACCESS_DENIALS: Final = Counter(
+    "ottava_access_control_denials_total",
+    "Service invocations this sidecar refused under its Configuration's accessControl, by caller app id and "
+    "what decided (operation, app-default, default, no-identity).",
+    ["caller_app_id", "decided_by"],
+)
+IDENTITY_CERT_EXPIRY: Final = Gauge(
+    "ottava_identity_certificate_expiry_timestamp_seconds",
+    "When the sidecar's workload certificate expires (Unix time); it is renewed well before.",
+)
+IDENTITY_RENEWALS: Final = Counter(
+    "ottava_identity_certificate_renewals_total",
+    "Workload certificates the sidecar obtained, by outcome (success, failure).",
+    ["outcome"],
+)
+
+
 class CallMetrics:
     """Counter and histogram children of one method, cached per status.
 

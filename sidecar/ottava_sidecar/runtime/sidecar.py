@@ -28,6 +28,7 @@ from ottava_sidecar.api.http.server import build_api_app
 from ottava_sidecar.api.metadata import AppConnectionProperties, MetadataApi
 from ottava_sidecar.components import health
 from ottava_sidecar.components.registry import Entry, Registry, SecretResolver, Status
+from ottava_sidecar.invocation.access_control import AccessPolicy
 from ottava_sidecar.invocation.filters import InvocationFilter
 from ottava_sidecar.invocation.internal import InternalServer
 from ottava_sidecar.invocation.invoker import Invoker
@@ -38,7 +39,7 @@ from ottava_sidecar.kube import client as kube_client
 from ottava_sidecar.kube.client import KubeClient
 from ottava_sidecar.limits import Limits
 from ottava_sidecar.messaging.runtime import Messaging
-from ottava_sidecar.resources.models import Component
+from ottava_sidecar.resources.models import Component, Configuration
 from ottava_sidecar.runtime import memory
 from ottava_sidecar.runtime.kubernetes import KubernetesWiring
 from ottava_sidecar.runtime.loop_lag import LoopLagMonitor
@@ -77,6 +78,9 @@ class Options:
     metrics_listen_address: str | None = None  # default: listen_address
     # What one client may cost the sidecar: body sizes, timeouts, concurrency, buffers.
     limits: Limits = field(default_factory=Limits)
+    # Standalone: the Configuration of `--config FILE`, applied at start (in a cluster the
+    # one named by `configuration_name` is read and followed instead).
+    configuration: Configuration | None = None
 
 
 @dataclass
@@ -119,6 +123,8 @@ class Sidecar:
             self.registry, self.metadata, messaging=self.messaging, invoker=self.invoker, limits=o.limits
         )
         self.ports = BoundPorts()
+        # Who may invoke this app: replaced whole by `settings.apply` when the Configuration changes.
+        self.access_policy = AccessPolicy()
         self._grpc = GrpcApiServer(self.apis, api_token=o.api_token, limits=o.limits)
         self._internal = InternalServer(o.app_id, lambda: self.app_channel, o.limits)
         self._runners: list[web.AppRunner] = []
@@ -159,6 +165,8 @@ class Sidecar:
             )
             self._wiring_task = asyncio.create_task(self.wiring.run(), name="kubernetes-wiring")
         else:
+            if o.configuration is not None:
+                self.settings.apply(o.configuration)
             resolver = SecretResolver(self.registry)
             await self.registry.load(self.components, resolver)
             self.registry.retry_down(resolver)  # a backend that comes up later is used then
