@@ -1,8 +1,10 @@
-"""Service invocation latency: A → A's sidecar → B's sidecar → B, beside A → B directly, in the same run.
+"""Service invocation latency: A → A's sidecar → B's sidecar → B, with and without mTLS, beside A → B directly.
 
-App B is a minimal aiohttp server (`echo_app.py`) under `ottava run`; app A is this
-process with one keep-alive HTTP client for both paths, so the difference is what the
-two sidecars add. Rounds alternate between the paths so that machine drift hits both.
+App B is a minimal aiohttp server (`echo_app.py`) under two `ottava run` sidecars, one
+pair talking mTLS between them (the default) and one with `--disable-mtls`; app A is
+this process with one keep-alive HTTP client for every path, so the differences are what
+the sidecars, and TLS between them, add. Rounds rotate the order of the paths so that
+machine drift hits them all.
 
     make bench
     python bench/invoke.py --calls 5000
@@ -41,43 +43,60 @@ def main() -> int:
     args = parser.parse_args()
 
     os.environ["OTTAVA_REGISTRY_DIR"] = tempfile.mkdtemp(prefix="ottava-bench-registry-")
+    os.environ["OTTAVA_CA_DIR"] = tempfile.mkdtemp(prefix="ottava-bench-ca-")
     ottava = str(Path(sys.executable).with_name("ottava"))
     ports = ["--grpc-port", "0", "--http-port", "0", "--metrics-port", "0", "--internal-grpc-port", "0"]
     app_port = free_port()
-    target = [ottava, "run", "--app-id", "bench-b", "--app-port", str(app_port), *ports]
-    target += ["--", sys.executable, str(HERE / "echo_app.py")]
-    caller = [ottava, "run", "--app-id", "bench-a", *ports]
-    print(f"bench: invocation, {args.calls} calls per path in {args.rounds} alternating rounds", flush=True)
+    app = ["--app-port", str(app_port), "--", sys.executable, str(HERE / "echo_app.py")]
+    plain_b = [ottava, "run", "--app-id", "bench-b-plain", "--disable-mtls", *ports, "--app-port", str(app_port)]
+    print(f"bench: invocation, {args.calls} calls per path in {args.rounds} rotating rounds", flush=True)
     pattern = r"grpc=\S+:(\d+) http=\S+:(\d+)"
-    with started(target, pattern) as b_ports, started(caller, pattern) as a_ports:
+    with (
+        started([ottava, "run", "--app-id", "bench-b", *ports, *app], pattern) as b_ports,
+        started([ottava, "run", "--app-id", "bench-a", *ports], pattern) as a_ports,
+        started(plain_b, pattern) as plain_b_ports,
+        started([ottava, "run", "--app-id", "bench-a-plain", "--disable-mtls", *ports], pattern) as plain_a_ports,
+    ):
         wait(lambda: ready(int(b_ports[2])), "app B behind its sidecar", 60)
-        direct = f"http://127.0.0.1:{app_port}/echo"
-        through = f"http://127.0.0.1:{a_ports[2]}/v1.0/invoke/bench-b/method/echo"
-        paths = {"A → B direct": direct, "A → sidecars → B": through}
-        latencies: dict[str, list[float]] = {name: [] for name in paths}
-        with httpx.Client() as client:
-            for url in paths.values():
-                measure(client, url, args.warmup, [])
-            per_round = max(1, args.calls // args.rounds)
-            for index in range(args.rounds):
-                order = list(paths) if index % 2 == 0 else list(reversed(paths))
-                for name in order:
-                    measure(client, paths[name], per_round, latencies[name])
+        wait(lambda: ready(int(plain_b_ports[2])), "app B behind its plaintext sidecar", 60)
+        paths = {
+            "A → B direct": f"http://127.0.0.1:{app_port}/echo",
+            "A → sidecars → B, mTLS": f"http://127.0.0.1:{a_ports[2]}/v1.0/invoke/bench-b/method/echo",
+            "A → sidecars → B, plaintext": f"http://127.0.0.1:{plain_a_ports[2]}/v1.0/invoke/bench-b-plain/method/echo",
+        }
+        latencies = run_rounds(paths, args.calls, args.rounds, args.warmup)
+    report(latencies)
+    return 0
 
+
+def run_rounds(paths: dict[str, str], calls: int, rounds: int, warmup: int) -> dict[str, list[float]]:
+    latencies: dict[str, list[float]] = {name: [] for name in paths}
+    with httpx.Client() as client:
+        for url in paths.values():
+            measure(client, url, warmup, [])
+        per_round = max(1, calls // rounds)
+        names = list(paths)
+        for index in range(rounds):
+            for name in names[index % len(names) :] + names[: index % len(names)]:
+                measure(client, paths[name], per_round, latencies[name])
+    return latencies
+
+
+def report(latencies: dict[str, list[float]]) -> None:
+    width = max(len(name) for name in latencies) + 2
     print()
-    print(f"{'invocation':<20}{'p50 µs':>10}{'p99 µs':>10}{'calls/s':>10}")
+    print(f"{'invocation':<{width}}{'p50 µs':>10}{'p99 µs':>10}{'calls/s':>10}{'p50 vs direct':>15}")
+    direct = latencies["A → B direct"]
     for name, values in latencies.items():
         print(
-            f"{name:<20}{percentile(values, 0.5) * 1e6:>10.0f}{percentile(values, 0.99) * 1e6:>10.0f}"
-            f"{len(values) / sum(values):>10.0f}"
+            f"{name:<{width}}{percentile(values, 0.5) * 1e6:>10.0f}{percentile(values, 0.99) * 1e6:>10.0f}"
+            f"{len(values) / sum(values):>10.0f}{percentile(values, 0.5) / percentile(direct, 0.5):>15.2f}"
         )
-    through_lat, direct_lat = latencies["A → sidecars → B"], latencies["A → B direct"]
+    secure, plain = latencies["A → sidecars → B, mTLS"], latencies["A → sidecars → B, plaintext"]
     print(
-        f"{'ratio':<20}{percentile(through_lat, 0.5) / percentile(direct_lat, 0.5):>10.2f}"
-        f"{percentile(through_lat, 0.99) / percentile(direct_lat, 0.99):>10.2f}"
-        f"{(len(direct_lat) / sum(direct_lat)) / (len(through_lat) / sum(through_lat)):>10.2f}"
+        f"mTLS / plaintext: p50 {percentile(secure, 0.5) / percentile(plain, 0.5):.2f}, "
+        f"p99 {percentile(secure, 0.99) / percentile(plain, 0.99):.2f}"
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ Each sidecar listens on ports the OS picks (`--grpc-port 0` …) and reports the
 ready line, so tests never race each other for fixed ports.
 """
 
+import atexit
 import os
 import re
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +28,12 @@ READY_LINE = re.compile(
 )
 START_TIMEOUT = 30.0
 OTTAVA = str(Path(sys.executable).with_name("ottava"))
+
+# Standalone sidecars make a local CA on first use in the user's config folder; the tests'
+# sidecars (in-process and `ottava run`, which inherit this) share one of their own instead.
+if "OTTAVA_CA_DIR" not in os.environ:
+    os.environ["OTTAVA_CA_DIR"] = tempfile.mkdtemp(prefix="ottava-tests-ca-")
+    atexit.register(shutil.rmtree, os.environ["OTTAVA_CA_DIR"], True)
 
 
 @dataclass

@@ -73,10 +73,12 @@ def start_with_app(
     events_file: Path,
     registry_dir: Path,
     args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> SidecarProcess:
     """`ottava run --app-id ID --app-port P --app-protocol PROTO -- python apps/SCRIPT`, as users run an app."""
     command = ["--", sys.executable, str(APPS / script)] if script else []
     env = {
+        **(env or {}),
         "EVENTS_FILE": str(events_file),
         "OTTAVA_REGISTRY_DIR": str(registry_dir),
         "PYTHONPATH": str(ROOT),

@@ -26,6 +26,7 @@ from ottava_sidecar.limits import Limits
 from ottava_sidecar.runtime.defaults import default_components
 from ottava_sidecar.runtime.sidecar import Options, Sidecar
 
+from tests import peers
 from tests.conftest import SidecarFactory
 
 APP_ID = "limits"
@@ -459,7 +460,8 @@ async def test_malformed_calls_on_the_internal_port_get_invalid_argument(tmp_pat
     async with (
         slow_app() as app,
         sidecar_with(tmp_path, Limits(), app_port=app.port) as sidecar,
-        grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.ports.internal}") as channel,
+        # A peer with a certificate of its own: only sidecars get past the TLS handshake.
+        await peers.channel(f"127.0.0.1:{sidecar.ports.internal}", APP_ID, "peer") as channel,
     ):
         call_local = channel.unary_unary("/ottava.internal.v1.ServiceInvocation/CallLocal", **RAW)
         for garbage in GARBAGE:

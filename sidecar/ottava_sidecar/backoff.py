@@ -31,6 +31,7 @@ __all__ = [
     "APP_SUBSCRIPTIONS",
     "COMPONENT_RETRY",
     "CONFIGURATION_WATCH",
+    "IDENTITY_RENEWAL",
     "INVOCATION_RETRY",
     "WATCH",
     "Backoff",
@@ -82,6 +83,9 @@ COMPONENT_RETRY = Backoff(first=1.0, cap=30.0)
 
 #: Resuming a configuration store's change notifications (etcd watch, Redis keyspace events).
 CONFIGURATION_WATCH = Backoff(first=0.1, cap=2.0)
+
+#: Asking the CA for a workload certificate again (it may be restarting; the current one is still good).
+IDENTITY_RENEWAL = Backoff(first=0.5, cap=30.0, jitter=0.2)
 
 #: Calling another app again when the call surely did not reach it (bounded by the call's deadline).
 INVOCATION_RETRY = Backoff(first=0.1, cap=0.5)

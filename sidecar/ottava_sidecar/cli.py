@@ -24,7 +24,7 @@ from ottava_sidecar import __version__, contract, limits, logs
 from ottava_sidecar.components import catalogue
 from ottava_sidecar.invocation import filters
 from ottava_sidecar.resources.manifests import ManifestError, load_folder
-from ottava_sidecar.resources.models import Component
+from ottava_sidecar.resources.models import Component, parse_duration
 from ottava_sidecar.runtime.defaults import default_components
 from ottava_sidecar.runtime.sidecar import BoundPorts, Options, Sidecar
 
@@ -131,7 +131,35 @@ def add_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         metavar="MODULE:CLASS",
         help="a filter around outbound service invocations (repeatable; see docs/invocation.md)",
     )
+    _add_identity_flags(sidecar)
     _add_limit_flags(sidecar)
+
+
+def _add_identity_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("mTLS", "workload identity on the internal port (docs/security.md)")
+    group.add_argument(
+        "--disable-mtls",
+        action="store_true",
+        help="serve the internal port in plaintext and call other sidecars so: any process that reaches the "
+        "port can then call the app under any caller id",
+    )
+    group.add_argument(
+        "--workload-cert-ttl",
+        type=_duration,
+        default=24 * 3600.0,
+        metavar="DURATION",
+        help="standalone: lifetime of the certificates of the local CA, renewed at half of it (default 24h)",
+    )
+
+
+def _duration(text: str) -> float:
+    try:
+        seconds = parse_duration(text).total_seconds()
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if seconds < 10:
+        raise argparse.ArgumentTypeError(f"{text!r} is too short: at least 10s")
+    return seconds
 
 
 def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
@@ -225,6 +253,11 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
         metrics_listen_address=args.metrics_listen_address or ("0.0.0.0" if kubernetes else None),
         internal_listen_address=args.internal_listen_address or ("0.0.0.0" if kubernetes else None),
         limits=_limits(args),
+        mtls=not args.disable_mtls,
+        workload_cert_ttl_seconds=args.workload_cert_ttl,
+        identity_endpoint=os.environ.get(contract.ENV_IDENTITY_ENDPOINT, ""),
+        identity_server_name=os.environ.get(contract.ENV_IDENTITY_SERVER_NAME, ""),
+        trust_anchors=os.environ.get(contract.ENV_TRUST_ANCHORS, "").encode(),
     )
     try:
         return asyncio.run(_serve(options, components, command))
@@ -235,7 +268,11 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
 
 async def _serve(options: Options, components: list[Component], command: list[str]) -> int:
     stop = asyncio.Event()
-    sidecar = Sidecar(options, components, on_shutdown_request=stop.set)
+    try:
+        sidecar = Sidecar(options, components, on_shutdown_request=stop.set)
+    except ValueError as err:  # e.g. mTLS in a pod without what the injector sets
+        print(f"ottava: {err}", file=sys.stderr)
+        return 2
     loop = asyncio.get_running_loop()
     received: list[signal.Signals] = []
 

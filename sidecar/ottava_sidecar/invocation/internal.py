@@ -1,14 +1,21 @@
 """The sidecar-to-sidecar API (`ottava.internal.v1.ServiceInvocation`, internal port 50002).
 
-`InternalServer` is the target's end: it checks that the call is for its app and hands it
-to the app channel. `InternalClient` is the caller's end, with one channel per target
-sidecar. Failures to reach the app come back as gRPC statuses whose message names the app
+`InternalServer` is the target's end: it checks that the call is for its app, that the
+caller may make it (`access_control`), and hands it to the app channel. `InternalClient`
+is the caller's end, with one channel per target sidecar.
+
+With a workload identity (the default) the port is mTLS-only: a peer without a
+certificate from the trust bundle cannot connect, the caller's app id is the one its
+certificate carries (any `dapr-caller-app-id` it sends is overwritten), and a caller
+checks that the sidecar it reached holds the certificate of the app it meant to call. Failures to reach the app come back as gRPC statuses whose message names the app
 (UNAVAILABLE: not listening; DEADLINE_EXCEEDED: no answer in time); the app's own
 answer, whatever its status, comes back as a response.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Callable
@@ -24,6 +31,9 @@ from ottava_sidecar.apperrors import (
     AppTimeoutError,
     AppUnavailableError,
 )
+from ottava_sidecar.identity.spiffe import SpiffeId, SpiffeIdError, server_name
+from ottava_sidecar.identity.workload import WorkloadIdentity
+from ottava_sidecar.invocation.access_control import AccessPolicy
 from ottava_sidecar.invocation.messages import (
     InvocationRequest,
     InvocationResponse,
@@ -103,10 +113,47 @@ class LocalApp(Protocol):
         ...
 
 
+# Headers that only this sidecar may set for its app: who called, and whom.
+_IDENTITY_HEADERS = frozenset({"dapr-caller-app-id", "dapr-callee-app-id", "dapr-api-token"})
+
+
+def _peer_identity(context: Context) -> SpiffeId | None:
+    """The caller's SPIFFE ID, from the certificate it presented (mTLS); None without one."""
+    values = context.auth_context().get("peer_spiffe_id")
+    if not values:
+        return None
+    try:
+        return SpiffeId.parse(next(iter(values)).decode())
+    except (SpiffeIdError, UnicodeDecodeError):
+        return None
+
+
 class _Servicer(pb_grpc.ServiceInvocationServicer):
-    def __init__(self, app_id: str, channel: Callable[[], LocalApp | None]) -> None:
+    def __init__(
+        self,
+        app_id: str,
+        channel: Callable[[], LocalApp | None],
+        policy: Callable[[], AccessPolicy],
+        secure: bool,
+    ) -> None:
         self.app_id = app_id
         self._channel = channel
+        self._policy = policy
+        self._secure = secure
+
+    async def _caller(self, request: pb.CallLocalRequest, context: Context) -> tuple[str, SpiffeId | None]:
+        """Who called: the certified app id over mTLS (whatever the message claims), else the claim."""
+        if not self._secure:
+            return request.caller_app_id, None
+        caller = _peer_identity(context)
+        if caller is None:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"app {self.app_id!r} is invoked only by sidecars with a workload certificate "
+                "(its SPIFFE ID as a URI SAN)",
+            )
+        assert caller is not None
+        return caller.app_id, caller
 
     async def CallLocal(self, request: pb.CallLocalRequest, context: Context) -> pb.CallLocalResponse:
         if request.target_app_id != self.app_id:
@@ -122,15 +169,25 @@ class _Servicer(pb_grpc.ServiceInvocationServicer):
                 f"app {self.app_id!r} cannot be invoked: its sidecar has no --app-port",
             )
         assert channel is not None
+        caller_app_id, caller = await self._caller(request, context)
+        policy = self._policy()
+        if policy.active:
+            denial = policy.check(caller, request.method, request.http_verb)
+            if denial is not None:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, denial.message)
+        headers = [(k, v) for k, v in _pairs(request.headers) if k.lower() not in _IDENTITY_HEADERS]
+        if caller_app_id:
+            headers.append(("dapr-caller-app-id", caller_app_id))
+        headers.append(("dapr-callee-app-id", self.app_id))
         call = InvocationRequest(
             method=request.method,
             data=request.data,
             content_type=request.content_type,
             verb=request.http_verb,
             query=request.querystring,
-            headers=_pairs(request.headers),
+            headers=headers,
             type_url=request.data_type_url,
-            caller_app_id=request.caller_app_id,
+            caller_app_id=caller_app_id,
             timeout_seconds=request.timeout_seconds or None,
         )
         problem = invocation_problem(call)
@@ -161,18 +218,32 @@ class _Servicer(pb_grpc.ServiceInvocationServicer):
 
 
 class InternalServer:
-    def __init__(self, app_id: str, channel: Callable[[], LocalApp | None], limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        app_id: str,
+        channel: Callable[[], LocalApp | None],
+        limits: Limits | None = None,
+        *,
+        identity: WorkloadIdentity | None = None,
+        policy: Callable[[], AccessPolicy] = AccessPolicy,
+    ) -> None:
         limits = limits or Limits()
+        self.identity = identity
         # A call carries the caller's body plus its headers and method: room for both.
         self.server = grpcserver.create_server(
             max_message_bytes=envelope_bytes(limits), max_concurrent_calls=limits.max_concurrent_calls
         )
-        pb_grpc.add_ServiceInvocationServicer_to_server(_Servicer(app_id, channel), self.server)
+        servicer = _Servicer(app_id, channel, policy, secure=identity is not None)
+        pb_grpc.add_ServiceInvocationServicer_to_server(servicer, self.server)
 
     def bind(self, address: str, port: int) -> int:
+        """Listen on `address:port` (0: a free port): mTLS-only with an identity, which must have its certificate."""
         host = f"[{address}]" if ":" in address else address
         try:
-            bound = self.server.add_insecure_port(f"{host}:{port}")
+            if self.identity is not None:
+                bound = self.server.add_secure_port(f"{host}:{port}", self.identity.server_credentials())
+            else:
+                bound = self.server.add_insecure_port(f"{host}:{port}")
         except RuntimeError:
             bound = 0
         if bound == 0:
@@ -189,29 +260,65 @@ class InternalServer:
         await grpcserver.stop(self.server, grace)
 
 
+# After a renewal, channels made with the old certificate take no new calls; the calls
+# already on them get this long to finish before the channels close.
+RETIRED_CHANNEL_SECONDS = 120.0
+
+
 class InternalClient:
-    """Calls target sidecars; keeps one HTTP/2 channel per address."""
+    """Calls target sidecars; keeps one HTTP/2 channel per address (and, with mTLS, per certificate)."""
 
-    def __init__(self) -> None:
-        self._channels: dict[Address, grpc.aio.Channel] = {}
+    def __init__(self, identity: WorkloadIdentity | None = None) -> None:
+        self.identity = identity
+        self._channels: dict[tuple[Address, str], grpc.aio.Channel] = {}
+        self._generation = identity.generation if identity is not None else 0
+        self._retired: set[asyncio.Task[None]] = set()
 
-    def _stub(self, address: Address) -> pb_grpc.ServiceInvocationAsyncStub:
-        channel = self._channels.get(address)
+    def _stub(self, address: Address, target_name: str) -> pb_grpc.ServiceInvocationAsyncStub:
+        if self.identity is not None and self.identity.generation != self._generation:
+            self._retire_channels()
+        key = (address, target_name)
+        channel = self._channels.get(key)
         if channel is None:
             # No cap of its own: the target sidecar's server caps what it sends, and what
             # this sidecar sends was capped by its API when the app sent it.
-            channel = self._channels[address] = grpc.aio.insecure_channel(
-                str(address),
-                options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
-            )
+            options: list[tuple[str, Any]] = [
+                ("grpc.max_receive_message_length", -1),
+                ("grpc.max_send_message_length", -1),
+            ]
+            if self.identity is None:
+                channel = grpc.aio.insecure_channel(str(address), options=options)
+            else:
+                # The target's certificate must name the app called, as a host name would be checked.
+                options.append(("grpc.ssl_target_name_override", target_name))
+                channel = grpc.aio.secure_channel(str(address), self.identity.channel_credentials(), options=options)
+            self._channels[key] = channel
         return pb_grpc.ServiceInvocationStub(channel)
 
+    def _retire_channels(self) -> None:
+        assert self.identity is not None
+        self._generation = self.identity.generation
+        channels, self._channels = list(self._channels.values()), {}
+        if channels:
+            task = asyncio.create_task(_close_later(channels, RETIRED_CHANNEL_SECONDS), name="retire-channels")
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+
     async def call(
-        self, address: Address, target_app_id: str, request: InvocationRequest, deadline_seconds: float
+        self,
+        address: Address,
+        target: tuple[str, str],
+        request: InvocationRequest,
+        deadline_seconds: float,
     ) -> InvocationResponse:
-        """The app's answer; raises `grpc.aio.AioRpcError` when the call did not reach it."""
-        message = to_message(target_app_id, request, deadline_seconds)
-        answer = await self._stub(address).CallLocal(message, timeout=deadline_seconds)
+        """The app's answer; raises `grpc.aio.AioRpcError` when the call did not reach it.
+
+        `target` is the (app id, namespace) that the sidecar at `address` must serve.
+        """
+        app_id, namespace = target
+        message = to_message(app_id, request, deadline_seconds)
+        stub = self._stub(address, server_name(app_id, namespace))
+        answer = await stub.CallLocal(message, timeout=deadline_seconds)
         return InvocationResponse(
             status=answer.http_status,
             data=answer.data,
@@ -223,11 +330,22 @@ class InternalClient:
         )
 
     async def drop(self, address: Address) -> None:
-        channel = self._channels.pop(address, None)
-        if channel is not None:
-            await channel.close(None)
+        for key in [k for k in self._channels if k[0] == address]:
+            await self._channels.pop(key).close(None)
 
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close(None)
         self._channels.clear()
+        for task in list(self._retired):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _close_later(channels: list[grpc.aio.Channel], seconds: float) -> None:
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        for channel in channels:
+            await channel.close(None)

@@ -11,7 +11,8 @@ import time
 
 import grpc
 
-from ottava_sidecar import backoff, metrics
+from ottava_sidecar import backoff, contract, metrics
+from ottava_sidecar.identity.workload import WorkloadIdentity
 from ottava_sidecar.invocation import filters
 from ottava_sidecar.invocation.internal import InternalClient
 from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse
@@ -37,12 +38,15 @@ class Invoker:
         *,
         default_timeout: float,
         extra_filters: list[filters.InvocationFilter] | None = None,
+        namespace: str = contract.STANDALONE_NAMESPACE,
+        identity: WorkloadIdentity | None = None,
     ) -> None:
         self.app_id = app_id
         self.resolver = resolver
         self.default_timeout = default_timeout
+        self.namespace = namespace
         self.filters: list[filters.InvocationFilter] = [filters.CallerIdentity(app_id), *(extra_filters or [])]
-        self._client = InternalClient()
+        self._client = InternalClient(identity)
 
     async def invoke(self, target: str, request: InvocationRequest) -> InvocationResponse:
         """The target app's answer (any status); `InvocationError` naming `target` when there is none."""
@@ -71,7 +75,8 @@ class Invoker:
             if remaining <= 0:
                 break
             try:
-                response = await self._client.call(address, self.resolver.served_app_id(target), request, remaining)
+                served = (self.resolver.served_app_id(target), self.resolver.served_namespace(target) or self.namespace)
+                response = await self._client.call(address, served, request, remaining)
             except grpc.aio.AioRpcError as err:
                 code, details = err.code(), err.details() or ""
                 if code is grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -163,6 +163,9 @@ class KubernetesResolver(NameResolver):
     async def unregister(self) -> None:
         """Nothing to undo: a terminating pod leaves its Service's ready endpoints by itself."""
 
+    def served_namespace(self, target: str) -> str | None:
+        return split_app_id(target, self.namespace)[1]
+
     async def resolve(self, app_id: str) -> Address:
         name, namespace = split_app_id(app_id, self.namespace)
         now = time.monotonic()

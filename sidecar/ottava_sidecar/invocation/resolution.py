@@ -52,6 +52,10 @@ class NameResolver(abc.ABC):
         """The app id the target's sidecar serves, from the form the caller named it in."""
         return target
 
+    def served_namespace(self, target: str) -> str | None:
+        """The namespace of the target's app (None: the caller's own), which its certificate names."""
+        return None
+
     def forget(self, app_id: str, address: Address) -> None:  # noqa: B027 - optional hook
         """`address` failed for `app_id`: do not hand it out from a cache again."""
 

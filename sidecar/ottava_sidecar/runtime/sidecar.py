@@ -12,6 +12,7 @@ other sidecars can invoke the app as soon as it answers.
 
 import asyncio
 import contextlib
+import datetime
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,10 @@ from ottava_sidecar.api.http.server import build_api_app
 from ottava_sidecar.api.metadata import AppConnectionProperties, MetadataApi
 from ottava_sidecar.components import health
 from ottava_sidecar.components.registry import Entry, Registry, SecretResolver, Status
+from ottava_sidecar.identity.local_ca import LocalCa
+from ottava_sidecar.identity.operator_ca import OperatorCa
+from ottava_sidecar.identity.spiffe import SpiffeId
+from ottava_sidecar.identity.workload import IdentityError, WorkloadIdentity
 from ottava_sidecar.invocation.access_control import AccessPolicy
 from ottava_sidecar.invocation.filters import InvocationFilter
 from ottava_sidecar.invocation.internal import InternalServer
@@ -50,6 +55,8 @@ log = logging.getLogger(__name__)
 
 # The readiness entry naming what the app declared but the sidecar could not use.
 APP_SUBSCRIPTIONS = "app-subscriptions"
+# The readiness entry of the workload certificate (mTLS on the internal port).
+IDENTITY = "identity"
 
 
 @dataclass
@@ -81,6 +88,15 @@ class Options:
     # Standalone: the Configuration of `--config FILE`, applied at start (in a cluster the
     # one named by `configuration_name` is read and followed instead).
     configuration: Configuration | None = None
+    # mTLS on the internal port, with a workload certificate (docs/security.md): from the
+    # local CA standalone, from the operator's CA in a cluster.
+    mtls: bool = True
+    ca_dir: Path | None = None  # standalone: the local CA's folder; None: the default
+    workload_cert_ttl_seconds: float = 24 * 3600.0  # standalone: the lifetime of the local CA's certificates
+    identity_endpoint: str = ""  # kubernetes: the operator's signing endpoint, its certificate's name,
+    identity_server_name: str = ""  # and the roots that certificate is checked against
+    trust_anchors: bytes = b""
+    token_dir: Path = Path(contract.TOKEN_MOUNT_PATH)
 
 
 @dataclass
@@ -114,8 +130,14 @@ class Sidecar:
             if self.kube_credentials is not None
             else LocalRegistry(o.registry_dir)
         )
+        self.identity = _workload_identity(o) if o.mtls else None
         self.invoker = Invoker(
-            o.app_id, self.resolver, default_timeout=o.app_timeout_seconds, extra_filters=o.invocation_filters
+            o.app_id,
+            self.resolver,
+            default_timeout=o.app_timeout_seconds,
+            extra_filters=o.invocation_filters,
+            namespace=_namespace(o),
+            identity=self.identity,
         )
         self.metadata = MetadataApi(self.registry, o.mode, app, self.on_shutdown_request)
         self.metadata.subscriptions = self.messaging.subscriptions
@@ -126,7 +148,10 @@ class Sidecar:
         # Who may invoke this app: replaced whole by `settings.apply` when the Configuration changes.
         self.access_policy = AccessPolicy()
         self._grpc = GrpcApiServer(self.apis, api_token=o.api_token, limits=o.limits)
-        self._internal = InternalServer(o.app_id, lambda: self.app_channel, o.limits)
+        self._internal = InternalServer(
+            o.app_id, lambda: self.app_channel, o.limits, identity=self.identity, policy=lambda: self.access_policy
+        )
+        self._internal_task: asyncio.Task[None] | None = None
         self._runners: list[web.AppRunner] = []
         self._app_task: asyncio.Task[None] | None = None
         self.wiring: KubernetesWiring | None = None
@@ -149,9 +174,6 @@ class Sidecar:
         )
         if o.enable_metrics:
             await self.settings.enable_metrics(True)
-        internal_address = o.internal_listen_address or o.listen_address
-        self.ports.internal = self._internal.bind(internal_address, o.internal_grpc_port)
-        await self._internal.start()
         if self.app_channel is not None:
             self.registry.set_condition("app", Status.INIT, f"waiting for app port {self.app_channel.port}")
         if self.kube_credentials is not None:
@@ -170,14 +192,57 @@ class Sidecar:
             resolver = SecretResolver(self.registry)
             await self.registry.load(self.components, resolver)
             self.registry.retry_down(resolver)  # a backend that comes up later is used then
+        if self.kube_credentials is not None and self.identity is not None:
+            # In a pod the certificate comes from the operator, which may take a moment (or be
+            # restarting): readiness waits for it, the rest of the sidecar serves meanwhile.
+            self._internal_task = asyncio.create_task(self._serve_internal(), name="internal-port")
+        else:
+            await self._serve_internal()
+        if self.app_channel is not None:
+            self._app_task = asyncio.create_task(self._connect_app(self.app_channel), name="connect-app")
+        memory.freeze_startup_objects()
+
+    async def _serve_internal(self) -> None:
+        """Certify this sidecar (with mTLS), open the internal port, and make the app id resolvable."""
+        o = self.options
+        if self.identity is not None:
+            await self._certify(self.identity)
+        internal_address = o.internal_listen_address or o.listen_address
+        self.ports.internal = self._internal.bind(internal_address, o.internal_grpc_port)
+        await self._internal.start()
         advertised = "127.0.0.1" if internal_address in ("0.0.0.0", "::", "") else internal_address
         try:
             await self.resolver.register(o.app_id, Address(advertised, self.ports.internal))
         except (OSError, LookupError) as err:  # invocation of this app will not work; the rest does
             log.error("cannot register app %s for service invocation: %s", o.app_id, err)
-        if self.app_channel is not None:
-            self._app_task = asyncio.create_task(self._connect_app(self.app_channel), name="connect-app")
-        memory.freeze_startup_objects()
+
+    async def _certify(self, identity: WorkloadIdentity) -> None:
+        """The first workload certificate, then renewal in the background.
+
+        Standalone, the local CA answers at once or never: its error stops the sidecar. In a
+        cluster the operator is asked again with backoff, readiness saying why it waits.
+        """
+        if self.kube_credentials is None:
+            try:
+                await identity.obtain()
+            except IdentityError as err:
+                raise OSError(f"mTLS: {err} (or run with --disable-mtls)") from None
+        else:
+            delays = backoff.IDENTITY_RENEWAL.delays()
+            attempt = 1
+            while True:
+                try:
+                    await identity.obtain()
+                    break
+                except IdentityError as err:
+                    delay = next(delays)
+                    reason = f"no workload certificate yet (attempt {attempt}): {err}"
+                    self.registry.set_condition(IDENTITY, Status.INIT, reason)
+                    log.warning("%s; asking again in %.1fs", reason, delay)
+                    attempt += 1
+                    await asyncio.sleep(delay)
+        self.registry.set_condition(IDENTITY, Status.UP, str(identity.identity))
+        identity.start_renewing()
 
     async def _connect_app(self, channel: appchannel.AppChannel) -> None:
         """Wait for the app to listen, then read its subscriptions and start delivering.
@@ -263,7 +328,7 @@ class Sidecar:
     async def _stop_taking_work(self, grace: float) -> None:
         # No new calls from other sidecars; no new deliveries; streams end, so their calls finish.
         await _bounded("unregistering the app id", self.resolver.unregister(), grace)
-        for task in (self._wiring_task, self._app_task):
+        for task in (self._wiring_task, self._app_task, self._internal_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -284,6 +349,8 @@ class Sidecar:
         )
 
     async def _close(self) -> None:
+        if self.identity is not None:
+            await self.identity.stop()
         await self.invoker.close()
         await self.resolver.close()
         if self.app_channel is not None:
@@ -306,6 +373,38 @@ async def _bounded(what: str, step: Awaitable[None], seconds: float) -> None:
         log.warning("stopping: %s took over %.1fs; going on without it", what, seconds)
     except Exception:
         log.exception("stopping: %s failed; going on", what)
+
+
+def _namespace(o: Options) -> str:
+    return (o.namespace or "default") if o.mode == "kubernetes" else contract.STANDALONE_NAMESPACE
+
+
+def _workload_identity(o: Options) -> WorkloadIdentity:
+    """Who this sidecar is, and which CA says so; `ValueError` naming what is missing."""
+    access = o.configuration.spec.access_control if o.configuration is not None else None
+    trust_domain = access.trust_domain if access is not None else contract.DEFAULT_TRUST_DOMAIN
+    # In a cluster the operator sets the trust domain from the pod's Configuration.
+    requested = SpiffeId(trust_domain, _namespace(o), o.app_id)
+    if o.mode != "kubernetes":
+        ttl = datetime.timedelta(seconds=o.workload_cert_ttl_seconds)
+        return WorkloadIdentity(requested, LocalCa(o.ca_dir, ttl))
+    missing = [
+        name
+        for name, value in (
+            (contract.ENV_IDENTITY_ENDPOINT, o.identity_endpoint),
+            (contract.ENV_IDENTITY_SERVER_NAME, o.identity_server_name),
+            (contract.ENV_TRUST_ANCHORS, o.trust_anchors),
+        )
+        if not value
+    ]
+    if missing:
+        raise ValueError(
+            f"mTLS in kubernetes mode needs {', '.join(missing)} (the injector sets them), or --disable-mtls"
+        )
+    source = OperatorCa(
+        o.identity_endpoint, o.identity_server_name, o.trust_anchors, o.token_dir / contract.IDENTITY_TOKEN_FILE
+    )
+    return WorkloadIdentity(requested, source)
 
 
 def _record_status(entry: Entry) -> None:

@@ -1,0 +1,189 @@
+"""The sidecar's own workload certificate: obtained at start, renewed at half its life, served and presented.
+
+A `WorkloadIdentity` holds the current key, certificate chain and trust bundle, and gets
+a new certificate from its `IdentitySource` (the operator's CA in a cluster, the local CA
+standalone) when half of the current one's life has passed, with a fresh key each time. A
+failed renewal is retried with backoff while the current certificate is still valid, so
+a CA that is briefly away costs nothing.
+
+Calls never fail because of a renewal: the internal server's TLS credentials are dynamic
+(gRPC asks `_server_config` at every handshake and gets the new certificate once there is
+one), connections made before keep working, and callers build new channels for new calls
+while the old ones drain (`invocation.internal.InternalClient`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+import grpc
+
+from ottava_sidecar import backoff, metrics
+from ottava_sidecar.identity import certs
+from ottava_sidecar.identity.spiffe import SpiffeId
+
+log = logging.getLogger(__name__)
+
+# Renew when this fraction of the certificate's life has passed, give or take the jitter,
+# so that the sidecars of one rollout do not all come back to the CA at the same moment.
+RENEW_AT = 0.5
+RENEW_JITTER = 0.1
+
+
+class IdentityError(Exception):
+    """No certificate could be obtained; the message says from where and why."""
+
+
+@dataclass(frozen=True)
+class Issued:
+    """What a CA answers: the certificate chain (leaf first) and the roots to trust."""
+
+    chain: bytes
+    bundle: bytes
+
+
+class IdentitySource(Protocol):
+    """Where certificates come from: the operator's CA, or the local CA of `ottava run`."""
+
+    def describe(self) -> str:
+        """For messages: 'the operator at https://…', 'the local CA in ~/.config/ottava/ca'."""
+        ...
+
+    async def issue(self, identity: SpiffeId, csr_pem: bytes) -> Issued:
+        """A certificate for the key of `csr_pem`; `IdentityError` naming the reason when refused."""
+        ...
+
+
+@dataclass(frozen=True)
+class Material:
+    key: bytes
+    chain: bytes
+    bundle: bytes
+    leaf: certs.Leaf
+    obtained: datetime.datetime
+
+    def renew_after(self, rng: random.Random) -> datetime.datetime:
+        # From when it was obtained, not from its notBefore, which CAs set a little in the past.
+        life = self.leaf.not_after - max(self.obtained, self.leaf.not_before)
+        fraction = RENEW_AT * (1 + RENEW_JITTER * rng.uniform(-1.0, 1.0))
+        return self.obtained + life * fraction
+
+
+class WorkloadIdentity:
+    def __init__(self, identity: SpiffeId, source: IdentitySource) -> None:
+        self.requested = identity
+        self.source = source
+        self._material: Material | None = None
+        self.generation = 0  # goes up with every new certificate
+        self._served_generation = 0
+        self._rng = random.Random()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def material(self) -> Material:
+        if self._material is None:
+            raise IdentityError("the sidecar has no workload certificate yet")
+        return self._material
+
+    @property
+    def identity(self) -> SpiffeId:
+        """The identity certified (the CA may set the trust domain)."""
+        return self.material.leaf.identity
+
+    async def obtain(self) -> Material:
+        """A new key and certificate, in use from now on; `IdentityError` when the source refuses."""
+        key = certs.new_key()
+        csr = certs.new_request(key, self.requested)
+        try:
+            issued = await self.source.issue(self.requested, csr)
+            leaf = certs.Leaf.read(issued.chain)
+            certs.load_certs(issued.bundle)
+        except certs.CertificateError as err:
+            metrics.IDENTITY_RENEWALS.labels("failure").inc()
+            raise IdentityError(f"{self.source.describe()} answered with an unusable certificate: {err}") from None
+        except IdentityError:
+            metrics.IDENTITY_RENEWALS.labels("failure").inc()
+            raise
+        if (leaf.identity.namespace, leaf.identity.app_id) != (self.requested.namespace, self.requested.app_id):
+            metrics.IDENTITY_RENEWALS.labels("failure").inc()
+            raise IdentityError(
+                f"{self.source.describe()} certified {leaf.identity}, not app {self.requested.app_id!r}"
+            )
+        self._material = Material(certs.key_pem(key), issued.chain, issued.bundle, leaf, certs.now())
+        self.generation += 1
+        metrics.IDENTITY_RENEWALS.labels("success").inc()
+        metrics.IDENTITY_CERT_EXPIRY.set(leaf.not_after.timestamp())
+        log.info(
+            "workload certificate obtained",
+            extra={"spiffeId": str(leaf.identity), "serial": f"{leaf.serial:x}", "expires": leaf.not_after.isoformat()},
+        )
+        return self._material
+
+    # --- TLS credentials -------------------------------------------------------------
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        """mTLS-only credentials that follow renewals: a client without a certificate from the bundle is refused."""
+        self._served_generation = self.generation
+        # grpc's stubs say the fetcher returns a configuration; gRPC itself takes None as "unchanged".
+        fetcher = cast(Callable[[], grpc.ServerCertificateConfiguration], self._server_config)
+        return grpc.dynamic_ssl_server_credentials(
+            self._server_configuration(), fetcher, require_client_authentication=True
+        )
+
+    def _server_configuration(self) -> grpc.ServerCertificateConfiguration:
+        m = self.material
+        return grpc.ssl_server_certificate_configuration([(m.key, m.chain)], root_certificates=m.bundle)
+
+    def _server_config(self) -> grpc.ServerCertificateConfiguration | None:
+        # Called by gRPC on each handshake, from its own thread: None keeps the current one.
+        if self._served_generation == self.generation:
+            return None
+        self._served_generation = self.generation
+        return self._server_configuration()
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        m = self.material
+        return grpc.ssl_channel_credentials(root_certificates=m.bundle, private_key=m.key, certificate_chain=m.chain)
+
+    # --- renewal ---------------------------------------------------------------------
+
+    def start_renewing(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._renew_forever(), name="identity-renewal")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _renew_forever(self) -> None:
+        while True:
+            due = self.material.renew_after(self._rng)
+            await asyncio.sleep(max(0.0, (due - certs.now()).total_seconds()))
+            await self._renew()
+
+    async def _renew(self) -> None:
+        delays = backoff.IDENTITY_RENEWAL.delays()
+        while True:
+            try:
+                await self.obtain()
+                return
+            except IdentityError as err:
+                left = (self.material.leaf.not_after - certs.now()).total_seconds()
+                delay = min(next(delays), max(left / 4, 0.5))
+                log.warning(
+                    "renewing the workload certificate failed; retrying in %.1fs (the current one is valid for %.0fs): %s",
+                    delay,
+                    left,
+                    err,
+                )
+                await asyncio.sleep(delay)
