@@ -76,7 +76,11 @@ def _resolve_env(pod: dict[str, Any], container: dict[str, Any], core: client.Co
 def run_sidecar(
     pod: client.V1Pod, api: client.ApiClient, workdir: Path, *, wait_for: str = "readinessProbe"
 ) -> PodSidecar:
-    """Start the pod's sidecar as the kubelet would, and wait until the named probe passes."""
+    """Start the pod's sidecar as the kubelet would, and wait until the named probe passes.
+
+    Out of a pod there is no projected token for the sidecar to prove itself with, so it
+    gets no workload certificate: it runs with `--disable-mtls`, and so must its peers.
+    """
     document = api.sanitize_for_serialization(pod)
     spec = document["spec"]
     container = next(c for c in [*spec.get("initContainers", []), *spec["containers"]] if c["name"] == SIDECAR)
@@ -88,7 +92,7 @@ def run_sidecar(
     log_path = workdir / f"{document['metadata']['name']}-sidecar.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [OTTAVA, *container["args"]],
+            [OTTAVA, *container["args"], "--disable-mtls"],
             env={
                 "PATH": os.environ["PATH"],
                 "HOME": os.environ.get("HOME", "/root"),

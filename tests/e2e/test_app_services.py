@@ -157,6 +157,7 @@ class Replica:
             "--app-port", str(APP_PORT),
             "--internal-grpc-port", str(SERVICE_PORTS["internal"]),
             "--internal-listen-address", "0.0.0.0",
+            "--disable-mtls",  # as the caller, which runs out of a pod (kubelet.run_sidecar)
             "--", sys.executable, "-m", "http.server", str(APP_PORT), "--bind", "127.0.0.1", "--directory", str(content),
         ]  # fmt: skip
         env = {
