@@ -215,8 +215,9 @@ class IdentityCa:
     def secret_name(self) -> str:
         return self.settings.identity_ca_secret or self.settings.identity_secret
 
-    def on_change(self, listener: Callable[[CaState], None]) -> None:
-        """Call `listener` with every new state (the signer's serving certificate, the injector's bundle)."""
+    def after_check(self, listener: Callable[[CaState], None]) -> None:
+        """Call `listener` with the state after every check, changed or not (the signer renews its
+        serving certificate as it ages, the injector takes the bundle)."""
         self._listeners.append(listener)
 
     async def ensure(self, now: datetime.datetime | None = None) -> CaState:
@@ -226,9 +227,13 @@ class IdentityCa:
         else:
             state = await self._load_or_create(now)
         if state != self.state:
-            self.state = state
-            for listener in self._listeners:
-                listener(state)
+            log.info(
+                "identity CA loaded",
+                extra={"secret": self.secret_name, "signer": state.issuer_cert.subject.rfc4514_string()},
+            )
+        self.state = state
+        for listener in self._listeners:
+            listener(state)
         return state
 
     async def run(self, interval: float = CHECK_INTERVAL) -> None:

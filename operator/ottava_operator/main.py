@@ -160,11 +160,11 @@ async def _start_identity(ours: OperatorSettings, clients: Clients, background: 
     ca = IdentityCa(ours, clients.api)
     signer = Signer(ours, clients.api, ca)
 
-    def changed(state: CaState) -> None:
-        signer.ca_changed(state)
+    def checked(state: CaState) -> None:
+        signer.ca_checked(state)
         clients.identity = injection.WorkloadIdentity(endpoint, server_name, state.trust_bundle.decode())
 
-    ca.on_change(changed)
+    ca.after_check(checked)
     await ca.ensure()
     await signer.start()
     clients.signer = signer

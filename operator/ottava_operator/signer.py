@@ -203,7 +203,7 @@ class Signer:
         self.serving = ServingCertificate(settings.service_names, settings.cert_dir / "identity")
         self._runner: web.AppRunner | None = None
 
-    def ca_changed(self, state: CaState) -> None:
+    def ca_checked(self, state: CaState) -> None:
         self.serving.refresh(state)
 
     async def start(self) -> None:

@@ -108,6 +108,15 @@ def test_the_signer_certifies_a_pods_own_app_id_and_nothing_else(
     assert 23 * 3600 < (leaf.not_after - leaf.not_before).total_seconds() <= 24 * 3600 + 120
     assert body["expiresAt"].startswith(f"{leaf.not_after:%Y-%m-%dT%H:%M:%S}")
 
+    # Every replica serves the signer, with the CA they share (the Service picks one).
+    replicas = [p for p in ottava_operator.operator_pods() if p.status.pod_ip]
+    assert len(replicas) == 2
+    for replica in replicas:
+        direct = SignerClient({**env, "OTTAVA_IDENTITY_ENDPOINT": f"https://{replica.status.pod_ip}:9445"})
+        response = direct.sign(token, "orders")
+        assert response.status_code == 200, f"{replica.metadata.name}: {response.text}"
+        assert response.json()["trustBundle"] == env["OTTAVA_TRUST_ANCHORS"]
+
     # The same pod claiming another app's id: refused, naming both.
     forged = signer.sign(token, "billing-admin")
     assert forged.status_code == 403, forged.text
@@ -142,6 +151,7 @@ def test_the_signer_certifies_a_pods_own_app_id_and_nothing_else(
     cluster_mod.poll(deleted, timeout=60, what=f"pod {pod_name} to be gone")
     gone = signer.sign(token, "orders")
     assert gone.status_code in (401, 403), gone.text
+    assert pod_name in gone.json()["error"] or "not accepted" in gone.json()["error"]
 
 
 def _issued_by(cert: Any, issuer: Any) -> bool:
