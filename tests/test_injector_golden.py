@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from ottava_operator.injection import inject
+from ottava_operator.injection import WorkloadIdentity, inject
 from ottava_operator.settings import InjectorSettings
 from ottava_sidecar import __version__
 
@@ -22,13 +22,19 @@ FORMS = {
     "expected": InjectorSettings(image="ottava/ottava:golden"),
     "native.expected": InjectorSettings(image="ottava/ottava:golden", native_sidecar=True),
 }
+# A fixed identity endpoint and bundle (the operator passes the CA's current one).
+IDENTITY = WorkloadIdentity(
+    endpoint="https://10.96.0.10:9445",
+    server_name="ottava-webhook.ottava-system.svc",
+    trust_anchors="-----BEGIN CERTIFICATE-----\ngolden\n-----END CERTIFICATE-----\n",
+)
 CASES = sorted(p.name.removesuffix(".input.yaml") for p in GOLDEN.glob("*.input.yaml"))
 GOLDEN_FILES = [(name, form) for name in CASES for form in FORMS]
 
 
 def render(name: str, form: str = "expected") -> dict[str, Any]:
     pod = yaml.safe_load((GOLDEN / f"{name}.input.yaml").read_text(encoding="utf-8"))
-    result = inject(pod, FORMS[form])
+    result = inject(pod, FORMS[form], IDENTITY)
     return {"injected": result.pod is not None, "warnings": result.warnings, "pod": result.pod or pod}
 
 
@@ -45,7 +51,7 @@ def test_golden(name: str, form: str) -> None:
 @pytest.mark.parametrize(("name", "form"), GOLDEN_FILES)
 def test_injection_is_idempotent(name: str, form: str) -> None:
     first = render(name, form)["pod"]
-    assert inject(first, FORMS[form]).pod is None
+    assert inject(first, FORMS[form], IDENTITY).pod is None
 
 
 @pytest.mark.parametrize(("name", "form"), GOLDEN_FILES)
@@ -54,7 +60,7 @@ def test_a_pod_injected_in_one_form_is_not_injected_again_in_the_other(name: str
     # must not end up with two sidecars.
     first = render(name, form)["pod"]
     other = next(settings for f, settings in FORMS.items() if f != form)
-    assert inject(first, other).pod is None
+    assert inject(first, other, IDENTITY).pod is None
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -76,3 +82,24 @@ def test_the_default_image_is_the_ottava_image_of_this_version() -> None:
 
 def test_there_are_golden_cases() -> None:
     assert len(CASES) >= 8
+
+
+def test_without_workload_identity_the_sidecar_runs_without_mtls_and_has_no_identity_token() -> None:
+    pod = yaml.safe_load((GOLDEN / "deployment-defaults.input.yaml").read_text(encoding="utf-8"))
+    with_identity = inject(pod, FORMS["expected"], IDENTITY).pod
+    without = inject(pod, FORMS["expected"], None).pod
+    assert with_identity is not None and without is not None
+
+    def sidecar(injected: dict[str, Any]) -> dict[str, Any]:
+        return next(c for c in injected["spec"]["containers"] if c["name"] == "ottava-sidecar")
+
+    def token_paths(injected: dict[str, Any]) -> list[str]:
+        volume = next(v for v in injected["spec"]["volumes"] if v["name"] == "ottava-token")
+        return [s["serviceAccountToken"]["path"] for s in volume["projected"]["sources"] if "serviceAccountToken" in s]
+
+    assert sidecar(without)["args"] == [*sidecar(with_identity)["args"], "--disable-mtls"]
+    assert "--disable-mtls" not in sidecar(with_identity)["args"]
+    identity_env = {"OTTAVA_IDENTITY_ENDPOINT", "OTTAVA_IDENTITY_SERVER_NAME", "OTTAVA_TRUST_ANCHORS"}
+    assert identity_env <= {e["name"] for e in sidecar(with_identity)["env"]}
+    assert not identity_env & {e["name"] for e in sidecar(without)["env"]}
+    assert (token_paths(with_identity), token_paths(without)) == (["token", "identity-token"], ["token"])

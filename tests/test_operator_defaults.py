@@ -6,6 +6,7 @@ passes the same values: a user who installs the chart gets what the docs of the 
 say, and changing a default in one place without the other fails here.
 """
 
+import datetime
 import re
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import pytest
 import yaml
 from ottava_operator import cli as operator_cli
 from ottava_operator.settings import OperatorSettings
+from ottava_sidecar import contract
+from ottava_sidecar.resources.models import parse_duration
 
 CHART = Path(__file__).resolve().parent.parent / "charts" / "ottava"
 VALUES: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
@@ -32,6 +35,15 @@ FROM_VALUES = [
     ("--sidecar-memory-request", "sidecar.resources.requests.memory", DEFAULTS.injector.memory_request),
     ("--sidecar-cpu-limit", "sidecar.resources.limits.cpu", DEFAULTS.injector.cpu_limit),
     ("--sidecar-memory-limit", "sidecar.resources.limits.memory", DEFAULTS.injector.memory_limit),
+    ("--identity", "identity.enabled", DEFAULTS.identity_enabled),
+    ("--identity-port", "identity.port", DEFAULTS.identity_port),
+    ("--identity-ca-secret", "identity.ca.existingSecret", DEFAULTS.identity_ca_secret),
+]
+
+# Durations: values.yaml writes them as Go durations ("24h"), the model as timedeltas.
+DURATIONS_FROM_VALUES = [
+    ("--workload-cert-ttl", "identity.workloadCertTTL", DEFAULTS.workload_cert_ttl),
+    ("--root-cert-ttl", "identity.rootCertTTL", DEFAULTS.root_cert_ttl),
 ]
 
 # The flags it passes from a named template of _helpers.tpl: flag, template, the model's default.
@@ -41,6 +53,7 @@ FROM_HELPERS = [
     ("--mutating-webhook", "ottava.mutatingWebhook", DEFAULTS.mutating_webhook),
     ("--validating-webhook", "ottava.validatingWebhook", DEFAULTS.validating_webhook),
     ("--peering-name", "ottava.fullname", DEFAULTS.peering_name),
+    ("--identity-secret", "ottava.identitySecret", DEFAULTS.identity_secret),
 ]
 
 
@@ -74,6 +87,15 @@ def test_the_charts_values_are_the_operators_defaults(flag: str, path: str, defa
     assert value(path) == default, f"values.yaml {path}: {value(path)!r}, but {flag} defaults to {default!r}"
 
 
+@pytest.mark.parametrize(("flag", "path", "default"), DURATIONS_FROM_VALUES)
+def test_the_charts_durations_are_the_operators_defaults(flag: str, path: str, default: datetime.timedelta) -> None:
+    assert f"- {flag}={{{{ .Values.{path}" in DEPLOYMENT, f"the chart does not pass {flag} from {path}"
+    assert parse_duration(value(path)) == default, (
+        f"values.yaml {path}: {value(path)!r}, but {flag} defaults to {default}"
+    )
+    assert operator_cli.format_duration(default) == value(path)
+
+
 @pytest.mark.parametrize(("flag", "template", "default"), FROM_HELPERS)
 def test_the_charts_object_names_are_the_operators_defaults(flag: str, template: str, default: str) -> None:
     assert f'- {flag}={{{{ include "{template}" . }}}}' in DEPLOYMENT, f"the chart does not pass {flag}"
@@ -91,6 +113,8 @@ def test_the_charts_ports_and_sidecar_image_are_the_operators_defaults() -> None
     health = re.search(r"\{name: health, containerPort: (\d+)", DEPLOYMENT)
     assert health is not None and int(health.group(1)) == DEFAULTS.liveness_port
     assert "{name: webhook, containerPort: {{ .Values.webhook.port }}" in DEPLOYMENT
+    assert "{name: identity, containerPort: {{ .Values.identity.port }}" in DEPLOYMENT
+    assert value("identity.port") == contract.IDENTITY_PORT
     # With image.tag and sidecar.image left empty, sidecars run the chart's appVersion.
     assert (value("image.tag"), value("sidecar.image")) == ("", "")
     assert f"{value('image.repository')}:{CHART_META['appVersion']}" == DEFAULTS.injector.image

@@ -8,10 +8,12 @@ Kubernetes client are imported only when the operator runs, so that `ottava run`
 import argparse
 import asyncio
 import contextlib
+import datetime
 import os
 from pathlib import Path
 
 from ottava_sidecar import cli as sidecar_cli
+from ottava_sidecar.resources.models import parse_duration
 
 from ottava_operator.settings import NATIVE_SIDECAR_MODES, InjectorSettings, OperatorSettings
 
@@ -22,6 +24,28 @@ def _peering_lifetime(text: str) -> int:
     if value < 12:
         raise argparse.ArgumentTypeError(f"{value} s is too short: keep-alives go out 5-10 s before expiry (min 12)")
     return value
+
+
+def _duration(text: str) -> datetime.timedelta:
+    try:
+        value = parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if value <= datetime.timedelta(0):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive duration")
+    return value
+
+
+def format_duration(value: datetime.timedelta) -> str:
+    """A duration as the chart writes it: whole hours when it is some ("24h", "8760h")."""
+    seconds = int(value.total_seconds())
+    return f"{seconds // 3600}h" if seconds % 3600 == 0 else f"{seconds}s"
+
+
+def _on_off(text: str) -> bool:
+    if text not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+    return text == "true"
 
 
 def add_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -94,8 +118,53 @@ def add_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
     op.add_argument("--sidecar-memory-request", default=injector.memory_request)
     op.add_argument("--sidecar-cpu-limit", default=injector.cpu_limit or "")
     op.add_argument("--sidecar-memory-limit", default=injector.memory_limit or "")
+    _add_identity_flags(op, defaults)
     op.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
     op.add_argument("--log-format", choices=("text", "json"), default="text")
+
+
+def _add_identity_flags(op: argparse.ArgumentParser, defaults: OperatorSettings) -> None:
+    op.add_argument(
+        "--identity",
+        type=_on_off,
+        default=defaults.identity_enabled,
+        metavar="true|false",
+        help="workload identity: run the CA and the signer, and inject sidecars with mTLS (false: --disable-mtls)",
+    )
+    op.add_argument(
+        "--identity-port",
+        type=sidecar_cli.port,
+        default=defaults.identity_port,
+        help="port of the signer sidecars get their certificates from",
+    )
+    op.add_argument(
+        "--identity-secret",
+        default=defaults.identity_secret,
+        help="Secret (in --namespace) the operator keeps its generated identity CA in",
+    )
+    op.add_argument(
+        "--identity-ca-secret",
+        default=defaults.identity_ca_secret,
+        help="an organisation's CA to sign with instead (tls.crt, tls.key, ca.crt; re-read every minute, never written)",
+    )
+    op.add_argument(
+        "--workload-cert-ttl",
+        type=_duration,
+        default=defaults.workload_cert_ttl,
+        help=f"lifetime of sidecars' certificates (default {format_duration(defaults.workload_cert_ttl)})",
+    )
+    op.add_argument(
+        "--root-cert-ttl",
+        type=_duration,
+        default=defaults.root_cert_ttl,
+        help=f"lifetime of a generated root (default {format_duration(defaults.root_cert_ttl)}); "
+        "a new one is introduced when a third is left",
+    )
+    op.add_argument(
+        "--identity-url",
+        default=defaults.identity_url,
+        help="where sidecars reach the signer (default https://<webhook Service ClusterIP>:<identity port>)",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> OperatorSettings:
@@ -115,6 +184,13 @@ def settings_from(args: argparse.Namespace) -> OperatorSettings:
         peering_name=args.peering_name,
         peering_lifetime=args.peering_lifetime,
         native_sidecar=args.native_sidecar,
+        identity_enabled=args.identity,
+        identity_port=args.identity_port,
+        identity_secret=args.identity_secret,
+        identity_ca_secret=args.identity_ca_secret,
+        workload_cert_ttl=args.workload_cert_ttl,
+        root_cert_ttl=args.root_cert_ttl,
+        identity_url=args.identity_url,
         injector=InjectorSettings(
             image=args.sidecar_image or defaults.image,
             cpu_request=args.sidecar_cpu_request,

@@ -16,6 +16,11 @@ operator decides from the apiserver's version, see `main.py`):
   its wiring from the apiserver), and they may need the sidecar (a migration or a
   config fetch through the Dapr API), which they could not use if it came after them.
 * classic (older clusters): one more app container, as before native sidecars existed.
+
+Workload identity (`WorkloadIdentity`, or None when the chart turns it off): the sidecar
+gets a second token in its projected volume, for audience `ottava.io/identity`, which it
+trades at the operator's signer for its certificate, and the signer's address, name and
+the trust bundle in its environment. Without it the sidecar runs with `--disable-mtls`.
 """
 
 import copy
@@ -36,6 +41,15 @@ APP_ENV = {
 }
 
 
+@dataclass(frozen=True)
+class WorkloadIdentity:
+    """Where a sidecar gets its certificate, and the roots it trusts (the CA's bundle at admission)."""
+
+    endpoint: str  # https://<ClusterIP of the webhook Service>:<identity port>
+    server_name: str  # the name on the signer's certificate: <service>.<namespace>.svc
+    trust_anchors: str  # PEM
+
+
 @dataclass
 class Injection:
     """What the injector decided: the new pod (or None to leave it alone) and what to tell the user."""
@@ -46,7 +60,7 @@ class Injection:
     reason: str = ""
 
 
-def inject(pod: Pod, settings: InjectorSettings) -> Injection:
+def inject(pod: Pod, settings: InjectorSettings, identity: WorkloadIdentity | None) -> Injection:
     metadata = pod.get("metadata") or {}
     parsed = pod_annotations.parse(metadata.get("annotations") or {})
     if not parsed.enabled:
@@ -70,13 +84,13 @@ def inject(pod: Pod, settings: InjectorSettings) -> Injection:
         env.extend({"name": k, "value": v} for k, v in APP_ENV.items() if k not in present)
         env.extend(e for e in token_env if e["name"] not in present)
 
-    sidecar = _sidecar_container(app_id, parsed, settings, token_env)
+    sidecar = _sidecar_container(app_id, parsed, settings, token_env, identity)
     if settings.native_sidecar:
         sidecar["restartPolicy"] = "Always"
         result_spec["initContainers"] = [sidecar, *(result_spec.get("initContainers") or [])]
     else:
         result_spec.setdefault("containers", []).append(sidecar)
-    result_spec.setdefault("volumes", []).append(_token_volume())
+    result_spec.setdefault("volumes", []).append(_token_volume(identity is not None))
     return Injection(result, app_id=app_id, warnings=list(parsed.problems), reason="injected")
 
 
@@ -110,7 +124,11 @@ def _api_token_env(secret: str | None) -> list[dict[str, Any]]:
 
 
 def _sidecar_container(
-    app_id: str, parsed: pod_annotations.PodAnnotations, settings: InjectorSettings, token_env: list[dict[str, Any]]
+    app_id: str,
+    parsed: pod_annotations.PodAnnotations,
+    settings: InjectorSettings,
+    token_env: list[dict[str, Any]],
+    identity: WorkloadIdentity | None,
 ) -> dict[str, Any]:
     env: list[dict[str, Any]] = [
         {"name": contract.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -123,6 +141,14 @@ def _sidecar_container(
     if parsed.config is not None:
         env.append({"name": contract.ENV_CONFIG, "value": parsed.config})
     env.extend(token_env)
+    if identity is not None:
+        env.extend(
+            [
+                {"name": contract.ENV_IDENTITY_ENDPOINT, "value": identity.endpoint},
+                {"name": contract.ENV_IDENTITY_SERVER_NAME, "value": identity.server_name},
+                {"name": contract.ENV_TRUST_ANCHORS, "value": identity.trust_anchors},
+            ]
+        )
 
     requests = {
         "cpu": parsed.cpu_request or settings.cpu_request,
@@ -149,6 +175,7 @@ def _sidecar_container(
             "--log-format",
             "json",
             *(word for flag, value in parsed.limit_flags.items() for word in (flag, value)),
+            *([] if identity is not None else ["--disable-mtls"]),
         ],
         "env": env,
         "ports": [
@@ -184,13 +211,22 @@ def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def _token_volume() -> dict[str, Any]:
-    """The pod's service-account token, projected for the sidecar alone (works without automount)."""
+def _token_volume(identity: bool) -> dict[str, Any]:
+    """The pod's service-account token, projected for the sidecar alone (works without automount),
+    and with workload identity a second one that only the signer accepts (its audience)."""
+    identity_token = {
+        "serviceAccountToken": {
+            "audience": contract.IDENTITY_AUDIENCE,
+            "path": contract.IDENTITY_TOKEN_FILE,
+            "expirationSeconds": 3600,
+        }
+    }
     return {
         "name": contract.TOKEN_VOLUME,
         "projected": {
             "sources": [
                 {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+                *([identity_token] if identity else []),
                 {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
                 {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
             ]

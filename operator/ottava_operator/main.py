@@ -8,6 +8,10 @@ in step.
 
 Replicas: every replica serves admission; one leads the watch-driven work (status, RBAC),
 elected with kopf's peering (`peering.py`).
+
+Workload identity: every replica also keeps the identity CA current (`identity_ca.py`)
+and serves the signer (`signer.py`); the injector hands new pods the CA's trust bundle
+of the moment, and the signer's address.
 """
 
 import asyncio
@@ -20,13 +24,16 @@ from typing import Any, cast
 
 import kopf
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 from ottava_sidecar import contract
 
 from ottava_operator import connection, injection, peering, services, sidecar_form, status, validation
 from ottava_operator.certificates import CertificateManager
 from ottava_operator.events import EventPoster
+from ottava_operator.identity_ca import CaState, IdentityCa
 from ottava_operator.rbac import SidecarRbac
 from ottava_operator.settings import InjectorSettings, OperatorSettings
+from ottava_operator.signer import Signer
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,9 @@ class Clients:
     certificates: CertificateManager
     app_services: services.AppServices
     injector: InjectorSettings  # the chart's defaults, in the form decided at start
+    # What injected sidecars are told of workload identity (the CA's current bundle); None: off.
+    identity: injection.WorkloadIdentity | None = None
+    signer: Signer | None = None
     role: peering.Role | None = None
 
 
@@ -69,7 +79,7 @@ def build_registry(ours: OperatorSettings, identity: str = "") -> kopf.OperatorR
     background = Background()
     _register_lifecycle(registry, ours, identity, clients, background)
     _register_admission(registry, ours, clients, background)
-    _register_status(registry, clients)
+    _register_status(registry, ours, clients)
     _register_app_services(registry, clients)
     return registry
 
@@ -124,6 +134,8 @@ def _register_lifecycle(
         background.spawn(clients.certificates.run())
         native = await sidecar_form.decide(ours.native_sidecar, clients.api)
         clients.injector = dataclasses.replace(ours.injector, native_sidecar=native)
+        if ours.identity_enabled:
+            await _start_identity(ours, clients, background)
         if ours.peering_name:
             await _join_election(settings, ours, identity, clients, background)
         log.info(
@@ -134,8 +146,52 @@ def _register_lifecycle(
     @kopf.on.cleanup(registry=registry)
     async def stop(**_: Any) -> None:
         background.cancel()
+        if clients.signer is not None:
+            with contextlib.suppress(Exception):
+                await clients.signer.stop()
         with contextlib.suppress(Exception):
             await clients.api.close()
+
+
+async def _start_identity(ours: OperatorSettings, clients: Clients, background: Background) -> None:
+    """The identity CA (read or made), the signer serving, and the injector told where it is."""
+    endpoint = await identity_endpoint(ours, clients.api)
+    server_name = ours.service_names[0]
+    ca = IdentityCa(ours, clients.api)
+    signer = Signer(ours, clients.api, ca)
+
+    def checked(state: CaState) -> None:
+        signer.ca_checked(state)
+        clients.identity = injection.WorkloadIdentity(endpoint, server_name, state.trust_bundle.decode())
+
+    ca.after_check(checked)
+    await ca.ensure()
+    await signer.start()
+    clients.signer = signer
+    background.spawn(ca.run())
+    log.info(
+        "workload identity: the signer serves",
+        extra={"endpoint": endpoint, "serverName": server_name, "caSecret": ca.secret_name},
+    )
+
+
+async def identity_endpoint(ours: OperatorSettings, api: client.ApiClient) -> str:
+    """`https://<ClusterIP of the webhook Service>:<identity port>`, unless set (pods here may have no DNS)."""
+    if ours.identity_url:
+        return ours.identity_url
+    try:
+        service = await client.CoreV1Api(api).read_namespaced_service(ours.service_name, ours.namespace)
+        address = str(service.spec.cluster_ip or "")
+    except ApiException as err:
+        log.warning(
+            "cannot read the webhook Service for the signer's address; sidecars get its DNS name",
+            extra={"service": ours.service_name, "status": err.status},
+        )
+        address = ""
+    if not address or address == "None":
+        return f"https://{ours.service_names[0]}:{ours.identity_port}"
+    host = f"[{address}]" if ":" in address else address
+    return f"https://{host}:{ours.identity_port}"
 
 
 def _register_admission(
@@ -164,7 +220,9 @@ def _register_admission(
         log.info("injector called", extra={"namespace": namespace, "owner": owner, "dryRun": dryrun})
         if namespace in (*NEVER_INJECTED, ours.namespace):
             return
-        result = injection.inject(pod, clients.injector)
+        if ours.identity_enabled and clients.identity is None:
+            raise kopf.AdmissionError("the identity CA is not ready: the sidecar could not get a certificate", code=503)
+        result = injection.inject(pod, clients.injector, clients.identity if ours.identity_enabled else None)
         warnings.extend(result.warnings)
         if result.warnings and not dryrun:
             background.spawn(clients.events.warn(namespace, pod, "BadOttavaAnnotation", "; ".join(result.warnings)))
@@ -184,7 +242,7 @@ def _replace_pod(patch: kopf.Patch, injected: dict[str, Any]) -> None:
     patch.fns.append(replace)
 
 
-def _register_status(registry: kopf.OperatorRegistry, clients: Clients) -> None:
+def _register_status(registry: kopf.OperatorRegistry, ours: OperatorSettings, clients: Clients) -> None:
     async def write_status(body: kopf.Body, patch: kopf.Patch, problems: list[str]) -> None:
         previous = (body.get("status") or {}).get("conditions")
         generation = body.metadata.get("generation")
@@ -206,8 +264,9 @@ def _register_status(registry: kopf.OperatorRegistry, clients: Clients) -> None:
     @kopf.on.event(GROUP, VERSION, "components", registry=registry)
     async def component_event(event: kopf.RawEvent, namespace: str | None, **_: Any) -> None:
         # Every watch event, deletions included (no finalizer needed): the Role follows the
-        # namespace's Components as they are now.
-        if namespace:
+        # namespace's Components as they are now. Never in the operator's own namespace:
+        # sidecar Roles there could reach the identity CA's Secret.
+        if namespace and namespace != ours.namespace:
             await clients.rbac.reconcile(namespace)
 
 

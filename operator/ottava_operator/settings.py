@@ -6,11 +6,12 @@ defaults from these models (`ottava_operator.cli`), the injector reads
 (`tests/test_operator_defaults.py`).
 """
 
+import datetime
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ottava_sidecar import __version__
+from ottava_sidecar import __version__, contract
 
 # `--native-sidecar`: "auto" (native from Kubernetes 1.29, read from GET /version at
 # start), "true" (always native) or "false" (always a regular container).
@@ -65,8 +66,27 @@ class OperatorSettings:
     # The image, resources and form of injected sidecars; `native_sidecar` above decides
     # the form at start, whatever this one says.
     injector: InjectorSettings = field(default_factory=InjectorSettings)
+    # Workload identity (identity_ca.py, signer.py): sidecars get certificates from the
+    # signer on `identity_port` (of the webhook Service) and talk mTLS. Off: sidecars
+    # are injected with --disable-mtls.
+    identity_enabled: bool = True
+    identity_port: int = contract.IDENTITY_PORT
+    # The Secret the operator keeps its generated CA in.
+    identity_secret: str = "ottava-identity-ca"
+    # An organisation's CA instead (tls.crt, tls.key, ca.crt), never written: the chart's
+    # identity.ca.existingSecret. Empty: the operator makes and rotates its own.
+    identity_ca_secret: str = ""
+    workload_cert_ttl: datetime.timedelta = datetime.timedelta(hours=24)
+    root_cert_ttl: datetime.timedelta = datetime.timedelta(days=365)
+    # Where sidecars reach the signer; empty: https://<ClusterIP of the webhook Service>:<identity_port>.
+    identity_url: str = ""
 
     @property
     def certificate_names(self) -> tuple[str, ...]:
+        return (*self.service_names, *self.webhook_hosts)
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        """The webhook Service's DNS names (the signer's certificate carries these)."""
         service = f"{self.service_name}.{self.namespace}.svc"
-        return (service, f"{service}.cluster.local", *self.webhook_hosts)
+        return (service, f"{service}.cluster.local")

@@ -32,6 +32,7 @@ NAMESPACE = "ottava-system"
 OPERATOR_SA = f"{RELEASE}-operator"
 WEBHOOK_PORT = 29443
 LIVENESS_PORT = 29080
+IDENTITY_PORT_OFFSET = 2
 STATE = cluster_mod.STATE_DIR / "ottava"
 OTTAVA = str(Path(sys.executable).with_name("ottava"))
 
@@ -113,6 +114,9 @@ def launch_operator(
                 f"{RELEASE}-validator",
                 "--liveness-port",
                 str(liveness_port),
+                # The signer: beside the webhook port, so that two replicas here do not collide.
+                "--identity-port",
+                str(webhook_port + IDENTITY_PORT_OFFSET),
                 "--cert-dir",
                 str(STATE / f"webhook-cert{suffix}"),
                 "--log-level",

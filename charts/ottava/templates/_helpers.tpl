@@ -28,6 +28,7 @@ app.kubernetes.io/component: operator
 
 {{- define "ottava.webhookService" -}}{{ include "ottava.fullname" . }}-webhook{{- end -}}
 {{- define "ottava.certSecret" -}}{{ include "ottava.fullname" . }}-webhook-tls{{- end -}}
+{{- define "ottava.identitySecret" -}}{{ include "ottava.fullname" . }}-identity-ca{{- end -}}
 {{- define "ottava.mutatingWebhook" -}}{{ include "ottava.fullname" . }}-sidecar-injector{{- end -}}
 {{- define "ottava.validatingWebhook" -}}{{ include "ottava.fullname" . }}-validator{{- end -}}
 
