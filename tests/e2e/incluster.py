@@ -33,6 +33,7 @@ OPERATOR_DEPLOYMENT = f"{RELEASE}-operator"
 IMAGE = f"ottava/ottava:{__version__}"
 APP_IMAGE = f"localhost/ottava-example-app:{__version__}"
 OPERATOR_SELECTOR = f"app.kubernetes.io/name=ottava,app.kubernetes.io/instance={RELEASE}"
+WORKLOAD_CERT_TTL = "60s"
 
 
 def _run(argv: list[str], echo: Callable[[str], None], what: str) -> str:
@@ -79,6 +80,9 @@ def install(cluster: cluster_mod.Cluster, *, replicas: int = 2) -> None:
         "--create-namespace",
         "--set",
         f"operator.replicas={replicas}",
+        # Short-lived certificates, so that the tests see sidecars renew them under load.
+        "--set",
+        f"identity.workloadCertTTL={WORKLOAD_CERT_TTL}",
         "--wait",
         "--timeout",
         "5m",
