@@ -43,9 +43,9 @@ class RuntimeSettings:
         self.sidecar.access_policy = AccessPolicy.from_configuration(
             spec.access_control if spec else None, f"Configuration {name}"
         )
-        self.sidecar.apis.secrets.scopes = {
-            s.store_name: s for s in (spec.secrets.scopes if spec and spec.secrets else [])
-        }
+        self.sidecar.apis.secrets.set_scopes(
+            spec.secrets.scopes if spec and spec.secrets else [], f"Configuration {name}"
+        )
         if spec is not None and spec.logging is not None:
             logging.getLogger().setLevel({"warn": "WARNING"}.get(spec.logging.level, spec.logging.level.upper()))
         if spec is not None and spec.metric is not None:
