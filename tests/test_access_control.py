@@ -343,7 +343,8 @@ def test_same_app_id_in_other_namespaces_and_trust_domains_is_allowed() -> None:
     )
 
 
-def test_applying_a_configuration_replaces_the_sidecars_policy() -> None:
+async def test_applying_a_configuration_replaces_the_sidecars_policy() -> None:
+    # A Sidecar builds its gRPC servers on the running loop, so this test has one.
     sidecar = Sidecar(Options(app_id="orders"), [])
     assert sidecar.access_policy.check(SHIPPING, "/orders", "GET") is None
     configuration = Configuration.model_validate(
