@@ -23,8 +23,8 @@ from pathlib import Path
 from ottava_sidecar import __version__, contract, limits, logs
 from ottava_sidecar.components import catalogue
 from ottava_sidecar.invocation import filters
-from ottava_sidecar.resources.manifests import ManifestError, load_folder
-from ottava_sidecar.resources.models import Component, parse_duration
+from ottava_sidecar.resources.manifests import ManifestError, load_configuration_file, load_folder
+from ottava_sidecar.resources.models import Component, Configuration, parse_duration
 from ottava_sidecar.runtime.defaults import default_components
 from ottava_sidecar.runtime.sidecar import BoundPorts, Options, Sidecar
 
@@ -69,8 +69,10 @@ def add_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
     )
     sidecar.add_argument(
         "--config",
-        default=env(contract.ENV_CONFIG) or None,
-        help="kubernetes mode: the Configuration to apply (default: $OTTAVA_CONFIG)",
+        metavar="FILE|NAME",
+        help="the Configuration to apply (API rules, secret scopes, access control, tracing, ...): standalone, "
+        "a manifest FILE, as `dapr run --config`; kubernetes mode, the NAME of one in the pod's namespace "
+        "(default: $OTTAVA_CONFIG)",
     )
     sidecar.add_argument(
         "--namespace",
@@ -226,6 +228,13 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
         components = [component for _, component in manifests.components]
     else:
         components = default_components()
+    configuration: Configuration | None = None
+    if not kubernetes and args.config is not None:
+        try:
+            configuration = load_configuration_file(Path(args.config))
+        except ManifestError as err:
+            print(f"ottava: invalid --config: {err}", file=sys.stderr)
+            return 2
     try:
         invocation_filters = [filters.load(reference) for reference in args.invocation_filter]
     except ValueError as err:
@@ -248,7 +257,8 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
         invocation_filters=invocation_filters,
         mode=args.mode,
         namespace=args.namespace or (_credentials_namespace() if kubernetes else None),
-        configuration_name=args.config,
+        configuration_name=(args.config or os.environ.get(contract.ENV_CONFIG) or None) if kubernetes else None,
+        configuration=configuration,
         http_listen_address=args.http_listen_address or ("0.0.0.0" if kubernetes else None),
         metrics_listen_address=args.metrics_listen_address or ("0.0.0.0" if kubernetes else None),
         internal_listen_address=args.internal_listen_address or ("0.0.0.0" if kubernetes else None),

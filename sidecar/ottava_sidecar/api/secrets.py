@@ -16,18 +16,38 @@ class SecretsApi:
         self.max_bulk_response_bytes = (
             limits.Limits().max_bulk_response_bytes if max_bulk_response_bytes is None else max_bulk_response_bytes
         )
-        # Secret scopes of the Configuration, by store name (Dapr's semantics).
-        self.scopes: dict[str, SecretScope] = {}
+        # Secret scopes of the Configuration, by store name (Dapr's semantics), with their
+        # place in it (`secrets.scopes[0]`) and the Configuration's name, for messages.
+        self.scopes: dict[str, tuple[int, SecretScope]] = {}
+        self.scopes_source = ""
+
+    def set_scopes(self, scopes: list[SecretScope], source: str) -> None:
+        self.scopes = {scope.store_name: (index, scope) for index, scope in enumerate(scopes)}
+        self.scopes_source = source
 
     def allowed(self, store: str, name: str) -> bool:
-        scope = self.scopes.get(store)
-        if scope is None:
-            return True
+        return self.refusal(store, name) is None
+
+    def refusal(self, store: str, name: str) -> str | None:
+        """Why the scope of `store` hides the secret `name` (naming the scope), or None when it may be read."""
+        entry = self.scopes.get(store)
+        if entry is None:
+            return None
+        index, scope = entry
         if name in scope.denied_secrets:
-            return False
-        if scope.allowed_secrets:
-            return name in scope.allowed_secrets
-        return scope.default_access == "allow"
+            why = "it is in deniedSecrets"
+        elif scope.allowed_secrets:
+            if name in scope.allowed_secrets:
+                return None
+            why = "it is not in allowedSecrets"
+        elif scope.default_access == "allow":
+            return None
+        else:
+            why = "defaultAccess is deny"
+        return (
+            f"access to secret {name!r} of secret store {store} is denied by "
+            f"{self.scopes_source}, secrets.scopes[{index}] (storeName {store}): {why}"
+        )
 
     def store(self, name: str) -> SecretStore[Any]:
         if not name:
@@ -41,8 +61,9 @@ class SecretsApi:
         store = self.store(store_name)
         if not name:
             raise errors.invalid_argument(f"secret name is empty (secret store {store.name})")
-        if not self.allowed(store.name, name):
-            raise errors.permission_denied(f"access denied by policy to get {name!r} from secret store {store.name}")
+        refusal = self.refusal(store.name, name)
+        if refusal is not None:
+            raise errors.permission_denied(refusal)
         try:
             return await store.get(name)
         except SecretNotFoundError as err:

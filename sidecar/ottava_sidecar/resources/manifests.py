@@ -1,4 +1,4 @@
-"""Reading manifests from a folder (`ottava run --resources-path`).
+"""Reading manifests from a folder (`ottava run --resources-path`) and a file (`--config`).
 
 Every YAML document of every `*.yaml`/`*.yml` file is read. Components and
 Configurations (of `ottava.io/v1alpha1` or `dapr.io/v1alpha1`) are validated. The other
@@ -7,6 +7,9 @@ folder of Dapr resources can be pointed at unchanged; documents of other API gro
 Kubernetes `Secret`) are skipped quietly. Any other kind in those two groups is a
 mistake (`kind: component`, `kind: Componnent`) that would otherwise load nothing
 without a word: it stops start-up, naming the file, the document and the kind.
+
+`--config FILE` names one Configuration manifest (as `dapr run --config` does), the only
+document of its file.
 """
 
 import difflib
@@ -83,6 +86,33 @@ def load_folder(folder: Path, *, check: Callable[[Component], Sequence[str]]) ->
         else:
             configurations.append((source, _validate(Configuration, document, source)))
     return Manifests(components, configurations)
+
+
+def load_configuration_file(path: Path) -> Configuration:
+    """The Configuration of `ottava run --config FILE`, validated; `ManifestError` naming file and field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(
+            f"{path}: no such file (in standalone mode --config names a Configuration manifest file)"
+        ) from None
+    except OSError as err:
+        raise ManifestError(f"{path}: cannot be read: {err.strerror or err}") from None
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as err:
+        raise ManifestError(f"{path}: not valid YAML: {err}") from None
+    if len(documents) != 1:
+        raise ManifestError(f"{path}: holds {len(documents)} YAML documents; --config takes one Configuration")
+    source, document = Source(path, 1), documents[0]
+    if not isinstance(document, dict):
+        raise ManifestError(f"{source}: expected a mapping, found {type(document).__name__}")
+    if document.get("kind") != "Configuration":
+        raise ManifestError(
+            f"{source}: kind is {document.get('kind')!r}, --config takes a Configuration "
+            "(Components go in the --resources-path folder)"
+        )
+    return _validate(Configuration, document, source)
 
 
 def _kind(document: dict[str, Any], source: Source) -> str | None:

@@ -257,6 +257,8 @@ class SecretsSpec(_Model):
 
 _TRUST_DOMAIN = r"^[a-z0-9._-]{1,255}$"
 _POLICY_ACTION = Literal["allow", "deny"]
+# The verbs of Dapr's HTTPExtension, the only ones a call can carry.
+HTTP_VERBS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 
 
 class AppOperation(_Model):
@@ -264,8 +266,9 @@ class AppOperation(_Model):
 
     name: str = Field(
         min_length=1,
-        description="Method path such as '/orders' or '/orders/*'; '*' matches one path segment and "
-        "'**' any number of them.",
+        description="Method path such as '/orders' or '/orders/*' (a leading '/' is added when missing); "
+        "'*' matches within one path segment, a last segment '*' or '**' also matches the path without it, "
+        "and a segment '**' matches any number of segments. Matched without regard to case over HTTP.",
     )
     http_verb: list[str] = Field(
         default_factory=lambda: ["*"],
@@ -274,6 +277,25 @@ class AppOperation(_Model):
         "match any rule of their operation.",
     )
     action: _POLICY_ACTION = Field(description="allow or deny.")
+
+    @field_validator("name")
+    @classmethod
+    def _path(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError("an operation name cannot be blank")
+        if any(c.isspace() for c in name):
+            raise ValueError(f"operation name {name!r} contains white space")
+        return name
+
+    @field_validator("http_verb")
+    @classmethod
+    def _verbs(cls, verbs: list[str]) -> list[str]:
+        if not verbs:
+            raise ValueError("httpVerb is empty: list the verbs this rule covers, or leave it out for '*' (all)")
+        for verb in verbs:
+            if verb != "*" and verb.upper() not in HTTP_VERBS:
+                raise ValueError(f"{verb!r} is not an HTTP verb ({', '.join(HTTP_VERBS)}) nor '*'")
+        return verbs
 
 
 class AppPolicy(_Model):
@@ -292,16 +314,20 @@ class AppPolicy(_Model):
         description="The caller's trust domain.",
     )
     namespace: str = Field(default="default", min_length=1, description="The caller's namespace.")
-    operations: list[AppOperation] = Field(default_factory=list, description="Rules per operation, first match wins.")
+    operations: list[AppOperation] = Field(
+        default_factory=list,
+        description="Rules per operation; the first whose name and verb match the call decides.",
+    )
 
 
 class AccessControl(_Model):
     """Which apps may invoke this app, enforced by its sidecar on the caller's certified identity."""
 
-    default_action: _POLICY_ACTION = Field(
-        default="allow",
+    default_action: _POLICY_ACTION | None = Field(
+        default=None,
         alias="defaultAction",
-        description="For callers that no policy names.",
+        description="For callers that no policy names, and callers without a verified identity. Unset: deny "
+        "when policies are listed, allow when none are (as Dapr).",
     )
     trust_domain: str = Field(
         default="public",
@@ -310,6 +336,28 @@ class AccessControl(_Model):
         description="This app's trust domain, the first part of its SPIFFE ID.",
     )
     policies: list[AppPolicy] = Field(default_factory=list, description="One entry per calling app.")
+
+    @field_validator("policies")
+    @classmethod
+    def _one_per_caller(cls, policies: list[AppPolicy]) -> list[AppPolicy]:
+        seen: dict[tuple[str, str, str], int] = {}
+        for index, policy in enumerate(policies):
+            key = (policy.app_id, policy.namespace, policy.trust_domain)
+            if key in seen:
+                raise ValueError(
+                    f"policies[{index}] names the same caller as policies[{seen[key]}] (appId {policy.app_id}, "
+                    f"namespace {policy.namespace}, trustDomain {policy.trust_domain}): merge their operations "
+                    "into one policy"
+                )
+            seen[key] = index
+        return policies
+
+    @property
+    def effective_default_action(self) -> Literal["allow", "deny"]:
+        """The global default: as written, else deny when policies are listed (Dapr's rule), else allow."""
+        if self.default_action is not None:
+            return self.default_action
+        return "deny" if self.policies else "allow"
 
 
 class ConfigurationSpec(_Model):

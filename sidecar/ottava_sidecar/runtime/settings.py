@@ -1,6 +1,6 @@
 """The Configuration applied to a running sidecar, live where it can be.
 
-API allow/deny lists, secret scopes, log level, the metrics switch and the hot-reload
+API allow/deny lists, secret scopes, access control, log level, the metrics switch and the hot-reload
 feature switch take effect at once. Tracing and the app health check are read at start
 only: a change to them is logged and listed in `/actuator/info` as needing a restart.
 """
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ottava_sidecar.api import access
 from ottava_sidecar.api.http.server import build_metrics_app
+from ottava_sidecar.invocation.access_control import AccessPolicy
 from ottava_sidecar.resources.models import Configuration
 
 if TYPE_CHECKING:
@@ -39,9 +40,12 @@ class RuntimeSettings:
         name = configuration.metadata.name if configuration else "(none)"
         spec = configuration.spec if configuration else None
         access.set_policy(access.Policy.from_configuration(spec.api if spec else None, f"Configuration {name}"))
-        self.sidecar.apis.secrets.scopes = {
-            s.store_name: s for s in (spec.secrets.scopes if spec and spec.secrets else [])
-        }
+        self.sidecar.access_policy = AccessPolicy.from_configuration(
+            spec.access_control if spec else None, f"Configuration {name}"
+        )
+        self.sidecar.apis.secrets.set_scopes(
+            spec.secrets.scopes if spec and spec.secrets else [], f"Configuration {name}"
+        )
         if spec is not None and spec.logging is not None:
             logging.getLogger().setLevel({"warn": "WARNING"}.get(spec.logging.level, spec.logging.level.upper()))
         if spec is not None and spec.metric is not None:
