@@ -330,6 +330,7 @@ all_running() {
 # --- the node ------------------------------------------------------------------
 
 # The bridge exists before the apiserver starts: the apiserver binds its address.
+pods_stay_rule=(-i "$node_bridge" ! -o "$node_bridge" -m comment --comment "ottava-e2e: pods stay on the node" -j DROP)
 create_bridge() {
   ip link add "$node_bridge" type bridge
   ip addr add "$node_ip/24" dev "$node_bridge"
@@ -337,7 +338,18 @@ create_bridge() {
   # Host-side traffic to any ClusterIP goes to the bridge (kube-proxy's DNAT
   # turns the served ones into the node address), never to the default route.
   ip route add "$service_cidr" dev "$node_bridge" src "$node_ip"
-  log "bridge $node_bridge: $node_ip/24, route $service_cidr"
+  # A pod reaches another pod through a ClusterIP (the operator's signing endpoint, say)
+  # only if the node forwards what kube-proxy DNATs back onto the bridge. Forwarding is
+  # switched on for packets that arrive on this bridge alone (the machine's ip_forward is
+  # left as it is), and a rule of our own drops whatever would leave the bridge for any
+  # other interface, so pods still reach nothing beyond the node.
+  sysctl -qw "net.ipv4.conf.$node_bridge.forwarding=1"
+  iptables -w -I FORWARD "${pods_stay_rule[@]}"
+  log "bridge $node_bridge: $node_ip/24, route $service_cidr, forwarding bridge to bridge only"
+}
+
+remove_pods_stay_rule() {
+  while iptables -w -D FORWARD "${pods_stay_rule[@]}" 2>/dev/null; do :; done
 }
 
 # image_archive REF OUT ENTRYPOINT USER FILE...: a one-layer image holding the
@@ -747,6 +759,7 @@ clean_machine() {
     ip link delete "$node_bridge"
     log "bridge $node_bridge removed"
   fi
+  remove_pods_stay_rule
   remove_kube_proxy_rules
   remove_fixed_paths
 }

@@ -128,6 +128,7 @@ def test_down_leaves_nothing_behind(cluster: cluster_mod.Cluster, kube: client.A
     assert [ns for ns in run("ip", "netns", "list").split() if ns.startswith("cni-")] == []
     for save in ("iptables-save", "ip6tables-save"):
         assert "KUBE-" not in run(save), f"{save} still shows kube-proxy's or the kubelet's chains"
+    assert "ottava-e2e" not in run("iptables-save"), "the rule keeping pods on the node is still there"
     # The host paths that containerd and the kubelet use whatever their configuration says.
     assert not [socket for socket in shim_sockets if socket.exists()]
     # Our containerd puts nothing else in /run/containerd (runc's state is in the

@@ -138,7 +138,9 @@ def test_zero_trust_between_pods(
     # 1. Each sidecar holds its own SPIFFE ID, from the operator's CA.
     for pod, app in ((billing, "billing"), (checkout, "checkout")):
         identity = pods.sidecar_readiness(pod).json()["components"]["identity"]
-        assert identity["details"] == f"spiffe://public/ns/{ns}/{app}", identity
+        assert identity["status"] == "UP" and identity["details"]["reason"] == f"spiffe://public/ns/{ns}/{app}", (
+            identity
+        )
 
     # 2. Allowed: checkout GET /hello. Denied: any other operation, and any other caller.
     assert pods.call_app(checkout, "GET", "/invoke/billing/hello")["app"] == "billing"
