@@ -63,6 +63,7 @@ class Sidecars:
     guest: SidecarProcess
     ids: dict[str, str]
     ca_dir: Path
+    registry: Path
 
     @property
     def billing_internal(self) -> str:
@@ -104,7 +105,7 @@ def sidecars(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecars]:
         wait_ready(billing)
         checkout = factory.start("--app-id", ids["checkout"], "--workload-cert-ttl", "12s", env=env)
         guest = factory.start("--app-id", ids["guest"], env=env)
-        yield Sidecars(billing, checkout, guest, ids, ca_dir)
+        yield Sidecars(billing, checkout, guest, ids, ca_dir, registry)
     finally:
         stop_all_gracefully(factory)
         factory.stop_all()
@@ -123,6 +124,25 @@ def test_an_allowed_operation_answers_with_the_callers_certified_id(sidecars: Si
     seen = answer.json()["headers"]
     assert seen["dapr-caller-app-id"] == sidecars.ids["checkout"]  # never the forged one
     assert "dapr-api-token" not in seen
+
+
+def test_the_api_token_never_travels_to_the_callee(sidecars: Sidecars, tmp_path: Path) -> None:
+    """A caller whose sidecar requires DAPR_API_TOKEN: the token stops at its own sidecar."""
+    factory = SidecarFactory(tmp_path)
+    env = {
+        "OTTAVA_CA_DIR": str(sidecars.ca_dir),
+        "OTTAVA_REGISTRY_DIR": str(sidecars.registry),
+        "DAPR_API_TOKEN": "s3cret",
+    }
+    try:
+        tokened = factory.start("--app-id", sidecars.ids["checkout"], env=env)
+        headers = {"dapr-api-token": "s3cret"}
+        answer = sidecars.invoke(tokened, "GET", "echo/orders/1", headers=headers)
+        assert answer.status_code == 200, answer.text
+        seen = answer.json()["headers"]
+        assert "dapr-api-token" not in seen and seen["dapr-caller-app-id"] == sidecars.ids["checkout"]
+    finally:
+        factory.stop_all()
 
 
 @pytest.mark.parametrize(
