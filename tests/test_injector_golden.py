@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from ottava_operator.injection import WorkloadIdentity, inject
+from ottava_operator.injection import IdentitySigner, inject
 from ottava_operator.settings import InjectorSettings
 from ottava_sidecar import __version__
 
@@ -23,7 +23,7 @@ FORMS = {
     "native.expected": InjectorSettings(image="ottava/ottava:golden", native_sidecar=True),
 }
 # A fixed identity endpoint and bundle (the operator passes the CA's current one).
-IDENTITY = WorkloadIdentity(
+IDENTITY = IdentitySigner(
     endpoint="https://10.96.0.10:9445",
     server_name="ottava-webhook.ottava-system.svc",
     trust_anchors="-----BEGIN CERTIFICATE-----\ngolden\n-----END CERTIFICATE-----\n",

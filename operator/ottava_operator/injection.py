@@ -17,8 +17,8 @@ operator decides from the apiserver's version, see `main.py`):
   config fetch through the Dapr API), which they could not use if it came after them.
 * classic (older clusters): one more app container, as before native sidecars existed.
 
-Workload identity (`WorkloadIdentity`, or None when the chart turns it off): the sidecar
-gets a second token in its projected volume, for audience `ottava.io/identity`, which it
+Workload identity (`IdentitySigner`: where the sidecar asks for its certificate, or None
+when the chart turns it off): the sidecar gets a second token in its projected volume, for audience `ottava.io/identity`, which it
 trades at the operator's signer for its certificate, and the signer's address, name and
 the trust bundle in its environment. Without it the sidecar runs with `--disable-mtls`.
 """
@@ -42,7 +42,7 @@ APP_ENV = {
 
 
 @dataclass(frozen=True)
-class WorkloadIdentity:
+class IdentitySigner:
     """Where a sidecar gets its certificate, and the roots it trusts (the CA's bundle at admission)."""
 
     endpoint: str  # https://<ClusterIP of the webhook Service>:<identity port>
@@ -60,7 +60,7 @@ class Injection:
     reason: str = ""
 
 
-def inject(pod: Pod, settings: InjectorSettings, identity: WorkloadIdentity | None) -> Injection:
+def inject(pod: Pod, settings: InjectorSettings, identity: IdentitySigner | None) -> Injection:
     metadata = pod.get("metadata") or {}
     parsed = pod_annotations.parse(metadata.get("annotations") or {})
     if not parsed.enabled:
@@ -128,7 +128,7 @@ def _sidecar_container(
     parsed: pod_annotations.PodAnnotations,
     settings: InjectorSettings,
     token_env: list[dict[str, Any]],
-    identity: WorkloadIdentity | None,
+    identity: IdentitySigner | None,
 ) -> dict[str, Any]:
     env: list[dict[str, Any]] = [
         {"name": contract.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},

@@ -51,7 +51,7 @@ class Clients:
     app_services: services.AppServices
     injector: InjectorSettings  # the chart's defaults, in the form decided at start
     # What injected sidecars are told of workload identity (the CA's current bundle); None: off.
-    identity: injection.WorkloadIdentity | None = None
+    identity: injection.IdentitySigner | None = None
     signer: Signer | None = None
     role: peering.Role | None = None
 
@@ -162,7 +162,7 @@ async def _start_identity(ours: OperatorSettings, clients: Clients, background: 
 
     def checked(state: CaState) -> None:
         signer.ca_checked(state)
-        clients.identity = injection.WorkloadIdentity(endpoint, server_name, state.trust_bundle.decode())
+        clients.identity = injection.IdentitySigner(endpoint, server_name, state.trust_bundle.decode())
 
     ca.after_check(checked)
     await ca.ensure()

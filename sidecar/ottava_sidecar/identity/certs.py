@@ -9,6 +9,7 @@ and to call: every sidecar is both.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -164,7 +165,7 @@ def issue_workload(
 def issue_server(
     issuer_cert_pem: bytes, issuer_key_pem: bytes, names: tuple[str, ...], ttl: datetime.timedelta
 ) -> tuple[bytes, bytes]:
-    """A serving certificate for DNS names (the operator's signing endpoint): (cert PEM, key PEM)."""
+    """A serving certificate for DNS names and IP addresses (the operator's endpoints): (cert PEM, key PEM)."""
     issuer = load_certs(issuer_cert_pem)[0]
     issuer_key = load_key(issuer_key_pem)
     key = new_key()
@@ -177,12 +178,19 @@ def issue_server(
         .serial_number(x509.random_serial_number())
         .not_valid_before(start - CLOCK_SKEW)
         .not_valid_after(min(start + ttl, issuer.not_valid_after_utc))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(issuer_key, hashes.SHA256())
     )
     return cert_pem(cert), key_pem(key)
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 @dataclass(frozen=True)

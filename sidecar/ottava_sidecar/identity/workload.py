@@ -15,7 +15,6 @@ while the old ones drain (`invocation.internal.InternalClient`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 import random
@@ -26,6 +25,7 @@ from typing import Protocol, cast
 import grpc
 
 from ottava_sidecar import backoff, metrics
+from ottava_sidecar.background import BackgroundTask
 from ottava_sidecar.identity import certs
 from ottava_sidecar.identity.spiffe import SpiffeId
 
@@ -76,15 +76,19 @@ class Material:
         return self.obtained + life * fraction
 
 
-class WorkloadIdentity:
+class WorkloadIdentity(BackgroundTask):
+    """The sidecar's certificate; `start()` (after `obtain`) renews it in the background until `stop()`."""
+
+    name = "identity-renewal"
+
     def __init__(self, identity: SpiffeId, source: IdentitySource) -> None:
+        super().__init__()
         self.requested = identity
         self.source = source
         self._material: Material | None = None
         self.generation = 0  # goes up with every new certificate
         self._served_generation = 0
         self._rng = random.Random()
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def material(self) -> Material:
@@ -154,18 +158,7 @@ class WorkloadIdentity:
 
     # --- renewal ---------------------------------------------------------------------
 
-    def start_renewing(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._renew_forever(), name="identity-renewal")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _renew_forever(self) -> None:
+    async def run(self) -> None:
         while True:
             due = self.material.renew_after(self._rng)
             await asyncio.sleep(max(0.0, (due - certs.now()).total_seconds()))

@@ -11,7 +11,7 @@ import logging
 import time
 
 from ottava_sidecar import metrics
-from ottava_sidecar.runtime.background import BackgroundTask
+from ottava_sidecar.background import BackgroundTask
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import gc
 import logging
 from collections.abc import Callable
 
-from ottava_sidecar.runtime.background import BackgroundTask
+from ottava_sidecar.background import BackgroundTask
 
 log = logging.getLogger(__name__)
 

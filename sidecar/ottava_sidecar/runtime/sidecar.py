@@ -242,7 +242,7 @@ class Sidecar:
                     attempt += 1
                     await asyncio.sleep(delay)
         self.registry.set_condition(IDENTITY, Status.UP, str(identity.identity))
-        identity.start_renewing()
+        identity.start()  # renewal, in the background
 
     async def _connect_app(self, channel: appchannel.AppChannel) -> None:
         """Wait for the app to listen, then read its subscriptions and start delivering.

@@ -1,4 +1,4 @@
-"""A task the sidecar runs from its start to its stop (loop-lag measurement, memory return)."""
+"""A task the sidecar runs from its start to its stop (loop-lag measurement, memory return, certificate renewal)."""
 
 import abc
 import asyncio
