@@ -22,6 +22,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from ottava_sidecar.identity import certs
 from ottava_sidecar.identity.spiffe import SpiffeId
+from ottava_sidecar.resources.models import parse_duration
 
 from . import cluster as cluster_mod
 from . import incluster
@@ -105,7 +106,9 @@ def test_the_signer_certifies_a_pods_own_app_id_and_nothing_else(
     leaf = certs.Leaf.read(body["certificateChain"].encode())
     assert str(leaf.identity) == expected
     assert chain[0].public_key().public_numbers() == key.public_key().public_numbers()
-    assert 23 * 3600 < (leaf.not_after - leaf.not_before).total_seconds() <= 24 * 3600 + 120
+    # The chart's workloadCertTTL (the e2e install sets it), plus the minute the CA backdates it.
+    ttl = parse_duration(incluster.WORKLOAD_CERT_TTL).total_seconds()
+    assert ttl < (leaf.not_after - leaf.not_before).total_seconds() <= ttl + 120
     assert body["expiresAt"].startswith(f"{leaf.not_after:%Y-%m-%dT%H:%M:%S}")
 
     # Every replica serves the signer, with the CA they share (the Service picks one).
