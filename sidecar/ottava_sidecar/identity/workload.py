@@ -89,6 +89,7 @@ class WorkloadIdentity(BackgroundTask):
         self.generation = 0  # goes up with every new certificate
         self._served_generation = 0
         self._rng = random.Random()
+        self._listeners: list[Callable[[str | None], None]] = []
 
     @property
     def material(self) -> Material:
@@ -166,13 +167,20 @@ class WorkloadIdentity(BackgroundTask):
 
     async def _renew(self) -> None:
         delays = backoff.IDENTITY_RENEWAL.delays()
+        expired = False
         while True:
             try:
                 await self.obtain()
+                if expired:
+                    self._tell(None)
                 return
             except IdentityError as err:
                 left = (self.material.leaf.not_after - certs.now()).total_seconds()
                 delay = min(next(delays), max(left / 4, 0.5))
+                if left <= 0 and not expired:
+                    # Peers refuse an expired certificate: say so (readiness), keep asking.
+                    expired = True
+                    self._tell(f"the workload certificate expired at {self.material.leaf.not_after:%H:%M:%S}Z: {err}")
                 log.warning(
                     "renewing the workload certificate failed; retrying in %.1fs (the current one is valid for %.0fs): %s",
                     delay,
@@ -180,3 +188,11 @@ class WorkloadIdentity(BackgroundTask):
                     err,
                 )
                 await asyncio.sleep(delay)
+
+    def on_trouble(self, listener: Callable[[str | None], None]) -> None:
+        """`listener(reason)` when the certificate expired unrenewed; `listener(None)` once renewed again."""
+        self._listeners.append(listener)
+
+    def _tell(self, reason: str | None) -> None:
+        for listener in self._listeners:
+            listener(reason)

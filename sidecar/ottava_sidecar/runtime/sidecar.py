@@ -242,7 +242,15 @@ class Sidecar:
                     attempt += 1
                     await asyncio.sleep(delay)
         self.registry.set_condition(IDENTITY, Status.UP, str(identity.identity))
+        identity.on_trouble(self._identity_trouble)
         identity.start()  # renewal, in the background
+
+    def _identity_trouble(self, reason: str | None) -> None:
+        # An expired certificate is refused by every peer: not ready, so callers go elsewhere.
+        if reason is None and self.identity is not None:
+            self.registry.set_condition(IDENTITY, Status.UP, str(self.identity.identity))
+        elif reason is not None:
+            self.registry.set_condition(IDENTITY, Status.DOWN, reason)
 
     async def _connect_app(self, channel: appchannel.AppChannel) -> None:
         """Wait for the app to listen, then read its subscriptions and start delivering.
@@ -306,7 +314,9 @@ class Sidecar:
         metrics_part = (
             f" metrics={o.metrics_listen_address or o.listen_address}:{p.metrics}" if p.metrics is not None else ""
         )
-        internal_part = f" internal={o.internal_listen_address or o.listen_address}:{p.internal}"
+        internal_part = (
+            f" internal={o.internal_listen_address or o.listen_address}:{p.internal or o.internal_grpc_port}"
+        )
         loaded = sum(e.status is Status.UP for e in self.registry.entries())
         return (
             f"ottava sidecar {status.value}: app_id={o.app_id} grpc={o.listen_address}:{p.grpc} "
