@@ -1,54 +1,40 @@
-"""Imports every built-in implementation, so each registers itself in the catalogue."""
+"""The built-in component types, and the module that implements each.
 
-from ottava_sidecar.components.configuration import etcd as configuration_etcd
-from ottava_sidecar.components.configuration import in_memory as configuration_in_memory
-from ottava_sidecar.components.configuration import kubernetes as configuration_kubernetes
-from ottava_sidecar.components.configuration import redis as configuration_redis
-from ottava_sidecar.components.lock import etcd as lock_etcd
-from ottava_sidecar.components.lock import in_memory as lock_in_memory
-from ottava_sidecar.components.lock import redis as lock_redis
-from ottava_sidecar.components.lock import zookeeper as lock_zookeeper
-from ottava_sidecar.components.pubsub import in_memory as pubsub_in_memory
-from ottava_sidecar.components.pubsub import mqtt as pubsub_mqtt
-from ottava_sidecar.components.pubsub import nats as pubsub_nats
-from ottava_sidecar.components.pubsub import rabbitmq as pubsub_rabbitmq
-from ottava_sidecar.components.pubsub import redis as pubsub_redis
-from ottava_sidecar.components.secretstores import kubernetes as secretstores_kubernetes
-from ottava_sidecar.components.secretstores import local_env, local_file
-from ottava_sidecar.components.sequencer import etcd as sequencer_etcd
-from ottava_sidecar.components.sequencer import in_memory as sequencer_in_memory
-from ottava_sidecar.components.sequencer import postgresql as sequencer_postgresql
-from ottava_sidecar.components.sequencer import redis as sequencer_redis
-from ottava_sidecar.components.sequencer import zookeeper as sequencer_zookeeper
-from ottava_sidecar.components.state import in_memory as state_in_memory
-from ottava_sidecar.components.state import postgresql as state_postgresql
-from ottava_sidecar.components.state import redis as state_redis
-from ottava_sidecar.components.state import sqlite as state_sqlite
+A module is imported the first time its type is looked up (`catalogue.lookup`), and then
+registers itself (`registration.register`). So a sidecar imports only the backends its
+Components use: a standalone sidecar on the in-memory defaults never loads the Redis,
+etcd, PostgreSQL, NATS or Kubernetes clients, which is most of its start-up time.
+`tests/test_catalogue.py` holds this table to what the modules register.
+"""
 
-__all__ = [
-    "configuration_etcd",
-    "configuration_in_memory",
-    "configuration_kubernetes",
-    "configuration_redis",
-    "local_env",
-    "local_file",
-    "lock_etcd",
-    "lock_in_memory",
-    "lock_redis",
-    "lock_zookeeper",
-    "pubsub_in_memory",
-    "pubsub_mqtt",
-    "pubsub_nats",
-    "pubsub_rabbitmq",
-    "pubsub_redis",
-    "secretstores_kubernetes",
-    "sequencer_etcd",
-    "sequencer_in_memory",
-    "sequencer_postgresql",
-    "sequencer_redis",
-    "sequencer_zookeeper",
-    "state_in_memory",
-    "state_postgresql",
-    "state_redis",
-    "state_sqlite",
-]
+from typing import Final
+
+_PACKAGE: Final = "ottava_sidecar.components"
+
+MODULES: Final[dict[str, str]] = {
+    "configuration.etcd": f"{_PACKAGE}.configuration.etcd",
+    "configuration.in-memory": f"{_PACKAGE}.configuration.in_memory",
+    "configuration.kubernetes": f"{_PACKAGE}.configuration.kubernetes",
+    "configuration.redis": f"{_PACKAGE}.configuration.redis",
+    "lock.etcd": f"{_PACKAGE}.lock.etcd",
+    "lock.in-memory": f"{_PACKAGE}.lock.in_memory",
+    "lock.redis": f"{_PACKAGE}.lock.redis",
+    "lock.zookeeper": f"{_PACKAGE}.lock.zookeeper",
+    "pubsub.in-memory": f"{_PACKAGE}.pubsub.in_memory",
+    "pubsub.mqtt": f"{_PACKAGE}.pubsub.mqtt",
+    "pubsub.nats": f"{_PACKAGE}.pubsub.nats",
+    "pubsub.rabbitmq": f"{_PACKAGE}.pubsub.rabbitmq",
+    "pubsub.redis": f"{_PACKAGE}.pubsub.redis",
+    "secretstores.kubernetes": f"{_PACKAGE}.secretstores.kubernetes",
+    "secretstores.local.env": f"{_PACKAGE}.secretstores.local_env",
+    "secretstores.local.file": f"{_PACKAGE}.secretstores.local_file",
+    "sequencer.etcd": f"{_PACKAGE}.sequencer.etcd",
+    "sequencer.in-memory": f"{_PACKAGE}.sequencer.in_memory",
+    "sequencer.postgresql": f"{_PACKAGE}.sequencer.postgresql",
+    "sequencer.redis": f"{_PACKAGE}.sequencer.redis",
+    "sequencer.zookeeper": f"{_PACKAGE}.sequencer.zookeeper",
+    "state.in-memory": f"{_PACKAGE}.state.in_memory",
+    "state.postgresql": f"{_PACKAGE}.state.postgresql",
+    "state.redis": f"{_PACKAGE}.state.redis",
+    "state.sqlite": f"{_PACKAGE}.state.sqlite",
+}

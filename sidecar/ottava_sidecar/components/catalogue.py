@@ -2,10 +2,13 @@
 
 The sidecar builds components from it, and the operator validates manifests against it,
 so both always agree on which types exist and which metadata fields each one accepts.
-Implementations register themselves (`registration.register`) when `builtin` imports them.
+Implementations register themselves (`registration.register`) when their module is
+imported, which happens the first time their type is looked up (`builtin.MODULES`).
 """
 
-from ottava_sidecar.components import builtin, registration  # noqa: F401  (builtin's imports register the types)
+import importlib
+
+from ottava_sidecar.components import builtin, registration
 from ottava_sidecar.components.registration import (
     BUILDING_BLOCKS,
     ComponentType,
@@ -26,10 +29,17 @@ __all__ = [
 
 
 def lookup(type_name: str, version: str = "v1") -> ComponentType:
+    if type_name not in registration.TYPES and type_name in builtin.MODULES:
+        importlib.import_module(builtin.MODULES[type_name])
     try:
         return registration.TYPES[type_name][version]
     except KeyError:
-        raise UnknownComponentTypeError(type_name, version) from None
+        raise UnknownComponentTypeError(type_name, version, known=known_types()) from None
+
+
+def known_types() -> set[str]:
+    """Every type name, whether its module is imported yet or not."""
+    return set(builtin.MODULES) | set(registration.TYPES)
 
 
 def manifest_problems(component: models.Component) -> list[str]:
@@ -47,4 +57,7 @@ def manifest_problems(component: models.Component) -> list[str]:
 
 
 def all_types() -> list[ComponentType]:
+    """Every type and version (imports every implementation: for tools, not for a sidecar's start)."""
+    for module in builtin.MODULES.values():
+        importlib.import_module(module)
     return [t for versions in registration.TYPES.values() for t in versions.values()]

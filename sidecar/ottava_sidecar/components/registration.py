@@ -83,9 +83,10 @@ class ComponentType:
 
 
 class UnknownComponentTypeError(LookupError):
-    def __init__(self, type_name: str, version: str) -> None:
-        known = ", ".join(sorted(t for t in TYPES if t.split(".")[0] == type_name.split(".")[0]))
-        hint = f" (known {type_name.split('.')[0]} types: {known})" if known else ""
+    def __init__(self, type_name: str, version: str, known: set[str] | None = None) -> None:
+        names = known if known is not None else set(TYPES)
+        known_text = ", ".join(sorted(t for t in names if t.split(".")[0] == type_name.split(".")[0]))
+        hint = f" (known {type_name.split('.')[0]} types: {known_text})" if known_text else ""
         super().__init__(f"unknown component type {type_name!r} version {version!r}{hint}")
 
 
