@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import grpc
 import httpx
 from dapr.proto.common.v1 import common_pb2
-from dapr.proto.runtime.v1 import dapr_pb2_grpc, pubsub_pb2, state_pb2
+from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc, dapr_pb2_grpc, pubsub_pb2, state_pb2
 
 from bench.peers import proc
 from bench.peers.targets import VALUE, Lines, Server
@@ -193,25 +193,62 @@ async def _paced(stub: Any, rate: float, seconds: float) -> tuple[int, float]:
 class PubsubResult:
     delivered: dict[str, float] = field(default_factory=dict)  # events/s, first publish to last receipt
     published: dict[str, float] = field(default_factory=dict)  # events/s the publisher got acknowledged
+    refused: dict[str, float] = field(default_factory=dict)  # publishes refused (RESOURCE_EXHAUSTED), all rounds
 
 
-async def pubsub(pairs: dict[str, tuple[Server, Lines]], events: int, in_flight: int, rounds: int) -> PubsubResult:
+EVENT_DATA = b'{"sku": "ottava-8"}'
+
+
+def _publisher(chan: grpc.aio.Channel, direct: bool) -> Callable[[str], Awaitable[Any]]:
+    """Sends one event to `topic`: PublishEvent to a sidecar, or (`direct`) OnTopicEvent straight to the app."""
+    if direct:
+        app = appcallback_pb2_grpc.AppCallbackStub(chan)
+        events = {
+            topic: appcallback_pb2.TopicEventRequest(
+                id="bench",
+                source="bench",
+                type="com.dapr.event.sent",
+                spec_version="1.0",
+                data_content_type="application/json",
+                data=EVENT_DATA,
+                topic=topic,
+                pubsub_name=PUBSUB,
+            )
+            for topic in ("bench", "warmup")
+        }
+        return lambda topic: app.OnTopicEvent(events[topic])
+    dapr = dapr_pb2_grpc.DaprStub(chan)
+    requests = {
+        topic: pubsub_pb2.PublishEventRequest(
+            pubsub_name=PUBSUB, topic=topic, data=EVENT_DATA, data_content_type="application/json"
+        )
+        for topic in ("bench", "warmup")
+    }
+    return lambda topic: dapr.PublishEvent(requests[topic])
+
+
+async def pubsub(
+    subscribers: dict[str, tuple[Server, Lines]], events: int, in_flight: int, rounds: int
+) -> PubsubResult:
     """Events/s from the publisher, through each sidecar, counted at its subscriber app (`subscriber.py`).
 
-    `pairs` maps a target to its sidecar and the subscriber's stdout. The medians of the rounds.
+    `subscribers` maps a target to what the publisher calls and the subscriber's stdout;
+    for `bare` what it calls is the subscriber app itself (OnTopicEvent, no sidecar): the
+    most this publisher and this subscriber can do. The medians of the rounds.
     """
     result = PubsubResult()
-    channels = {name: channel(sidecar) for name, (sidecar, _) in pairs.items()}
+    channels = {name: channel(server) for name, (server, _) in subscribers.items()}
     try:
-        stubs = {name: dapr_pb2_grpc.DaprStub(chan) for name, chan in channels.items()}
-        for name, (_, lines) in pairs.items():
-            await _warm(stubs[name], lines, name)
-        delivered: dict[str, list[float]] = {name: [] for name in pairs}
-        published: dict[str, list[float]] = {name: [] for name in pairs}
+        send = {name: _publisher(chan, direct=name == "bare") for name, chan in channels.items()}
+        for name, (_, lines) in subscribers.items():
+            await _warm(send[name], lines, name)
+        delivered: dict[str, list[float]] = {name: [] for name in subscribers}
+        published: dict[str, list[float]] = {name: [] for name in subscribers}
         for index in range(rounds):
-            for name in rotated(list(pairs), index):
-                first, acknowledged = await _publish(stubs[name], events, in_flight)
-                lines = pairs[name][1]
+            for name in rotated(list(subscribers), index):
+                first, acknowledged, refused = await _publish(send[name], events, in_flight)
+                result.refused[name] = result.refused.get(name, 0) + refused
+                lines = subscribers[name][1]
                 match = await asyncio.to_thread(lines.expect, r"delivered \d+ ([\d.]+)", 300, f"{name}: the last event")
                 delivered[name].append(events / (float(match[1]) - first))
                 published[name].append(events / (acknowledged - first))
@@ -223,34 +260,43 @@ async def pubsub(pairs: dict[str, tuple[Server, Lines]], events: int, in_flight:
             await chan.close(None)
 
 
-async def _warm(stub: Any, lines: Lines, name: str) -> None:
+async def _warm(send: Callable[[str], Awaitable[Any]], lines: Lines, name: str) -> None:
     """Publishes to `warmup` until the subscriber has one: the sidecar has subscribed and delivers."""
     warm = asyncio.ensure_future(asyncio.to_thread(lines.expect, "warm", 60, f"{name} to deliver to the subscriber"))
-    warmup = pubsub_pb2.PublishEventRequest(
-        pubsub_name=PUBSUB, topic="warmup", data=b"{}", data_content_type="application/json"
-    )
     while not warm.done():
         with contextlib.suppress(grpc.aio.AioRpcError):  # some sidecars refuse until subscribed
-            await stub.PublishEvent(warmup)
+            await send("warmup")
         await asyncio.wait({warm}, timeout=0.05)
     warm.result()
 
 
-async def _publish(stub: Any, events: int, in_flight: int) -> tuple[float, float]:
-    request = pubsub_pb2.PublishEventRequest(
-        pubsub_name=PUBSUB, topic="bench", data=b'{"sku": "ottava-8"}', data_content_type="application/json"
-    )
+async def _publish(send: Callable[[str], Awaitable[Any]], events: int, in_flight: int) -> tuple[float, float, int]:
+    """The time of the first publish, of the last acknowledgement, and how many publishes were refused.
+
+    A sidecar whose subscriber falls behind may refuse with RESOURCE_EXHAUSTED ("publish
+    again later"): the publisher backs off a millisecond and publishes that event again, as
+    an app would.
+    """
     remaining = events
+    refused = 0
 
     async def worker() -> None:
-        nonlocal remaining
+        nonlocal remaining, refused
         while remaining > 0:
             remaining -= 1
-            await stub.PublishEvent(request)
+            while True:
+                try:
+                    await send("bench")
+                    break
+                except grpc.aio.AioRpcError as err:
+                    if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        raise
+                    refused += 1
+                    await asyncio.sleep(0.001)
 
     first = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
-    return first, time.monotonic()
+    return first, time.monotonic(), refused
 
 
 BODY = b'{"sku": "ottava-8", "qty": 1}'

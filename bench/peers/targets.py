@@ -172,10 +172,16 @@ class Processes:
 
 
 class _Daprd(Protocol):
-    process: subprocess.Popen[bytes] | subprocess.Popen[str]
-    grpc_port: int
-    http_port: int
-    ready_seconds: float
+    """What `bench.peers.daprd.start_daprd` answers (read-only here)."""
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]: ...
+    @property
+    def grpc_port(self) -> int: ...
+    @property
+    def http_port(self) -> int: ...
+    @property
+    def ready_seconds(self) -> float: ...
 
     def stop(self) -> None: ...
 
