@@ -55,15 +55,15 @@ class Plan:
     rounds: int = 6
     warmup: int = 500
     throughput_seconds: float = 4.0  # per round, target and in-flight level
-    throughput_rounds: int = 2
+    throughput_rounds: int = 3
     connections: int = 4
     cpu_rate: float = 500.0
     cpu_seconds: float = 8.0
-    cpu_rounds: int = 2
+    cpu_rounds: int = 3
     starts: int = 5
     events: int = 10_000
     events_in_flight: int = 16
-    pubsub_rounds: int = 2
+    pubsub_rounds: int = 3
     invoke_calls: int = 3000
     invoke_rounds: int = 6
     invoke_warmup: int = 300
@@ -215,7 +215,7 @@ def _answers(url: str) -> bool:
 def find_daprd(given: str | None) -> Path:
     if given:
         return Path(given)
-    found = sorted(Path.home().glob(".cache/ottava/daprd-*/daprd"))
+    found = sorted(Path.home().glob(".cache/ottava/daprd-*/daprd"), key=lambda path: path.stat().st_mtime)
     if not found:
         raise SystemExit(
             "peers: no daprd: run bench/peers/build-daprd.sh, pass --daprd, or leave daprd out of --targets"
@@ -245,7 +245,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short run (about a minute) to check that it works")
     parser.add_argument("--targets", default=",".join(report.TARGETS), help="comma-separated, of ottava,daprd,bare")
-    parser.add_argument("--daprd", help="the daprd binary (default: the newest ~/.cache/ottava/daprd-*/daprd)")
+    parser.add_argument("--daprd", help="the daprd binary (default: the latest built ~/.cache/ottava/daprd-*/daprd)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every number to FILE")
     parser.add_argument("--connections", type=int, help="channels the throughput runs spread over (default 4)")
     args = parser.parse_args(argv)
