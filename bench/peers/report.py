@@ -93,7 +93,8 @@ def judge(goal: Goal, results: Results) -> tuple[str, str]:
     ours = results.value(goal.group, goal.row, "ottava")
     measure = ours if goal.against is None else ratio(ours, results.value(goal.group, goal.row, goal.against))
     if measure is None:
-        return "-", f"not measured (no {goal.against or 'ottava'} {goal.row} in this run)"
+        missing = "ottava" if ours is None else goal.against
+        return "-", f"not measured: no {missing} {goal.row} in this run"
     shown = f"{measure:,.0f}{goal.unit}" if goal.against is None else f"{measure:.2f}x"
     met: Callable[[float, float], bool] = (lambda m, lim: m <= lim) if goal.at_most else (lambda m, lim: m >= lim)
     return shown, "met" if met(measure, goal.limit) else "NOT met"
