@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 ARGS ?=
 
-.PHONY: help venv run test pytest lint fmt proto crds docs golden check-generated bench fuzz soak image cluster-up cluster-down e2e-up e2e-down clean
+.PHONY: help venv run test pytest lint fmt proto crds docs golden check-generated bench bench-peers fuzz soak image cluster-up cluster-down e2e-up e2e-down clean
 
 help:
 	@echo "make run           start the sidecar standalone on in-memory components (ARGS='--app-id x …')"
@@ -20,6 +20,7 @@ help:
 	@echo "make docs          regenerate the metadata tables in docs/ from the component settings models"
 	@echo "make golden        rewrite the injector golden files (review the diff)"
 	@echo "make bench         GetState vs a bare grpc.aio server; pub/sub events/s; invocation vs a direct call"
+	@echo "make bench-peers   Ottava, daprd 1.18.2 (built once, cached) and the bare floor side by side, ~10 min (ARGS='--quick')"
 	@echo "make fuzz          the property suite (tests/properties) for FUZZ_MINUTES (25) with fresh seeds (docs/robustness.md)"
 	@echo "make soak          abusive clients against a sidecar for 4 minutes, watching its memory (docs/robustness.md)"
 	@echo "make image         build the image ottava/ottava:<version> into dist/ottava-<version>.image.tar (root; no Docker; image/README.md)"
@@ -79,6 +80,11 @@ bench: venv
 	$(PY) -m bench.pubsub
 	$(PY) -m bench.invoke
 	$(PY) -m bench.state_redis
+
+# Not part of `make test`: builds daprd once (about 3 minutes, cached under ~/.cache/ottava),
+# then measures Ottava, daprd and a bare grpc.aio server in one run (bench/peers/run.py).
+bench-peers: venv
+	@built=$$(bench/peers/build-daprd.sh) && $(PY) -m bench.peers.run --daprd "$$(echo "$$built" | tail -n1)" $(ARGS)
 
 # The property suite's long profile, round after round, until FUZZ_MINUTES are spent (docs/robustness.md).
 FUZZ_MINUTES ?= 25

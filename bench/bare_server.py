@@ -1,7 +1,9 @@
-"""A bare `grpc.aio` server answering Dapr's GetState with a fixed item: the baseline.
+"""A bare `grpc.aio` server answering Dapr's GetState and SaveState: the baseline.
 
-It does the least any server must do for the same request, so the ratio against it is
-the cost of the sidecar itself. It also answers the SDK's start-up health probe.
+It does the least any server must do for the same requests, so the ratio against it is
+the cost of the sidecar itself: SaveState keeps each item's answer in a dict, GetState
+looks it up (a key never saved reads as the item given on the command line). No etags,
+options or metadata are honoured. It also answers the SDK's start-up health probe.
 """
 
 import asyncio
@@ -11,16 +13,27 @@ from typing import Any
 import grpc
 from aiohttp import web
 from dapr.proto.runtime.v1 import dapr_pb2_grpc, state_pb2
+from google.protobuf import empty_pb2
+
+EMPTY = empty_pb2.Empty()
 
 
 class BareDapr(dapr_pb2_grpc.DaprServicer):
     def __init__(self, value: bytes) -> None:
-        self.response = state_pb2.GetStateResponse(data=value, etag="1")
+        self.default = state_pb2.GetStateResponse(data=value, etag="1")
+        self.responses: dict[str, state_pb2.GetStateResponse] = {}
 
     async def GetState(
         self, request: state_pb2.GetStateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> state_pb2.GetStateResponse:
-        return self.response
+        return self.responses.get(request.key, self.default)
+
+    async def SaveState(
+        self, request: state_pb2.SaveStateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> empty_pb2.Empty:
+        for item in request.states:
+            self.responses[item.key] = state_pb2.GetStateResponse(data=item.value, etag="1")
+        return EMPTY
 
 
 async def main(value: bytes) -> None:
