@@ -176,16 +176,6 @@ def test_a_sidecars_service_account_cannot_read_the_ca_key(
     # (`get` on every Secret of its namespace), and an injected app.
     assert apply(cluster, namespace, component("secrets", "secretstores.kubernetes")).returncode == 0
     assert apply(cluster, namespace, deployment("orders", {"ottava.io/enabled": "true"})).returncode == 0
-    rbac = client.RbacAuthorizationV1Api(kube)
-
-    def grants_secrets() -> bool:
-        try:
-            role = rbac.read_namespaced_role("ottava-sidecar", namespace)
-        except ApiException:
-            return False
-        return any(r.resources == ["secrets"] and not r.resource_names for r in role.rules)
-
-    cluster_mod.poll(grants_secrets, timeout=30, what="the sidecars' Role to grant the secret store's Secrets")
     assert client.CoreV1Api(kube).read_namespaced_secret(CA_SECRET, incluster.NAMESPACE).data["tls.key"]
     client.CoreV1Api(kube).create_namespaced_secret(
         namespace,
@@ -197,13 +187,22 @@ def test_a_sidecars_service_account_cannot_read_the_ca_key(
     as_sidecar = cluster.new_api_client(kubeconfig)
     try:
         core = client.CoreV1Api(as_sidecar)
+
+        def reads_its_own_secrets() -> bool:
+            # The operator writes the Role, then the RoleBinding: the grant is real once both are.
+            try:
+                return bool(core.read_namespaced_secret("app-secret", namespace).data["password"])
+            except ApiException as err:
+                if err.status != 403:
+                    raise
+                return False
+
+        cluster_mod.poll(reads_its_own_secrets, timeout=60, what="the sidecars' grant of their namespace's Secrets")
         with pytest.raises(ApiException) as refused:
             core.read_namespaced_secret(CA_SECRET, incluster.NAMESPACE)
         assert refused.value.status == 403
         assert f'cannot get resource "secrets" in API group "" in the namespace "{incluster.NAMESPACE}"' in str(
             json.loads(refused.value.body or "{}")["message"]
         )
-        # Its own namespace's Secrets it may read: the grant is real, the CA is outside it.
-        assert core.read_namespaced_secret("app-secret", namespace).data["password"]
     finally:
         as_sidecar.close()
