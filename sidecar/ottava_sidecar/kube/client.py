@@ -119,6 +119,7 @@ class KubeClient:
         self._timeout = timeout
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": "ottava-sidecar"}
@@ -130,6 +131,10 @@ class KubeClient:
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            # A request racing the close (a save, a watch's retry) must not open a new
+            # session that nobody would close: its connections would leak.
+            raise KubeError(0, "", "the Kubernetes client is closed")
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(ssl=self.credentials.ssl_context, limit=self._connections)
             self._session = aiohttp.ClientSession(connector=connector)
@@ -192,6 +197,7 @@ class KubeClient:
         return response
 
     async def close(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
 
