@@ -83,7 +83,13 @@ class Components:
     async def create(self, *, app_id: str = "app", name: str = "store", **overrides: str) -> Any:
         """A new instance — as another sidecar, or the same one restarted, would have."""
         component = catalogue.lookup(self.type_name).create(name, self.metadata(**overrides), app_id=app_id)
-        await component.init()
+        try:
+            await component.init()
+        except BaseException:
+            # As the registry does: a component that failed to start may hold half-open
+            # clients (an apiserver session, a pool), which would leak into later tests.
+            await component.close()
+            raise
         self.open.append(component)
         return component
 

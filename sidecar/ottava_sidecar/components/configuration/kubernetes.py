@@ -101,6 +101,7 @@ class KubernetesConfigurationStore(ConfigurationStore[KubernetesConfigurationMet
             # Fails fast, with the missing rule named, where the watch would only retry.
             await self.kube.client.get(self._path(), labelSelector=selector, limit="1")
         except KubeError as err:
+            await self.kube.close()
             raise self.kube.error(err, "list", "ConfigMaps") from None
         self._reflector = Reflector(
             self.kube.client, self._path(), self._on_event, label_selector=selector, what=f"ConfigMaps of {self.name}"
