@@ -192,7 +192,7 @@ def test_denials_are_counted_by_caller(sidecars: Sidecars) -> None:
     assert counted and float(counted[0].rsplit(" ", 1)[1]) >= 1
 
 
-def _internal_call(target: str, app_id: str, forged_caller: str) -> internal_pb.CallLocalRequest:
+def _internal_call(app_id: str, forged_caller: str) -> internal_pb.CallLocalRequest:
     return internal_pb.CallLocalRequest(
         target_app_id=app_id,
         caller_app_id=forged_caller,
@@ -207,7 +207,7 @@ def test_a_plaintext_peer_is_refused(sidecars: Sidecars) -> None:
     with grpc.insecure_channel(sidecars.billing_internal) as channel:
         stub = internal_grpc.ServiceInvocationStub(channel)
         with pytest.raises(grpc.RpcError) as refused:
-            stub.CallLocal(_internal_call(sidecars.billing_internal, sidecars.ids["billing"], "checkout"), timeout=5)
+            stub.CallLocal(_internal_call(sidecars.ids["billing"], "checkout"), timeout=5)
     assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
@@ -219,7 +219,7 @@ def test_a_peer_without_a_certificate_is_refused(sidecars: Sidecars) -> None:
     with grpc.secure_channel(sidecars.billing_internal, credentials, options=options) as channel:
         stub = internal_grpc.ServiceInvocationStub(channel)
         with pytest.raises(grpc.RpcError) as refused:
-            stub.CallLocal(_internal_call(sidecars.billing_internal, sidecars.ids["billing"], "checkout"), timeout=5)
+            stub.CallLocal(_internal_call(sidecars.ids["billing"], "checkout"), timeout=5)
     assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
@@ -229,7 +229,7 @@ async def test_another_apps_certificate_forging_the_caller_is_known_by_its_real_
         sidecars.billing_internal, sidecars.ids["billing"], mallory, sidecars.ca_dir
     ) as channel:
         stub = internal_grpc.ServiceInvocationStub(channel)
-        forged = _internal_call(sidecars.billing_internal, sidecars.ids["billing"], sidecars.ids["checkout"])
+        forged = _internal_call(sidecars.ids["billing"], sidecars.ids["checkout"])
         answer = await stub.CallLocal(forged, timeout=10)
     assert answer.http_status == 200
     seen = json.loads(answer.data)["headers"]
@@ -243,7 +243,7 @@ async def test_a_caller_checks_it_reached_the_app_it_meant(sidecars: Sidecars) -
     async with grpc.aio.secure_channel(sidecars.billing_internal, credentials, options=options) as channel:
         stub = internal_grpc.ServiceInvocationStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stub.CallLocal(_internal_call("", sidecars.ids["guest"], sidecars.ids["mallory"]), timeout=5)
+            await stub.CallLocal(_internal_call(sidecars.ids["guest"], sidecars.ids["mallory"]), timeout=5)
     assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
     assert "Hostname Verification" in (refused.value.details() or "") or "verif" in (refused.value.details() or "")
 
