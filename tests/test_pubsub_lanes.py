@@ -1,6 +1,7 @@
 """Delivery lanes, as a subscriber app sees them: events of one partition key in publish
 order, events of different keys at the same time, at most `maxConcurrentHandlers` at once,
-and a failing event retried without holding back the other keys.
+and a failing event retried without holding back the other keys; over a streaming
+subscription, one outstanding event per key.
 
 The sidecar runs in this process with a gRPC subscriber app (Dapr's `AppCallback`) served
 by the test; events are published through the sidecar's Dapr gRPC API with a
@@ -250,3 +251,43 @@ async def test_deliveries_at_once_stay_within_max_concurrent_handlers(tmp_path: 
             gates[held[0]].set()
         await app.until(lambda: app.in_flight == 0 and len(app.seen) == events, "every event")
         assert app.most_in_flight == limit
+
+
+async def test_a_stream_has_one_event_per_key_outstanding(running: Running) -> None:
+    requests: asyncio.Queue[pubsub_pb2.SubscribeTopicEventsRequestAlpha1] = asyncio.Queue()
+    initial = pubsub_pb2.SubscribeTopicEventsRequestInitialAlpha1(pubsub_name=PUBSUB, topic="streamed")
+    await requests.put(pubsub_pb2.SubscribeTopicEventsRequestAlpha1(initial_request=initial))
+
+    async def outgoing() -> AsyncIterator[pubsub_pb2.SubscribeTopicEventsRequestAlpha1]:
+        while True:
+            yield await requests.get()
+
+    async def answer(event_id: str) -> None:
+        processed = pubsub_pb2.SubscribeTopicEventsRequestProcessedAlpha1(
+            id=event_id, status=appcallback_pb2.TopicEventResponse(status=SUCCESS)
+        )
+        await requests.put(pubsub_pb2.SubscribeTopicEventsRequestAlpha1(event_processed=processed))
+
+    stream = running.dapr.SubscribeTopicEventsAlpha1(outgoing())
+    try:
+        assert (await asyncio.wait_for(stream.read(), DEADLINE)).HasField("initial_response")
+
+        async def next_event() -> tuple[str, dict[str, Any]]:
+            event = (await asyncio.wait_for(stream.read(), DEADLINE)).event_message
+            return event.id, json.loads(event.data)
+
+        await running.publish("streamed", "a", 1)
+        await running.publish("streamed", "a", 2)
+        await running.publish("streamed", "b", 1)
+        first_id, first = await next_event()
+        assert first == {"key": "a", "n": 1}
+        # a's first event is not answered: b's comes, a's second does not overtake it.
+        second_id, second = await next_event()
+        assert second == {"key": "b", "n": 1}
+        await answer(second_id)
+        await answer(first_id)
+        third_id, third = await next_event()
+        assert third == {"key": "a", "n": 2}
+        await answer(third_id)
+    finally:
+        stream.cancel()
