@@ -139,5 +139,6 @@ class Lanes(Generic[T]):
             await asyncio.wait(workers)
         self._lanes.clear()
         self._ready.clear()
+        self._working = 0  # a worker cancelled before it ran never counted itself out
         self.held = 0
         self._changed.set()
