@@ -6,6 +6,7 @@ first publish to the subscriber's receipt of the last event.
 
     make bench                                  # all benchmarks
     python bench/pubsub.py --events 20000 --in-flight 32
+    python bench/pubsub.py --keys 16             # each publisher with a partitionKey of its own
 """
 
 import argparse
@@ -48,21 +49,30 @@ def ready(http_port: int) -> bool:
         return False
 
 
-async def publish(events: int, in_flight: int) -> float:
-    """Publish `events`; the monotonic time of the first publish."""
+async def publish(events: int, in_flight: int, keys: int) -> float:
+    """Publish `events`; the monotonic time of the first publish.
+
+    With `keys`, publisher n sends with the partitionKey `key-<n % keys>` (in order per key,
+    keys delivered concurrently); without, no key (one at a time, in publish order).
+    """
     async with AsyncDaprClient() as client:
         remaining = events
         first = time.monotonic()
 
-        async def worker() -> None:
+        async def worker(n: int) -> None:
             nonlocal remaining
+            metadata = {"partitionKey": f"key-{n % keys}"} if keys else {}
             while remaining > 0:
                 remaining -= 1
                 await client.publish_event(
-                    "pubsub", "bench", b'{"sku": "ottava-8"}', data_content_type="application/json"
+                    "pubsub",
+                    "bench",
+                    b'{"sku": "ottava-8"}',
+                    data_content_type="application/json",
+                    publish_metadata=metadata,
                 )
 
-        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        await asyncio.gather(*(worker(n) for n in range(in_flight)))
         return first
 
 
@@ -70,6 +80,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--in-flight", type=int, default=16, help="publishes in flight at once")
+    parser.add_argument("--keys", type=int, default=0, help="distinct partition keys (0: publish without a key)")
     args = parser.parse_args()
 
     done_file = Path(tempfile.mkdtemp(prefix="ottava-bench-")) / "done"
@@ -81,12 +92,14 @@ def main() -> int:
         "--", sys.executable, str(HERE / "pubsub_subscriber.py"),
     ]  # fmt: skip
     print(
-        f"bench: pub/sub, {args.events} events to a gRPC subscriber, {args.in_flight} publishes in flight", flush=True
+        f"bench: pub/sub, {args.events} events to a gRPC subscriber, {args.in_flight} publishes in flight, "
+        f"{args.keys or 'no'} partition keys",
+        flush=True,
     )
     with started(command, r"grpc=\S+:(\d+) http=\S+:(\d+)") as ports:
         os.environ["DAPR_GRPC_PORT"], os.environ["DAPR_HTTP_PORT"] = ports[1], ports[2]
         wait(lambda: ready(int(ports[2])), "the subscriber to be subscribed", 60)
-        first = asyncio.run(publish(args.events, args.in_flight))
+        first = asyncio.run(publish(args.events, args.in_flight, args.keys))
         published = time.monotonic()
         wait(done_file.exists, f"{args.events} events at the subscriber", 600)
         count, last = done_file.read_text().split()

@@ -199,8 +199,11 @@ class PubsubResult:
 EVENT_DATA = b'{"sku": "ottava-8"}'
 
 
-def _publisher(chan: grpc.aio.Channel, direct: bool) -> Callable[[str], Awaitable[Any]]:
-    """Sends one event to `topic`: PublishEvent to a sidecar, or (`direct`) OnTopicEvent straight to the app."""
+def _publisher(chan: grpc.aio.Channel, direct: bool, key: str = "") -> Callable[[str], Awaitable[Any]]:
+    """Sends one event to `topic`: PublishEvent to a sidecar, or (`direct`) OnTopicEvent straight to the app.
+
+    With `key`, the event is published with that `partitionKey` metadata (order is kept per key).
+    """
     if direct:
         app = appcallback_pb2_grpc.AppCallbackStub(chan)
         events = {
@@ -220,7 +223,11 @@ def _publisher(chan: grpc.aio.Channel, direct: bool) -> Callable[[str], Awaitabl
     dapr = dapr_pb2_grpc.DaprStub(chan)
     requests = {
         topic: pubsub_pb2.PublishEventRequest(
-            pubsub_name=PUBSUB, topic=topic, data=EVENT_DATA, data_content_type="application/json"
+            pubsub_name=PUBSUB,
+            topic=topic,
+            data=EVENT_DATA,
+            data_content_type="application/json",
+            metadata={"partitionKey": key} if key else None,
         )
         for topic in ("bench", "warmup")
     }
@@ -228,25 +235,37 @@ def _publisher(chan: grpc.aio.Channel, direct: bool) -> Callable[[str], Awaitabl
 
 
 async def pubsub(
-    subscribers: dict[str, tuple[Server, Lines]], events: int, in_flight: int, rounds: int
+    subscribers: dict[str, tuple[Server, Lines]],
+    events: int,
+    in_flight: int,
+    rounds: int,
+    *,
+    keyed: bool = False,
+    warm: bool = True,
 ) -> PubsubResult:
     """Events/s from the publisher, through each sidecar, counted at its subscriber app (`subscriber.py`).
 
     `subscribers` maps a target to what the publisher calls and the subscriber's stdout;
     for `bare` what it calls is the subscriber app itself (OnTopicEvent, no sidecar): the
-    most this publisher and this subscriber can do. The medians of the rounds.
+    most this publisher and this subscriber can do. With `keyed`, each of the `in_flight`
+    publishers sends with a partition key of its own. `warm`: first wait until each
+    subscriber gets events (once per subscriber app). The medians of the rounds.
     """
     result = PubsubResult()
     channels = {name: channel(server) for name, (server, _) in subscribers.items()}
     try:
-        send = {name: _publisher(chan, direct=name == "bare") for name, chan in channels.items()}
+        send = {
+            name: [_publisher(chan, direct=name == "bare", key=f"key-{n}" if keyed else "") for n in range(in_flight)]
+            for name, chan in channels.items()
+        }
         for name, (_, lines) in subscribers.items():
-            await _warm(send[name], lines, name)
+            if warm:
+                await _warm(send[name][0], lines, name)
         delivered: dict[str, list[float]] = {name: [] for name in subscribers}
         published: dict[str, list[float]] = {name: [] for name in subscribers}
         for index in range(rounds):
             for name in rotated(list(subscribers), index):
-                first, acknowledged, refused = await _publish(send[name], events, in_flight)
+                first, acknowledged, refused = await _publish(send[name], events)
                 result.refused[name] = result.refused.get(name, 0) + refused
                 lines = subscribers[name][1]
                 match = await asyncio.to_thread(lines.expect, r"delivered \d+ ([\d.]+)", 300, f"{name}: the last event")
@@ -270,7 +289,7 @@ async def _warm(send: Callable[[str], Awaitable[Any]], lines: Lines, name: str) 
     warm.result()
 
 
-async def _publish(send: Callable[[str], Awaitable[Any]], events: int, in_flight: int) -> tuple[float, float, int]:
+async def _publish(senders: list[Callable[[str], Awaitable[Any]]], events: int) -> tuple[float, float, int]:
     """The time of the first publish, of the last acknowledgement, and how many publishes were refused.
 
     A sidecar whose subscriber falls behind may refuse with RESOURCE_EXHAUSTED ("publish
@@ -280,7 +299,7 @@ async def _publish(send: Callable[[str], Awaitable[Any]], events: int, in_flight
     remaining = events
     refused = 0
 
-    async def worker() -> None:
+    async def worker(send: Callable[[str], Awaitable[Any]]) -> None:
         nonlocal remaining, refused
         while remaining > 0:
             remaining -= 1
@@ -295,7 +314,7 @@ async def _publish(send: Callable[[str], Awaitable[Any]], events: int, in_flight
                     await asyncio.sleep(0.001)
 
     first = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    await asyncio.gather(*(worker(send) for send in senders))
     return first, time.monotonic(), refused
 
 

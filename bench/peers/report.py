@@ -84,6 +84,7 @@ GOALS = (
     Goal("CPU per call", "≤ 1.5x daprd", "cpu", "CPU s per 1000 GetState", "daprd", 1.5),
     Goal("throughput, 64 in flight", "≥ daprd's", "throughput", "64 in flight", "daprd", 1.0, at_most=False),
     Goal("pub/sub to one subscriber", "≥ 5,000 events/s", "pubsub", "delivered end to end", None, 5000, False, " /s"),
+    Goal("pub/sub, 16 keys", "≥ 5,000 events/s", "pubsub", "delivered, 16 partition keys", None, 5000, False, " /s"),
     Goal("invocation via two sidecars", "≤ 1.5x daprd", "invocation", "p50", "daprd", 1.5),
 )
 

@@ -169,10 +169,19 @@ def pubsub(run: Run) -> None:
         front = app if target == "bare" else run.start(target, "peers-subscriber", app_port=port, app_protocol="grpc")
         subscribers[target] = (front, app.lines)
     found = asyncio.run(measure.pubsub(subscribers, plan.events, plan.events_in_flight, plan.pubsub_rounds))
+    keyed = asyncio.run(
+        measure.pubsub(subscribers, plan.events, plan.events_in_flight, plan.pubsub_rounds, keyed=True, warm=False)
+    )
     group = run.results.group("pubsub", "pub/sub to one gRPC subscriber", "events/s, median of the rounds")
     group.rows["delivered end to end"] = found.delivered
     group.rows["publishes acknowledged"] = found.published
     group.rows["publishes refused, retried"] = found.refused
+    group.rows[f"delivered, {plan.events_in_flight} partition keys"] = keyed.delivered
+    group.rows[f"acknowledged, {plan.events_in_flight} partition keys"] = keyed.published
+    group.rows[f"refused, {plan.events_in_flight} partition keys"] = keyed.refused
+    group.notes.append(
+        f"partition keys: each of the {plan.events_in_flight} publishers sends with a partitionKey of its own"
+    )
     if "bare" in run.targets:
         group.notes.append("bare: the same publisher calls the subscriber app's OnTopicEvent directly, no sidecar")
     run.procs.stop_all()

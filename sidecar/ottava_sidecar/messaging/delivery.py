@@ -7,6 +7,7 @@ when the subscription caps deliveries (`maxDeliveryAttempts`) the last failure i
 treated as DROP instead.
 """
 
+import functools
 import logging
 from typing import Any, Protocol
 
@@ -31,8 +32,14 @@ class Redeliver(Exception):
     """Raised to the broker: the event was not processed, deliver it again later."""
 
 
+@functools.cache
+def _deliveries(pubsub_name: str, topic: str, verdict: Verdict) -> Any:
+    """The counter of one outcome of a topic's deliveries, looked up once rather than per event."""
+    return metrics.PUBSUB_DELIVERIES.labels(pubsub_name, topic, verdict.value)
+
+
 async def settle(broker: PubSub[Any], spec: SubscriptionSpec, message: Message, verdict: Verdict, reason: str) -> None:
-    metrics.PUBSUB_DELIVERIES.labels(spec.pubsub_name, spec.topic, verdict.value).inc()
+    _deliveries(spec.pubsub_name, spec.topic, verdict).inc()
     if verdict is Verdict.SUCCESS:
         return
     if verdict is Verdict.RETRY:

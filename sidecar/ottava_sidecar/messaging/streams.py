@@ -1,11 +1,14 @@
 """Subscriptions over a gRPC stream: the app receives events on the stream and answers each.
 
-One event is outstanding at a time (the broker keeps a topic's order), and it stays
-outstanding until the app answers with its id; the answer is settled as for any
-subscription (`delivery.settle`). When the stream ends, the subscription ends with it.
+The broker hands events over lane by lane (`components.pubsub.lanes`): one event of a
+lane is outstanding at a time, so events without a partition key go one at a time in
+publish order, and events of different partition keys may be outstanding together (at
+most `maxConcurrentHandlers`). An event stays outstanding until the app answers with its
+id; the answer is settled as for any subscription (`delivery.settle`). When the stream
+ends, the subscription ends with it.
 
-That is the stream's back-pressure: an app that does not answer holds one event, and
-the broker keeps every later message unacknowledged (its own bounds, such as the
+That is the stream's back-pressure: an app that does not answer holds an event per
+lane, and the broker keeps every later message unacknowledged (its own bounds, such as the
 in-memory broker's `maxPendingBytes`, then refuse publishers). The bytes in flight to
 streams are on `/metrics` as `ottava_subscriber_buffered_bytes{api="pubsub"}`.
 """
@@ -38,6 +41,12 @@ class StreamSubscription:
 
     async def _deliver(self, message: Message) -> None:
         event = cloudevents.unwrap(message, self.spec.pubsub_name)
+        # The app answers by event id: an event whose id is outstanding already (a publisher
+        # may set the CloudEvent id itself) waits until that one is answered.
+        earlier = self._answers.get(event.id)
+        while earlier is not None and not earlier.done():
+            await asyncio.wait([earlier])
+            earlier = self._answers.get(event.id)
         answer: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._answers[event.id] = answer
         self._outbox.put_nowait(event)
@@ -47,7 +56,8 @@ class StreamSubscription:
             verdict = await answer
         finally:
             in_flight.dec(len(message.data))
-            self._answers.pop(event.id, None)
+            if self._answers.get(event.id) is answer:
+                del self._answers[event.id]
         await settle(self._broker, self.spec, message, verdict, f"the app answered {verdict.value} on its stream")
 
     async def next_event(self) -> cloudevents.TopicEvent:

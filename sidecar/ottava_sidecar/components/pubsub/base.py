@@ -2,8 +2,10 @@
 
 Delivery is at-least-once per subscription: a handler that returns acknowledges the
 message; a handler that raises gets it again later (with a backoff). A broker keeps the
-order of a topic's messages for each subscription, so a redelivery holds back the
-messages published after it rather than letting them overtake it.
+order of a topic's messages for each subscription, per partition key (`lanes`): a
+redelivery holds back the messages of its key published after it rather than letting
+them overtake it, and messages without a key keep the topic's order. Messages of
+different keys may be in handlers at the same time.
 
 Publishing never grows a broker without bound: when a subscriber cannot keep up, the
 broker refuses new messages with `BrokerFullError`, which publishers see as

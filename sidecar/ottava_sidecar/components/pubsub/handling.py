@@ -3,14 +3,15 @@
 A broker's own redelivery (an ack deadline, a pending-entry reclaim, a session resend)
 is what survives a crash of the sidecar. While the sidecar lives, a failing handler is
 retried here, with a backoff, holding the message unacknowledged at the broker: later
-messages of the topic wait behind it (the order is kept) and a crash in the meantime
-leaves the message with the broker, which delivers it again.
+messages of its lane (its partition key, or the topic's messages without a key) wait
+behind it, the order is kept, and a crash in the meantime leaves the message with the
+broker, which delivers it again.
 """
 
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 
 from pydantic import Field
 
@@ -69,13 +70,15 @@ async def handle_until_done(
     the metadata does not change what the next attempt sees), with `attempt` counted up.
     `still_working` tells the broker not to redeliver meanwhile.
     """
-    delays = redelivery.delays()
+    delays: Iterator[float] | None = None  # made on the first failure: most messages never need it
     delivery = message
     while True:
         try:
             await handler(delivery)
             return
         except Exception as err:
+            if delays is None:
+                delays = redelivery.delays()
             delay = next(delays)
             log.info(
                 "delivery failed; redelivering in %.2fs",

@@ -1,30 +1,29 @@
 """`pubsub.in-memory`: a process-local broker.
 
-Each subscription has its own bounded queue and one consumer task, so messages of a
-topic reach each subscriber in publish order. A handler that raises gets the message
-again after an exponential backoff (at-least-once) and, meanwhile, later messages wait
+Each subscription delivers through its own lanes (`lanes`): messages of one partition
+key, and messages without a key, in publish order; different keys at the same time, at
+most `maxConcurrentHandlers` at once. A handler that raises gets the message again after
+an exponential backoff (at-least-once) and, meanwhile, later messages of its lane wait
 behind it (ordering). A message counts against its subscription's bounds, in messages
 (`maxPendingMessages`) and in bytes (`maxPendingBytes`), from publish until acknowledged,
 so a stuck subscriber makes publishing fail with `BrokerFullError` instead of making the
 sidecar grow. A subscription that holds nothing takes any one message, however large.
 """
 
-import asyncio
 import contextlib
 import uuid
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Mapping
 
 from pydantic import Field
 
 from ottava_sidecar import backoff, limits
-from ottava_sidecar.components.base import ComponentMetadata
-from ottava_sidecar.components.pubsub import handling
+from ottava_sidecar.components.pubsub import handling, lanes
 from ottava_sidecar.components.pubsub.base import BrokerFullError, Handler, Message, PubSub, Subscription
 from ottava_sidecar.components.registration import register
 
 
-class InMemoryPubSubMetadata(ComponentMetadata):
+class InMemoryPubSubMetadata(lanes.LanesMetadata):
     redelivery_backoff_seconds: float = Field(
         default=0.2,
         gt=0,
@@ -56,57 +55,38 @@ class InMemoryPubSubMetadata(ComponentMetadata):
 
 
 class _QueueSubscription(Subscription):
-    def __init__(self, broker: "InMemoryPubSub", topic: str, handler: Handler) -> None:
+    def __init__(self, broker: "InMemoryPubSub", topic: str, handler: Handler, concurrency: int) -> None:
         self.topic = topic
         self._broker = broker
         self._handler = handler
-        self._queue: deque[Message] = deque()
-        self._in_flight: Message | None = None
-        self._queued_bytes = 0
-        self._wakeup = asyncio.Event()
-        self._task = asyncio.create_task(self._consume(), name=f"{broker.name}/{topic}")
+        self._backoff = broker.settings.redelivery_backoff()
+        self._lanes = lanes.Lanes(self._deliver, concurrency, name=f"{broker.name}/{topic}")
+        self.pending_bytes = 0  # bytes of the messages counted by `pending`
 
     @property
     def pending(self) -> int:
         """Messages published to this subscription and not yet acknowledged."""
-        return len(self._queue) + (self._in_flight is not None)
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes of the messages counted by `pending`."""
-        return self._queued_bytes + (len(self._in_flight.data) if self._in_flight is not None else 0)
+        return self._lanes.held
 
     def put(self, message: Message) -> None:
-        self._queue.append(message)
-        self._queued_bytes += len(message.data)
-        self._wakeup.set()
+        self.pending_bytes += len(message.data)
+        self._lanes.put(message, lanes.partition_key(message.metadata))
 
-    async def _consume(self) -> None:
-        settings = self._broker.settings
-        while True:
-            while not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            message = self._queue.popleft()
-            self._queued_bytes -= len(message.data)
-            self._in_flight = message
-            try:
-                await handling.handle_until_done(
-                    self._handler, message, settings.redelivery_backoff(), where=self._broker.name
-                )
-            finally:
-                self._in_flight = None
+    async def _deliver(self, message: Message) -> None:
+        try:
+            await handling.handle_until_done(self._handler, message, self._backoff, where=self._broker.name)
+        finally:
+            self.pending_bytes -= len(message.data)
 
     async def close(self) -> None:
         self._broker.unsubscribe(self)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await self._lanes.close()
+        self.pending_bytes = 0
 
 
 @register("pubsub.in-memory", InMemoryPubSubMetadata)
 class InMemoryPubSub(PubSub[InMemoryPubSubMetadata]):
-    """Process-local broker: ordered per topic, at-least-once per subscription, bounded."""
+    """Process-local broker: ordered per partition key (per topic without one), at-least-once, bounded."""
 
     def __init__(self, name: str, settings: InMemoryPubSubMetadata, *, app_id: str) -> None:
         super().__init__(name, settings, app_id=app_id)
@@ -151,7 +131,8 @@ class InMemoryPubSub(PubSub[InMemoryPubSubMetadata]):
     async def subscribe(
         self, topic: str, handler: Handler, *, metadata: Mapping[str, str] | None = None
     ) -> Subscription:
-        subscription = _QueueSubscription(self, topic, handler)
+        concurrency = self.settings.concurrent_handlers(metadata)
+        subscription = _QueueSubscription(self, topic, handler, concurrency)
         self._subscriptions[topic].append(subscription)
         return subscription
 

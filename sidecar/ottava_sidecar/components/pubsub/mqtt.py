@@ -7,7 +7,10 @@ whose id is derived from `consumerID` and the topic, with a session that outlive
 connection (`sessionExpiry`), and acknowledges (PUBACK) only once the app accepted the
 event: a message the sidecar took and never acknowledged is sent again by the broker
 when the next subscriber of that consumer resumes the session. Order per topic is the
-broker's (MQTT keeps it for QoS 1 on one session).
+broker's (MQTT keeps it for QoS 1 on one session), and the app gets one message at a
+time, partition key or not: a client acknowledges QoS 1 messages in the order it
+received them (MQTT 5, 4.6), so delivering the next one before the app accepted the
+previous one would mean acknowledging out of order or holding acknowledgements back.
 
 One subscriber per consumerID and topic at a time: a second client with the same id
 takes the session over from the first (MQTT's rule).

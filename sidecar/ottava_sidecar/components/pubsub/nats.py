@@ -7,7 +7,9 @@ publish survives a server crash). A subscription is a durable consumer named by
 stopped and a message it took and never acknowledged is delivered again once `ackWait`
 has passed. Streams keep messages while some consumer still has to acknowledge them
 (interest retention); with `maxMsgs` set, a stream that holds that many refuses new
-ones (`BrokerFullError`, i.e. back-pressure) instead of discarding old ones.
+ones (`BrokerFullError`, i.e. back-pressure) instead of discarding old ones. Fetched
+messages go through lanes (`lanes`): in order per partition key (and per topic without
+one), different keys at the same time; each is acknowledged once the app accepted it.
 """
 
 import asyncio
@@ -24,6 +26,7 @@ from pydantic import Field
 from ottava_sidecar.components.backends import retry
 from ottava_sidecar.components.backends.options import RetryMetadata, Seconds, TlsMetadata
 from ottava_sidecar.components.errors import ComponentError
+from ottava_sidecar.components.pubsub import lanes
 from ottava_sidecar.components.pubsub.base import BrokerFullError, Handler, Message, PubSub, Subscription
 from ottava_sidecar.components.pubsub.handling import ConsumerMetadata, consumer_id, handle_until_done
 from ottava_sidecar.components.registration import register
@@ -36,9 +39,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _NOT_A_NAME = re.compile(r"[^A-Za-z0-9_-]")
+_FETCH_COUNT = 10  # messages one fetch asks for, at least
 
 
-class NatsPubSubMetadata(RetryMetadata, TlsMetadata, ConsumerMetadata):
+class NatsPubSubMetadata(RetryMetadata, TlsMetadata, ConsumerMetadata, lanes.LanesMetadata):
     nats_url: str = Field(default="nats://localhost:4222", alias="natsURL", description="URL of the server.")
     user: str = Field(default="", alias="user", description="User name.")
     password: str = Field(default="", alias="password", description="Password; use a secretKeyRef.")
@@ -70,11 +74,16 @@ class NatsPubSubMetadata(RetryMetadata, TlsMetadata, ConsumerMetadata):
 
 
 class _DurableSubscription(Subscription):
-    def __init__(self, broker: "NatsPubSub", topic: str, durable: str, handler: Handler) -> None:
+    def __init__(self, broker: "NatsPubSub", topic: str, durable: str, handler: Handler, concurrency: int) -> None:
         self.topic = topic
         self.durable = durable
         self._broker = broker
         self._handler = handler
+        self._lanes: lanes.Lanes[tuple[Msg, Message]] = lanes.Lanes(
+            self._deliver, concurrency, name=f"{broker.name}/{topic}"
+        )
+        # Messages fetched and not yet acknowledged, at most (as many as deliver at once, or one fetch's worth).
+        self._read_ahead = max(concurrency, _FETCH_COUNT)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -96,13 +105,20 @@ class _DurableSubscription(Subscription):
         self._task = asyncio.create_task(self._consume(subscription), name=f"{self._broker.name}/{self.topic}")
 
     async def _consume(self, subscription: "JetStreamContext.PullSubscription") -> None:
+        try:
+            await self._fetch_until_closed(subscription)
+        finally:  # what is still in hand stays unacknowledged: redelivered after ackWait
+            await self._lanes.close()
+
+    async def _fetch_until_closed(self, subscription: "JetStreamContext.PullSubscription") -> None:
         from nats import errors
 
         settings = self._broker.settings
         delays = settings.connection_backoff().delays()
         while not self._closing:
             try:
-                messages = await subscription.fetch(10, timeout=settings.poll_timeout)
+                await self._lanes.until_below(self._read_ahead)
+                messages = await subscription.fetch(self._read_ahead - self._lanes.held, timeout=settings.poll_timeout)
             except errors.TimeoutError:
                 continue
             except Exception as err:
@@ -113,20 +129,19 @@ class _DurableSubscription(Subscription):
                 continue
             delays = settings.connection_backoff().delays()  # a good fetch: start over
             for msg in messages:
-                if self._closing:  # left unacknowledged: redelivered after ackWait
-                    break
-                await self._deliver(msg)
+                headers = msg.headers or {}
+                message = Message(
+                    self.topic,
+                    msg.data,
+                    str(msg.metadata.sequence.stream),
+                    headers.get("Content-Type", ""),
+                    json.loads(headers.get("Ottava-Metadata", "{}")),
+                    msg.metadata.num_delivered,
+                )
+                self._lanes.put((msg, message), lanes.partition_key(message.metadata))
 
-    async def _deliver(self, msg: "Msg") -> None:
-        headers = msg.headers or {}
-        message = Message(
-            self.topic,
-            msg.data,
-            str(msg.metadata.sequence.stream),
-            headers.get("Content-Type", ""),
-            json.loads(headers.get("Ottava-Metadata", "{}")),
-            msg.metadata.num_delivered,
-        )
+    async def _deliver(self, item: "tuple[Msg, Message]") -> None:
+        msg, message = item
         await handle_until_done(
             self._handler,
             message,
@@ -150,7 +165,7 @@ class _DurableSubscription(Subscription):
 
 @register("pubsub.nats", NatsPubSubMetadata)
 class NatsPubSub(PubSub[NatsPubSubMetadata]):
-    """NATS JetStream: durable consumers, at-least-once, ordered per topic, bounded with maxMsgs."""
+    """NATS JetStream: durable consumers, at-least-once, ordered per key, bounded with maxMsgs."""
 
     def __init__(self, name: str, settings: NatsPubSubMetadata, *, app_id: str) -> None:
         super().__init__(name, settings, app_id=app_id)
@@ -280,7 +295,8 @@ class NatsPubSub(PubSub[NatsPubSubMetadata]):
         self, topic: str, handler: Handler, *, metadata: Mapping[str, str] | None = None
     ) -> Subscription:
         durable = _NOT_A_NAME.sub("_", consumer_id(self.settings, self.app_id, metadata))
-        subscription = _DurableSubscription(self, topic, durable, handler)
+        concurrency = self.settings.concurrent_handlers(metadata)
+        subscription = _DurableSubscription(self, topic, durable, handler, concurrency)
         await subscription.start()
         self.subscriptions.add(subscription)
         return subscription

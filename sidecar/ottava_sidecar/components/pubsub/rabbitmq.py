@@ -10,7 +10,8 @@ it; the broker hands a message that a vanished consumer held to the next one at 
 With `maxLength` (messages) or `maxLengthBytes` (bytes of message bodies) set, a queue
 that holds that much refuses new messages (the publish is nacked: `BrokerFullError`,
 i.e. back-pressure). The sidecar itself holds at most `prefetchCount` messages of a
-subscription, the broker keeping the rest.
+subscription, the broker keeping the rest; they go through lanes (`lanes`): in order per
+partition key (and per queue without one), different keys at the same time.
 """
 
 import asyncio
@@ -25,6 +26,7 @@ from pydantic import Field
 from ottava_sidecar.components.backends import retry
 from ottava_sidecar.components.backends.options import RetryMetadata, TlsMetadata
 from ottava_sidecar.components.errors import ComponentError
+from ottava_sidecar.components.pubsub import lanes
 from ottava_sidecar.components.pubsub.base import BrokerFullError, Handler, Message, PubSub, Subscription
 from ottava_sidecar.components.pubsub.handling import ConsumerMetadata, consumer_id, handle_until_done
 from ottava_sidecar.components.registration import register
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class RabbitMQPubSubMetadata(RetryMetadata, TlsMetadata, ConsumerMetadata):
+class RabbitMQPubSubMetadata(RetryMetadata, TlsMetadata, ConsumerMetadata, lanes.LanesMetadata):
     host: str = Field(default="localhost:5672", alias="host", description="host:port of the broker.")
     username: str = Field(default="guest", alias="username", description="User name.")
     password: str = Field(default="guest", alias="password", description="Password; use a secretKeyRef.")
@@ -64,11 +66,15 @@ class RabbitMQPubSubMetadata(RetryMetadata, TlsMetadata, ConsumerMetadata):
 
 
 class _QueueSubscription(Subscription):
-    def __init__(self, broker: "RabbitMQPubSub", topic: str, group: str, handler: Handler) -> None:
+    def __init__(self, broker: "RabbitMQPubSub", topic: str, group: str, handler: Handler, concurrency: int) -> None:
         self.topic = topic
         self.queue_name = f"{group}-{topic}"
         self._broker = broker
         self._handler = handler
+        # The broker hands over at most prefetchCount messages unacknowledged: that bounds what the lanes hold.
+        self._lanes: lanes.Lanes[tuple[aio_pika.abc.AbstractIncomingMessage, Message]] = lanes.Lanes(
+            self._deliver, concurrency, name=f"{broker.name}/{topic}"
+        )
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._tag: str | None = None
         self._inbox: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
@@ -84,6 +90,12 @@ class _QueueSubscription(Subscription):
         self._task = asyncio.create_task(self._consume(), name=f"{broker.name}/{self.topic}")
 
     async def _consume(self) -> None:
+        try:
+            await self._take()
+        finally:  # what is still in hand goes back to the queue when the channel closes
+            await self._lanes.close()
+
+    async def _take(self) -> None:
         while True:
             received = await self._inbox.get()
             headers = {str(k): str(v) for k, v in (received.headers or {}).items()}
@@ -95,13 +107,17 @@ class _QueueSubscription(Subscription):
                 headers,
                 2 if received.redelivered else 1,
             )
-            await handle_until_done(
-                self._handler, message, self._broker.settings.redelivery_backoff(), where=self._broker.name
-            )
-            try:
-                await received.ack()
-            except Exception as err:  # the channel broke: the broker redelivers it
-                log.warning("acknowledging %s of topic %s failed: %s", message.id, self.topic, err)
+            self._lanes.put((received, message), lanes.partition_key(headers))
+
+    async def _deliver(self, item: "tuple[aio_pika.abc.AbstractIncomingMessage, Message]") -> None:
+        received, message = item
+        await handle_until_done(
+            self._handler, message, self._broker.settings.redelivery_backoff(), where=self._broker.name
+        )
+        try:
+            await received.ack()
+        except Exception as err:  # the channel broke: the broker redelivers it
+            log.warning("acknowledging %s of topic %s failed: %s", message.id, self.topic, err)
 
     async def close(self) -> None:
         self._broker.subscriptions.discard(self)
@@ -229,7 +245,9 @@ class RabbitMQPubSub(PubSub[RabbitMQPubSubMetadata]):
     async def subscribe(
         self, topic: str, handler: Handler, *, metadata: Mapping[str, str] | None = None
     ) -> Subscription:
-        subscription = _QueueSubscription(self, topic, consumer_id(self.settings, self.app_id, metadata), handler)
+        group = consumer_id(self.settings, self.app_id, metadata)
+        concurrency = self.settings.concurrent_handlers(metadata)
+        subscription = _QueueSubscription(self, topic, group, handler, concurrency)
         await subscription.start()
         self.subscriptions.add(subscription)
         return subscription

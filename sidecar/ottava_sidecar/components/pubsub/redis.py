@@ -5,7 +5,9 @@ A topic is a stream; a subscription reads it through the consumer group named by
 app gets every message. An entry is acknowledged (XACK) once the handler returns. Entries
 that a consumer took and never acknowledged — its sidecar crashed — stay pending in the
 group; every `redeliverInterval` each subscriber takes over (XAUTOCLAIM) those idle longer
-than `processingTimeout` and delivers them again, before reading new ones.
+than `processingTimeout` and delivers them again, before reading new ones. Entries go
+through lanes (`lanes`): in order per partition key (and per stream without one),
+different keys at the same time; each is acknowledged on its own once the app accepted it.
 """
 
 import asyncio
@@ -20,6 +22,7 @@ from pydantic import Field
 
 from ottava_sidecar.components.backends.options import Seconds
 from ottava_sidecar.components.backends.redis import RedisConnection, RedisMetadata
+from ottava_sidecar.components.pubsub import lanes
 from ottava_sidecar.components.pubsub.base import Handler, Message, PubSub, Subscription
 from ottava_sidecar.components.pubsub.handling import ConsumerMetadata, consumer_id, handle_until_done
 from ottava_sidecar.components.registration import register
@@ -27,9 +30,10 @@ from ottava_sidecar.components.registration import register
 log = logging.getLogger(__name__)
 
 Entry = tuple[bytes, dict[bytes, bytes]]
+_READ_COUNT = 10  # entries one read asks for, at least
 
 
-class RedisPubSubMetadata(RedisMetadata, ConsumerMetadata):
+class RedisPubSubMetadata(RedisMetadata, ConsumerMetadata, lanes.LanesMetadata):
     processing_timeout: Seconds = Field(
         default=60.0,
         gt=0,
@@ -57,12 +61,17 @@ class RedisPubSubMetadata(RedisMetadata, ConsumerMetadata):
 
 
 class _StreamSubscription(Subscription):
-    def __init__(self, broker: "RedisPubSub", topic: str, group: str, handler: Handler) -> None:
+    def __init__(self, broker: "RedisPubSub", topic: str, group: str, handler: Handler, concurrency: int) -> None:
         self.topic = topic
         self.group = group
         self.consumer = f"{broker.app_id}-{uuid.uuid4().hex[:12]}"
         self._broker = broker
         self._handler = handler
+        self._lanes: lanes.Lanes[tuple[bytes, Message]] = lanes.Lanes(
+            self._deliver, concurrency, name=f"{broker.name}/{topic}"
+        )
+        # Entries read ahead and not yet acknowledged, at most (as many as deliver at once, or one read's worth).
+        self._read_ahead = max(concurrency, _READ_COUNT)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -78,22 +87,31 @@ class _StreamSubscription(Subscription):
         self._task = asyncio.create_task(self._consume(), name=f"{self._broker.name}/{self.topic}")
 
     async def _consume(self) -> None:
+        try:
+            await self._read_until_closed()
+            # Entries already read are delivered even while closing (a hot reload closes
+            # this subscription while its last blocking read is in flight): left pending,
+            # they would wait a whole processingTimeout for another consumer to reclaim them.
+            await self._lanes.drained()
+        finally:
+            await self._lanes.close()
+
+    async def _read_until_closed(self) -> None:
         settings = self._broker.settings
         last_claim = -float("inf")
         delays = settings.connection_backoff().delays()
         while not self._closing:
             try:
+                await self._lanes.until_below(self._read_ahead)
                 entries: list[tuple[Entry, int]] = []
                 if time.monotonic() - last_claim >= settings.redeliver_interval:
                     last_claim = time.monotonic()
                     entries = await self._reclaim()
                 if not entries:
-                    entries = [(entry, 1) for entry in await self._read()]
-                # Entries already read are delivered even while closing (a hot reload closes
-                # this subscription while its last blocking read is in flight): left pending,
-                # they would wait a whole processingTimeout for another consumer to reclaim them.
+                    entries = [(entry, 1) for entry in await self._read(self._read_ahead - self._lanes.held)]
                 for entry, attempt in entries:
-                    await self._deliver(entry, attempt)
+                    message = self._message(entry, attempt)
+                    self._lanes.put((entry[0], message), lanes.partition_key(message.metadata))
                 delays = settings.connection_backoff().delays()  # a good read: start over
             except asyncio.CancelledError:
                 raise
@@ -103,11 +121,11 @@ class _StreamSubscription(Subscription):
                             self.topic, self._broker.name, delay, err)  # fmt: skip
                 await asyncio.sleep(delay)
 
-    async def _read(self) -> list[Entry]:
+    async def _read(self, count: int) -> list[Entry]:
         client = self._broker.redis.client
         block = int(self._broker.settings.poll_timeout * 1000)
         with self._broker.redis.errors(f"reading topic {self.topic}"):
-            reply = await client.xreadgroup(self.group, self.consumer, {self.topic: ">"}, count=10, block=block)
+            reply = await client.xreadgroup(self.group, self.consumer, {self.topic: ">"}, count=count, block=block)
         streams = cast(list[tuple[bytes, list[Entry]]], reply or [])
         return [(entry_id, fields) for _, stream in streams for entry_id, fields in stream if fields]
 
@@ -115,7 +133,7 @@ class _StreamSubscription(Subscription):
         client = self._broker.redis.client
         idle = int(self._broker.settings.processing_timeout * 1000)
         with self._broker.redis.errors(f"reclaiming pending entries of topic {self.topic}"):
-            reply = await client.xautoclaim(self.topic, self.group, self.consumer, idle, "0-0", count=10)
+            reply = await client.xautoclaim(self.topic, self.group, self.consumer, idle, "0-0", count=_READ_COUNT)
             claimed: list[tuple[Entry, int]] = []
             for entry_id, fields in reply[1]:
                 if not fields:
@@ -125,9 +143,9 @@ class _StreamSubscription(Subscription):
                 claimed.append(((entry_id, fields), attempt))
         return claimed
 
-    async def _deliver(self, entry: Entry, attempt: int) -> None:
+    def _message(self, entry: Entry, attempt: int) -> Message:
         entry_id, fields = entry
-        message = Message(
+        return Message(
             self.topic,
             fields.get(b"data", b""),
             entry_id.decode(),
@@ -135,6 +153,9 @@ class _StreamSubscription(Subscription):
             json.loads(fields.get(b"metadata", b"{}")),
             attempt,
         )
+
+    async def _deliver(self, item: tuple[bytes, Message]) -> None:
+        entry_id, message = item
         redis = self._broker.redis
 
         async def still_working() -> None:  # resets the idle time, so no one takes it over meanwhile
@@ -147,8 +168,11 @@ class _StreamSubscription(Subscription):
             where=self._broker.name,
             still_working=still_working,
         )
-        with redis.errors(f"acknowledging {message.id} of topic {self.topic}"):
-            await redis.client.xack(self.topic, self.group, entry_id)
+        try:
+            with redis.errors(f"acknowledging {message.id} of topic {self.topic}"):
+                await redis.client.xack(self.topic, self.group, entry_id)
+        except Exception as err:  # left pending: reclaimed and delivered again, at-least-once
+            log.warning("%s", err)
 
     async def close(self) -> None:
         self._broker.subscriptions.discard(self)
@@ -164,7 +188,7 @@ class _StreamSubscription(Subscription):
 
 @register("pubsub.redis", RedisPubSubMetadata)
 class RedisPubSub(PubSub[RedisPubSubMetadata]):
-    """Redis Streams: at-least-once per consumer group, ordered per topic, crashed consumers' entries reclaimed."""
+    """Redis Streams: at-least-once per consumer group, ordered per key, crashed consumers' entries reclaimed."""
 
     def __init__(self, name: str, settings: RedisPubSubMetadata, *, app_id: str) -> None:
         super().__init__(name, settings, app_id=app_id)
@@ -200,7 +224,9 @@ class RedisPubSub(PubSub[RedisPubSubMetadata]):
     async def subscribe(
         self, topic: str, handler: Handler, *, metadata: Mapping[str, str] | None = None
     ) -> Subscription:
-        subscription = _StreamSubscription(self, topic, consumer_id(self.settings, self.app_id, metadata), handler)
+        group = consumer_id(self.settings, self.app_id, metadata)
+        concurrency = self.settings.concurrent_handlers(metadata)
+        subscription = _StreamSubscription(self, topic, group, handler, concurrency)
         await subscription.start()
         self.subscriptions.add(subscription)
         return subscription
