@@ -50,8 +50,9 @@ class Envelope:
 
 
 # Made once: `json.dumps` and `json.loads` build a new encoder or decoder on every call
-# that passes options, which costs a publish more than the encoding itself.
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# that passes options, which costs a publish more than the encoding itself. An event is
+# parsed JSON or built here, so it cannot hold a cycle: no need to look for one.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 
 
 def _not_json(constant: str) -> Any:
