@@ -4,6 +4,12 @@ It does the least any server must do for the same requests, so the ratio against
 the cost of the sidecar itself: SaveState keeps each item's answer in a dict, GetState
 looks it up (a key never saved reads as the item given on the command line). No etags,
 options or metadata are honoured. It also answers the SDK's start-up health probe.
+
+Its two methods are served through one generic handler, not registered with grpc one
+by one as the generated `add_DaprServicer_to_server` does: grpc.aio keeps a pending
+request per registered method and waits on all of them after every call, so each of
+Dapr's 94 methods would cost every call something. The floor is the cheapest way
+grpc.aio can serve these calls.
 """
 
 import asyncio
@@ -16,6 +22,7 @@ from dapr.proto.runtime.v1 import dapr_pb2_grpc, state_pb2
 from google.protobuf import empty_pb2
 
 EMPTY = empty_pb2.Empty()
+SERVICE = "dapr.proto.runtime.v1.Dapr"
 
 
 class BareDapr(dapr_pb2_grpc.DaprServicer):
@@ -38,7 +45,20 @@ class BareDapr(dapr_pb2_grpc.DaprServicer):
 
 async def main(value: bytes) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    dapr_pb2_grpc.add_DaprServicer_to_server(BareDapr(value), server)
+    bare = BareDapr(value)
+    handlers = {
+        "GetState": grpc.unary_unary_rpc_method_handler(
+            bare.GetState,
+            request_deserializer=state_pb2.GetStateRequest.FromString,
+            response_serializer=state_pb2.GetStateResponse.SerializeToString,
+        ),
+        "SaveState": grpc.unary_unary_rpc_method_handler(
+            bare.SaveState,
+            request_deserializer=state_pb2.SaveStateRequest.FromString,
+            response_serializer=empty_pb2.Empty.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     grpc_port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
 

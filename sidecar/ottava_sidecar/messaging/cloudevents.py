@@ -8,7 +8,8 @@ The broker stores the envelope as JSON; subscribers get it back as a `TopicEvent
 import base64
 import binascii
 import json
-import uuid
+import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,13 +28,17 @@ def is_raw(metadata: Mapping[str, str]) -> bool:
     return metadata.get(RAW_PAYLOAD, "").lower() == "true"
 
 
-def is_json_type(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
+def _media(content_type: str) -> str:
+    """The media type alone: no parameters, lower case."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _is_json_media(media: str) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
-def _is_binary_type(content_type: str) -> bool:
-    return content_type.split(";", 1)[0].strip().lower() == "application/octet-stream"
+def is_json_type(content_type: str) -> bool:
+    return _is_json_media(_media(content_type))
 
 
 @dataclass(slots=True)
@@ -42,6 +47,59 @@ class Envelope:
 
     data: bytes
     content_type: str
+
+
+# Made once: `json.dumps` and `json.loads` build a new encoder or decoder on every call
+# that passes options, which costs a publish more than the encoding itself. An event is
+# parsed JSON or built here, so it cannot hold a cycle: no need to look for one.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+
+
+def _not_json(constant: str) -> Any:
+    """NaN and Infinity are Python's, not JSON's: a payload holding them is kept as text."""
+    raise ValueError(f"{constant} is not JSON")
+
+
+_DECODE = json.JSONDecoder(parse_constant=_not_json).decode
+_UNPARSED = object()  # a payload not read as JSON: its media type is not JSON, or it is not
+
+
+def _parse_json(data: bytes) -> Any:
+    """The payload as `json.loads(data, parse_constant=_not_json)` reads it; `_UNPARSED` where that fails."""
+    try:
+        return _DECODE(data.decode(json.detect_encoding(data), "surrogatepass"))
+    except ValueError:
+        return _UNPARSED
+
+
+def _new_id() -> str:
+    """A random (version 4) UUID as text, as `str(uuid.uuid4())` writes it."""
+    value = int.from_bytes(os.urandom(16), "big")
+    value = (value & ~(0xC000 << 48) | 0x8000 << 48) & ~(0xF000 << 64) | 4 << 76
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+class _Clock:
+    """The time attribute: UTC with milliseconds (`2026-11-30T07:17:27.123Z`); the part up to
+    the second is formatted once per second."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        ns = time.time_ns()
+        second = ns // 1_000_000_000
+        if second != self._second:
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        return f"{self._prefix}.{ns // 1_000_000 % 1000:03d}Z"
+
+
+_CLOCK = _Clock()
 
 
 def wrap(
@@ -56,54 +114,39 @@ def wrap(
     """The payload as the broker should store it (see the module docstring)."""
     if is_raw(metadata):
         return Envelope(data, content_type or "application/octet-stream")
-    event = _existing_event(data, content_type)
-    if event is None:
+    media = _media(content_type)
+    declared = media == CONTENT_TYPE
+    # A JSON payload is parsed once: to tell whether it already is a CloudEvent, and
+    # else to become the event's `data`. Declared JSON that does not parse stays text.
+    parsed = _parse_json(data) if declared or _is_json_media(media) else _UNPARSED
+    if isinstance(parsed, dict) and (declared or "specversion" in parsed):
+        event: dict[str, Any] = parsed
+        event.setdefault("specversion", SPEC_VERSION)
+        if "id" not in event:
+            event["id"] = _new_id()
+        event.setdefault("source", source)
+        event.setdefault("type", EVENT_TYPE)
+    else:
         content_type = content_type or "text/plain"
         event = {
             "specversion": SPEC_VERSION,
-            "id": str(uuid.uuid4()),
+            "id": _new_id(),
             "source": source,
             "type": EVENT_TYPE,
             "datacontenttype": content_type,
         }
-        event.update(_data_attribute(data, content_type))
-    else:
-        event.setdefault("specversion", SPEC_VERSION)
-        event.setdefault("id", str(uuid.uuid4()))
-        event.setdefault("source", source)
-        event.setdefault("type", EVENT_TYPE)
-    event.setdefault("time", datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+        event.update(_data_attribute(data, media, parsed))
+    if "time" not in event:
+        event["time"] = _CLOCK.now()
     event["topic"] = topic
     event["pubsubname"] = pubsub_name
-    return Envelope(json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode(), CONTENT_TYPE)
+    return Envelope(_ENCODE(event).encode(), CONTENT_TYPE)
 
 
-def _not_json(constant: str) -> Any:
-    """NaN and Infinity are Python's, not JSON's: a payload holding them is kept as text."""
-    raise ValueError(f"{constant} is not JSON")
-
-
-def _existing_event(data: bytes, content_type: str) -> dict[str, Any] | None:
-    """The payload as a CloudEvent when it is one (declared, or JSON with `specversion`)."""
-    declared = content_type.split(";", 1)[0].strip().lower() == CONTENT_TYPE
-    if not declared and not is_json_type(content_type):
-        return None
-    try:
-        parsed = json.loads(data, parse_constant=_not_json)
-    except ValueError:
-        return None
-    if isinstance(parsed, dict) and (declared or "specversion" in parsed):
-        return parsed
-    return None
-
-
-def _data_attribute(data: bytes, content_type: str) -> dict[str, Any]:
-    if is_json_type(content_type):
-        try:
-            return {"data": json.loads(data, parse_constant=_not_json)}
-        except ValueError:
-            pass  # declared JSON but is not: keep it as text, as it came
-    if not _is_binary_type(content_type):
+def _data_attribute(data: bytes, media: str, parsed: Any) -> dict[str, Any]:
+    if parsed is not _UNPARSED:
+        return {"data": parsed}
+    if media != "application/octet-stream":
         try:
             return {"data": data.decode()}
         except UnicodeDecodeError:

@@ -29,6 +29,8 @@ class BulkStateResponse(Protocol):
 GetResponse = TypeVar("GetResponse", covariant=True)
 BulkResponse = TypeVar("BulkResponse", bound=BulkStateResponse, covariant=True)
 
+_EMPTY = empty_pb2.Empty()  # every write's answer: one message, serialised afresh for each call
+
 # StateOptions.StateConcurrency values, the same in both protos.
 _CONCURRENCY = {0: Concurrency.LAST_WRITE, 1: Concurrency.FIRST_WRITE, 2: Concurrency.LAST_WRITE}
 
@@ -137,6 +139,8 @@ class StateCalls(Generic[GetResponse, BulkResponse]):
         item = await self.apis.state.get(request.store_name, request.key)
         if item is None:
             return self.state_messages.GetStateResponse()
+        if not item.metadata:  # filling a message's map costs more than the rest of the answer
+            return self.state_messages.GetStateResponse(data=item.value, etag=item.etag or "")
         return self.state_messages.GetStateResponse(data=item.value, etag=item.etag or "", metadata=item.metadata)
 
     @unary("state")
@@ -156,20 +160,20 @@ class StateCalls(Generic[GetResponse, BulkResponse]):
     @unary("state")
     async def SaveState(self, request: StatesRequest, context: Context) -> empty_pb2.Empty:
         await self.apis.state.save(request.store_name, [set_request(item) for item in request.states])
-        return empty_pb2.Empty()
+        return _EMPTY
 
     @unary("state")
     async def DeleteState(self, request: DeleteStateRequest, context: Context) -> empty_pb2.Empty:
         await self.apis.state.delete(request.store_name, [delete_request(request)])
-        return empty_pb2.Empty()
+        return _EMPTY
 
     @unary("state")
     async def DeleteBulkState(self, request: StatesRequest, context: Context) -> empty_pb2.Empty:
         await self.apis.state.delete(request.store_name, [delete_request(item) for item in request.states])
-        return empty_pb2.Empty()
+        return _EMPTY
 
     @unary("state")
     async def ExecuteStateTransaction(self, request: TransactionRequest, context: Context) -> empty_pb2.Empty:
         items = ((op.operationType, op.request) for op in request.operations)
         await self.apis.state.transact(request.storeName, operations(items, set_request, delete_request))
-        return empty_pb2.Empty()
+        return _EMPTY

@@ -84,7 +84,11 @@ class InMemoryStateStore(StateStore[InMemoryStateMetadata]):
         return items
 
     async def set(self, request: SetRequest) -> None:
-        await self.transact([request])
+        # `transact` of one operation, without its lists: the most common write.
+        check_operations((request,))
+        self._check(request.key, request.etag, request.concurrency)
+        value, _, content_type, expires_at, expires_wall = self._entry(request)
+        self._items[request.key] = (value, next(self._etags), content_type, expires_at, expires_wall)
 
     async def delete(self, request: DeleteRequest) -> None:
         await self.transact([request])

@@ -4,6 +4,8 @@ Each item is a hash `{data, version, contentType}` under its (prefixed) key — 
 layout of Dapr's Redis state store, so data written by Dapr reads back here. The
 version is the ETag. Every write, single or transactional, runs one Lua script that
 checks all ETags first and then applies all operations, so it is atomic on the server.
+A read is one script too, which answers each key's fields and time to live in one
+command: a pipeline of the same two commands costs redis-py about a third more.
 """
 
 import time
@@ -75,6 +77,19 @@ return {'ok'}
 )
 
 
+# Per key, its fields and its time to live in milliseconds (-1 none, -2 no such key).
+# A key of another type answers the error HMGET gives it, as it is.
+_READ = """
+local replies = {}
+for i = 1, #KEYS do
+  local fields = redis.pcall('HMGET', KEYS[i], 'data', 'version', 'contentType')
+  if fields.err then return fields end
+  replies[i] = {fields[1], fields[2], fields[3], redis.call('PTTL', KEYS[i])}
+end
+return replies
+"""
+
+
 class RedisStateMetadata(StateMetadata, RedisMetadata):
     pass
 
@@ -89,10 +104,12 @@ class RedisStateStore(StateStore[RedisStateMetadata]):
         super().__init__(name, settings, app_id=app_id)
         self.redis = RedisConnection(settings, f"state store {name}")
         self._write: AsyncScript | None = None
+        self._read: AsyncScript | None = None
 
     async def init(self) -> None:
         client = await self.redis.open()
         self._write = client.register_script(_WRITE)
+        self._read = client.register_script(_READ)
 
     async def close(self) -> None:
         await self.redis.close()
@@ -101,16 +118,12 @@ class RedisStateStore(StateStore[RedisStateMetadata]):
         return (await self.bulk_get([key]))[0]
 
     async def bulk_get(self, keys: Sequence[str]) -> list[StateItem | None]:
+        assert self._read is not None
         with self.redis.errors(f"reading {len(keys)} key(s)"):
-            async with self.redis.client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.hmget(key, "data", "version", "contentType")
-                    pipe.pttl(key)
-                replies = await pipe.execute()
+            replies = await self._read(keys=list(keys))
         items: list[StateItem | None] = []
         now = time.time()
-        for index, key in enumerate(keys):
-            (data, version, content_type), pttl = replies[2 * index], replies[2 * index + 1]
+        for key, (data, version, content_type, pttl) in zip(keys, replies, strict=True):
             if version is None:
                 items.append(None)
                 continue
