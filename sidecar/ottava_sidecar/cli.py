@@ -19,14 +19,16 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ottava_sidecar import __version__, contract, limits, logs
-from ottava_sidecar.components import catalogue
-from ottava_sidecar.invocation import filters
-from ottava_sidecar.resources.manifests import ManifestError, load_configuration_file, load_folder
-from ottava_sidecar.resources.models import Component, Configuration, parse_duration
-from ottava_sidecar.runtime.defaults import default_components
-from ottava_sidecar.runtime.sidecar import BoundPorts, Options, Sidecar
+
+# What only some runs need is imported where it is used (the manifests' YAML, invocation
+# filters, the kube client): a sidecar's start-up pays only for what it runs.
+if TYPE_CHECKING:
+    from ottava_sidecar.invocation.filters import InvocationFilter
+    from ottava_sidecar.resources.models import Component, Configuration
+    from ottava_sidecar.runtime.sidecar import BoundPorts, Options, Sidecar
 
 log = logging.getLogger("ottava")
 
@@ -155,6 +157,8 @@ def _add_identity_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _duration(text: str) -> float:
+    from ottava_sidecar.resources.models import parse_duration
+
     try:
         seconds = parse_duration(text).total_seconds()
     except ValueError as err:
@@ -210,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, command: list[str]) -> int:
     """Run the sidecar as `ottava run` was told (and the app in `command`, if any); the exit status."""
+    from ottava_sidecar.runtime.sidecar import Options
+
     kubernetes = args.mode == "kubernetes"
     if kubernetes and args.resources_path is not None:
         print(
@@ -220,6 +226,9 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
     if kubernetes:
         components: list[Component] = []
     elif args.resources_path is not None:
+        from ottava_sidecar.components import catalogue
+        from ottava_sidecar.resources.manifests import ManifestError, load_folder
+
         try:
             manifests = load_folder(args.resources_path, check=catalogue.manifest_problems)
         except ManifestError as err:
@@ -227,16 +236,20 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
             return 2
         components = [component for _, component in manifests.components]
     else:
+        from ottava_sidecar.runtime.defaults import default_components
+
         components = default_components()
     configuration: Configuration | None = None
     if not kubernetes and args.config is not None:
+        from ottava_sidecar.resources.manifests import ManifestError, load_configuration_file
+
         try:
             configuration = load_configuration_file(Path(args.config))
         except ManifestError as err:
             print(f"ottava: invalid --config: {err}", file=sys.stderr)
             return 2
     try:
-        invocation_filters = [filters.load(reference) for reference in args.invocation_filter]
+        invocation_filters = _invocation_filters(args.invocation_filter)
     except ValueError as err:
         print(f"ottava: {err}", file=sys.stderr)
         return 2
@@ -276,7 +289,9 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
         return 1
 
 
-async def _serve(options: Options, components: list[Component], command: list[str]) -> int:
+async def _serve(options: "Options", components: list["Component"], command: list[str]) -> int:
+    from ottava_sidecar.runtime.sidecar import Sidecar
+
     stop = asyncio.Event()
     try:
         sidecar = Sidecar(options, components, on_shutdown_request=stop.set)
@@ -293,21 +308,9 @@ async def _serve(options: Options, components: list[Component], command: list[st
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
 
-    try:
-        await sidecar.start()
-    except BaseException:
-        await sidecar.stop()
-        raise
-    # In a cluster the wiring arrives when the apiserver answers; a stop may come first.
-    loaded = asyncio.create_task(sidecar.wait_loaded())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({loaded, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    loaded.cancel()
-    stopping.cancel()
-    if stop.is_set():
+    if not await _start(sidecar, stop):
         await sidecar.stop()
         return 0
-    print(sidecar.status_line(), flush=True)
 
     app: asyncio.subprocess.Process | None = None
     if command:
@@ -348,6 +351,40 @@ async def _serve(options: Options, components: list[Component], command: list[st
     return exit_code
 
 
+def _invocation_filters(references: list[str]) -> list["InvocationFilter"]:
+    if not references:
+        return []
+    from ottava_sidecar.invocation import filters
+
+    return [filters.load(reference) for reference in references]
+
+
+async def _start(sidecar: "Sidecar", stop: asyncio.Event) -> bool:
+    """Start the sidecar and print the ready line; False when a stop came first."""
+    try:
+        await sidecar.open()
+        if sidecar.loaded():
+            # Standalone: every port is bound and the components are loaded, so what the line
+            # says holds; a call that arrives while `serve` loads the APIs waits for them.
+            print(sidecar.status_line(), flush=True)
+        await sidecar.serve()
+    except BaseException:
+        await sidecar.stop()
+        raise
+    if sidecar.loaded():
+        return True
+    # In a cluster the wiring arrives when the apiserver answers; a stop may come first.
+    loaded = asyncio.create_task(sidecar.wait_loaded())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({loaded, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    loaded.cancel()
+    stopping.cancel()
+    if stop.is_set():
+        return False
+    print(sidecar.status_line(), flush=True)
+    return True
+
+
 def _internal_port(given: int | None, *, kubernetes: bool) -> int:
     """In a pod, the fixed port the per-app Service names; on a laptop a free one, as `dapr run` picks."""
     if given is not None:
@@ -355,7 +392,7 @@ def _internal_port(given: int | None, *, kubernetes: bool) -> int:
     return contract.INTERNAL_GRPC_PORT if kubernetes else 0
 
 
-def _app_environment(options: Options, ports: BoundPorts) -> dict[str, str]:
+def _app_environment(options: "Options", ports: "BoundPorts") -> dict[str, str]:
     """Where the app's Dapr SDK finds this sidecar.
 
     The SDKs prefer DAPR_GRPC_ENDPOINT and DAPR_HTTP_ENDPOINT over the ports when set, so

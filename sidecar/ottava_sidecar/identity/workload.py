@@ -111,20 +111,19 @@ class WorkloadIdentity(BackgroundTask):
             leaf = certs.Leaf.read(issued.chain)
             certs.load_certs(issued.bundle)
         except certs.CertificateError as err:
-            metrics.IDENTITY_RENEWALS.labels("failure").inc()
+            _count_renewal("failure")
             raise IdentityError(f"{self.source.describe()} answered with an unusable certificate: {err}") from None
         except IdentityError:
-            metrics.IDENTITY_RENEWALS.labels("failure").inc()
+            _count_renewal("failure")
             raise
         if (leaf.identity.namespace, leaf.identity.app_id) != (self.requested.namespace, self.requested.app_id):
-            metrics.IDENTITY_RENEWALS.labels("failure").inc()
+            _count_renewal("failure")
             raise IdentityError(
                 f"{self.source.describe()} certified {leaf.identity}, not app {self.requested.app_id!r}"
             )
         self._material = Material(certs.key_pem(key), issued.chain, issued.bundle, leaf, certs.now())
         self.generation += 1
-        metrics.IDENTITY_RENEWALS.labels("success").inc()
-        metrics.IDENTITY_CERT_EXPIRY.set(leaf.not_after.timestamp())
+        _count_renewal("success", expiry=leaf.not_after.timestamp())
         log.info(
             "workload certificate obtained",
             extra={"spiffeId": str(leaf.identity), "serial": f"{leaf.serial:x}", "expires": leaf.not_after.isoformat()},
@@ -196,3 +195,14 @@ class WorkloadIdentity(BackgroundTask):
     def _tell(self, reason: str | None) -> None:
         for listener in self._listeners:
             listener(reason)
+
+
+def _count_renewal(outcome: str, expiry: float | None = None) -> None:
+    # The first certificate is obtained before the ready line: counted once prometheus_client
+    # is loaded (`metrics.once_defined`), which start-up does not wait for.
+    def count() -> None:
+        metrics.IDENTITY_RENEWALS.labels(outcome).inc()
+        if expiry is not None:
+            metrics.IDENTITY_CERT_EXPIRY.set(expiry)
+
+    metrics.once_defined(count)

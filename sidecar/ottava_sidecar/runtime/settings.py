@@ -10,7 +10,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ottava_sidecar.api import access
-from ottava_sidecar.api.http.server import build_metrics_app
 from ottava_sidecar.invocation.access_control import AccessPolicy
 from ottava_sidecar.resources.models import Configuration
 
@@ -74,10 +73,19 @@ class RuntimeSettings:
     async def enable_metrics(self, enabled: bool) -> None:
         s = self.sidecar
         if enabled and s._metrics_runner is None:
+            from ottava_sidecar.api.http.server import build_metrics_app  # late: aiohttp and prometheus_client
+
             o = s.options
             address = o.metrics_listen_address or o.listen_address
-            s._metrics_runner = await s._start_runner(build_metrics_app(), o.metrics_port, "metrics", address)
+            bound, s.metrics_socket = s.metrics_socket, None  # bound at start, or None: bind now
+            s._metrics_runner = await s._start_runner(
+                build_metrics_app(), o.metrics_port, "metrics", address, http_socket=bound
+            )
             s.ports.metrics = s._metrics_runner.addresses[0][1]
+        elif not enabled and s.metrics_socket is not None:  # disabled before it was served
+            s.metrics_socket.close()
+            s.metrics_socket = None
+            s.ports.metrics = None
         elif not enabled and s._metrics_runner is not None:
             runner, s._metrics_runner = s._metrics_runner, None
             s.ports.metrics = None
