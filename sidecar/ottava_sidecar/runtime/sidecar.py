@@ -73,8 +73,9 @@ APP_SUBSCRIPTIONS = "app-subscriptions"
 IDENTITY = "identity"
 # Connections an HTTP port holds unanswered (aiohttp's default backlog).
 _BACKLOG = 128
-# When start-up's objects are left out of garbage collections, after serving began.
-_FREEZE_AFTER_SECONDS = 0.5
+# When start-up's objects are left out of garbage collections (and its freed memory given
+# back), after serving began.
+_SETTLE_AFTER_SECONDS = 0.5
 
 
 @dataclass
@@ -273,7 +274,12 @@ class Sidecar:
         if self.app_channel is not None:
             self._app_task = asyncio.create_task(self._connect_app(self.app_channel), name="connect-app")
         # Once the calls that waited for start-up are answered (a full collection blocks the loop).
-        asyncio.get_running_loop().call_later(_FREEZE_AFTER_SECONDS, memory.freeze_startup_objects)
+        asyncio.get_running_loop().call_later(_SETTLE_AFTER_SECONDS, self._settle)
+
+    def _settle(self) -> None:
+        """Leave start-up's objects out of later collections, and give back what start-up freed."""
+        memory.freeze_startup_objects()
+        self.memory_trimmer.trim_now()
 
     def loaded(self) -> bool:
         """Whether the components are loaded (standalone: once `open` returns; in a cluster: once read)."""
