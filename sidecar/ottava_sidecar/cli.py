@@ -10,8 +10,9 @@ so nothing here may import `ottava_operator`. `python -m ottava_sidecar` runs `m
 below, the sidecar's command alone.
 """
 
+from __future__ import annotations
+
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -24,8 +25,12 @@ from typing import TYPE_CHECKING
 from ottava_sidecar import __version__, contract, limits, logs
 
 # What only some runs need is imported where it is used (the manifests' YAML, invocation
-# filters, the kube client): a sidecar's start-up pays only for what it runs.
+# filters, the kube client): a sidecar's start-up pays only for what it runs. asyncio too,
+# so that the local CA's child process (`_prepare_local_issuer`) starts as early as it can.
 if TYPE_CHECKING:
+    import asyncio
+
+    from ottava_sidecar.identity.local_issuer import LocalIssuer
     from ottava_sidecar.invocation.filters import InvocationFilter
     from ottava_sidecar.resources.models import Component, Configuration
     from ottava_sidecar.runtime.sidecar import BoundPorts, Options, Sidecar
@@ -50,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `run` and its flags to the subcommands of an `ottava` parser."""
     sidecar = commands.add_parser(
         "run",
@@ -214,6 +219,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, command: list[str]) -> int:
     """Run the sidecar as `ottava run` was told (and the app in `command`, if any); the exit status."""
+    issuer = _prepare_local_issuer(args)
+    try:
+        return _run(args, command, issuer)
+    finally:
+        if issuer is not None:
+            issuer.close()  # a child that was never asked (start-up stopped early) ends here
+
+
+def _prepare_local_issuer(args: argparse.Namespace) -> LocalIssuer | None:
+    """Standalone with mTLS: start the local CA's child process first thing (identity/local_issuer.py).
+
+    It makes the workload key and loads the CA on the other core while this process
+    loads the rest, so the certificate is there when the sidecar asks for it.
+    """
+    if args.mode == "kubernetes" or args.disable_mtls:
+        return None
+    import datetime
+
+    from ottava_sidecar.identity.local_issuer import LocalIssuer
+
+    issuer = LocalIssuer(None, datetime.timedelta(seconds=args.workload_cert_ttl))
+    issuer.prepare()
+    return issuer
+
+
+def _run(args: argparse.Namespace, command: list[str], issuer: LocalIssuer | None) -> int:
     from ottava_sidecar.runtime.sidecar import Options
 
     kubernetes = args.mode == "kubernetes"
@@ -281,7 +312,10 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
         identity_endpoint=os.environ.get(contract.ENV_IDENTITY_ENDPOINT, ""),
         identity_server_name=os.environ.get(contract.ENV_IDENTITY_SERVER_NAME, ""),
         trust_anchors=os.environ.get(contract.ENV_TRUST_ANCHORS, "").encode(),
+        local_issuer=issuer,
     )
+    import asyncio
+
     try:
         return asyncio.run(_serve(options, components, command))
     except OSError as err:
@@ -289,7 +323,9 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
         return 1
 
 
-async def _serve(options: "Options", components: list["Component"], command: list[str]) -> int:
+async def _serve(options: Options, components: list[Component], command: list[str]) -> int:
+    import asyncio
+
     from ottava_sidecar.runtime.sidecar import Sidecar
 
     stop = asyncio.Event()
@@ -351,7 +387,7 @@ async def _serve(options: "Options", components: list["Component"], command: lis
     return exit_code
 
 
-def _invocation_filters(references: list[str]) -> list["InvocationFilter"]:
+def _invocation_filters(references: list[str]) -> list[InvocationFilter]:
     if not references:
         return []
     from ottava_sidecar.invocation import filters
@@ -359,8 +395,10 @@ def _invocation_filters(references: list[str]) -> list["InvocationFilter"]:
     return [filters.load(reference) for reference in references]
 
 
-async def _start(sidecar: "Sidecar", stop: asyncio.Event) -> bool:
+async def _start(sidecar: Sidecar, stop: asyncio.Event) -> bool:
     """Start the sidecar and print the ready line; False when a stop came first."""
+    import asyncio
+
     try:
         await sidecar.open()
         if sidecar.loaded():
@@ -392,7 +430,7 @@ def _internal_port(given: int | None, *, kubernetes: bool) -> int:
     return contract.INTERNAL_GRPC_PORT if kubernetes else 0
 
 
-def _app_environment(options: "Options", ports: "BoundPorts") -> dict[str, str]:
+def _app_environment(options: Options, ports: BoundPorts) -> dict[str, str]:
     """Where the app's Dapr SDK finds this sidecar.
 
     The SDKs prefer DAPR_GRPC_ENDPOINT and DAPR_HTTP_ENDPOINT over the ports when set, so

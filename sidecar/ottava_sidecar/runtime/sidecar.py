@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from ottava_sidecar import appchannel
     from ottava_sidecar.api.apis import Apis
     from ottava_sidecar.api.metadata import MetadataApi
+    from ottava_sidecar.identity.local_issuer import LocalIssuer
     from ottava_sidecar.invocation.invoker import Invoker
     from ottava_sidecar.kube.client import Credentials
     from ottava_sidecar.messaging.runtime import Messaging
@@ -111,6 +112,9 @@ class Options:
     # local CA standalone, from the operator's CA in a cluster.
     mtls: bool = True
     ca_dir: Path | None = None  # standalone: the local CA's folder; None: the default
+    # Standalone: the local CA's issuer, its child process already started (`ottava run` does
+    # so first thing); None: one is made for `ca_dir` and `workload_cert_ttl_seconds`.
+    local_issuer: LocalIssuer | None = None
     workload_cert_ttl_seconds: float = 24 * 3600.0  # standalone: the lifetime of the local CA's certificates
     identity_endpoint: str = ""  # kubernetes: the operator's signing endpoint, its certificate's name,
     identity_server_name: str = ""  # and the roots that certificate is checked against
@@ -464,6 +468,8 @@ class Sidecar:
     async def _close(self) -> None:
         if self.identity is not None:
             await self.identity.stop()
+        if self.options.local_issuer is not None:
+            await asyncio.to_thread(self.options.local_issuer.close)
         if self._services is not None:
             await self._services.invoker.close()
         await self.resolver.close()
@@ -500,10 +506,10 @@ def _workload_identity(o: Options) -> WorkloadIdentity:
     # In a cluster the operator sets the trust domain from the pod's Configuration.
     requested = SpiffeId(trust_domain, _namespace(o), o.app_id)
     if o.mode != "kubernetes":
-        from ottava_sidecar.identity.local_ca import LocalCa
+        from ottava_sidecar.identity.local_issuer import LocalIssuer
 
-        ttl = datetime.timedelta(seconds=o.workload_cert_ttl_seconds)
-        return WorkloadIdentity(requested, LocalCa(o.ca_dir, ttl))
+        issuer = o.local_issuer or LocalIssuer(o.ca_dir, datetime.timedelta(seconds=o.workload_cert_ttl_seconds))
+        return WorkloadIdentity(requested, issuer)
     missing = [
         name
         for name, value in (
