@@ -43,4 +43,3 @@ async def test_a_ca_folder_others_can_read_is_refused_with_the_reason(tmp_path: 
     identity = WorkloadIdentity(APP, LocalIssuer(folder, datetime.timedelta(hours=1)))
     with pytest.raises(IdentityError, match=r"readable by other users \(mode 755\); run chmod 700"):
         await identity.obtain()
-
