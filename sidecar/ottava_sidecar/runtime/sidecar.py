@@ -205,6 +205,8 @@ class Sidecar:
         Nothing is served yet; connections wait in the listen backlogs until `serve`.
         """
         o = self.options
+        if o.app_port is not None:  # until `serve` connects the app (readiness and the ready line say so)
+            self.registry.set_condition("app", Status.INIT, f"waiting for app port {o.app_port}")
         self.ports.grpc = self._grpc.bind(o.listen_address, o.grpc_port)
         http_address = o.http_listen_address or o.listen_address
         access.set_loopback_only(not access.is_loopback(http_address))
@@ -252,8 +254,6 @@ class Sidecar:
             self._runners.append(await self._start_runner(app, o.http_port, "HTTP API", http_socket=http_socket))
         if self.metrics_socket is not None:
             await self.settings.enable_metrics(True)
-        if self.app_channel is not None:
-            self.registry.set_condition("app", Status.INIT, f"waiting for app port {self.app_channel.port}")
         if self.kube_credentials is not None:
             from ottava_sidecar.kube.client import KubeClient
             from ottava_sidecar.runtime.kubernetes import KubernetesWiring
