@@ -77,14 +77,15 @@ class RuntimeSettings:
 
             o = s.options
             address = o.metrics_listen_address or o.listen_address
-            bound, s.metrics_socket = s.metrics_socket, None  # bound at start, or None: bind now
+            bound, s.metrics_sockets = s.metrics_sockets, []  # bound at start, or none: bind now
             s._metrics_runner = await s._start_runner(
-                build_metrics_app(), o.metrics_port, "metrics", address, http_socket=bound
+                build_metrics_app(), o.metrics_port, "metrics", address, sockets=bound or None
             )
             s.ports.metrics = s._metrics_runner.addresses[0][1]
-        elif not enabled and s.metrics_socket is not None:  # disabled before it was served
-            s.metrics_socket.close()
-            s.metrics_socket = None
+        elif not enabled and s.metrics_sockets:  # disabled before it was served
+            for sock in s.metrics_sockets:
+                sock.close()
+            s.metrics_sockets = []
             s.ports.metrics = None
         elif not enabled and s._metrics_runner is not None:
             runner, s._metrics_runner = s._metrics_runner, None

@@ -159,9 +159,10 @@ class Sidecar:
             o.app_id, lambda: self.app_channel, o.limits, identity=self.identity, policy=lambda: self.access_policy
         )
         self._internal_task: asyncio.Task[None] | None = None
-        # The HTTP ports' sockets, bound by `open` and served by `serve` (None: not bound, or served).
-        self._http_socket: socket.socket | None = None
-        self.metrics_socket: socket.socket | None = None
+        # The HTTP ports' sockets (one per address the listen address names), bound by `open`
+        # and served by `serve` (empty: not bound, or served).
+        self._http_sockets: list[socket.socket] = []
+        self.metrics_sockets: list[socket.socket] = []
         self._runners: list[web.AppRunner] = []
         self._app_task: asyncio.Task[None] | None = None
         self.wiring: KubernetesWiring | None = None
@@ -210,11 +211,11 @@ class Sidecar:
         self.ports.grpc = self._grpc.bind(o.listen_address, o.grpc_port)
         http_address = o.http_listen_address or o.listen_address
         access.set_loopback_only(not access.is_loopback(http_address))
-        self._http_socket = _listen(http_address, o.http_port, "HTTP API")
-        self.ports.http = self._http_socket.getsockname()[1]
+        self._http_sockets = _listen(http_address, o.http_port, "HTTP API")
+        self.ports.http = self._http_sockets[0].getsockname()[1]
         if o.enable_metrics:
-            self.metrics_socket = _listen(o.metrics_listen_address or o.listen_address, o.metrics_port, "metrics")
-            self.ports.metrics = self.metrics_socket.getsockname()[1]
+            self.metrics_sockets = _listen(o.metrics_listen_address or o.listen_address, o.metrics_port, "metrics")
+            self.ports.metrics = self.metrics_sockets[0].getsockname()[1]
         if self.kube_credentials is not None:
             return  # the components come from the cluster once serving (`serve`)
         if o.configuration is not None:
@@ -248,11 +249,11 @@ class Sidecar:
             from ottava_sidecar import appchannel
 
             self.app_channel = appchannel.create(o.app_protocol, o.app_id, o.app_port, timeout=o.app_timeout_seconds)
-        http_socket, self._http_socket = self._http_socket, None
-        if http_socket is not None:
+        http_sockets, self._http_sockets = self._http_sockets, []
+        if http_sockets:
             app = build_api_app(self.apis, api_token=o.api_token, limits=o.limits)
-            self._runners.append(await self._start_runner(app, o.http_port, "HTTP API", http_socket=http_socket))
-        if self.metrics_socket is not None:
+            self._runners.append(await self._start_runner(app, o.http_port, "HTTP API", sockets=http_sockets))
+        if self.metrics_sockets:
             await self.settings.enable_metrics(True)
         if self.kube_credentials is not None:
             from ottava_sidecar.kube.client import KubeClient
@@ -388,16 +389,16 @@ class Sidecar:
         what: str,
         address: str | None = None,
         *,
-        http_socket: socket.socket | None = None,
+        sockets: list[socket.socket] | None = None,
     ) -> web.AppRunner:
-        """Serve `app` on the socket given (bound by `open`), else on a new one at `address:port`."""
+        """Serve `app` on the sockets given (bound by `open`), else on new ones at `address:port`."""
         from ottava_sidecar.api.http import listening
 
         o = self.options
         address = address or o.listen_address
         try:
             return await listening.start(
-                app, address, port, limits=o.limits, grace=o.shutdown_grace_seconds, sock=http_socket
+                app, address, port, limits=o.limits, grace=o.shutdown_grace_seconds, sockets=sockets or ()
             )
         except OSError as err:
             raise OSError(f"cannot listen on {address}:{port} for the {what}: {err.strerror}") from None
@@ -450,10 +451,9 @@ class Sidecar:
             await _bounded("closing the subscriptions", self._services.messaging.close(), grace)
 
     async def _drain_servers(self, grace: float) -> None:
-        for unserved in (self._http_socket, self.metrics_socket):
-            if unserved is not None:  # stopped before `serve`: what waited in the backlog is dropped
-                unserved.close()
-        self._http_socket = self.metrics_socket = None
+        for unserved in (*self._http_sockets, *self.metrics_sockets):
+            unserved.close()  # stopped before `serve`: what waited in the backlog is dropped
+        self._http_sockets, self.metrics_sockets = [], []
         metrics_runner, self._metrics_runner = self._metrics_runner, None
         self.ports.metrics = None
         runners = [*reversed(self._runners), *([metrics_runner] if metrics_runner is not None else [])]
@@ -543,29 +543,36 @@ def _import_http_libraries(app_protocol: str | None) -> None:
         from ottava_sidecar.appchannel import grpc  # noqa: F401
 
 
-def _listen(address: str, port: int, what: str) -> socket.socket:
-    """A listening TCP socket on `address:port` (0: a free port), as aiohttp's own sites make them.
+def _listen(address: str, port: int, what: str) -> list[socket.socket]:
+    """Listening TCP sockets on `address:port` (0: a free port), as asyncio's `create_server` makes them.
 
-    Bound before the server that will serve it exists: a client that connects meanwhile
-    waits in the backlog instead of being refused.
+    One per address the name resolves to (`localhost`: IPv4 and IPv6), all on the same
+    port. Bound before the server that will serve them exists: a client that connects
+    meanwhile waits in the backlog instead of being refused.
     """
+    failure = f"cannot listen on {address}:{port} for the {what}"
     try:
-        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _, where = infos[0]
-        sock = socket.socket(family, kind, proto)
+        found = socket.getaddrinfo(address or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as err:
-        raise OSError(f"cannot listen on {address}:{port} for the {what}: {err.strerror}") from None
+        raise OSError(f"{failure}: {err.strerror}") from None
+    sockets: list[socket.socket] = []
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(where)
-        sock.listen(_BACKLOG)
-        sock.setblocking(False)
+        for family, kind, proto, _, where in dict.fromkeys(found):
+            if sockets and port == 0:  # the free port the first one got, on every address
+                where = (where[0], sockets[0].getsockname()[1], *where[2:])
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(where)
+            sock.listen(_BACKLOG)
+            sock.setblocking(False)
     except OSError as err:
-        sock.close()
-        raise OSError(f"cannot listen on {address}:{port} for the {what}: {err.strerror}") from None
-    return sock
+        for sock in sockets:
+            sock.close()
+        raise OSError(f"{failure}: {err.strerror}") from None
+    return sockets
 
 
 @dataclass

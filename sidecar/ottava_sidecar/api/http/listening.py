@@ -20,6 +20,7 @@ request, where the route is known: `routing.RequestGuard`.
 import asyncio
 import logging
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,14 +161,21 @@ class GuardedSite(web.BaseSite):
     """A TCP site whose connections speak `GuardedProtocol` (aiohttp's TCPSite, with the protocol given)."""
 
     def __init__(
-        self, runner: web.AppRunner, host: str, port: int, limits: Limits, sock: socket.socket | None = None
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        limits: Limits,
+        sock: socket.socket | None = None,
+        connections: _Connections | None = None,
     ) -> None:
         super().__init__(runner)
         self._host = host
         self._port = port
         self._limits = limits
         self._sock = sock
-        self._connections = _Connections(limits.max_connections)
+        # Shared by the sites of one port (one per address it listens on): the limit is the port's.
+        self._connections = connections or _Connections(limits.max_connections)
 
     @property
     def name(self) -> str:
@@ -207,9 +215,9 @@ async def start(
     *,
     limits: Limits,
     grace: float,
-    sock: socket.socket | None = None,
+    sockets: Sequence[socket.socket] = (),
 ) -> web.AppRunner:
-    """Serve `app` on `address:port` (0: a free port), or on `sock` already listening there, under `limits`.
+    """Serve `app` on `address:port` (0: a free port), or on `sockets` already listening there, under `limits`.
 
     `stop` it with the same `grace`.
     """
@@ -218,7 +226,11 @@ async def start(
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=grace)
     await runner.setup()
     try:
-        await GuardedSite(runner, address, port, limits, sock).start()
+        if not sockets:
+            await GuardedSite(runner, address, port, limits).start()
+        connections = _Connections(limits.max_connections)
+        for sock in sockets:
+            await GuardedSite(runner, address, port, limits, sock, connections).start()
     except OSError:
         await runner.cleanup()
         raise
