@@ -43,7 +43,7 @@ class BareDapr(dapr_pb2_grpc.DaprServicer):
         return EMPTY
 
 
-async def main(value: bytes) -> None:
+async def main(value: bytes, grpc_port: int = 0, http_port: int = 0) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     bare = BareDapr(value)
     handlers = {
@@ -59,7 +59,7 @@ async def main(value: bytes) -> None:
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    grpc_port = server.add_insecure_port("127.0.0.1:0")
+    grpc_port = server.add_insecure_port(f"127.0.0.1:{grpc_port}")
     await server.start()
 
     async def healthz(request: web.Request) -> web.Response:
@@ -67,9 +67,10 @@ async def main(value: bytes) -> None:
 
     app = web.Application()
     app.router.add_get("/v1.0/healthz/outbound", healthz)
+    app.router.add_get("/v1.0/healthz", healthz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", http_port)
     await site.start()
     http_port = runner.addresses[0][1]
     print(f"bare grpc=127.0.0.1:{grpc_port} http=127.0.0.1:{http_port}", flush=True)
@@ -77,4 +78,6 @@ async def main(value: bytes) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1].encode() if len(sys.argv) > 1 else b"value"))
+    # bare_server.py [VALUE [GRPC_PORT HTTP_PORT]]: the ports default to free ones.
+    ports = [int(port) for port in sys.argv[2:4]]
+    asyncio.run(main(sys.argv[1].encode() if len(sys.argv) > 1 else b"value", *ports))

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import httpx
 from dapr.proto.runtime.v1 import dapr_pb2_grpc, pubsub_pb2
 
 from tests.conftest import SidecarFactory
@@ -32,6 +33,10 @@ async def _subscribe_and_never_read(topic: str) -> AsyncIterator[pubsub_pb2.Subs
 async def test_rss_falls_back_after_abandoned_streams_close(sidecars: SidecarFactory) -> None:
     sidecar = sidecars.start()
     pid = sidecar.process.pid
+    # The ready line comes before the APIs' libraries load (docs/running.md): the baseline is
+    # the sidecar once it answers, the HTTP API last of all.
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert (await client.get(f"{sidecar.http_url}/v1.0/healthz")).status_code == 204
     baseline = rss_mb(pid)
     topics = [f"held-{n}" for n in range(16)]
     async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:

@@ -113,6 +113,7 @@ def start_daprd(
     workdir: Path,
     names: Path | None = None,
     timeout: float = 30.0,
+    ports: tuple[int, int] | None = None,
 ) -> Daprd:
     """Start daprd for `app_id` (its app, if any, listens on 127.0.0.1:`app_port`) and wait until it is ready.
 
@@ -120,12 +121,14 @@ def start_daprd(
     of the name resolver, shared by the daprds that invoke each other (default: beside
     `workdir`). Daprd waits for its app's port to open before it is ready, so start the
     app first or alongside. Raises RuntimeError, with the end of daprd's log, if it exits
-    or is not ready within `timeout` seconds; it is stopped then.
+    or is not ready within `timeout` seconds; it is stopped then. `ports`: its gRPC and HTTP
+    ports (default: free ones, as its other ports).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     names = names or workdir.resolve().parent / "daprd-names.db"
     resources, configuration = write_resources(workdir, names)
-    grpc_port, http_port, internal_port, metrics_port = (free_port() for _ in range(4))
+    grpc_port, http_port = ports or (free_port(), free_port())
+    internal_port, metrics_port = free_port(), free_port()
     command = [
         str(binary),
         "--mode", "standalone",

@@ -6,7 +6,10 @@ so that drift of the machine (other load, CPU frequency) hits every target alike
 
 import asyncio
 import contextlib
+import http.client
+import socket
 import statistics
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -342,3 +345,71 @@ def _post(client: httpx.Client, url: str, calls: int, into: list[float]) -> None
         into.append(time.perf_counter() - began)
         if response.status_code != 200 or response.content != BODY:
             raise RuntimeError(f"{url} answered {response.status_code}: {response.text[:200]}")
+
+
+@dataclass
+class FirstAnswers:
+    """Seconds from (just before) a server's spawn to the first answer of each of its APIs; None: none came."""
+
+    get_state: float | None = None  # a GetState answered OK over gRPC
+    healthz: float | None = None  # `GET /v1.0/healthz` answered 204 over HTTP
+
+
+class StartProbe:
+    """Watches a server that is being spawned on known ports: when does each API first answer?
+
+    Whatever a target's ready line or healthz claims, a client cares about the first answer.
+    Two threads each wait for their port to accept a connection (a connect every
+    millisecond, which costs the machine little), then make one call and wait for its
+    answer however long it takes; a call refused or failed is made again.
+    """
+
+    def __init__(self, grpc_port: int, http_port: int, timeout: float = 60.0) -> None:
+        self.began = time.perf_counter()
+        self.found = FirstAnswers()
+        self._deadline = self.began + timeout
+        self._threads = [
+            threading.Thread(target=self._get_state, args=(grpc_port,), daemon=True),
+            threading.Thread(target=self._healthz, args=(http_port,), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def result(self) -> FirstAnswers:
+        for thread in self._threads:
+            thread.join(max(0.0, self._deadline - time.perf_counter()))
+        return self.found
+
+    def _accepting(self, port: int) -> bool:
+        """Waits until `port` accepts connections; False at the deadline."""
+        while time.perf_counter() < self._deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    return True
+            time.sleep(0.001)
+        return False
+
+    def _get_state(self, port: int) -> None:
+        while self._accepting(port):
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as chan:
+                try:
+                    dapr_pb2_grpc.DaprStub(chan).GetState(GET, timeout=self._deadline - time.perf_counter())
+                except grpc.RpcError:
+                    time.sleep(0.001)
+                    continue
+            self.found.get_state = time.perf_counter() - self.began
+            return
+
+    def _healthz(self, port: int) -> None:
+        while self._accepting(port):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=self._deadline - time.perf_counter())
+            try:
+                connection.request("GET", "/v1.0/healthz")
+                if connection.getresponse().status == 204:
+                    self.found.healthz = time.perf_counter() - self.began
+                    return
+            except OSError:
+                pass
+            finally:
+                connection.close()
+            time.sleep(0.001)

@@ -21,7 +21,9 @@ What each group measures:
 * memory: VmRSS (and PSS) summed over the server's process tree, idle after start and
   loaded after the throughput runs;
 * start → ready: spawn to the ready line (Ottava, bare) or to healthz answering (daprd);
-  the median of --starts, after one unmeasured start that warms the file cache;
+  the median of --starts, after one unmeasured start that warms the file cache; then, in
+  as many more starts, spawn to the first GetState answered over gRPC and to the first
+  `/v1.0/healthz` answered 204 over HTTP;
 * pub/sub: events/s from first publish to the last event counted at a grpc.aio subscriber
   app (`subscriber.py`, the same app behind each sidecar), 16 publishes in flight;
 * invocation: HTTP POST A → A's sidecar → B's sidecar → B (`bench/echo_app.py`), and B directly.
@@ -84,13 +86,23 @@ class Run:
     procs: Processes
     results: report.Results
 
-    def start(self, target: str, app_id: str, *, app_port: int | None = None, app_protocol: str = "http") -> Server:
+    def start(
+        self,
+        target: str,
+        app_id: str,
+        *,
+        app_port: int | None = None,
+        app_protocol: str = "http",
+        ports: tuple[int, int] = (0, 0),
+    ) -> Server:
+        """`ports`: the target's gRPC and HTTP ports (0: free ones it picks)."""
         if target == "ottava":
-            return self.procs.ottava(app_id, app_port=app_port, app_protocol=app_protocol)
+            return self.procs.ottava(app_id, app_port=app_port, app_protocol=app_protocol, ports=ports)
         if target == "daprd":
             assert self.daprd is not None
-            return self.procs.daprd(self.daprd, app_id, app_port=app_port, app_protocol=app_protocol)
-        return self.procs.bare()
+            given = ports if all(ports) else None
+            return self.procs.daprd(self.daprd, app_id, app_port=app_port, app_protocol=app_protocol, ports=given)
+        return self.procs.bare(ports)
 
 
 def progress(message: str) -> None:
@@ -109,6 +121,31 @@ def starts(run: Run) -> None:
     group = run.results.group("start", "start → ready", "milliseconds, spawn to ready")
     for row, pick in (("median", statistics.median), ("min", min), ("max", max)):
         group.rows[row] = {t: pick(values) * 1000 for t, values in seconds.items()}
+    first_answers(run, group)
+
+
+def first_answers(run: Run, group: report.Group) -> None:
+    """Spawn → the first GetState answered over gRPC, and → the first `/v1.0/healthz` 204 over HTTP.
+
+    Separate starts on ports chosen beforehand, probed from the spawn on (`measure.StartProbe`),
+    so that the probing does not weigh on the ready times above.
+    """
+    progress(f"start → first answers, {run.plan.starts} starts each")
+    found: dict[str, list[measure.FirstAnswers]] = {t: [] for t in run.targets}
+    for index in range(run.plan.starts):
+        for target in measure.rotated(run.targets, index):
+            ports = (free_port(), free_port())
+            probe = measure.StartProbe(*ports)
+            server = run.start(target, f"peers-first-{index}", ports=ports)
+            found[target].append(probe.result())
+            run.procs.stop(server)
+    for row, field_name in (("first GetState, median", "get_state"), ("first healthz, median", "healthz")):
+        times = {t: [getattr(a, field_name) for a in answers] for t, answers in found.items()}
+        group.rows[row] = {t: statistics.median(v) * 1000 for t, v in times.items() if None not in v}
+    group.notes.append(
+        "first GetState / healthz: spawn to the first GetState answered OK over gRPC, and to the first "
+        "/v1.0/healthz answered 204 over HTTP, whatever the ready line said"
+    )
 
 
 def state(run: Run) -> None:

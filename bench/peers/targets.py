@@ -138,23 +138,37 @@ class Processes:
                 server.grpc_port, server.http_port = int(match[1]), int(match[2])
         return server
 
-    def ottava(self, app_id: str, *, app_port: int | None = None, app_protocol: str = "http") -> Server:
-        """`ottava run` on its in-memory defaults, mTLS to peers with the run's local CA (the default)."""
-        command = [OTTAVA, "run", "--app-id", app_id, "--grpc-port", "0", "--http-port", "0"]
+    def ottava(
+        self, app_id: str, *, app_port: int | None = None, app_protocol: str = "http", ports: tuple[int, int] = (0, 0)
+    ) -> Server:
+        """`ottava run` on its in-memory defaults, mTLS to peers with the run's local CA (the default).
+
+        `ports`: its gRPC and HTTP ports (0: free ones, read from its ready line).
+        """
+        command = [OTTAVA, "run", "--app-id", app_id, "--grpc-port", str(ports[0]), "--http-port", str(ports[1])]
         command += ["--metrics-port", "0", "--internal-grpc-port", "0"]
         if app_port is not None:
             command += ["--app-port", str(app_port), "--app-protocol", app_protocol]
         env = {"OTTAVA_CA_DIR": str(self.workdir / "ca"), "OTTAVA_REGISTRY_DIR": str(self.workdir / "registry")}
         return self.spawn(f"ottava-{app_id}", command, env=env)
 
-    def bare(self) -> Server:
-        return self.spawn("bare", [sys.executable, str(BENCH / "bare_server.py"), VALUE.decode()])
+    def bare(self, ports: tuple[int, int] = (0, 0)) -> Server:
+        command = [sys.executable, str(BENCH / "bare_server.py"), VALUE.decode(), *map(str, ports)]
+        return self.spawn("bare", command)
 
-    def daprd(self, binary: Path, app_id: str, *, app_port: int | None = None, app_protocol: str = "http") -> Server:
+    def daprd(
+        self,
+        binary: Path,
+        app_id: str,
+        *,
+        app_port: int | None = None,
+        app_protocol: str = "http",
+        ports: tuple[int, int] | None = None,
+    ) -> Server:
         workdir = self.workdir / f"daprd-{app_id}"
         workdir.mkdir(exist_ok=True)
         sidecar = _daprd_module().start_daprd(
-            binary, app_id, app_port=app_port, app_protocol=app_protocol, workdir=workdir
+            binary, app_id, app_port=app_port, app_protocol=app_protocol, workdir=workdir, ports=ports
         )
         server = Server(
             f"daprd-{app_id}", sidecar.process.pid, sidecar.grpc_port, sidecar.http_port, sidecar.ready_seconds,
@@ -188,7 +202,14 @@ class _Daprd(Protocol):
 
 class _DaprdModule(Protocol):
     def start_daprd(
-        self, binary: Path, app_id: str, *, app_port: int | None, app_protocol: str, workdir: Path
+        self,
+        binary: Path,
+        app_id: str,
+        *,
+        app_port: int | None,
+        app_protocol: str,
+        workdir: Path,
+        ports: tuple[int, int] | None = None,
     ) -> _Daprd: ...
 
 

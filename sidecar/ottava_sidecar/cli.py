@@ -10,8 +10,9 @@ so nothing here may import `ottava_operator`. `python -m ottava_sidecar` runs `m
 below, the sidecar's command alone.
 """
 
+from __future__ import annotations
+
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -19,14 +20,20 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ottava_sidecar import __version__, contract, limits, logs
-from ottava_sidecar.components import catalogue
-from ottava_sidecar.invocation import filters
-from ottava_sidecar.resources.manifests import ManifestError, load_configuration_file, load_folder
-from ottava_sidecar.resources.models import Component, Configuration, parse_duration
-from ottava_sidecar.runtime.defaults import default_components
-from ottava_sidecar.runtime.sidecar import BoundPorts, Options, Sidecar
+
+# What only some runs need is imported where it is used (the manifests' YAML, invocation
+# filters, the kube client): a sidecar's start-up pays only for what it runs. asyncio too,
+# so that the local CA's child process (`_prepare_local_issuer`) starts as early as it can.
+if TYPE_CHECKING:
+    import asyncio
+
+    from ottava_sidecar.identity.local_issuer import LocalIssuer
+    from ottava_sidecar.invocation.filters import InvocationFilter
+    from ottava_sidecar.resources.models import Component, Configuration
+    from ottava_sidecar.runtime.sidecar import BoundPorts, Options, Sidecar
 
 log = logging.getLogger("ottava")
 
@@ -48,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `run` and its flags to the subcommands of an `ottava` parser."""
     sidecar = commands.add_parser(
         "run",
@@ -155,6 +162,8 @@ def _add_identity_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _duration(text: str) -> float:
+    from ottava_sidecar.resources.models import parse_duration
+
     try:
         seconds = parse_duration(text).total_seconds()
     except ValueError as err:
@@ -210,6 +219,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, command: list[str]) -> int:
     """Run the sidecar as `ottava run` was told (and the app in `command`, if any); the exit status."""
+    issuer = _prepare_local_issuer(args)
+    try:
+        return _run(args, command, issuer)
+    finally:
+        if issuer is not None:
+            issuer.close()  # a child that was never asked (start-up stopped early) ends here
+
+
+def _prepare_local_issuer(args: argparse.Namespace) -> LocalIssuer | None:
+    """Standalone with mTLS: start the local CA's child process first thing (identity/local_issuer.py).
+
+    It makes the workload key and loads the CA on the other core while this process
+    loads the rest, so the certificate is there when the sidecar asks for it.
+    """
+    if args.mode == "kubernetes" or args.disable_mtls:
+        return None
+    import datetime
+
+    from ottava_sidecar.identity.local_issuer import LocalIssuer
+
+    issuer = LocalIssuer(None, datetime.timedelta(seconds=args.workload_cert_ttl))
+    issuer.prepare()
+    return issuer
+
+
+def _run(args: argparse.Namespace, command: list[str], issuer: LocalIssuer | None) -> int:
+    from ottava_sidecar.runtime.sidecar import Options
+
     kubernetes = args.mode == "kubernetes"
     if kubernetes and args.resources_path is not None:
         print(
@@ -220,6 +257,9 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
     if kubernetes:
         components: list[Component] = []
     elif args.resources_path is not None:
+        from ottava_sidecar.components import catalogue
+        from ottava_sidecar.resources.manifests import ManifestError, load_folder
+
         try:
             manifests = load_folder(args.resources_path, check=catalogue.manifest_problems)
         except ManifestError as err:
@@ -227,16 +267,20 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
             return 2
         components = [component for _, component in manifests.components]
     else:
+        from ottava_sidecar.runtime.defaults import default_components
+
         components = default_components()
     configuration: Configuration | None = None
     if not kubernetes and args.config is not None:
+        from ottava_sidecar.resources.manifests import ManifestError, load_configuration_file
+
         try:
             configuration = load_configuration_file(Path(args.config))
         except ManifestError as err:
             print(f"ottava: invalid --config: {err}", file=sys.stderr)
             return 2
     try:
-        invocation_filters = [filters.load(reference) for reference in args.invocation_filter]
+        invocation_filters = _invocation_filters(args.invocation_filter)
     except ValueError as err:
         print(f"ottava: {err}", file=sys.stderr)
         return 2
@@ -268,7 +312,10 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
         identity_endpoint=os.environ.get(contract.ENV_IDENTITY_ENDPOINT, ""),
         identity_server_name=os.environ.get(contract.ENV_IDENTITY_SERVER_NAME, ""),
         trust_anchors=os.environ.get(contract.ENV_TRUST_ANCHORS, "").encode(),
+        local_issuer=issuer,
     )
+    import asyncio
+
     try:
         return asyncio.run(_serve(options, components, command))
     except OSError as err:
@@ -277,6 +324,10 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
 
 
 async def _serve(options: Options, components: list[Component], command: list[str]) -> int:
+    import asyncio
+
+    from ottava_sidecar.runtime.sidecar import Sidecar
+
     stop = asyncio.Event()
     try:
         sidecar = Sidecar(options, components, on_shutdown_request=stop.set)
@@ -293,21 +344,9 @@ async def _serve(options: Options, components: list[Component], command: list[st
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
 
-    try:
-        await sidecar.start()
-    except BaseException:
-        await sidecar.stop()
-        raise
-    # In a cluster the wiring arrives when the apiserver answers; a stop may come first.
-    loaded = asyncio.create_task(sidecar.wait_loaded())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({loaded, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    loaded.cancel()
-    stopping.cancel()
-    if stop.is_set():
+    if not await _start(sidecar, stop):
         await sidecar.stop()
         return 0
-    print(sidecar.status_line(), flush=True)
 
     app: asyncio.subprocess.Process | None = None
     if command:
@@ -346,6 +385,42 @@ async def _serve(options: Options, components: list[Component], command: list[st
     await sidecar.stop()
     log.info("stopped")
     return exit_code
+
+
+def _invocation_filters(references: list[str]) -> list[InvocationFilter]:
+    if not references:
+        return []
+    from ottava_sidecar.invocation import filters
+
+    return [filters.load(reference) for reference in references]
+
+
+async def _start(sidecar: Sidecar, stop: asyncio.Event) -> bool:
+    """Start the sidecar and print the ready line; False when a stop came first."""
+    import asyncio
+
+    try:
+        await sidecar.open()
+        if sidecar.loaded():
+            # Standalone: every port is bound and the components are loaded, so what the line
+            # says holds; a call that arrives while `serve` loads the APIs waits for them.
+            print(sidecar.status_line(), flush=True)
+        await sidecar.serve()
+    except BaseException:
+        await sidecar.stop()
+        raise
+    if sidecar.loaded():
+        return True
+    # In a cluster the wiring arrives when the apiserver answers; a stop may come first.
+    loaded = asyncio.create_task(sidecar.wait_loaded())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({loaded, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    loaded.cancel()
+    stopping.cancel()
+    if stop.is_set():
+        return False
+    print(sidecar.status_line(), flush=True)
+    return True
 
 
 def _internal_port(given: int | None, *, kubernetes: bool) -> int:

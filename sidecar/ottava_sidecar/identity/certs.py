@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ottava_sidecar.identity import issued
 from ottava_sidecar.identity.spiffe import SpiffeId
 
 # Certificates start a little in the past, so a peer whose clock is behind still accepts them.
@@ -193,23 +193,18 @@ def _general_name(name: str) -> x509.GeneralName:
         return x509.DNSName(name)
 
 
-@dataclass(frozen=True)
-class Leaf:
-    """What a peer needs to know of a workload certificate."""
+# What a peer needs to know of a workload certificate (`Leaf.read` reads it with `read_leaf`).
+Leaf = issued.Leaf
 
-    identity: SpiffeId
-    not_before: datetime.datetime
-    not_after: datetime.datetime
-    serial: int
 
-    @classmethod
-    def read(cls, chain_pem: bytes) -> Leaf:
-        cert = load_certs(chain_pem)[0]
-        try:
-            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
-            raise CertificateError("the certificate has no subject alternative name") from None
-        uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
-        if len(uris) != 1:
-            raise CertificateError(f"the certificate has {len(uris)} URI SANs; a workload certificate has one")
-        return cls(SpiffeId.parse(uris[0]), cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number)
+def read_leaf(chain_pem: bytes) -> Leaf:
+    """The facts of the first certificate of a chain; `CertificateError` if it is no workload certificate."""
+    cert = load_certs(chain_pem)[0]
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise CertificateError("the certificate has no subject alternative name") from None
+    uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1:
+        raise CertificateError(f"the certificate has {len(uris)} URI SANs; a workload certificate has one")
+    return Leaf(SpiffeId.parse(uris[0]), cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number)

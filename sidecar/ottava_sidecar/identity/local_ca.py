@@ -9,34 +9,35 @@ of this user; that is the user, who can read the apps' memory anyway (docs/secur
 Two sidecars that start together and both find no CA must not make two: creation happens
 under an exclusive lock on a file in the folder, and the second one reads what the first
 wrote.
+
+`ottava run` asks it from a child process, `python -m ottava_sidecar.identity.local_ca
+FOLDER TTL_SECONDS` (`local_issuer` is the sidecar's side), so the sidecar itself never
+loads the `cryptography` package.
 """
 
 from __future__ import annotations
 
 import datetime
 import fcntl
+import json
 import logging
 import os
 import stat
+import sys
 from pathlib import Path
 
 from ottava_sidecar.identity import certs
-from ottava_sidecar.identity.spiffe import SpiffeId
-from ottava_sidecar.identity.workload import IdentityError, Issued
+from ottava_sidecar.identity.issued import IdentityError, Issued
+from ottava_sidecar.identity.local_issuer import ENV_CA_DIR, default_folder
+from ottava_sidecar.identity.spiffe import SpiffeId, SpiffeIdError
+
+__all__ = ["CERT_FILE", "ENV_CA_DIR", "KEY_FILE", "LocalCa", "default_folder"]
 
 log = logging.getLogger(__name__)
 
-ENV_CA_DIR = "OTTAVA_CA_DIR"
 ROOT_LIFETIME = datetime.timedelta(days=10 * 365)
 CERT_FILE = "ca.crt"
 KEY_FILE = "ca.key"
-
-
-def default_folder() -> Path:
-    if os.environ.get(ENV_CA_DIR):
-        return Path(os.environ[ENV_CA_DIR])
-    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(config) / "ottava" / "ca"
 
 
 class LocalCa:
@@ -44,6 +45,7 @@ class LocalCa:
         self.folder = folder or default_folder()
         self.ttl = ttl
         self._root: tuple[bytes, bytes] | None = None
+        self.created = False  # whether this one made the CA (it was not there yet)
 
     def describe(self) -> str:
         return f"the local CA in {self.folder}"
@@ -83,9 +85,14 @@ class LocalCa:
             _write_private(key_path, key)
             _write_private(cert_path, cert)
             log.info("created a local CA for mTLS between sidecars", extra={"folder": str(self.folder)})
+            self.created = True
             return cert, key
 
     async def issue(self, identity: SpiffeId, csr_pem: bytes) -> Issued:
+        return self.issue_now(identity, csr_pem)
+
+    def issue_now(self, identity: SpiffeId, csr_pem: bytes) -> Issued:
+        """`issue`, for a caller without an event loop (the child process)."""
         cert, key = self.root()
         try:
             public_key = certs.request_public_key(csr_pem)
@@ -101,3 +108,41 @@ def _write_private(path: Path, content: bytes) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(content)
     tmp.replace(path)
+
+
+def issue_one(folder: Path, ttl: datetime.timedelta) -> int:
+    """The child process of `local_issuer`: one key and workload certificate, as JSON on stdout.
+
+    The CA is loaded and the key made at once, while the sidecar starts; the SPIFFE ID to
+    certify then comes on stdin (nothing: the sidecar no longer needs it). A refusal is
+    one line on stderr and exit status 1.
+    """
+    ca = LocalCa(folder, ttl)
+    try:
+        ca.root()
+        key = certs.new_key()
+        requested = sys.stdin.read().strip()
+        if not requested:
+            return 0
+        identity = SpiffeId.parse(requested)
+        issued = ca.issue_now(identity, certs.new_request(key, identity))
+        leaf = certs.Leaf.read(issued.chain)
+    except (IdentityError, certs.CertificateError, SpiffeIdError) as err:
+        print(err, file=sys.stderr)
+        return 1
+    answer = {
+        "key": certs.key_pem(key).decode(),
+        "chain": issued.chain.decode(),
+        "bundle": issued.bundle.decode(),
+        "identity": str(leaf.identity),
+        "not_before": leaf.not_before.isoformat(),
+        "not_after": leaf.not_after.isoformat(),
+        "serial": leaf.serial,
+        "created_ca": ca.created,
+    }
+    json.dump(answer, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(issue_one(Path(sys.argv[1]), datetime.timedelta(seconds=float(sys.argv[2]))))

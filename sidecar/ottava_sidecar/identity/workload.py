@@ -20,14 +20,16 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Protocol, cast, runtime_checkable
 
 import grpc
 
 from ottava_sidecar import backoff, metrics
 from ottava_sidecar.background import BackgroundTask
-from ottava_sidecar.identity import certs
+from ottava_sidecar.identity.issued import IdentityError, Issued, Leaf, now
 from ottava_sidecar.identity.spiffe import SpiffeId
+
+__all__ = ["IdentityError", "IdentitySource", "Issued", "KeyAndCertificateSource", "Material", "WorkloadIdentity"]
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +37,6 @@ log = logging.getLogger(__name__)
 # so that the sidecars of one rollout do not all come back to the CA at the same moment.
 RENEW_AT = 0.5
 RENEW_JITTER = 0.1
-
-
-class IdentityError(Exception):
-    """No certificate could be obtained; the message says from where and why."""
-
-
-@dataclass(frozen=True)
-class Issued:
-    """What a CA answers: the certificate chain (leaf first) and the roots to trust."""
-
-    chain: bytes
-    bundle: bytes
 
 
 class IdentitySource(Protocol):
@@ -61,12 +51,23 @@ class IdentitySource(Protocol):
         ...
 
 
+@runtime_checkable
+class KeyAndCertificateSource(Protocol):
+    """A source that makes the key too (the local CA, in a child process: `local_issuer`)."""
+
+    def describe(self) -> str: ...
+
+    async def issue_key_and_certificate(self, identity: SpiffeId) -> tuple[bytes, Issued, Leaf]:
+        """(key PEM, what the CA issued, its leaf's facts); `IdentityError` naming the reason when refused."""
+        ...
+
+
 @dataclass(frozen=True)
 class Material:
     key: bytes
     chain: bytes
     bundle: bytes
-    leaf: certs.Leaf
+    leaf: Leaf
     obtained: datetime.datetime
 
     def renew_after(self, rng: random.Random) -> datetime.datetime:
@@ -81,7 +82,7 @@ class WorkloadIdentity(BackgroundTask):
 
     name = "identity-renewal"
 
-    def __init__(self, identity: SpiffeId, source: IdentitySource) -> None:
+    def __init__(self, identity: SpiffeId, source: IdentitySource | KeyAndCertificateSource) -> None:
         super().__init__()
         self.requested = identity
         self.source = source
@@ -104,32 +105,40 @@ class WorkloadIdentity(BackgroundTask):
 
     async def obtain(self) -> Material:
         """A new key and certificate, in use from now on; `IdentityError` when the source refuses."""
-        key = certs.new_key()
-        csr = certs.new_request(key, self.requested)
         try:
-            issued = await self.source.issue(self.requested, csr)
-            leaf = certs.Leaf.read(issued.chain)
-            certs.load_certs(issued.bundle)
-        except certs.CertificateError as err:
-            metrics.IDENTITY_RENEWALS.labels("failure").inc()
-            raise IdentityError(f"{self.source.describe()} answered with an unusable certificate: {err}") from None
+            if isinstance(self.source, KeyAndCertificateSource):
+                key, issued, leaf = await self.source.issue_key_and_certificate(self.requested)
+            else:
+                key, issued, leaf = await self._request(self.source)
         except IdentityError:
-            metrics.IDENTITY_RENEWALS.labels("failure").inc()
+            _count_renewal("failure")
             raise
         if (leaf.identity.namespace, leaf.identity.app_id) != (self.requested.namespace, self.requested.app_id):
-            metrics.IDENTITY_RENEWALS.labels("failure").inc()
+            _count_renewal("failure")
             raise IdentityError(
                 f"{self.source.describe()} certified {leaf.identity}, not app {self.requested.app_id!r}"
             )
-        self._material = Material(certs.key_pem(key), issued.chain, issued.bundle, leaf, certs.now())
+        self._material = Material(key, issued.chain, issued.bundle, leaf, now())
         self.generation += 1
-        metrics.IDENTITY_RENEWALS.labels("success").inc()
-        metrics.IDENTITY_CERT_EXPIRY.set(leaf.not_after.timestamp())
+        _count_renewal("success", expiry=leaf.not_after.timestamp())
         log.info(
             "workload certificate obtained",
             extra={"spiffeId": str(leaf.identity), "serial": f"{leaf.serial:x}", "expires": leaf.not_after.isoformat()},
         )
         return self._material
+
+    async def _request(self, source: IdentitySource) -> tuple[bytes, Issued, Leaf]:
+        """A fresh key, and a certificate for it from `source`, checked."""
+        from ottava_sidecar.identity import certs  # late: a standalone sidecar never needs cryptography
+
+        key = certs.new_key()
+        try:
+            issued = await source.issue(self.requested, certs.new_request(key, self.requested))
+            leaf = certs.Leaf.read(issued.chain)
+            certs.load_certs(issued.bundle)
+        except certs.CertificateError as err:
+            raise IdentityError(f"{source.describe()} answered with an unusable certificate: {err}") from None
+        return certs.key_pem(key), issued, leaf
 
     # --- TLS credentials -------------------------------------------------------------
 
@@ -162,7 +171,7 @@ class WorkloadIdentity(BackgroundTask):
     async def run(self) -> None:
         while True:
             due = self.material.renew_after(self._rng)
-            await asyncio.sleep(max(0.0, (due - certs.now()).total_seconds()))
+            await asyncio.sleep(max(0.0, (due - now()).total_seconds()))
             await self._renew()
 
     async def _renew(self) -> None:
@@ -175,7 +184,7 @@ class WorkloadIdentity(BackgroundTask):
                     self._tell(None)
                 return
             except IdentityError as err:
-                left = (self.material.leaf.not_after - certs.now()).total_seconds()
+                left = (self.material.leaf.not_after - now()).total_seconds()
                 delay = min(next(delays), max(left / 4, 0.5))
                 if left <= 0 and not expired:
                     # Peers refuse an expired certificate: say so (readiness), keep asking.
@@ -196,3 +205,14 @@ class WorkloadIdentity(BackgroundTask):
     def _tell(self, reason: str | None) -> None:
         for listener in self._listeners:
             listener(reason)
+
+
+def _count_renewal(outcome: str, expiry: float | None = None) -> None:
+    # The first certificate is obtained before the ready line: counted once prometheus_client
+    # is loaded (`metrics.once_defined`), which start-up does not wait for.
+    def count() -> None:
+        metrics.IDENTITY_RENEWALS.labels(outcome).inc()
+        if expiry is not None:
+            metrics.IDENTITY_CERT_EXPIRY.set(expiry)
+
+    metrics.once_defined(count)

@@ -44,14 +44,16 @@ Duration = Annotated[
 ]
 
 
+# Each model's validator is built when the model is first used, not at import: a sidecar
+# that never reads a Configuration does not pay for building its dozen models.
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
 
 class ObjectMeta(BaseModel):
     """The part of Kubernetes object metadata that Ottava reads; the rest is kept as is."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     name: Annotated[
         str,

@@ -15,14 +15,18 @@ own, returned whole when freed. Where the C library has neither call (musl, macO
 does nothing.
 """
 
+from __future__ import annotations
+
 import asyncio
-import ctypes
-import ctypes.util
 import gc
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ottava_sidecar.background import BackgroundTask
+
+if TYPE_CHECKING:
+    import ctypes
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,10 @@ _M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
 
 
 def _libc() -> ctypes.CDLL | None:
+    # Late: loading ctypes and finding the C library is start-up time the ready line need not wait for.
+    import ctypes
+    import ctypes.util
+
     name = ctypes.util.find_library("c")
     if name is None:
         return None
@@ -42,6 +50,8 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def _malloc_trim() -> Callable[[], object] | None:
+    import ctypes
+
     libc = _libc()
     trim = getattr(libc, "malloc_trim", None)
     if trim is None:
@@ -53,6 +63,8 @@ def _malloc_trim() -> Callable[[], object] | None:
 
 def fix_mmap_threshold() -> bool:
     """Keep large blocks in mappings of their own; whether the C library took it."""
+    import ctypes
+
     mallopt = getattr(_libc(), "mallopt", None)
     if mallopt is None:
         return False
@@ -79,12 +91,18 @@ class MemoryTrimmer(BackgroundTask):
     def __init__(self, interval: float = INTERVAL_SECONDS) -> None:
         super().__init__()
         self.interval = interval
-        self._trim = _malloc_trim()
+        self._trim: Callable[[], object] | None = None
 
     def start(self) -> None:
         fix_mmap_threshold()
+        self._trim = _malloc_trim()
         if self._trim is not None:
             super().start()
+
+    def trim_now(self) -> None:
+        """Hand freed memory back at once (start-up's, once it is done), on the caller's thread."""
+        if self._trim is not None:
+            self._trim()
 
     async def run(self) -> None:
         assert self._trim is not None

@@ -10,7 +10,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ottava_sidecar.api import access
-from ottava_sidecar.api.http.server import build_metrics_app
 from ottava_sidecar.invocation.access_control import AccessPolicy
 from ottava_sidecar.resources.models import Configuration
 
@@ -74,10 +73,20 @@ class RuntimeSettings:
     async def enable_metrics(self, enabled: bool) -> None:
         s = self.sidecar
         if enabled and s._metrics_runner is None:
+            from ottava_sidecar.api.http.server import build_metrics_app  # late: aiohttp and prometheus_client
+
             o = s.options
             address = o.metrics_listen_address or o.listen_address
-            s._metrics_runner = await s._start_runner(build_metrics_app(), o.metrics_port, "metrics", address)
+            bound, s.metrics_sockets = s.metrics_sockets, []  # bound at start, or none: bind now
+            s._metrics_runner = await s._start_runner(
+                build_metrics_app(), o.metrics_port, "metrics", address, sockets=bound or None
+            )
             s.ports.metrics = s._metrics_runner.addresses[0][1]
+        elif not enabled and s.metrics_sockets:  # disabled before it was served
+            for sock in s.metrics_sockets:
+                sock.close()
+            s.metrics_sockets = []
+            s.ports.metrics = None
         elif not enabled and s._metrics_runner is not None:
             runner, s._metrics_runner = s._metrics_runner, None
             s.ports.metrics = None

@@ -1,8 +1,19 @@
-"""The sidecar process: servers up first, then components, then ready; drain on stop.
+"""The sidecar process: ports bound and components loaded, then ready; then the APIs served; drain on stop.
 
-The servers start before the components so that liveness answers (and readiness says
-INIT) while backends are still being connected; a slow backend must not get the pod
-killed for being unresponsive.
+Start-up has two steps, so that the ready line comes as early as it can honestly come:
+
+* `open` binds every listening socket (gRPC API, HTTP API, metrics, internal), loads the
+  components (standalone), certifies the sidecar and registers its app id. From here on
+  a client that connects is never refused: its connection waits in the listen backlog.
+  Standalone, the ready line is printed after this step: what it reports (the status,
+  the components, the ports) is settled.
+* `serve` imports and builds what answers calls (the proto stubs, aiohttp, the building-
+  block APIs, prometheus_client) and starts serving on the bound sockets; the calls that
+  waited are answered then, in order. `start` does both.
+
+In a cluster, the servers are served before the components arrive, so that liveness
+answers (and readiness says INIT) while backends are still being connected; a slow
+backend must not get the pod killed for being unresponsive.
 
 With `--app-port`, the sidecar then waits in the background for the app to listen
 (readiness stays INIT, its `app` entry saying so), reads the app's subscriptions and
@@ -10,46 +21,50 @@ starts delivering. Meanwhile it has registered its app id with name resolution, 
 other sidecars can invoke the app as soon as it answers.
 """
 
+from __future__ import annotations
+
 import asyncio
 import contextlib
 import datetime
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aiohttp import web
-
-from ottava_sidecar import appchannel, backoff, contract, metrics
+from ottava_sidecar import backoff, contract, metrics
 from ottava_sidecar.api import access
-from ottava_sidecar.api.apis import Apis
 from ottava_sidecar.api.grpc.server import GrpcApiServer
-from ottava_sidecar.api.http import listening
-from ottava_sidecar.api.http.server import build_api_app
-from ottava_sidecar.api.metadata import AppConnectionProperties, MetadataApi
 from ottava_sidecar.components import health
 from ottava_sidecar.components.registry import Entry, Registry, SecretResolver, Status
-from ottava_sidecar.identity.local_ca import LocalCa
-from ottava_sidecar.identity.operator_ca import OperatorCa
 from ottava_sidecar.identity.spiffe import SpiffeId
 from ottava_sidecar.identity.workload import IdentityError, WorkloadIdentity
 from ottava_sidecar.invocation.access_control import AccessPolicy
 from ottava_sidecar.invocation.filters import InvocationFilter
 from ottava_sidecar.invocation.internal import InternalServer
-from ottava_sidecar.invocation.invoker import Invoker
-from ottava_sidecar.invocation.kubernetes import KubernetesResolver
 from ottava_sidecar.invocation.resolution import Address, NameResolver
 from ottava_sidecar.invocation.standalone import LocalRegistry
-from ottava_sidecar.kube import client as kube_client
-from ottava_sidecar.kube.client import KubeClient
 from ottava_sidecar.limits import Limits
-from ottava_sidecar.messaging.runtime import Messaging
 from ottava_sidecar.resources.models import Component, Configuration
 from ottava_sidecar.runtime import memory
-from ottava_sidecar.runtime.kubernetes import KubernetesWiring
 from ottava_sidecar.runtime.loop_lag import LoopLagMonitor
 from ottava_sidecar.runtime.memory import MemoryTrimmer
 from ottava_sidecar.runtime.settings import RuntimeSettings
+
+# What answers calls (the API modules, aiohttp, the stubs) is imported by `serve`, after
+# the ready line; the kube client and the operator's CA only in kubernetes mode.
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from ottava_sidecar import appchannel
+    from ottava_sidecar.api.apis import Apis
+    from ottava_sidecar.api.metadata import MetadataApi
+    from ottava_sidecar.identity.local_issuer import LocalIssuer
+    from ottava_sidecar.invocation.invoker import Invoker
+    from ottava_sidecar.kube.client import Credentials
+    from ottava_sidecar.messaging.runtime import Messaging
+    from ottava_sidecar.runtime.kubernetes import KubernetesWiring
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +72,11 @@ log = logging.getLogger(__name__)
 APP_SUBSCRIPTIONS = "app-subscriptions"
 # The readiness entry of the workload certificate (mTLS on the internal port).
 IDENTITY = "identity"
+# Connections an HTTP port holds unanswered (aiohttp's default backlog).
+_BACKLOG = 128
+# When start-up's objects are left out of garbage collections (and its freed memory given
+# back), after serving began.
+_SETTLE_AFTER_SECONDS = 0.5
 
 
 @dataclass
@@ -92,6 +112,9 @@ class Options:
     # local CA standalone, from the operator's CA in a cluster.
     mtls: bool = True
     ca_dir: Path | None = None  # standalone: the local CA's folder; None: the default
+    # Standalone: the local CA's issuer, its child process already started (`ottava run` does
+    # so first thing); None: one is made for `ca_dir` and `workload_cert_ttl_seconds`.
+    local_issuer: LocalIssuer | None = None
     workload_cert_ttl_seconds: float = 24 * 3600.0  # standalone: the lifetime of the local CA's certificates
     identity_endpoint: str = ""  # kubernetes: the operator's signing endpoint, its certificate's name,
     identity_server_name: str = ""  # and the roots that certificate is checked against
@@ -115,68 +138,127 @@ class Sidecar:
 
     def __post_init__(self) -> None:
         self.registry = Registry(self.options.app_id)
-        self.registry.on_status(_record_status)
         o = self.options
-        app = AppConnectionProperties(o.app_port, o.app_protocol)
-        self.app_channel = (
-            appchannel.create(o.app_protocol, o.app_id, o.app_port, timeout=o.app_timeout_seconds)
-            if o.app_port is not None
-            else None
-        )
-        self.messaging = Messaging(self.registry)
-        self.kube_credentials = kube_client.from_environment() if o.mode == "kubernetes" else None
-        self.resolver: NameResolver = (
-            KubernetesResolver(self.kube_credentials, o.namespace or "default")
-            if self.kube_credentials is not None
-            else LocalRegistry(o.registry_dir)
-        )
+        self.app_channel: appchannel.AppChannel | None = None  # made by `serve` (its client library loads then)
+        self.kube_credentials: Credentials | None = None
+        self.resolver: NameResolver
+        if o.mode == "kubernetes":
+            from ottava_sidecar.invocation.kubernetes import KubernetesResolver
+            from ottava_sidecar.kube import client as kube_client
+
+            self.kube_credentials = kube_client.from_environment()
+            self.resolver = KubernetesResolver(self.kube_credentials, o.namespace or "default")
+        else:
+            self.resolver = LocalRegistry(o.registry_dir)
         self.identity = _workload_identity(o) if o.mtls else None
-        self.invoker = Invoker(
-            o.app_id,
-            self.resolver,
-            default_timeout=o.app_timeout_seconds,
-            extra_filters=o.invocation_filters,
-            namespace=_namespace(o),
-            identity=self.identity,
-        )
-        self.metadata = MetadataApi(self.registry, o.mode, app, self.on_shutdown_request)
-        self.metadata.subscriptions = self.messaging.subscriptions
-        self.apis = Apis.create(
-            self.registry, self.metadata, messaging=self.messaging, invoker=self.invoker, limits=o.limits
-        )
         self.ports = BoundPorts()
         # Who may invoke this app: replaced whole by `settings.apply` when the Configuration changes.
         self.access_policy = AccessPolicy()
-        self._grpc = GrpcApiServer(self.apis, api_token=o.api_token, limits=o.limits)
+        self._grpc = GrpcApiServer(api_token=o.api_token, limits=o.limits)
         self._internal = InternalServer(
             o.app_id, lambda: self.app_channel, o.limits, identity=self.identity, policy=lambda: self.access_policy
         )
         self._internal_task: asyncio.Task[None] | None = None
+        # The HTTP ports' sockets (one per address the listen address names), bound by `open`
+        # and served by `serve` (empty: not bound, or served).
+        self._http_sockets: list[socket.socket] = []
+        self.metrics_sockets: list[socket.socket] = []
         self._runners: list[web.AppRunner] = []
         self._app_task: asyncio.Task[None] | None = None
         self.wiring: KubernetesWiring | None = None
         self._wiring_task: asyncio.Task[None] | None = None
         self._metrics_runner: web.AppRunner | None = None
+        self._services: _Services | None = None
         self.settings = RuntimeSettings(self)
         self.loop_lag = LoopLagMonitor()
         self.memory_trimmer = MemoryTrimmer()
 
+    # The building-block APIs and what they call, made on first use (by `serve` at the latest).
+    @property
+    def apis(self) -> Apis:
+        return self._built().apis
+
+    @property
+    def messaging(self) -> Messaging:
+        return self._built().messaging
+
+    @property
+    def invoker(self) -> Invoker:
+        return self._built().invoker
+
+    @property
+    def metadata(self) -> MetadataApi:
+        return self._built().metadata
+
+    def _built(self) -> _Services:
+        if self._services is None:
+            self._services = _Services.build(self)
+        return self._services
+
     async def start(self) -> None:
+        """`open`, then `serve`: everything up."""
+        await self.open()
+        await self.serve()
+
+    async def open(self) -> None:
+        """Bind every port and, standalone, load the components: what the ready line reports.
+
+        Nothing is served yet; connections wait in the listen backlogs until `serve`.
+        """
+        o = self.options
+        if o.app_port is not None:  # until `serve` connects the app (readiness and the ready line say so)
+            self.registry.set_condition("app", Status.INIT, f"waiting for app port {o.app_port}")
+        self.ports.grpc = self._grpc.bind(o.listen_address, o.grpc_port)
+        http_address = o.http_listen_address or o.listen_address
+        access.set_loopback_only(not access.is_loopback(http_address))
+        self._http_sockets = _listen(http_address, o.http_port, "HTTP API")
+        self.ports.http = self._http_sockets[0].getsockname()[1]
+        if o.enable_metrics:
+            self.metrics_sockets = _listen(o.metrics_listen_address or o.listen_address, o.metrics_port, "metrics")
+            self.ports.metrics = self.metrics_sockets[0].getsockname()[1]
+        if self.kube_credentials is not None:
+            return  # the components come from the cluster once serving (`serve`)
+        if o.configuration is not None:
+            self.settings.apply(o.configuration)
+        resolver = SecretResolver(self.registry)
+        await self.registry.load(self.components, resolver)
+        self.registry.retry_down(resolver)  # a backend that comes up later is used then
+        if self.identity is not None:
+            await self._certify(self.identity)
+        await self._open_internal()
+
+    async def serve(self) -> None:
+        """Serve the APIs on the ports `open` bound; the calls that waited are answered now.
+
+        The gRPC API first. What the HTTP ports, the metrics and the app channel need
+        (aiohttp, prometheus_client) is then imported in a thread, so that the event loop
+        answers gRPC calls meanwhile (the two take turns on the GIL), and served after.
+        """
         o = self.options
         self.loop_lag.start()
         self.memory_trimmer.start()
-        self.ports.grpc = self._grpc.bind(o.listen_address, o.grpc_port)
-        await self._grpc.start()
-        http_address = o.http_listen_address or o.listen_address
-        access.set_loopback_only(not access.is_loopback(http_address))
-        self.ports.http = await self._serve(
-            build_api_app(self.apis, api_token=o.api_token, limits=o.limits), o.http_port, "HTTP API", http_address
-        )
-        if o.enable_metrics:
+        await self._grpc.serve(self.apis)
+        await asyncio.to_thread(_import_http_libraries, o.app_protocol if o.app_port is not None else None)
+        from ottava_sidecar.api.http.server import build_api_app  # imported just above
+
+        metrics.define_all()
+        self.registry.on_status(_record_status)
+        for entry in self.registry.entries():
+            _record_status(entry)
+        if o.app_port is not None:
+            from ottava_sidecar import appchannel
+
+            self.app_channel = appchannel.create(o.app_protocol, o.app_id, o.app_port, timeout=o.app_timeout_seconds)
+        http_sockets, self._http_sockets = self._http_sockets, []
+        if http_sockets:
+            app = build_api_app(self.apis, api_token=o.api_token, limits=o.limits)
+            self._runners.append(await self._start_runner(app, o.http_port, "HTTP API", sockets=http_sockets))
+        if self.metrics_sockets:
             await self.settings.enable_metrics(True)
-        if self.app_channel is not None:
-            self.registry.set_condition("app", Status.INIT, f"waiting for app port {self.app_channel.port}")
         if self.kube_credentials is not None:
+            from ottava_sidecar.kube.client import KubeClient
+            from ottava_sidecar.runtime.kubernetes import KubernetesWiring
+
             self.wiring = KubernetesWiring(
                 self.registry,
                 KubeClient(self.kube_credentials),
@@ -186,30 +268,40 @@ class Sidecar:
                 self.settings.hot_reload,
             )
             self._wiring_task = asyncio.create_task(self.wiring.run(), name="kubernetes-wiring")
+            if self.identity is not None:
+                # In a pod the certificate comes from the operator, which may take a moment (or be
+                # restarting): readiness waits for it, the rest of the sidecar serves meanwhile.
+                self._internal_task = asyncio.create_task(self._serve_internal(), name="internal-port")
+            else:
+                await self._serve_internal()
         else:
-            if o.configuration is not None:
-                self.settings.apply(o.configuration)
-            resolver = SecretResolver(self.registry)
-            await self.registry.load(self.components, resolver)
-            self.registry.retry_down(resolver)  # a backend that comes up later is used then
-        if self.kube_credentials is not None and self.identity is not None:
-            # In a pod the certificate comes from the operator, which may take a moment (or be
-            # restarting): readiness waits for it, the rest of the sidecar serves meanwhile.
-            self._internal_task = asyncio.create_task(self._serve_internal(), name="internal-port")
-        else:
-            await self._serve_internal()
+            await self._internal.start()  # bound by `open`
         if self.app_channel is not None:
             self._app_task = asyncio.create_task(self._connect_app(self.app_channel), name="connect-app")
+        # Once the calls that waited for start-up are answered (a full collection blocks the loop).
+        asyncio.get_running_loop().call_later(_SETTLE_AFTER_SECONDS, self._settle)
+
+    def _settle(self) -> None:
+        """Leave start-up's objects out of later collections, and give back what start-up freed."""
         memory.freeze_startup_objects()
+        self.memory_trimmer.trim_now()
+
+    def loaded(self) -> bool:
+        """Whether the components are loaded (standalone: once `open` returns; in a cluster: once read)."""
+        return self.wiring.loaded.is_set() if self.wiring is not None else self.kube_credentials is None
 
     async def _serve_internal(self) -> None:
-        """Certify this sidecar (with mTLS), open the internal port, and make the app id resolvable."""
-        o = self.options
+        """In a cluster: certify (waiting for the operator as long as it takes), then open and serve the internal port."""
         if self.identity is not None:
             await self._certify(self.identity)
+        await self._open_internal()
+        await self._internal.start()
+
+    async def _open_internal(self) -> None:
+        """Open the internal port (mTLS: with the certificate obtained) and make the app id resolvable."""
+        o = self.options
         internal_address = o.internal_listen_address or o.listen_address
         self.ports.internal = self._internal.bind(internal_address, o.internal_grpc_port)
-        await self._internal.start()
         advertised = "127.0.0.1" if internal_address in ("0.0.0.0", "::", "") else internal_address
         try:
             await self.resolver.register(o.app_id, Address(advertised, self.ports.internal))
@@ -261,6 +353,8 @@ class Sidecar:
         sidecar back: it delivers what it could read, and names the rest under
         `app-subscriptions` in the readiness body (UP, with the reason) and in the log.
         """
+        from ottava_sidecar.appchannel import AppChannelError
+
         log.info("waiting for the app to listen on port %d", channel.port)
         waited = await channel.wait_until_listening()
         log.info("app is listening on port %d (waited %.1fs)", channel.port, waited)
@@ -271,7 +365,7 @@ class Sidecar:
             try:
                 answer = await channel.list_subscriptions()
                 break
-            except appchannel.AppChannelError as err:
+            except AppChannelError as err:
                 delay = next(delays)
                 self.registry.set_condition(
                     "app", Status.INIT, f"reading subscriptions failed (attempt {attempt}), retrying: {err}"
@@ -288,16 +382,24 @@ class Sidecar:
         problems = await self.messaging.subscribe_app(channel, answer.specs)
         self.registry.set_condition("app", Status.UP, "; ".join(problems))
 
-    async def _serve(self, app: web.Application, port: int, what: str, address: str | None = None) -> int:
-        runner = await self._start_runner(app, port, what, address or self.options.listen_address)
-        self._runners.append(runner)
-        bound: int = runner.addresses[0][1]
-        return bound
+    async def _start_runner(
+        self,
+        app: web.Application,
+        port: int,
+        what: str,
+        address: str | None = None,
+        *,
+        sockets: list[socket.socket] | None = None,
+    ) -> web.AppRunner:
+        """Serve `app` on the sockets given (bound by `open`), else on new ones at `address:port`."""
+        from ottava_sidecar.api.http import listening
 
-    async def _start_runner(self, app: web.Application, port: int, what: str, address: str) -> web.AppRunner:
         o = self.options
+        address = address or o.listen_address
         try:
-            return await listening.start(app, address, port, limits=o.limits, grace=o.shutdown_grace_seconds)
+            return await listening.start(
+                app, address, port, limits=o.limits, grace=o.shutdown_grace_seconds, sockets=sockets or ()
+            )
         except OSError as err:
             raise OSError(f"cannot listen on {address}:{port} for the {what}: {err.strerror}") from None
 
@@ -345,23 +447,31 @@ class Sidecar:
                     await task
         if self.wiring is not None:
             await _bounded("closing the Kubernetes client", self.wiring.client.close(), grace)
-        await _bounded("closing the subscriptions", self.messaging.close(), grace)
+        if self._services is not None:
+            await _bounded("closing the subscriptions", self._services.messaging.close(), grace)
 
     async def _drain_servers(self, grace: float) -> None:
+        for unserved in (*self._http_sockets, *self.metrics_sockets):
+            unserved.close()  # stopped before `serve`: what waited in the backlog is dropped
+        self._http_sockets, self.metrics_sockets = [], []
         metrics_runner, self._metrics_runner = self._metrics_runner, None
         self.ports.metrics = None
         runners = [*reversed(self._runners), *([metrics_runner] if metrics_runner is not None else [])]
         self._runners = []
-        await asyncio.gather(
-            self._grpc.stop(grace),
-            self._internal.stop(grace),
-            *(listening.stop(runner, grace) for runner in runners),
-        )
+        stops = [self._grpc.stop(grace), self._internal.stop(grace)]
+        if runners:
+            from ottava_sidecar.api.http import listening
+
+            stops += [listening.stop(runner, grace) for runner in runners]
+        await asyncio.gather(*stops)
 
     async def _close(self) -> None:
         if self.identity is not None:
             await self.identity.stop()
-        await self.invoker.close()
+        if self.options.local_issuer is not None:
+            await asyncio.to_thread(self.options.local_issuer.close)
+        if self._services is not None:
+            await self._services.invoker.close()
         await self.resolver.close()
         if self.app_channel is not None:
             await self.app_channel.close()
@@ -396,8 +506,10 @@ def _workload_identity(o: Options) -> WorkloadIdentity:
     # In a cluster the operator sets the trust domain from the pod's Configuration.
     requested = SpiffeId(trust_domain, _namespace(o), o.app_id)
     if o.mode != "kubernetes":
-        ttl = datetime.timedelta(seconds=o.workload_cert_ttl_seconds)
-        return WorkloadIdentity(requested, LocalCa(o.ca_dir, ttl))
+        from ottava_sidecar.identity.local_issuer import LocalIssuer
+
+        issuer = o.local_issuer or LocalIssuer(o.ca_dir, datetime.timedelta(seconds=o.workload_cert_ttl_seconds))
+        return WorkloadIdentity(requested, issuer)
     missing = [
         name
         for name, value in (
@@ -411,10 +523,89 @@ def _workload_identity(o: Options) -> WorkloadIdentity:
         raise ValueError(
             f"mTLS in kubernetes mode needs {', '.join(missing)} (the injector sets them), or --disable-mtls"
         )
+    from ottava_sidecar.identity.operator_ca import OperatorCa
+
     source = OperatorCa(
         o.identity_endpoint, o.identity_server_name, o.trust_anchors, o.token_dir / contract.IDENTITY_TOKEN_FILE
     )
     return WorkloadIdentity(requested, source)
+
+
+def _import_http_libraries(app_protocol: str | None) -> None:
+    """Import what the HTTP API, the metrics and the app channel (of `app_protocol`, if any) use."""
+    import prometheus_client  # noqa: F401
+
+    from ottava_sidecar.api.http import server  # noqa: F401
+
+    if app_protocol == "http":
+        from ottava_sidecar.appchannel import http  # noqa: F401
+    elif app_protocol == "grpc":
+        from ottava_sidecar.appchannel import grpc  # noqa: F401
+
+
+def _listen(address: str, port: int, what: str) -> list[socket.socket]:
+    """Listening TCP sockets on `address:port` (0: a free port), as asyncio's `create_server` makes them.
+
+    One per address the name resolves to (`localhost`: IPv4 and IPv6), all on the same
+    port. Bound before the server that will serve them exists: a client that connects
+    meanwhile waits in the backlog instead of being refused.
+    """
+    failure = f"cannot listen on {address}:{port} for the {what}"
+    try:
+        found = socket.getaddrinfo(address or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as err:
+        raise OSError(f"{failure}: {err.strerror}") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, where in dict.fromkeys(found):
+            if sockets and port == 0:  # the free port the first one got, on every address
+                where = (where[0], sockets[0].getsockname()[1], *where[2:])
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(where)
+            sock.listen(_BACKLOG)
+            sock.setblocking(False)
+    except OSError as err:
+        for sock in sockets:
+            sock.close()
+        raise OSError(f"{failure}: {err.strerror}") from None
+    return sockets
+
+
+@dataclass
+class _Services:
+    """The building-block APIs and what they call: made by `serve`, after the ready line."""
+
+    messaging: Messaging
+    invoker: Invoker
+    metadata: MetadataApi
+    apis: Apis
+
+    @classmethod
+    def build(cls, sidecar: Sidecar) -> _Services:
+        from ottava_sidecar.api.apis import Apis
+        from ottava_sidecar.api.metadata import AppConnectionProperties, MetadataApi
+        from ottava_sidecar.invocation.invoker import Invoker
+        from ottava_sidecar.messaging.runtime import Messaging
+
+        o = sidecar.options
+        messaging = Messaging(sidecar.registry)
+        invoker = Invoker(
+            o.app_id,
+            sidecar.resolver,
+            default_timeout=o.app_timeout_seconds,
+            extra_filters=o.invocation_filters,
+            namespace=_namespace(o),
+            identity=sidecar.identity,
+        )
+        app = AppConnectionProperties(o.app_port, o.app_protocol)
+        metadata = MetadataApi(sidecar.registry, o.mode, app, sidecar.on_shutdown_request)
+        metadata.subscriptions = messaging.subscriptions
+        apis = Apis.create(sidecar.registry, metadata, messaging=messaging, invoker=invoker, limits=o.limits)
+        return cls(messaging, invoker, metadata, apis)
 
 
 def _record_status(entry: Entry) -> None:

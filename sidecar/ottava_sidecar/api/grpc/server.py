@@ -1,4 +1,8 @@
-"""The one gRPC server that hosts Dapr's and Layotto's services."""
+"""The one gRPC server that hosts Dapr's and Layotto's services.
+
+Made and bound first, served later (`serve`): the services and their proto stubs load
+after the sidecar's ready line, while a client that connects waits in the backlog.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,19 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from dapr.proto.runtime.v1 import dapr_pb2_grpc
 
 from ottava_sidecar import contract, grpcserver
-from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc
-from ottava_sidecar.api.apis import Apis
-from ottava_sidecar.api.grpc.calls import Context
-from ottava_sidecar.api.grpc.dapr import DaprService
-from ottava_sidecar.api.grpc.layotto import LayottoService
 from ottava_sidecar.limits import Limits
 
 if TYPE_CHECKING:  # generic in the type stubs only
+    from ottava_sidecar.api.apis import Apis
+    from ottava_sidecar.api.grpc.dapr import DaprService
+
     _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
     _Interceptor = grpc.aio.ServerInterceptor
+
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class ApiTokenInterceptor(_Interceptor):
@@ -45,7 +48,7 @@ class ApiTokenInterceptor(_Interceptor):
 
 
 class GrpcApiServer:
-    def __init__(self, apis: Apis, *, api_token: str | None, limits: Limits | None = None) -> None:
+    def __init__(self, *, api_token: str | None, limits: Limits | None = None) -> None:
         limits = limits or Limits()
         interceptors = [ApiTokenInterceptor(api_token)] if api_token else []
         self.server = grpcserver.create_server(
@@ -53,12 +56,24 @@ class GrpcApiServer:
             max_concurrent_calls=limits.max_concurrent_calls,
             interceptors=interceptors,
         )
+        self.dapr: DaprService | None = None
+
+    async def serve(self, apis: Apis) -> None:
+        """Add the Dapr and Layotto services and start serving on the bound port."""
+        # Late: the stubs and the services load here, once the port is bound.
+        from dapr.proto.runtime.v1 import dapr_pb2_grpc
+
+        from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc
+        from ottava_sidecar.api.grpc.dapr import DaprService
+        from ottava_sidecar.api.grpc.layotto import LayottoService
+
         self.dapr = DaprService(apis)
         # mypy-protobuf marks every generated method abstract; `answer_unimplemented` fills in
         # the ones Ottava does not serve, at import time, which mypy cannot see.
         layotto = LayottoService(apis)  # type: ignore[abstract]
         dapr_pb2_grpc.add_DaprServicer_to_server(self.dapr, self.server)  # type: ignore[no-untyped-call]
         runtime_pb2_grpc.add_RuntimeServicer_to_server(layotto, self.server)
+        await self.server.start()
 
     def bind(self, address: str, port: int) -> int:
         """Bind and return the port (the chosen one when `port` is 0)."""
@@ -71,10 +86,8 @@ class GrpcApiServer:
             raise OSError(f"cannot listen on {address}:{port} for the gRPC API (port in use?)")
         return bound
 
-    async def start(self) -> None:
-        await self.server.start()
-
     async def stop(self, grace: float) -> None:
         """Refuse new calls, end configuration subscriptions, give the rest `grace` seconds, then cancel them."""
-        self.dapr.close()
+        if self.dapr is not None:
+            self.dapr.close()
         await grpcserver.stop(self.server, grace)

@@ -19,6 +19,8 @@ request, where the route is known: `routing.RequestGuard`.
 
 import asyncio
 import logging
+import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,12 +160,22 @@ _MAX_HEADERS = 128
 class GuardedSite(web.BaseSite):
     """A TCP site whose connections speak `GuardedProtocol` (aiohttp's TCPSite, with the protocol given)."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, limits: Limits) -> None:
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        limits: Limits,
+        sock: socket.socket | None = None,
+        connections: _Connections | None = None,
+    ) -> None:
         super().__init__(runner)
         self._host = host
         self._port = port
         self._limits = limits
-        self._connections = _Connections(limits.max_connections)
+        self._sock = sock
+        # Shared by the sites of one port (one per address it listens on): the limit is the port's.
+        self._connections = connections or _Connections(limits.max_connections)
 
     @property
     def name(self) -> str:
@@ -187,19 +199,38 @@ class GuardedSite(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
-        self._server = await asyncio.get_running_loop().create_server(
-            self._protocol, self._host, self._port, reuse_address=True, reuse_port=False
-        )
+        loop = asyncio.get_running_loop()
+        if self._sock is not None:  # bound before (`socket.listen`): what waits in its backlog is served now
+            self._server = await loop.create_server(self._protocol, sock=self._sock)
+        else:
+            self._server = await loop.create_server(
+                self._protocol, self._host, self._port, reuse_address=True, reuse_port=False
+            )
 
 
-async def start(app: web.Application, address: str, port: int, *, limits: Limits, grace: float) -> web.AppRunner:
-    """Serve `app` on `address:port` (0: a free port) under `limits`; `stop` it with the same `grace`."""
+async def start(
+    app: web.Application,
+    address: str,
+    port: int,
+    *,
+    limits: Limits,
+    grace: float,
+    sockets: Sequence[socket.socket] = (),
+) -> web.AppRunner:
+    """Serve `app` on `address:port` (0: a free port), or on `sockets` already listening there, under `limits`.
+
+    `stop` it with the same `grace`.
+    """
     # aiohttp waits up to shutdown_timeout for requests in flight, cancels them, then waits
     # up to shutdown_timeout again for them to end; `stop` bounds the second wait.
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=grace)
     await runner.setup()
     try:
-        await GuardedSite(runner, address, port, limits).start()
+        if not sockets:
+            await GuardedSite(runner, address, port, limits).start()
+        connections = _Connections(limits.max_connections)
+        for sock in sockets:
+            await GuardedSite(runner, address, port, limits, sock, connections).start()
     except OSError:
         await runner.cleanup()
         raise

@@ -6,7 +6,7 @@ import prometheus_client
 from aiohttp import web
 from prometheus_client import exposition
 
-from ottava_sidecar import contract
+from ottava_sidecar import contract, metrics
 from ottava_sidecar.api.apis import Apis
 from ottava_sidecar.api.http import routing
 from ottava_sidecar.api.http.actuator import Actuator
@@ -39,6 +39,7 @@ def build_api_app(apis: Apis, *, api_token: str | None, limits: Limits | None = 
 
 def build_metrics_app() -> web.Application:
     """`GET /metrics` from prometheus_client's default registry."""
+    metrics.define_all()  # every metric of the sidecar is served, zeros included
     app = web.Application()
     app.router.add_get(contract.METRICS_PATH, _metrics)
     return app
