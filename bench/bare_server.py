@@ -10,6 +10,10 @@ by one as the generated `add_DaprServicer_to_server` does: grpc.aio keeps a pend
 request per registered method and waits on all of them after every call, so each of
 Dapr's 94 methods would cost every call something. The floor is the cheapest way
 grpc.aio can serve these calls.
+
+With a fourth argument `shared`, its gRPC port is opened with SO_REUSEPORT, so that several
+bare servers started on one port share its connections (the kernel spreads them): the
+ceiling of worker processes for a Python server, measured by `make bench-peers`.
 """
 
 import asyncio
@@ -43,8 +47,8 @@ class BareDapr(dapr_pb2_grpc.DaprServicer):
         return EMPTY
 
 
-async def main(value: bytes, grpc_port: int = 0, http_port: int = 0) -> None:
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+async def main(value: bytes, grpc_port: int = 0, http_port: int = 0, shared: bool = False) -> None:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if shared else 0)])
     bare = BareDapr(value)
     handlers = {
         "GetState": grpc.unary_unary_rpc_method_handler(
@@ -78,6 +82,7 @@ async def main(value: bytes, grpc_port: int = 0, http_port: int = 0) -> None:
 
 
 if __name__ == "__main__":
-    # bare_server.py [VALUE [GRPC_PORT HTTP_PORT]]: the ports default to free ones.
+    # bare_server.py [VALUE [GRPC_PORT HTTP_PORT [shared]]]: the ports default to free ones.
     ports = [int(port) for port in sys.argv[2:4]]
-    asyncio.run(main(sys.argv[1].encode() if len(sys.argv) > 1 else b"value", *ports))
+    shared = sys.argv[4:5] == ["shared"]
+    asyncio.run(main(sys.argv[1].encode() if len(sys.argv) > 1 else b"value", *ports, shared=shared))

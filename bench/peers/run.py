@@ -175,6 +175,8 @@ def state(run: Run) -> None:
         group.rows[f"{in_flight} in flight"] = asyncio.run(
             measure.throughput(servers, in_flight, plan.throughput_seconds, plan.throughput_rounds, plan.connections)
         )
+    if "bare" in run.targets and "daprd" in run.targets:
+        ceiling(run, group, servers["daprd"])
     memory.rows["loaded RSS"] = {t: proc.rss_bytes(s.pid) / MB for t, s in servers.items()}
     memory.rows["loaded PSS"] = {t: proc.pss_bytes(s.pid) / MB for t, s in servers.items()}
 
@@ -185,6 +187,29 @@ def state(run: Run) -> None:
     group.rows["achieved rate"] = cpu.achieved_rate
     for server in servers.values():
         run.procs.stop(server)
+
+
+def ceiling(run: Run, group: report.Group, daprd: Server) -> None:
+    """What worker processes could give a Python server here: two bare servers sharing one port, against daprd."""
+    plan = run.plan
+    shared = run.procs.bare_processes(2)
+    try:
+        progress(
+            f"throughput ceiling, two bare processes on one port, 64 in flight over {2 * plan.connections} connections"
+        )
+        found = asyncio.run(
+            measure.throughput(
+                {"bare x2": shared, "daprd": daprd}, 64, plan.throughput_seconds, plan.throughput_rounds,
+                2 * plan.connections,
+            )
+        )  # fmt: skip
+    finally:
+        run.procs.stop(shared)
+    group.notes.append(
+        f"ceiling: bare in two processes sharing the port (SO_REUSEPORT), 64 in flight over {2 * plan.connections} "
+        f"connections: {found['bare x2']:,.0f} calls/s, {found['bare x2'] / found['daprd']:.2f}x daprd's "
+        f"{found['daprd']:,.0f} in the same rounds"
+    )
 
 
 def pubsub(run: Run) -> None:

@@ -156,6 +156,28 @@ class Processes:
         command = [sys.executable, str(BENCH / "bare_server.py"), VALUE.decode(), *map(str, ports)]
         return self.spawn("bare", command)
 
+    def bare_processes(self, count: int) -> Server:
+        """`count` bare servers sharing one gRPC port (SO_REUSEPORT), stopped together; the pid is the first one's."""
+        grpc_port = free_port()
+        servers = [
+            self.spawn(
+                f"bare-shared-{n}",
+                [sys.executable, str(BENCH / "bare_server.py"), VALUE.decode(), str(grpc_port), "0", "shared"],
+            )
+            for n in range(count)
+        ]
+        for server in servers:
+            self.started.remove(server)
+
+        def stop() -> None:
+            for server in servers:
+                server.stop()
+
+        first = servers[0]
+        together = Server("bare-shared", first.pid, grpc_port, first.http_port, first.ready_seconds, stop)
+        self.started.append(together)
+        return together
+
     def daprd(
         self,
         binary: Path,
