@@ -97,6 +97,56 @@ async def latencies(
             await chan.close(None)
 
 
+async def redis_state(
+    on_redis: Server, in_memory: Server, redis_port: int, calls: int, rounds: int, warmup: int
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[float]]]:
+    """GetState/SaveState through a sidecar on `state.redis` and one on its in-memory store, and
+    the same read and write with redis-py straight to Redis (`HMGET`, `HSET`: the store's hash
+    layout, without its ETag script), in rotating rounds. ({op: {"redis"|"memory": […]}}, {op: […]})"""
+    import redis  # only this group needs it
+
+    from tests.servers import redis_server
+
+    await prepare(on_redis)
+    await prepare(in_memory)
+    direct = redis.Redis(host="127.0.0.1", port=redis_port, password=redis_server.PASSWORD)
+    key = "direct||" + KEY
+    direct_calls: dict[str, Callable[[], object]] = {
+        "GetState": lambda: direct.hmget(key, "data", "version"),
+        "SaveState": lambda: direct.hset(key, mapping={"data": VALUE, "version": 1}),
+    }
+    direct_calls["SaveState"]()
+    found_direct: dict[str, list[float]] = {op: [] for op in direct_calls}
+    sidecars: dict[str, dict[str, list[float]]] = {op: {"redis": [], "memory": []} for op in direct_calls}
+    servers = {"redis": on_redis, "memory": in_memory}
+    per_round = max(1, calls // rounds)
+    try:
+        for send in direct_calls.values():
+            _timed(send, warmup, [])
+        for index in range(rounds):
+            for path in rotated(["sidecars", "direct"], index):
+                if path == "direct":
+                    for op, send in direct_calls.items():
+                        _timed(send, per_round, found_direct[op])
+                    continue
+                plan = {op: ["redis", "memory"] for op in direct_calls}
+                found = await latencies(servers, plan, per_round, 1, warmup if index == 0 else 0)
+                for op, per_target in found.items():
+                    for name, values in per_target.items():
+                        sidecars[op][name].extend(values)
+    finally:
+        direct.close()
+    return sidecars, found_direct
+
+
+def _timed(send: Callable[[], object], calls: int, into: list[float]) -> None:
+    clock = time.perf_counter
+    for _ in range(calls):
+        began = clock()
+        send()
+        into.append(clock() - began)
+
+
 async def _sequential(send: Callable[[], Awaitable[Any]], calls: int, into: list[float]) -> None:
     clock = time.perf_counter
     for _ in range(calls):

@@ -327,9 +327,60 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def redis_state(run: Run) -> None:
+    """GetState/SaveState through Ottava on `state.redis`, and the same reads and writes sent with redis-py.
+
+    daprd is not in this group (the daprd built for the benchmarks has only in-memory
+    components); bare is redis-py calling Redis directly, with the hash layout the store uses.
+    A second Ottava on its in-memory store splits the sidecar's price into the gRPC hop,
+    which any sidecar pays, and the Redis store inside it.
+    """
+    if "ottava" not in run.targets:
+        return
+    from tests.servers import redis_server  # the tests' own Redis set-up: apt-installs it when missing
+
+    server = redis_server.start()
+    try:
+        folder = run.procs.workdir / "redis-resources"
+        folder.mkdir(exist_ok=True)
+        (folder / "statestore.yaml").write_text(
+            "apiVersion: ottava.io/v1alpha1\nkind: Component\nmetadata: {name: statestore}\n"
+            "spec:\n  type: state.redis\n  version: v1\n  metadata:\n"
+            f"  - {{name: redisHost, value: '{server.address}'}}\n"
+            f"  - {{name: redisPassword, value: '{redis_server.PASSWORD}'}}\n",
+            encoding="utf-8",
+        )
+        on_redis = run.procs.ottava("peers-redis", resources=folder)
+        in_memory = run.procs.ottava("peers-memory")
+        plan = run.plan
+        progress(f"Redis state, {plan.calls} sequential calls per operation and path in {plan.rounds} rounds")
+        sidecars, direct = asyncio.run(
+            measure.redis_state(on_redis, in_memory, server.port, plan.calls, plan.rounds, plan.warmup)
+        )
+    finally:
+        run.procs.stop_all()
+        server.stop()
+        shutil.rmtree(server.data_dir, ignore_errors=True)
+    group = run.results.group("redis", "Redis state, one client", "µs, one call at a time")
+    for op in ("GetState", "SaveState"):
+        for label, q in (("p50", 0.5), ("p99", 0.99)):
+            group.rows[f"{op} {label}"] = {
+                "ottava": measure.percentile(sidecars[op]["redis"], q) * 1e6,
+                "bare": measure.percentile(direct[op], q) * 1e6,
+            }
+        over_memory = measure.percentile(sidecars[op]["redis"], 0.5) - measure.percentile(sidecars[op]["memory"], 0.5)
+        hop = measure.percentile(sidecars[op]["memory"], 0.5)
+        group.notes.append(
+            f"{op} p50: Ottava on Redis is {over_memory * 1e6:,.0f} µs over Ottava on its in-memory store "
+            f"({hop * 1e6:,.0f} µs, the gRPC hop and the API)"
+        )
+    group.notes.append("bare: redis-py (synchronous) straight to the same Redis; daprd: not built with state.redis")
+
+
 PHASES: tuple[tuple[str, Callable[[Run], None]], ...] = (
     ("start", starts),
     ("state", state),
+    ("redis", redis_state),
     ("pubsub", pubsub),
     ("invocation", invocation),
 )

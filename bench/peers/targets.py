@@ -139,14 +139,23 @@ class Processes:
         return server
 
     def ottava(
-        self, app_id: str, *, app_port: int | None = None, app_protocol: str = "http", ports: tuple[int, int] = (0, 0)
+        self,
+        app_id: str,
+        *,
+        app_port: int | None = None,
+        app_protocol: str = "http",
+        ports: tuple[int, int] = (0, 0),
+        resources: Path | None = None,
     ) -> Server:
         """`ottava run` on its in-memory defaults, mTLS to peers with the run's local CA (the default).
 
         `ports`: its gRPC and HTTP ports (0: free ones, read from its ready line).
+        `resources`: a resources folder instead of the in-memory defaults.
         """
         command = [OTTAVA, "run", "--app-id", app_id, "--grpc-port", str(ports[0]), "--http-port", str(ports[1])]
         command += ["--metrics-port", "0", "--internal-grpc-port", "0"]
+        if resources is not None:
+            command += ["--resources-path", str(resources)]
         if app_port is not None:
             command += ["--app-port", str(app_port), "--app-protocol", app_protocol]
         env = {"OTTAVA_CA_DIR": str(self.workdir / "ca"), "OTTAVA_REGISTRY_DIR": str(self.workdir / "registry")}
