@@ -98,17 +98,18 @@ async def latencies(
 
 
 async def redis_state(
-    on_redis: Server, in_memory: Server, redis_port: int, calls: int, rounds: int, warmup: int
+    servers: dict[str, Server], redis_port: int, calls: int, rounds: int, warmup: int
 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[float]]]:
-    """GetState/SaveState through a sidecar on `state.redis` and one on its in-memory store, and
-    the same read and write with redis-py straight to Redis (`HMGET`, `HSET`: the store's hash
-    layout, without its ETag script), in rotating rounds. ({op: {"redis"|"memory": […]}}, {op: […]})"""
+    """GetState/SaveState through `servers` ("redis": a sidecar on `state.redis`, "memory": one on
+    its in-memory store, "floor": `bare_redis.py`, GetState only), and the same read and write
+    with redis-py straight to Redis (`HMGET`, `HSET`: the store's hash layout, without its ETag
+    script), in rotating rounds. Answers ({op: {server: […]}}, {op: […]})."""
     import redis  # only this group needs it
 
     from tests.servers import redis_server
 
-    await prepare(on_redis)
-    await prepare(in_memory)
+    await prepare(servers["redis"])
+    await prepare(servers["memory"])
     direct = redis.Redis(host="127.0.0.1", port=redis_port, password=redis_server.PASSWORD)
     key = "direct||" + KEY
     direct_calls: dict[str, Callable[[], object]] = {
@@ -117,8 +118,8 @@ async def redis_state(
     }
     direct_calls["SaveState"]()
     found_direct: dict[str, list[float]] = {op: [] for op in direct_calls}
-    sidecars: dict[str, dict[str, list[float]]] = {op: {"redis": [], "memory": []} for op in direct_calls}
-    servers = {"redis": on_redis, "memory": in_memory}
+    plan = {"GetState": list(servers), "SaveState": [name for name in servers if name != "floor"]}
+    sidecars: dict[str, dict[str, list[float]]] = {op: {name: [] for name in names} for op, names in plan.items()}
     per_round = max(1, calls // rounds)
     try:
         for send in direct_calls.values():
@@ -129,7 +130,6 @@ async def redis_state(
                     for op, send in direct_calls.items():
                         _timed(send, per_round, found_direct[op])
                     continue
-                plan = {op: ["redis", "memory"] for op in direct_calls}
                 found = await latencies(servers, plan, per_round, 1, warmup if index == 0 else 0)
                 for op, per_target in found.items():
                     for name, values in per_target.items():

@@ -333,7 +333,8 @@ def redis_state(run: Run) -> None:
     daprd is not in this group (the daprd built for the benchmarks has only in-memory
     components); bare is redis-py calling Redis directly, with the hash layout the store uses.
     A second Ottava on its in-memory store splits the sidecar's price into the gRPC hop,
-    which any sidecar pays, and the Redis store inside it.
+    which any sidecar pays, and the Redis store inside it; `bare_redis.py`, a grpc.aio
+    GetState that reads Redis with redis.asyncio, is the Python floor for a Redis read.
     """
     if "ottava" not in run.targets:
         return
@@ -350,13 +351,15 @@ def redis_state(run: Run) -> None:
             f"  - {{name: redisPassword, value: '{redis_server.PASSWORD}'}}\n",
             encoding="utf-8",
         )
-        on_redis = run.procs.ottava("peers-redis", resources=folder)
-        in_memory = run.procs.ottava("peers-memory")
+        floor = [sys.executable, str(Path(__file__).with_name("bare_redis.py")), str(server.port)]
+        servers = {
+            "redis": run.procs.ottava("peers-redis", resources=folder),
+            "memory": run.procs.ottava("peers-memory"),
+            "floor": run.procs.spawn("bare-redis", [*floor, redis_server.PASSWORD, "peers-redis||"]),
+        }
         plan = run.plan
         progress(f"Redis state, {plan.calls} sequential calls per operation and path in {plan.rounds} rounds")
-        sidecars, direct = asyncio.run(
-            measure.redis_state(on_redis, in_memory, server.port, plan.calls, plan.rounds, plan.warmup)
-        )
+        sidecars, direct = asyncio.run(measure.redis_state(servers, server.port, plan.calls, plan.rounds, plan.warmup))
     finally:
         run.procs.stop_all()
         server.stop()
@@ -374,6 +377,13 @@ def redis_state(run: Run) -> None:
             f"{op} p50: Ottava on Redis is {over_memory * 1e6:,.0f} µs over Ottava on its in-memory store "
             f"({hop * 1e6:,.0f} µs, the gRPC hop and the API)"
         )
+    floor_p50 = measure.percentile(sidecars["GetState"]["floor"], 0.5)
+    ours_p50 = measure.percentile(sidecars["GetState"]["redis"], 0.5)
+    group.notes.append(
+        f"GetState p50 of a bare grpc.aio server reading Redis with redis.asyncio (bare_redis.py): "
+        f"{floor_p50 * 1e6:,.0f} µs, {(floor_p50 - measure.percentile(direct['GetState'], 0.5)) * 1e6:,.0f} µs "
+        f"over redis-py direct; Ottava on Redis is {ours_p50 / floor_p50:.2f}x it"
+    )
     group.notes.append("bare: redis-py (synchronous) straight to the same Redis; daprd: not built with state.redis")
 
 
