@@ -36,15 +36,16 @@ _M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
 
 
 def _libc() -> ctypes.CDLL | None:
-    # Late: loading ctypes and finding the C library is start-up time the ready line need not wait for.
-    import ctypes
-    import ctypes.util
+    """The symbols the process has loaded, the C library's among them.
 
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    Not `ctypes.util.find_library("c")`: on Linux it runs `ldconfig -p` in a child process,
+    some milliseconds of every start-up, to name the library that is already loaded.
+    """
+    # Late: loading ctypes is start-up time the ready line need not wait for.
+    import ctypes
+
     try:
-        return ctypes.CDLL(name)
+        return ctypes.CDLL(None)
     except OSError:
         return None
 
