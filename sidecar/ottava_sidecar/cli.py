@@ -220,6 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace, command: list[str]) -> int:
     """Run the sidecar as `ottava run` was told (and the app in `command`, if any); the exit status."""
     issuer = _prepare_local_issuer(args)
+    from ottava_sidecar.runtime import memory  # after the child is started: it imports asyncio
+
+    memory.hold_collections()  # until start-up is over (`Sidecar.serve` settles)
     try:
         return _run(args, command, issuer)
     finally:

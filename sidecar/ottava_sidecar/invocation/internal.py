@@ -19,13 +19,11 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import grpc
 
 from ottava_sidecar import grpcserver
-from ottava_sidecar._gen.ottava.internal.v1 import invocation_pb2 as pb
-from ottava_sidecar._gen.ottava.internal.v1 import invocation_pb2_grpc as pb_grpc
 from ottava_sidecar.apperrors import (
     AppChannelError,
     AppTimeoutError,
@@ -41,6 +39,12 @@ from ottava_sidecar.invocation.messages import (
 )
 from ottava_sidecar.invocation.resolution import Address
 from ottava_sidecar.limits import Limits
+
+# The stubs (and protobuf's runtime with them) load once the port serves or a call is made
+# (`_load_stubs`), not to bind it: binding comes before the ready line, serving after.
+if TYPE_CHECKING:
+    from ottava_sidecar._gen.ottava.internal.v1 import invocation_pb2 as pb
+    from ottava_sidecar._gen.ottava.internal.v1 import invocation_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +132,13 @@ def _peer_identity(context: Context) -> SpiffeId | None:
         return None
 
 
-class _Servicer(pb_grpc.ServiceInvocationServicer):
+def _load_stubs() -> None:
+    global pb, pb_grpc
+    from ottava_sidecar._gen.ottava.internal.v1 import invocation_pb2 as pb
+    from ottava_sidecar._gen.ottava.internal.v1 import invocation_pb2_grpc as pb_grpc
+
+
+class _Servicer:  # a `pb_grpc.ServiceInvocationServicer`, whose module loads with the stubs
     def __init__(
         self,
         app_id: str,
@@ -233,8 +243,7 @@ class InternalServer:
         self.server = grpcserver.create_server(
             max_message_bytes=envelope_bytes(limits), max_concurrent_calls=limits.max_concurrent_calls
         )
-        servicer = _Servicer(app_id, channel, policy, secure=identity is not None)
-        pb_grpc.add_ServiceInvocationServicer_to_server(servicer, self.server)
+        self._servicer = _Servicer(app_id, channel, policy, secure=identity is not None)
 
     def bind(self, address: str, port: int) -> int:
         """Listen on `address:port` (0: a free port): mTLS-only with an identity, which must have its certificate."""
@@ -254,6 +263,9 @@ class InternalServer:
         return bound
 
     async def start(self) -> None:
+        _load_stubs()
+        servicer = cast("pb_grpc.ServiceInvocationServicer", self._servicer)
+        pb_grpc.add_ServiceInvocationServicer_to_server(servicer, self.server)
         await self.server.start()
 
     async def stop(self, grace: float) -> None:
@@ -273,6 +285,7 @@ class InternalClient:
         self._channels: dict[tuple[Address, str], grpc.aio.Channel] = {}
         self._generation = identity.generation if identity is not None else 0
         self._retired: set[asyncio.Task[None]] = set()
+        _load_stubs()
 
     def _stub(self, address: Address, target_name: str) -> pb_grpc.ServiceInvocationAsyncStub:
         if self.identity is not None and self.identity.generation != self._generation:

@@ -6,7 +6,8 @@ Start-up has two steps, so that the ready line comes as early as it can honestly
   components (standalone), certifies the sidecar and registers its app id. From here on
   a client that connects is never refused: its connection waits in the listen backlog.
   Standalone, the ready line is printed after this step: what it reports (the status,
-  the components, the ports) is settled.
+  the components, the ports) is settled. While it waits for the local CA's certificate
+  (made in a child process), it imports what `serve` serves first.
 * `serve` imports and builds what answers calls (the proto stubs, aiohttp, the building-
   block APIs, prometheus_client) and starts serving on the bound sockets; the calls that
   waited are answered then, in order. `start` does both.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import importlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -224,7 +226,15 @@ class Sidecar:
         await self.registry.load(self.components, resolver)
         self.registry.retry_down(resolver)  # a backend that comes up later is used then
         if self.identity is not None:
-            await self._certify(self.identity)
+            # The local CA's child process makes the certificate on the other core: while this
+            # process waits for it, it imports what `serve` imports first, a module at a time.
+            certified = asyncio.Event()
+            importing = asyncio.create_task(_import_apis(until=certified), name="import-apis")
+            try:
+                await self._certify(self.identity)
+            finally:
+                certified.set()
+                importing.cancel()  # what it has not imported yet, `serve` imports
         await self._open_internal()
 
     async def serve(self) -> None:
@@ -529,6 +539,32 @@ def _workload_identity(o: Options) -> WorkloadIdentity:
         o.identity_endpoint, o.identity_server_name, o.trust_anchors, o.token_dir / contract.IDENTITY_TOKEN_FILE
     )
     return WorkloadIdentity(requested, source)
+
+
+# What `serve` imports before it serves the gRPC API (`_Services.build`, `GrpcApiServer.serve`).
+_API_MODULES = (
+    "dapr.proto.runtime.v1.dapr_pb2",
+    "ottava_sidecar.messaging.runtime",
+    "ottava_sidecar.invocation.invoker",
+    "ottava_sidecar.api.metadata",
+    "ottava_sidecar.api.state",
+    "ottava_sidecar.api.pubsub",
+    "ottava_sidecar.api.apis",
+    "dapr.proto.runtime.v1.dapr_pb2_grpc",
+    "ottava_sidecar._gen.spec.proto.runtime.v1.runtime_pb2",
+    "ottava_sidecar._gen.spec.proto.runtime.v1.runtime_pb2_grpc",
+    "ottava_sidecar.api.grpc.dapr",
+    "ottava_sidecar.api.grpc.layotto",
+)
+
+
+async def _import_apis(*, until: asyncio.Event) -> None:
+    """Import what serves the gRPC API a module at a time, letting the loop run between them, until `until` is set."""
+    for name in _API_MODULES:
+        if until.is_set():
+            return
+        importlib.import_module(name)
+        await asyncio.sleep(0)
 
 
 def _import_http_libraries(app_protocol: str | None) -> None:
