@@ -83,6 +83,6 @@ async def main(value: bytes, grpc_port: int = 0, http_port: int = 0, shared: boo
 
 if __name__ == "__main__":
     # bare_server.py [VALUE [GRPC_PORT HTTP_PORT [shared]]]: the ports default to free ones.
-    ports = [int(port) for port in sys.argv[2:4]]
+    grpc_port, http_port = (int(port) for port in sys.argv[2:4]) if len(sys.argv) > 3 else (0, 0)
     shared = sys.argv[4:5] == ["shared"]
-    asyncio.run(main(sys.argv[1].encode() if len(sys.argv) > 1 else b"value", *ports, shared=shared))
+    asyncio.run(main(sys.argv[1].encode() if len(sys.argv) > 1 else b"value", grpc_port, http_port, shared=shared))
