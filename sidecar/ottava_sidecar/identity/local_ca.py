@@ -145,4 +145,9 @@ def issue_one(folder: Path, ttl: datetime.timedelta) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(issue_one(Path(sys.argv[1]), datetime.timedelta(seconds=float(sys.argv[2]))))
+    status = issue_one(Path(sys.argv[1]), datetime.timedelta(seconds=float(sys.argv[2])))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The sidecar reads the answer when this process ends: skip the interpreter's shutdown
+    # (about 12 ms), which has nothing left to do (every file written is closed already).
+    os._exit(status)
