@@ -1,7 +1,7 @@
 """`GET /actuator/info` tells a platform team what it needs to troubleshoot a sidecar.
 
 Real `ottava run` processes and real clients: a component whose file appears after start
-(its last error stays once it is UP), an app that declares subscriptions over HTTP, a
+(its last error stays once it is UP), apps that declare subscriptions over HTTP and gRPC, a
 streaming subscription and configuration subscriptions over gRPC (Dapr's and Layotto's),
 and a call to another sidecar (the peer it resolved).
 """
@@ -103,6 +103,18 @@ async def test_info_shows_where_subscriptions_came_from_and_the_peers_invocation
         assert declared["orders"]["source"] == "GET /dapr/subscribe"
         assert declared["orders"]["declarative"] is False
         assert declared["orders"]["rules"][-1]["path"]  # Dapr's HTTP metadata fields, unchanged
+        # A gRPC app's, read from its ListTopicSubscriptions.
+        grpc_target = start_with_app(
+            sidecars,
+            f"stock-{uuid.uuid4().hex[:6]}",
+            "grpc",
+            "grpc_app.py",
+            events_file=tmp_path / "events",
+            registry_dir=registry,
+        )
+        wait_ready(grpc_target)
+        sources = {(s["topic"], s["source"], s["declarative"]) for s in info(grpc_target)["subscriptions"]}
+        assert ("orders", "ListTopicSubscriptions", False) in sources
 
         # No call yet: no peer. One call: the target's sidecar, at the address it registered.
         assert info(caller)["peers"] == []
