@@ -40,10 +40,15 @@ class Apis:
     ) -> "Apis":
         """Without `invoker`, service invocation answers FAILED_PRECONDITION; without `limits`, `Limits()`."""
         limits = limits or Limits()
+        configuration = ConfigurationApi(registry, subscriber_buffer_bytes=limits.subscriber_buffer_bytes)
+        # What the info endpoint shows of the other APIs: read when it is asked, nothing per call.
+        metadata.configuration_subscriptions = lambda: [s.describe() for s in configuration.open_subscriptions()]
+        if invoker is not None:
+            metadata.peers = lambda: invoker.peers
         return cls(
             registry,
             StateApi(registry, max_bulk_response_bytes=limits.max_bulk_response_bytes),
-            ConfigurationApi(registry, subscriber_buffer_bytes=limits.subscriber_buffer_bytes),
+            configuration,
             LockApi(registry),
             SequencerApi(registry),
             SecretsApi(registry, max_bulk_response_bytes=limits.max_bulk_response_bytes),

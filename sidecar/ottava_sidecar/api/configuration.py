@@ -8,12 +8,20 @@ A key named twice in one call counts once.
 A subscriber that does not read its changes is dropped once more than the subscriber
 buffer limit (`Limits.subscriber_buffer_bytes`) waits for it: its stream ends with
 RESOURCE_EXHAUSTED naming the limit, and the sidecar logs it.
+
+The subscriptions open now (Dapr's SubscribeConfiguration streams, the subscriptions of
+Layotto's streams) are listed by `open_subscriptions`, which the info endpoint shows.
 """
 
 import asyncio
 import contextlib
 import logging
+import time
+import uuid
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -52,12 +60,41 @@ def dropped(where: str, overflow: SubscriberOverflowError) -> errors.ApiError:
     )
 
 
+@dataclass(frozen=True)
+class OpenSubscription:
+    """A configuration subscription, as the info endpoint shows it while it is open."""
+
+    id: str  # Dapr's subscription id; for Layotto, the id of the stream that holds it
+    api: str  # "dapr" | "layotto"
+    store: str
+    query: ConfigurationQuery
+    since: float  # wall clock
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "api": self.api,
+            "store": self.store,
+            "keys": list(self.query.keys),
+            "appId": self.query.app_id,
+            "group": self.query.group,
+            "label": self.query.label,
+            "since": datetime.fromtimestamp(self.since, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        }
+
+
 class ConfigurationApi:
     def __init__(
         self, registry: Registry, *, subscriber_buffer_bytes: int = limits.Limits.subscriber_buffer_bytes
     ) -> None:
         self._registry = registry
         self.subscriber_buffer_bytes = subscriber_buffer_bytes
+        # Watches are dropped from here once nobody holds them; closed ones are not listed.
+        self._open: weakref.WeakKeyDictionary[ConfigurationWatch, OpenSubscription] = weakref.WeakKeyDictionary()
+
+    def open_subscriptions(self) -> list[OpenSubscription]:
+        """The subscriptions open now, oldest first."""
+        return sorted((record for watch, record in list(self._open.items()) if not watch.closed), key=lambda r: r.since)
 
     def store(self, name: str) -> ConfigurationStore[Any]:
         if not name:
@@ -111,14 +148,19 @@ class ConfigurationApi:
                 f"failed to delete from configuration store {store.name}: {err}", "ERR_CONFIGURATION_DELETE"
             ) from None
 
-    async def subscribe(self, store_name: str, query: ConfigurationQuery) -> ConfigurationWatch:
+    async def subscribe(
+        self, store_name: str, query: ConfigurationQuery, *, subscription_id: str = "", api: str = "dapr"
+    ) -> ConfigurationWatch:
+        """A watch of `query`, listed by `open_subscriptions` (as `subscription_id`, of `api`) until closed."""
         store = self.store(store_name)
         try:
-            return await store.subscribe(query, buffer_bytes=self.subscriber_buffer_bytes)
+            watch = await store.subscribe(query, buffer_bytes=self.subscriber_buffer_bytes)
         except ComponentError as err:
             raise errors.internal(
                 f"failed to subscribe to configuration store {store.name}: {err}", "ERR_CONFIGURATION_SUBSCRIBE"
             ) from None
+        self._open[watch] = OpenSubscription(subscription_id, api, store_name, query, time.time())
+        return watch
 
     async def changes(self, store_name: str, watch: ConfigurationWatch) -> AsyncIterator[list[ConfigurationItem]]:
         """The batches of `watch` (of store `store_name`); RESOURCE_EXHAUSTED once it overflowed."""
@@ -159,6 +201,7 @@ class _SubscriptionStream:
         self.watches: list[ConfigurationWatch] = []
         self._pumps: list[asyncio.Task[None]] = []
         self._subscribed: set[tuple[str, str, str, str, frozenset[str]]] = set()
+        self.id = str(uuid.uuid4())  # names the stream's subscriptions in the info endpoint
 
     def send(self, update: _Update) -> None:
         if not self.outbox.put(update, items_size(update[2])):
@@ -180,7 +223,7 @@ class _SubscriptionStream:
                     continue
                 self._subscribed.add(identity)
                 current = await self._api.get(store_name, query)
-                watch = await self._api.subscribe(store_name, query)
+                watch = await self._api.subscribe(store_name, query, subscription_id=self.id, api="layotto")
                 self.watches.append(watch)
                 if current:
                     self.send((store_name, query.app_id, current))

@@ -3,10 +3,15 @@
 The app's extended metadata (SetMetadata) is bounded, keys and values together, by
 `limits.MAX_EXTENDED_METADATA_BYTES`, so that GetMetadata always fits the 4 MiB message
 a default gRPC client accepts.
+
+The info endpoint adds what a platform team asks first when troubleshooting: each
+component's last error (kept once it is UP again), where each subscription came from,
+the configuration subscriptions open now, and the peers service invocation resolved.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from ottava_sidecar import __version__, limits
@@ -36,6 +41,10 @@ class MetadataApi:
     version: str = __version__
     # Mode-specific facts for the info endpoint (e.g. the Configuration in a cluster).
     extra_info: dict[str, Any] = field(default_factory=dict)
+    # The configuration subscriptions open now, as their `describe()` shows them (set with the APIs).
+    configuration_subscriptions: Callable[[], list[dict[str, Any]]] = field(default=list)
+    # app id -> {address: when calls last switched to it (wall clock)}: the invoker's resolved peers.
+    peers: Callable[[], dict[str, dict[Any, float]]] = field(default=dict)
 
     @property
     def app_id(self) -> str:
@@ -82,9 +91,32 @@ class MetadataApi:
                     "version": e.manifest.spec.version,
                     "status": e.status.value,
                     **({"reason": e.reason} if e.reason else {}),
+                    **(
+                        {"lastError": {"reason": e.last_error, "at": wall_time(e.last_error_at)}}
+                        if e.last_error_at is not None
+                        else {}
+                    ),
                 }
                 for e in self.registry.entries()
             ],
-            "subscriptions": [s.describe() for s in self.subscriptions()],
+            "subscriptions": [
+                {
+                    **s.describe(),
+                    "declarative": False,  # Subscription resources are not loaded (yet)
+                    "source": s.source(self.app.protocol),
+                }
+                for s in self.subscriptions()
+            ],
+            "configurationSubscriptions": self.configuration_subscriptions(),
+            "peers": [
+                {"appId": app_id, "address": str(address), "resolvedAt": wall_time(at)}
+                for app_id, addresses in sorted(self.peers().items())
+                for address, at in addresses.items()
+            ],
             **self.extra_info,
         }
+
+
+def wall_time(epoch: float) -> str:
+    """An instant as the info endpoint shows it: ISO 8601 in UTC, to the millisecond."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -40,6 +40,9 @@ class Entry:
     reason: str = ""
     instance: ComponentInstance[Any] | None = None
     init_seconds: float | None = None
+    # Why it was last DOWN and when (wall clock), kept once it is UP again for troubleshooting.
+    last_error: str = ""
+    last_error_at: float | None = None
 
     @property
     def name(self) -> str:
@@ -52,6 +55,10 @@ class Entry:
     @property
     def building_block(self) -> str:
         return self.manifest.spec.building_block
+
+    def failed(self, reason: str) -> None:
+        """Remember `reason` as the last error, seen now."""
+        self.last_error, self.last_error_at = reason, time.time()
 
     def describe(self) -> dict[str, Any]:
         details: dict[str, Any] = {"type": self.type, "version": self.manifest.spec.version}
@@ -235,6 +242,7 @@ class Registry:
                 # A new reason is news; the same one again is only worth a debug line.
                 level = logging.DEBUG if entry.reason == str(failure) else logging.WARNING
                 entry.reason = str(failure)
+                entry.failed(entry.reason)
                 log.log(
                     level,
                     "component %s still DOWN; it is retried with backoff",
@@ -264,6 +272,8 @@ class Registry:
 
     def _set(self, entry: Entry, status: Status, reason: str) -> None:
         entry.status, entry.reason = status, reason
+        if status is Status.DOWN:
+            entry.failed(reason)
         level = logging.INFO if status is Status.UP else logging.ERROR
         log.log(
             level,
@@ -288,6 +298,8 @@ class Registry:
         if old is not None and not force and _same_wiring(old.manifest, manifest):
             return old
         entry = Entry(manifest)
+        if old is not None:  # a reload keeps the component's last error until it has a newer one
+            entry.last_error, entry.last_error_at = old.last_error, old.last_error_at
         if manifest.in_scope(self.app_id):
             await self._init(entry, resolve)
         else:

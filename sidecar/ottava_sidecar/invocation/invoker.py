@@ -3,6 +3,10 @@
 A call is retried (with a short backoff, re-resolving the app id) only when it surely
 did not reach the app: the target sidecar or its app was not accepting connections, or
 the address turned out to belong to another app. Every error names the target app.
+
+`peers` remembers, for the info endpoint, the addresses resolution gave for each app id
+and when each was last switched to. It costs a call one dict lookup and an identity
+check; only a resolution that returns another address records anything.
 """
 
 import asyncio
@@ -16,11 +20,13 @@ from ottava_sidecar.identity.workload import WorkloadIdentity
 from ottava_sidecar.invocation import filters
 from ottava_sidecar.invocation.internal import InternalClient
 from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse
-from ottava_sidecar.invocation.resolution import AppNotFoundError, NameResolver
+from ottava_sidecar.invocation.resolution import Address, AppNotFoundError, NameResolver
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 3
+# Addresses remembered per app id (the most recently switched to), so pod churn cannot grow `peers`.
+PEER_ADDRESSES = 16
 
 
 class InvocationError(Exception):
@@ -47,6 +53,18 @@ class Invoker:
         self.namespace = namespace
         self.filters: list[filters.InvocationFilter] = [filters.CallerIdentity(app_id), *(extra_filters or [])]
         self._client = InternalClient(identity)
+        # app id -> {address: when (wall clock) calls last switched to it}, for the info endpoint.
+        self.peers: dict[str, dict[Address, float]] = {}
+        self._last: dict[str, Address] = {}  # the address each app id resolved to last
+
+    def _resolved(self, target: str, address: Address) -> None:
+        """Record that `target` resolved to `address`, which is not the address it resolved to last."""
+        self._last[target] = address
+        addresses = self.peers.setdefault(target, {})
+        addresses.pop(address, None)  # re-inserted last: the dict runs oldest to newest
+        addresses[address] = time.time()
+        if len(addresses) > PEER_ADDRESSES:
+            del addresses[next(iter(addresses))]
 
     async def invoke(self, target: str, request: InvocationRequest) -> InvocationResponse:
         """The target app's answer (any status); `InvocationError` naming `target` when there is none."""
@@ -71,6 +89,8 @@ class Invoker:
                 address = await self.resolver.resolve(target)
             except AppNotFoundError as err:
                 raise InvocationError(grpc.StatusCode.NOT_FOUND, str(err)) from None
+            if self._last.get(target) is not address:
+                self._resolved(target, address)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -89,6 +109,7 @@ class Invoker:
                     ) from None
                 last = details
                 self.resolver.forget(target, address)
+                self._forget(target, address)
                 await self._client.drop(address)
                 log.info("invoking app %s at %s failed (attempt %d): %s", target, address, attempt, details)
                 if attempt < ATTEMPTS:
@@ -104,6 +125,14 @@ class Invoker:
         raise InvocationError(
             grpc.StatusCode.UNAVAILABLE, f"app {target!r} is not reachable after {ATTEMPTS} attempts: {last}"
         )
+
+    def _forget(self, target: str, address: Address) -> None:
+        """`address` failed for `target`: it is no longer listed as a peer."""
+        self.peers.get(target, {}).pop(address, None)
+        if not self.peers.get(target, True):
+            del self.peers[target]
+        if self._last.get(target) is address:
+            del self._last[target]
 
     async def _before(self, target: str, request: InvocationRequest) -> None:
         """Let every filter see the call first; a filter that rejects it refuses the call."""

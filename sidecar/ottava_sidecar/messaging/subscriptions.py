@@ -94,6 +94,12 @@ class SubscriptionSpec:
                     return rule.path
         return self.default_path if self.default_path or not self.rules else None
 
+    def source(self, app_protocol: str) -> str:
+        """Where the subscription came from, for the info endpoint (an app of `app_protocol` declared it)."""
+        if self.kind is Kind.STREAMING:
+            return "streaming"  # a SubscribeTopicEvents stream the app opened
+        return "ListTopicSubscriptions" if app_protocol == "grpc" else "GET /dapr/subscribe"
+
     def describe(self) -> dict[str, Any]:
         """As the info endpoint and Dapr's HTTP metadata API show it."""
         described: dict[str, Any] = {

@@ -100,8 +100,8 @@ class DaprService(
         # Dapr's protocol: the first message carries only the subscription id, which the
         # client needs for UnsubscribeConfiguration; changes follow.
         query = self.apis.configuration.dapr_query(list(request.keys), request.metadata)
-        watch = await self.apis.configuration.subscribe(request.store_name, query)
         subscription_id = str(uuid.uuid4())
+        watch = await self.apis.configuration.subscribe(request.store_name, query, subscription_id=subscription_id)
         self._watches[subscription_id] = watch
         try:
             yield configuration_pb2.SubscribeConfigurationResponse(id=subscription_id)
