@@ -96,6 +96,26 @@ class _TolerantGenericHandler(GenericHandler):
         return self._cache[method]
 
 
+class UnknownMethods(GenericHandler):
+    """Added after every service: answers UNIMPLEMENTED to a method none of them serves, as
+    grpc does, after telling `count` its path. The handler reads no request, so it suits
+    every kind of call."""
+
+    def __init__(self, count: Callable[[str], None]) -> None:
+        self._count = count
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
+        method = handler_call_details.method
+        count = self._count
+
+        async def unimplemented(requests: Any, context: Context) -> AsyncIterator[None]:
+            count(method)
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"unknown method {method}")
+            yield  # unreachable; makes this a generator, which grpc serves as a response stream
+
+        return grpc.stream_stream_rpc_method_handler(unimplemented)
+
+
 class _Undecodable:
     """What the request deserializer hands over instead of raising (grpc would answer UNKNOWN)."""
 

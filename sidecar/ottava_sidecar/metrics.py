@@ -14,9 +14,12 @@ if TYPE_CHECKING:
 
     API_REQUESTS: Counter
     API_LATENCY: Histogram
+    API_REFUSED: Counter
+    COMPONENT_LATENCY: Histogram
     COMPONENT_UP: Gauge
     COMPONENT_INIT_SECONDS: Gauge
     PUBSUB_DELIVERIES: Counter
+    PUBSUB_SETTLED: Counter
     INVOCATIONS: Counter
     SUBSCRIBER_BUFFERED_BYTES: Gauge
     SUBSCRIBERS_DROPPED: Counter
@@ -28,20 +31,36 @@ if TYPE_CHECKING:
     IDENTITY_RENEWALS: Counter
 
 
+_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
 def _define() -> dict[str, Any]:
     import prometheus_client
 
     return {
         "API_REQUESTS": prometheus_client.Counter(
             "ottava_api_requests_total",
-            "API calls served, by wire protocol, API, method and status.",
-            ["protocol", "api", "method", "status"],
+            "API calls served, by wire protocol, API, method, status and surface (dapr, layotto).",
+            ["protocol", "api", "method", "status", "surface"],
         ),
         "API_LATENCY": prometheus_client.Histogram(
             "ottava_api_request_duration_seconds",
-            "Time to serve an API call, by wire protocol, API, method and status.",
-            ["protocol", "api", "method", "status"],
-            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            "Time to serve an API call, by wire protocol, API, method, status and surface (dapr, layotto).",
+            ["protocol", "api", "method", "status", "surface"],
+            buckets=_LATENCY_BUCKETS,
+        ),
+        "API_REFUSED": prometheus_client.Counter(
+            "ottava_api_refused_total",
+            "API calls refused before any handler ran, by wire protocol, surface (dapr, layotto, or unknown) and"
+            " reason (api-token, api-access-policy, not-loopback, unimplemented).",
+            ["protocol", "surface", "reason"],
+        ),
+        "COMPONENT_LATENCY": prometheus_client.Histogram(
+            "ottava_component_operation_duration_seconds",
+            "Time a component took to answer an operation the API asked of it, by component kind (state, pubsub,"
+            " lock, configuration, secrets, sequencer), component name, operation and success (true, false).",
+            ["kind", "component", "operation", "success"],
+            buckets=_LATENCY_BUCKETS,
         ),
         "COMPONENT_UP": prometheus_client.Gauge(
             "ottava_component_initialized",
@@ -55,6 +74,13 @@ def _define() -> dict[str, Any]:
             "ottava_pubsub_deliveries_total",
             "Events delivered to the app, by pub/sub component, topic and outcome (SUCCESS, RETRY, DROP).",
             ["pubsub", "topic", "outcome"],
+        ),
+        "PUBSUB_SETTLED": prometheus_client.Counter(
+            "ottava_pubsub_settled_total",
+            "Events the sidecar settled after handing them to the app, by pub/sub component, topic and result:"
+            " delivered (SUCCESS, acknowledged), retried (handed back to the broker to redeliver), dead_lettered"
+            " (moved to the subscription's dead-letter topic), dropped (acknowledged unprocessed, not moved).",
+            ["pubsub", "topic", "result"],
         ),
         "INVOCATIONS": prometheus_client.Counter(
             "ottava_invocations_total",
@@ -138,20 +164,63 @@ class CallMetrics:
     status rather than on every request.
     """
 
-    __slots__ = ("_children", "_labels")
+    __slots__ = ("_children", "_labels", "_surface")
 
-    def __init__(self, protocol: str, api: str, method: str) -> None:
+    def __init__(self, protocol: str, api: str, method: str, surface: str = "dapr") -> None:
         self._labels = (protocol, api, method)
+        self._surface = surface
         self._children: dict[str, tuple[Counter, Histogram]] = {}
 
     def observe(self, status: str, started: float) -> None:
         children = self._children.get(status)
         if children is None:
             defined = define_all()
-            labels = (*self._labels, status)
+            labels = (*self._labels, status, self._surface)
             children = self._children[status] = (
                 defined["API_REQUESTS"].labels(*labels),
                 defined["API_LATENCY"].labels(*labels),
             )
         children[0].inc()
         children[1].observe(time.perf_counter() - started)
+
+
+# API_REFUSED's reasons.
+REFUSED_TOKEN = "api-token"
+REFUSED_POLICY = "api-access-policy"
+REFUSED_NOT_LOOPBACK = "not-loopback"
+REFUSED_UNIMPLEMENTED = "unimplemented"
+
+_refused: "dict[tuple[str, str, str], Counter]" = {}
+
+
+def count_refused(protocol: str, surface: str, reason: str) -> None:
+    """One more call refused before its handler ran (see API_REFUSED); children looked up once."""
+    key = (protocol, surface, reason)
+    child = _refused.get(key)
+    if child is None:
+        child = _refused[key] = define_all()["API_REFUSED"].labels(*key)
+    child.inc()
+
+
+class ComponentCalls:
+    """Latency histogram children of one kind of component, cached per (component, operation, success).
+
+    `observe` is on the hot path of every API call that reaches a component: after the
+    first call of a component's operation it costs one dict lookup and the observation.
+    """
+
+    __slots__ = ("_children", "_kind")
+
+    def __init__(self, kind: str) -> None:
+        self._kind = kind
+        self._children: dict[tuple[str, str, bool], Histogram] = {}
+
+    def observe(self, component: str, operation: str, started: float, success: bool = True) -> None:
+        elapsed = time.perf_counter() - started
+        key = (component, operation, success)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = define_all()["COMPONENT_LATENCY"].labels(
+                self._kind, component, operation, "true" if success else "false"
+            )
+        child.observe(elapsed)

@@ -9,6 +9,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ottava_sidecar import metrics
 from ottava_sidecar.api import errors
 from ottava_sidecar.resources.models import ApiAccess
 
@@ -53,12 +54,14 @@ class Policy:
         denied = tuple(ApiMatcher(_api(r.name), r.protocol) for r in access.denied)
         return cls(allowed, denied, source, active=allowed is not None or bool(denied))
 
-    def check(self, api: str, protocol: str) -> None:
+    def check(self, api: str, protocol: str, surface: str = "dapr") -> None:
+        """Raise PERMISSION_DENIED, counted in metrics.API_REFUSED, when the lists refuse `api` over `protocol`."""
         if not self.active:
             return
         if any(rule.matches(api, protocol) for rule in self.denied) or (
             self.allowed is not None and not any(rule.matches(api, protocol) for rule in self.allowed)
         ):
+            metrics.count_refused(protocol, surface, metrics.REFUSED_POLICY)
             raise errors.permission_denied(f"the {api} API is not allowed over {protocol} by {self.source}")
 
 

@@ -41,10 +41,12 @@ from ottava_sidecar.components.configuration.base import (
 )
 from ottava_sidecar.components.errors import ComponentError
 from ottava_sidecar.components.registry import LookupFailure, Registry
+from ottava_sidecar.metrics import ComponentCalls
 
 log = logging.getLogger(__name__)
 
 # What a Layotto stream holds: (store name, app id, items), or what ends it.
+_CALLS = ComponentCalls("configuration")  # latency of each component's operations
 _Update = tuple[str, str, list[ConfigurationItem]]
 
 
@@ -116,13 +118,19 @@ class ConfigurationApi:
 
     async def get(self, store_name: str, query: ConfigurationQuery) -> list[ConfigurationItem]:
         store = self.store(store_name)
+        started = time.perf_counter()
+        ok = False
         try:
-            return await store.get(query)
+            items = await store.get(query)
+            ok = True
+            return items
         except ComponentError as err:
             raise errors.internal(
                 f"failed to get {list(query.keys)} from configuration store {store.name}: {err}",
                 "ERR_CONFIGURATION_GET",
             ) from None
+        finally:
+            _CALLS.observe(store.name, "get", started, ok)
 
     async def save(self, store_name: str, app_id: str, items: Sequence[ConfigurationItem]) -> None:
         store = self.store(store_name)
@@ -153,12 +161,15 @@ class ConfigurationApi:
     ) -> ConfigurationWatch:
         """A watch of `query`, listed by `open_subscriptions` (as `subscription_id`, of `api`) until closed."""
         store = self.store(store_name)
+        started = time.perf_counter()
         try:
             watch = await store.subscribe(query, buffer_bytes=self.subscriber_buffer_bytes)
         except ComponentError as err:
+            _CALLS.observe(store.name, "subscribe", started, False)
             raise errors.internal(
                 f"failed to subscribe to configuration store {store.name}: {err}", "ERR_CONFIGURATION_SUBSCRIBE"
             ) from None
+        _CALLS.observe(store.name, "subscribe", started)
         self._open[watch] = OpenSubscription(subscription_id, api, store_name, query, time.time())
         return watch
 

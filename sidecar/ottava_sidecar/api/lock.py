@@ -1,5 +1,6 @@
 """What the lock calls mean, for every wire API (messages as Dapr words them)."""
 
+import time
 from typing import Any
 
 from ottava_sidecar import limits
@@ -7,6 +8,9 @@ from ottava_sidecar.api import errors
 from ottava_sidecar.components.errors import ComponentError
 from ottava_sidecar.components.lock.base import LockStore, UnlockStatus
 from ottava_sidecar.components.registry import LookupFailure, Registry
+from ottava_sidecar.metrics import ComponentCalls
+
+_CALLS = ComponentCalls("lock")  # latency of each component's operations
 
 
 class LockApi:
@@ -43,17 +47,29 @@ class LockApi:
                 f"ExpiryInSeconds={expiry_seconds} of resource {resource_id!r} in lock store {store.name} is out of"
                 f" range: 1 to {limits.MAX_LOCK_EXPIRY_SECONDS} seconds"
             )
+        started = time.perf_counter()
+        ok = False
         try:
-            return await store.try_lock(resource, owner, expiry_seconds)
+            acquired = await store.try_lock(resource, owner, expiry_seconds)
+            ok = True
+            return acquired
         except ComponentError as err:
             raise errors.internal(
                 f"failed to try acquiring lock in lock store {store.name}: {err}", "ERR_TRY_LOCK"
             ) from None
+        finally:
+            _CALLS.observe(store.name, "try_lock", started, ok)
 
     async def unlock(self, store_name: str, resource_id: str, owner: str) -> UnlockStatus:
         store = self.store(store_name)
         resource = self._resource(store, resource_id, owner)
+        started = time.perf_counter()
+        ok = False
         try:
-            return await store.unlock(resource, owner)
+            status = await store.unlock(resource, owner)
+            ok = True
+            return status
         except ComponentError:
             return UnlockStatus.INTERNAL_ERROR
+        finally:
+            _CALLS.observe(store.name, "unlock", started, ok)

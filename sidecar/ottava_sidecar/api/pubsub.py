@@ -11,6 +11,7 @@ or the call is cancelled.
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,9 @@ from ottava_sidecar.messaging.routing import RuleError
 from ottava_sidecar.messaging.runtime import AlreadySubscribedError, Messaging
 from ottava_sidecar.messaging.streams import StreamClosedError, StreamSubscription
 from ottava_sidecar.messaging.subscriptions import Kind, SubscriptionSpec, Verdict
+from ottava_sidecar.metrics import ComponentCalls
 
+_CALLS = ComponentCalls("pubsub")  # latency of each component's operations
 MESSAGE_ID = "message-id"  # response metadata / HTTP header carrying the broker's message id
 
 
@@ -97,14 +100,22 @@ class PubSubApi:
         envelope = cloudevents.wrap(
             data, content_type, pubsub_name=broker.name, topic=topic, source=self._app_id, metadata=metadata
         )
+        started = time.perf_counter()
+        ok = False
         try:
-            return await broker.publish(topic, envelope.data, content_type=envelope.content_type, metadata=metadata)
+            message_id = await broker.publish(
+                topic, envelope.data, content_type=envelope.content_type, metadata=metadata
+            )
+            ok = True
+            return message_id
         except BrokerFullError as err:
             raise resource_exhausted(str(err)) from None
         except ComponentError as err:
             raise errors.internal(
                 f"error when publishing to topic {topic} in pubsub {broker.name}: {err}", "ERR_PUBSUB_PUBLISH_MESSAGE"
             ) from None
+        finally:
+            _CALLS.observe(broker.name, "publish", started, ok)
 
     async def bulk_publish(
         self, pubsub_name: str, topic: str, entries: Sequence[BulkEntry], metadata: Mapping[str, str]

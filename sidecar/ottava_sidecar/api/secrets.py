@@ -1,5 +1,6 @@
 """What the secret calls mean, for every wire API."""
 
+import time
 from typing import Any
 
 from ottava_sidecar import limits
@@ -7,7 +8,10 @@ from ottava_sidecar.api import errors
 from ottava_sidecar.components.errors import AccessDeniedError, ComponentError
 from ottava_sidecar.components.registry import LookupFailure, Registry
 from ottava_sidecar.components.secretstores.base import SecretNotFoundError, SecretStore
+from ottava_sidecar.metrics import ComponentCalls
 from ottava_sidecar.resources.models import SecretScope
+
+_CALLS = ComponentCalls("secrets")  # latency of each component's operations
 
 
 class SecretsApi:
@@ -64,8 +68,12 @@ class SecretsApi:
         refusal = self.refusal(store.name, name)
         if refusal is not None:
             raise errors.permission_denied(refusal)
+        started = time.perf_counter()
+        ok = False
         try:
-            return await store.get(name)
+            values = await store.get(name)
+            ok = True
+            return values
         except SecretNotFoundError as err:
             raise errors.not_found(str(err), "ERR_SECRET_GET") from None
         except AccessDeniedError as err:
@@ -74,15 +82,20 @@ class SecretsApi:
             raise errors.internal(
                 f"failed getting secret {name} from secret store {store.name}: {err}", "ERR_SECRET_GET"
             ) from None
+        finally:
+            _CALLS.observe(store.name, "get", started, ok)
 
     async def bulk_get(self, store_name: str) -> dict[str, dict[str, str]]:
         store = self.store(store_name)
+        started = time.perf_counter()
         try:
             secrets = await store.bulk_get()
         except ComponentError as err:
+            _CALLS.observe(store.name, "bulk_get", started, False)
             raise errors.internal(
                 f"failed getting secrets from secret store {store.name}: {err}", "ERR_SECRET_GET"
             ) from None
+        _CALLS.observe(store.name, "bulk_get", started)
         allowed = {name: values for name, values in secrets.items() if self.allowed(store.name, name)}
         # The store reads its secrets in one go; what the sidecar can bound is the answer.
         size = sum(len(name) + sum(len(k) + len(v) for k, v in values.items()) for name, values in allowed.items())

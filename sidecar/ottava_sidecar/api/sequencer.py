@@ -1,11 +1,15 @@
 """What GetNextId means (Layotto's sequencer API)."""
 
+import time
 from typing import Any
 
 from ottava_sidecar.api import errors
 from ottava_sidecar.components.errors import ComponentError
 from ottava_sidecar.components.registry import LookupFailure, Registry
 from ottava_sidecar.components.sequencer.base import Increment, Sequencer
+from ottava_sidecar.metrics import ComponentCalls
+
+_CALLS = ComponentCalls("sequencer")  # latency of each component's operations
 
 
 class SequencerApi:
@@ -24,9 +28,15 @@ class SequencerApi:
         store = self.store(store_name)
         if not key:
             raise errors.invalid_argument(f"key is empty (sequencer store {store.name})")
+        started = time.perf_counter()
+        ok = False
         try:
-            return await store.next_id(key, increment)
+            next_id = await store.next_id(key, increment)
+            ok = True
+            return next_id
         except ComponentError as err:
             raise errors.internal(
                 f"failed to get next id of {key} from sequencer store {store.name}: {err}", "ERR_SEQUENCER"
             ) from None
+        finally:
+            _CALLS.observe(store.name, "next_id", started, ok)

@@ -11,6 +11,7 @@ answer would exceed that limit, and reads each distinct key once.
 import asyncio
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,9 +29,11 @@ from ottava_sidecar.components.state.base import (
     StateItem,
     StateStore,
 )
+from ottava_sidecar.metrics import ComponentCalls
 
 TTL_METADATA = "ttlInSeconds"
 # As Go's strconv.ParseInt reads it (Dapr's parser): an optional sign, then ASCII digits.
+_CALLS = ComponentCalls("state")  # latency of each store's operations
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]{1,20}")
 # Items written, or keys read, between two returns to the event loop, so one large
 # request never holds up every other call of the sidecar for long.
@@ -159,10 +162,13 @@ class StateApi:
     async def get(self, store_name: str, key: str) -> StateItem | None:
         store = self.store(store_name)
         stored_key = self._key(store, key)
+        started = time.perf_counter()
         try:
             item = await store.get(stored_key)
         except ComponentError as err:
+            _CALLS.observe(store.name, "get", started, False)
             raise errors.internal(f"fail to get {key} from state store {store.name}: {err}", "ERR_STATE_GET") from None
+        _CALLS.observe(store.name, "get", started)
         if item is not None:
             item.key = key
         return item
@@ -226,7 +232,13 @@ class StateApi:
                 await asyncio.sleep(0)
             room = self.max_bulk_response_bytes - answer_bytes
             batch = distinct[len(found) : len(found) + _batch_size(len(found), answer_bytes, room)]
-            items = await store.bulk_get([stored[key] for key in batch])
+            started = time.perf_counter()
+            ok = False
+            try:
+                items = await store.bulk_get([stored[key] for key in batch])
+                ok = True
+            finally:
+                _CALLS.observe(store.name, "bulk_get", started, ok)
             for key, item in zip(batch, items, strict=True):
                 found[key] = (
                     None if item is None else (item.value, item.etag, item.content_type, tuple(item.metadata.items()))
@@ -248,15 +260,20 @@ class StateApi:
         first written behind an error; here the client's error means nothing was written.
         """
         store = self.store(store_name)
-        await self._write(store, "saving", requests, store.set)
+        await self._write(store, "saving", requests, store.set, "set")
 
     async def delete(self, store_name: str, requests: Sequence[DeleteRequest]) -> None:
         """All or nothing, as `save`."""
         store = self.store(store_name)
-        await self._write(store, "deleting", requests, store.delete)
+        await self._write(store, "deleting", requests, store.delete, "delete")
 
     async def _write(
-        self, store: StateStore[Any], verb: str, requests: Sequence[W], write: Callable[[W], Awaitable[object]]
+        self,
+        store: StateStore[Any],
+        verb: str,
+        requests: Sequence[W],
+        write: Callable[[W], Awaitable[object]],
+        operation: str,
     ) -> None:
         """Check every request, then apply them at once, or one by one where the store has no transactions."""
         app_keys = self._check(store, requests)
@@ -265,30 +282,39 @@ class StateApi:
         for index, (app_key, request) in enumerate(zip(app_keys, requests, strict=True)):
             if index and index % CHUNK == 0:
                 await asyncio.sleep(0)
+            started = time.perf_counter()
             try:
                 await write(request)
             except ComponentError as err:
+                _CALLS.observe(store.name, operation, started, False)
                 raise _write_error(store, verb, f"key {app_key}", err) from None
+            _CALLS.observe(store.name, operation, started)
 
     async def _at_once(self, store: StateStore[Any], verb: str, operations: Sequence[Operation]) -> bool:
         """Apply checked operations in one transaction; False when the store has no transactions."""
+        started = time.perf_counter()
         try:
             await store.transact(list(operations))
         except NotSupportedError:
             return False
         except ComponentError as err:
+            _CALLS.observe(store.name, "transaction", started, False)
             raise _write_error(store, verb, f"one of {len(operations)} items", err) from None
+        _CALLS.observe(store.name, "transaction", started)
         return True
 
     async def transact(self, store_name: str, operations: Sequence[Operation]) -> None:
         store = self.store(store_name)
         self._check(store, operations)
+        started = time.perf_counter()
         try:
             await store.transact(operations)
         except NotSupportedError as err:
             raise errors.failed_precondition(str(err), "ERR_STATE_STORE_NOT_SUPPORTED") from None
         except ComponentError as err:
+            _CALLS.observe(store.name, "transaction", started, False)
             raise _write_error(store, "executing a transaction in", "", err) from None
+        _CALLS.observe(store.name, "transaction", started)
 
 
 def _batch_size(read: int, answer_bytes: int, room: int) -> int:

@@ -4,7 +4,8 @@ SUCCESS acknowledges. DROP acknowledges too, after moving the event to the dead-
 topic when the subscription names one (and logging it when not). RETRY, an app error or
 a timeout hand the event back to the broker, which redelivers it after a backoff;
 when the subscription caps deliveries (`maxDeliveryAttempts`) the last failure is
-treated as DROP instead.
+treated as DROP instead. Each event's result is counted per topic
+(`metrics.PUBSUB_SETTLED`: delivered, retried, dead_lettered, dropped).
 """
 
 import functools
@@ -38,12 +39,20 @@ def _deliveries(pubsub_name: str, topic: str, verdict: Verdict) -> Any:
     return metrics.PUBSUB_DELIVERIES.labels(pubsub_name, topic, verdict.value)
 
 
+@functools.cache
+def _settled(pubsub_name: str, topic: str, result: str) -> Any:
+    """The counter of one result of settling a topic's events (metrics.PUBSUB_SETTLED)."""
+    return metrics.PUBSUB_SETTLED.labels(pubsub_name, topic, result)
+
+
 async def settle(broker: PubSub[Any], spec: SubscriptionSpec, message: Message, verdict: Verdict, reason: str) -> None:
     _deliveries(spec.pubsub_name, spec.topic, verdict).inc()
     if verdict is Verdict.SUCCESS:
+        _settled(spec.pubsub_name, spec.topic, "delivered").inc()
         return
     if verdict is Verdict.RETRY:
         if not spec.max_attempts or message.attempt < spec.max_attempts:
+            _settled(spec.pubsub_name, spec.topic, "retried").inc()
             raise Redeliver(reason)
         reason = f"{reason}; gave up after {message.attempt} deliveries (maxDeliveryAttempts)"
     if spec.dead_letter_topic:
@@ -52,6 +61,7 @@ async def settle(broker: PubSub[Any], spec: SubscriptionSpec, message: Message, 
                 spec.dead_letter_topic, message.data, content_type=message.content_type, metadata=message.metadata
             )
         except Exception as err:  # the dead-letter topic is full or failing: keep the event
+            _settled(spec.pubsub_name, spec.topic, "retried").inc()
             raise Redeliver(f"{reason}; moving it to dead-letter topic {spec.dead_letter_topic} failed: {err}") from err
         log.warning(
             "event %s of %s/%s moved to dead-letter topic %s: %s",
@@ -61,7 +71,9 @@ async def settle(broker: PubSub[Any], spec: SubscriptionSpec, message: Message, 
             spec.dead_letter_topic,
             reason,
         )
+        _settled(spec.pubsub_name, spec.topic, "dead_lettered").inc()
         return
+    _settled(spec.pubsub_name, spec.topic, "dropped").inc()
     log.warning("event %s of %s/%s dropped: %s", message.id, spec.pubsub_name, spec.topic, reason)
 
 

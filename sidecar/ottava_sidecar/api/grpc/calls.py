@@ -1,8 +1,10 @@
 """What every gRPC handler shares: its context type, errors, metrics, and unimplemented methods.
 
 A handler raises `ApiError`; the decorator turns it into the call's status, and records
-the call's outcome and latency. Every method a service does not implement answers
-UNIMPLEMENTED naming the method, instead of grpc's anonymous default.
+the call's outcome and latency under the surface of the service that served it (its
+`surface` attribute: "dapr" or "layotto"; the call mixins are shared by both). Every
+method a service does not implement answers UNIMPLEMENTED naming the method, instead of
+grpc's anonymous default, and is counted as refused.
 """
 
 import functools
@@ -13,6 +15,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from ottava_sidecar import metrics as _metrics
 from ottava_sidecar.api import access
 from ottava_sidecar.api.errors import ApiError
 from ottava_sidecar.metrics import CallMetrics
@@ -25,6 +28,19 @@ Self = TypeVar("Self")
 
 # The stubs make the context generic over request and response; no handler reads them from it.
 Context = grpc.aio.ServicerContext[Any, Any]
+SURFACES = ("dapr", "layotto")
+
+
+def _by_surface(protocol: str, api: str, method: str) -> dict[str, CallMetrics]:
+    return {surface: CallMetrics(protocol, api, method, surface) for surface in SURFACES}
+
+
+def surface_of(servicer: object) -> str:
+    """The surface a servicer serves ("dapr" unless it says otherwise)."""
+    surface: str = getattr(servicer, "surface", "dapr")
+    return surface
+
+
 UnaryHandler = Callable[[Self, Req, Context], Awaitable[Resp]]
 StreamHandler = Callable[[Self, Req, Context], AsyncIterator[Resp]]
 
@@ -33,13 +49,15 @@ def unary(
     api: str, *, protocol: str = "grpc"
 ) -> Callable[[UnaryHandler[Self, Req, Resp]], UnaryHandler[Self, Req, Resp]]:
     def decorate(handler: UnaryHandler[Self, Req, Resp]) -> UnaryHandler[Self, Req, Resp]:
-        metrics = CallMetrics(protocol, api, handler.__name__)
+        by_surface = _by_surface(protocol, api, handler.__name__)
 
         @functools.wraps(handler)
         async def call(self: Self, request: Req, context: Context) -> Resp:
             started = time.perf_counter()
+            surface = surface_of(self)
+            metrics = by_surface[surface]
             try:
-                access.POLICY.check(api, protocol)
+                access.POLICY.check(api, protocol, surface)
                 response = await handler(self, request, context)
             except ApiError as err:
                 metrics.observe(err.code.name, started)
@@ -62,14 +80,16 @@ def streaming(
     api: str, *, protocol: str = "grpc"
 ) -> Callable[[StreamHandler[Self, Req, Resp]], StreamHandler[Self, Req, Resp]]:
     def decorate(handler: StreamHandler[Self, Req, Resp]) -> StreamHandler[Self, Req, Resp]:
-        metrics = CallMetrics(protocol, api, handler.__name__)
+        by_surface = _by_surface(protocol, api, handler.__name__)
 
         @functools.wraps(handler)
         async def call(self: Self, request: Req, context: Context) -> AsyncIterator[Resp]:
             started = time.perf_counter()
             status = "OK"
+            surface = surface_of(self)
+            metrics = by_surface[surface]
             try:
-                access.POLICY.check(api, protocol)
+                access.POLICY.check(api, protocol, surface)
                 async for response in handler(self, request, context):
                     yield response
             except ApiError as err:
@@ -97,6 +117,7 @@ def answer_unimplemented(servicer: type[Any], base: type[Any], service: str) -> 
 
 def _unimplemented(method: str) -> Callable[..., Awaitable[None]]:
     async def handler(self: Any, request: Any, context: Context) -> None:
+        _metrics.count_refused("grpc", surface_of(self), _metrics.REFUSED_UNIMPLEMENTED)
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"method {method} is not implemented by Ottava")
 
     return handler

@@ -73,6 +73,7 @@ class DaprService(
     invocation.InvocationCalls[common_pb2.InvokeResponse],
     dapr_pb2_grpc.DaprServicer,
 ):
+    surface = "dapr"  # the label of its calls in metrics (calls.py)
     state_messages = state_pb2
     secret_messages = secret_pb2
     invoke_messages = common_pb2

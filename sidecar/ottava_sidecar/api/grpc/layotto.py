@@ -47,6 +47,7 @@ class LayottoService(
     invocation.InvocationCalls[pb.InvokeResponse],
     runtime_pb2_grpc.RuntimeServicer,
 ):
+    surface = "layotto"  # the label of its calls in metrics (calls.py)
     state_messages = pb
     secret_messages = pb
     invoke_messages = pb

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ottava_sidecar import contract, grpcserver
+from ottava_sidecar import contract, grpcserver, metrics
 from ottava_sidecar.limits import Limits
 
 if TYPE_CHECKING:  # generic in the type stubs only
@@ -24,9 +24,22 @@ else:
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+# The surface label (metrics.API_REFUSED) of a call, by the service in its method path.
+_SURFACES = {"dapr.proto.runtime.v1.Dapr": "dapr", "spec.proto.runtime.v1.Runtime": "layotto"}
+
+
+def surface_of_method(method: str | None) -> str:
+    """ "dapr", "layotto", or "unknown" for `/package.Service/Method`."""
+    service = (method or "").lstrip("/").partition("/")[0]
+    return _SURFACES.get(service, "unknown")
+
+
+def _count_unknown_method(method: str) -> None:
+    metrics.count_refused("grpc", surface_of_method(method), metrics.REFUSED_UNIMPLEMENTED)
+
 
 class ApiTokenInterceptor(_Interceptor):
-    """Rejects calls without the configured `dapr-api-token` metadata, as Dapr does."""
+    """Rejects calls without the configured `dapr-api-token` metadata, as Dapr does, counting them."""
 
     def __init__(self, token: str) -> None:
         self._token = token
@@ -44,6 +57,7 @@ class ApiTokenInterceptor(_Interceptor):
         for key, value in handler_call_details.invocation_metadata or ():
             if key == contract.API_TOKEN_HEADER and value == self._token:
                 return await continuation(handler_call_details)
+        metrics.count_refused("grpc", surface_of_method(handler_call_details.method), metrics.REFUSED_TOKEN)
         return self._deny
 
 
@@ -73,6 +87,8 @@ class GrpcApiServer:
         layotto = LayottoService(apis)  # type: ignore[abstract]
         dapr_pb2_grpc.add_DaprServicer_to_server(self.dapr, self.server)  # type: ignore[no-untyped-call]
         runtime_pb2_grpc.add_RuntimeServicer_to_server(layotto, self.server)
+        # Last: methods of neither service are answered UNIMPLEMENTED, as grpc would, and counted.
+        self.server.add_generic_rpc_handlers((grpcserver.UnknownMethods(_count_unknown_method),))
         await self.server.start()
 
     def bind(self, address: str, port: int) -> int:

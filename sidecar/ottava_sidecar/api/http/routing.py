@@ -19,7 +19,7 @@ from ottava_sidecar import contract
 from ottava_sidecar.api import access, errors
 from ottava_sidecar.api.http import listening
 from ottava_sidecar.limits import Limits
-from ottava_sidecar.metrics import CallMetrics
+from ottava_sidecar.metrics import REFUSED_NOT_LOOPBACK, REFUSED_TOKEN, CallMetrics, count_refused
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,10 @@ def serve(route: Route, api_token: bytes | None, guard: RequestGuard | None = No
     async def guarded(request: web.Request) -> web.StreamResponse:
         try:
             if not route.public and access.LOOPBACK_ONLY and not access.is_loopback(request.remote):
+                count_refused("http", "dapr", REFUSED_NOT_LOOPBACK)
                 response: web.StreamResponse = error_response(_NOT_LOCAL)
             elif token is not None and not _token_matches(request, token):
+                count_refused("http", "dapr", REFUSED_TOKEN)
                 response = error_response(_INVALID_TOKEN)
             else:
                 if not route.public:
