@@ -85,15 +85,29 @@ def _make_registrations_tolerant(server: grpc.aio.Server) -> None:
 
 
 class _TolerantGenericHandler(GenericHandler):
+    """`inner`'s handlers made tolerant, each once: kept for the methods `inner` serves.
+
+    Paths it does not serve are not kept (a client may send any number of made-up ones),
+    and neither is anything past `_CACHED_METHODS` (a handler answering every path, such as
+    `UnknownMethods`, is then built again per call).
+    """
+
     def __init__(self, inner: GenericHandler) -> None:
         self._inner = inner
-        self._cache: dict[str, Handler | None] = {}
+        self._cache: dict[str, Handler] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
         method = handler_call_details.method
-        if method not in self._cache:
-            self._cache[method] = tolerant(method.lstrip("/"), self._inner.service(handler_call_details))
-        return self._cache[method]
+        found = self._cache.get(method)
+        if found is None:
+            found = tolerant(method.lstrip("/"), self._inner.service(handler_call_details))
+            if found is not None and len(self._cache) < _CACHED_METHODS:
+                self._cache[method] = found
+        return found
+
+
+# More than the methods of every service the sidecar serves (Dapr's 94, Layotto's 26, ...).
+_CACHED_METHODS = 1024
 
 
 class UnknownMethods(GenericHandler):
