@@ -27,7 +27,8 @@ HELM_BUILD = ROOT / "e2e" / "build.sh"
 PROMTOOL_BUILD = ROOT / "tools" / "promtool" / "build.sh"
 
 # On a cold cache the first test also builds helm (with the Kubernetes binaries, 5 to 13 min
-# measured on 2 cores, e2e/README.md) and promtool; pytest-timeout counts that against it.
+# measured on 2 cores, e2e/README.md) and promtool (5.5 to 6.5 min measured under load, see
+# docs/observability.md); pytest-timeout counts that against it.
 pytestmark = pytest.mark.timeout(1800)
 
 

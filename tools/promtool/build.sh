@@ -6,7 +6,7 @@
 #   ${OTTAVA_CACHE:-$HOME/.cache/ottava}/promtool-v0.316.0-<hash>/promtool
 #
 # (Prometheus 3.x publishes its Go module as v0.3xx.y: v0.316.0 is Prometheus 3.16.0.)
-# A cached binary is reused as it is. The first build takes a few minutes on 2 cores;
+# A cached binary is reused as it is. The first build takes 5 to 7 minutes on 2 cores;
 # progress goes to stderr. The last line of stdout is the binary's path:
 #
 #   promtool=$(tools/promtool/build.sh | tail -n1)
@@ -53,7 +53,7 @@ trap 'rm -rf "$work"' EXIT
 cp "$src/go.mod" "$src/go.sum" "$work/"
 mkdir "$work/out"
 
-log "building promtool $version with $(go env GOVERSION) into $dest (first build: a few minutes)"
+log "building promtool $version with $(go env GOVERSION) into $dest (first build: 5 to 7 minutes)"
 # promtool is a main package, so it cannot be imported by a wrapper of ours: the module
 # requires Prometheus and builds its cmd/promtool directly. -mod=mod, not `go mod tidy`:
 # tidy resolves the tests' imports of every module too, and some of those are refused by
