@@ -34,6 +34,16 @@ VALUE = b'{"sku": "ottava-8", "qty": 1, "price": 42.5}'
 KEY = "bench-key"
 
 
+def redis_statestore(redis_address: str) -> str:
+    """The manifest of a `statestore` on `state.redis` at `redis_address` (the tests' Redis password)."""
+    return (
+        "apiVersion: ottava.io/v1alpha1\nkind: Component\nmetadata: {name: statestore}\n"
+        "spec:\n  type: state.redis\n  version: v1\n  metadata:\n"
+        f"  - {{name: redisHost, value: '{redis_address}'}}\n"
+        f"  - {{name: redisPassword, value: '{redis_setup.PASSWORD}'}}\n"
+    )
+
+
 @contextmanager
 def sidecar(redis_address: str | None) -> Iterator[tuple[int, int]]:
     """A sidecar whose `statestore` is on Redis at `redis_address`; with None, its in-memory defaults."""
@@ -42,13 +52,7 @@ def sidecar(redis_address: str | None) -> Iterator[tuple[int, int]]:
     command = [ottava, "run", "--app-id", "bench", "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"]
     command += ["--internal-grpc-port", "0"]
     if redis_address is not None:
-        (folder / "statestore.yaml").write_text(
-            "apiVersion: ottava.io/v1alpha1\nkind: Component\nmetadata: {name: statestore}\n"
-            "spec:\n  type: state.redis\n  version: v1\n  metadata:\n"
-            f"  - {{name: redisHost, value: '{redis_address}'}}\n"
-            f"  - {{name: redisPassword, value: '{redis_setup.PASSWORD}'}}\n",
-            encoding="utf-8",
-        )
+        (folder / "statestore.yaml").write_text(redis_statestore(redis_address), encoding="utf-8")
         command += ["--resources-path", str(folder)]
     env = {**os.environ, "OTTAVA_CA_DIR": str(folder / "ca"), "OTTAVA_REGISTRY_DIR": str(folder / "registry")}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)

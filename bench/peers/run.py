@@ -338,19 +338,14 @@ def redis_state(run: Run) -> None:
     """
     if "ottava" not in run.targets:
         return
+    from bench.state_redis import redis_statestore
     from tests.servers import redis_server  # the tests' own Redis set-up: apt-installs it when missing
 
     server = redis_server.start()
     try:
         folder = run.procs.workdir / "redis-resources"
         folder.mkdir(exist_ok=True)
-        (folder / "statestore.yaml").write_text(
-            "apiVersion: ottava.io/v1alpha1\nkind: Component\nmetadata: {name: statestore}\n"
-            "spec:\n  type: state.redis\n  version: v1\n  metadata:\n"
-            f"  - {{name: redisHost, value: '{server.address}'}}\n"
-            f"  - {{name: redisPassword, value: '{redis_server.PASSWORD}'}}\n",
-            encoding="utf-8",
-        )
+        (folder / "statestore.yaml").write_text(redis_statestore(server.address), encoding="utf-8")
         floor = [sys.executable, str(Path(__file__).with_name("bare_redis.py")), str(server.port)]
         servers = {
             "redis": run.procs.ottava("peers-redis", resources=folder),
