@@ -1,7 +1,8 @@
 """Structured log lines: logfmt for people at a terminal, JSON for collectors.
 
 Every line carries time, level, logger and message, plus the record's `extra` fields,
-so `log.info("component up", extra={"component": name})` stays machine-readable.
+so `log.info("component up", extra={"component": name})` stays machine-readable. With
+tracing on, a line written during a traced call names its span (`trace_id`, `span_id`).
 """
 
 import json
@@ -9,6 +10,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from ottava_sidecar import tracing
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
@@ -21,6 +24,10 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
         "msg": record.getMessage(),
     }
     fields.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+    if tracing.ACTIVE is not None:  # the span the line was written in, to find it by in a trace
+        ids = tracing.current_ids()
+        if ids is not None:
+            fields["trace_id"], fields["span_id"] = ids
     if record.exc_info:
         fields["error"] = logging.Formatter().formatException(record.exc_info)
     return fields

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ottava_sidecar import tracing
+
 if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge, Histogram
 
@@ -216,6 +218,9 @@ class ComponentCalls:
         self._children: dict[tuple[str, str, bool], Histogram] = {}
 
     def observe(self, component: str, operation: str, started: float, success: bool = True) -> None:
+        tracer = tracing.ACTIVE
+        if tracer is not None:  # the call's span, a child of the API call's
+            tracer.component_call(self._kind, component, operation, started, success)
         elapsed = time.perf_counter() - started
         key = (component, operation, success)
         child = self._children.get(key)

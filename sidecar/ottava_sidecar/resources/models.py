@@ -217,14 +217,23 @@ class OtelExporter(_Model):
     is_secure: bool = Field(default=False, alias="isSecure", description="Reach the collector over TLS.")
 
 
+class ZipkinExporter(_Model):
+    endpoint_address: str = Field(
+        alias="endpointAddress",
+        description="URL of the Zipkin collector's span API, e.g. http://zipkin:9411/api/v2/spans.",
+    )
+
+
 class Tracing(_Model):
     sampling_rate: str = Field(
         default="0",
         alias="samplingRate",
         pattern=r"^(0(\.\d+)?|1(\.0+)?)$",
-        description="Fraction of requests traced, from '0' to '1'.",
+        description="Fraction of new traces sampled, from '0' (tracing off) to '1' (every call).",
     )
     otel: OtelExporter | None = Field(default=None, description="Export traces over OTLP.")
+    zipkin: ZipkinExporter | None = Field(default=None, description="Export traces to Zipkin (JSON v2).")
+    stdout: bool = Field(default=False, description="Also write each span to standard output, as JSON.")
 
 
 class MetricSpec(_Model):

@@ -1,17 +1,18 @@
 """The Configuration applied to a running sidecar, live where it can be.
 
-API allow/deny lists, secret scopes, access control, log level, the metrics switch and the hot-reload
-feature switch take effect at once. Tracing and the app health check are read at start
-only: a change to them is logged and listed in `/actuator/info` as needing a restart.
+API allow/deny lists, secret scopes, access control, tracing, log level, the metrics switch and the
+hot-reload feature switch take effect at once. The app health check is read at start
+only: a change to it is logged and listed in `/actuator/info` as needing a restart.
 """
 
 import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ottava_sidecar import tracing
 from ottava_sidecar.api import access
 from ottava_sidecar.invocation.access_control import AccessPolicy
-from ottava_sidecar.resources.models import Configuration
+from ottava_sidecar.resources.models import Configuration, Tracing
 
 if TYPE_CHECKING:
     from ottava_sidecar.runtime.sidecar import Sidecar
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HOT_RELOAD = "HotReload"
-RESTART_FIELDS = ("tracing", "app_health_check")
+RESTART_FIELDS = ("app_health_check",)
 
 
 class RuntimeSettings:
@@ -47,6 +48,8 @@ class RuntimeSettings:
         )
         if spec is not None and spec.logging is not None:
             logging.getLogger().setLevel({"warn": "WARNING"}.get(spec.logging.level, spec.logging.level.upper()))
+        traced = tracing_settings(spec.tracing if spec else None, self.sidecar.options.app_id)
+        tracing.configure(traced)
         if spec is not None and spec.metric is not None:
             self._spawn(self.enable_metrics(spec.metric.enabled))
         current = {f: getattr(spec, f, None) for f in RESTART_FIELDS}
@@ -67,6 +70,7 @@ class RuntimeSettings:
             "configuration": name if configuration else None,
             "restartRequired": self.restart_required,
             "hotReload": self.hot_reload(),
+            "tracing": {"samplingRate": traced.sampling_rate, "exporters": traced.exporters()},
         }
         log.info("Configuration %s applied", name)
 
@@ -96,3 +100,18 @@ class RuntimeSettings:
         task = asyncio.create_task(coroutine)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+
+def tracing_settings(spec: Tracing | None, app_id: str) -> tracing.Settings:
+    """What a Configuration's `tracing` asks for; spans name the app id as their service."""
+    if spec is None:
+        return tracing.Settings(service_name=app_id)
+    return tracing.Settings(
+        sampling_rate=float(spec.sampling_rate),
+        service_name=app_id,
+        otlp_endpoint=spec.otel.endpoint_address if spec.otel else "",
+        otlp_protocol=spec.otel.protocol if spec.otel else "grpc",
+        otlp_secure=spec.otel.is_secure if spec.otel else False,
+        zipkin_endpoint=spec.zipkin.endpoint_address if spec.zipkin else "",
+        stdout=spec.stdout,
+    )

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ottava_sidecar import backoff, contract, metrics
+from ottava_sidecar import backoff, contract, metrics, tracing
 from ottava_sidecar.api import access
 from ottava_sidecar.api.grpc.server import GrpcApiServer
 from ottava_sidecar.components import health
@@ -140,6 +140,7 @@ class Sidecar:
 
     def __post_init__(self) -> None:
         self.registry = Registry(self.options.app_id)
+        tracing.set_component_types(self._component_type)
         o = self.options
         self.app_channel: appchannel.AppChannel | None = None  # made by `serve` (its client library loads then)
         self.kube_credentials: Credentials | None = None
@@ -295,6 +296,11 @@ class Sidecar:
         """Leave start-up's objects out of later collections, and give back what start-up freed."""
         memory.freeze_startup_objects()
         self.memory_trimmer.trim_now()
+
+    def _component_type(self, name: str) -> str | None:
+        """A loaded component's type ("state.redis"), for its spans' `db.system`/`messaging.system`."""
+        entry = self.registry.get(name)
+        return entry.type if entry is not None else None
 
     def loaded(self) -> bool:
         """Whether the components are loaded (standalone: once `open` returns; in a cluster: once read)."""
@@ -486,6 +492,7 @@ class Sidecar:
         if self.app_channel is not None:
             await self.app_channel.close()
         await self.registry.close()
+        await asyncio.to_thread(tracing.shutdown)  # the last spans go out
         await self.loop_lag.stop()
         await self.memory_trimmer.stop()
 

@@ -1,0 +1,185 @@
+"""Tracing on the OpenTelemetry SDK: the sampler, the exporters, spans and W3C propagation.
+
+Imported by `tracing.configure` only when tracing is on. Spans go to every exporter the
+Configuration names through a batch processor (its own thread, a batch a second at most);
+the sampler follows the caller's decision when it sent one (`ParentBased`), else samples
+`samplingRate` of new traces by their trace id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, format_span_id, format_trace_id, get_current_span
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from ottava_sidecar import tracing
+from ottava_sidecar._version import __version__
+
+_KINDS = {
+    "server": SpanKind.SERVER,
+    "client": SpanKind.CLIENT,
+    "consumer": SpanKind.CONSUMER,
+    "producer": SpanKind.PRODUCER,
+    "internal": SpanKind.INTERNAL,
+}
+_PROPAGATOR = TraceContextTextMapPropagator()
+_EXPORT_EVERY_MS = 1000
+_TRACE_HEADERS = (tracing.TRACEPARENT, tracing.TRACESTATE)
+# Building blocks whose components are message brokers (`messaging.*`); the others are stores (`db.*`).
+_MESSAGING = frozenset({"pubsub", "bindings"})
+
+
+class Tracer:
+    def __init__(self, settings: tracing.Settings, component_type: Callable[[str], str | None]) -> None:
+        self.settings = settings
+        self.component_type = component_type
+        self._provider = TracerProvider(
+            sampler=ParentBased(TraceIdRatioBased(min(settings.sampling_rate, 1.0))),
+            resource=Resource.create(
+                {"service.name": settings.service_name, "service.version": __version__, "telemetry.sdk.name": "ottava"}
+            ),
+        )
+        for exporter in _exporters(settings):
+            self._provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=_EXPORT_EVERY_MS))
+        self._tracer = self._provider.get_tracer("ottava_sidecar", __version__)
+        self._components: dict[tuple[str, str, str], tuple[str, SpanKind, dict[str, str]]] = {}
+
+    def shutdown(self) -> None:
+        self._provider.shutdown()
+
+    # Spans -------------------------------------------------------------------------------
+
+    def server_span(
+        self, name: str, carrier: Iterable[tuple[str, Any]], attributes: dict[str, Any] | None, kind: str
+    ) -> contextlib.AbstractContextManager[Span]:
+        return self._tracer.start_as_current_span(
+            name,
+            context=extract(carrier),
+            kind=_KINDS[kind],
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+
+    def child_span(
+        self, name: str, attributes: dict[str, Any] | None, kind: str
+    ) -> contextlib.AbstractContextManager[Span]:
+        return self._tracer.start_as_current_span(
+            name, kind=_KINDS[kind], attributes=attributes, record_exception=False, set_status_on_exception=False
+        )
+
+    def component_call(self, building_block: str, component: str, operation: str, started: float, ok: bool) -> None:
+        """The span of a component call that began at `started` (`time.perf_counter`) and ended now."""
+        ended = time.time_ns()
+        began = ended - int((time.perf_counter() - started) * 1e9)
+        name, kind, attributes = self._component(building_block, component, operation)
+        span = self._tracer.start_span(name, kind=kind, attributes=attributes, start_time=began)
+        if not ok:
+            span.set_status(Status(StatusCode.ERROR, f"{operation} on {component} failed"))
+        span.end(end_time=ended)
+
+    def _component(self, building_block: str, component: str, operation: str) -> tuple[str, SpanKind, dict[str, str]]:
+        key = (building_block, component, operation)
+        known = self._components.get(key)
+        if known is None:
+            type_ = self.component_type(component) or building_block
+            system = type_.partition(".")[2] or type_
+            attributes = {"ottava.component": component, "ottava.component.type": type_}
+            if building_block in _MESSAGING:
+                attributes.update({"messaging.system": system, "messaging.operation.name": operation})
+                kind = SpanKind.PRODUCER if operation == "publish" else SpanKind.CLIENT
+            else:
+                attributes.update({"db.system": system, "db.operation.name": operation, "db.namespace": component})
+                kind = SpanKind.CLIENT
+            known = self._components[key] = (f"{operation} {component}", kind, attributes)
+        return known
+
+    # Propagation -------------------------------------------------------------------------
+
+    def inject(self, headers: list[tuple[str, str]]) -> None:
+        fields: dict[str, str] = {}
+        _PROPAGATOR.inject(fields)
+        headers[:] = [(k, v) for k, v in headers if k not in _TRACE_HEADERS]
+        headers.extend(fields.items())
+
+    def inject_into(self, headers: MutableMapping[str, str]) -> None:
+        for name in _TRACE_HEADERS:
+            headers.pop(name, None)
+        _PROPAGATOR.inject(headers)
+
+    def current_ids(self) -> tuple[str, str] | None:
+        context = get_current_span().get_span_context()
+        if not context.is_valid:
+            return None
+        return format_trace_id(context.trace_id), format_span_id(context.span_id)
+
+
+def extract(carrier: Iterable[tuple[str, Any]]) -> otel_context.Context:
+    """The remote parent that header or metadata pairs carry; an empty context when none."""
+    fields = {name: value for name, value in carrier if name in _TRACE_HEADERS and isinstance(value, str)}
+    if not fields:
+        return otel_context.Context()
+    return _PROPAGATOR.extract(fields, context=otel_context.Context())
+
+
+def mark(span: Any, error: str | None, attributes: dict[str, Any] | None = None) -> None:
+    """Record the outcome of a span the caller holds (a no-op without one)."""
+    if span is None or not span.is_recording():
+        return
+    if attributes:
+        span.set_attributes(attributes)
+    if error is not None:
+        span.set_status(Status(StatusCode.ERROR, error))
+
+
+def _exporters(settings: tracing.Settings) -> list[SpanExporter]:
+    exporters: list[SpanExporter] = []
+    if settings.otlp_endpoint:
+        if settings.otlp_protocol == "http":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+            exporters.append(HttpExporter(endpoint=_http_url(settings.otlp_endpoint, settings.otlp_secure)))
+        else:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+            endpoint = settings.otlp_endpoint.split("://", 1)[-1]
+            exporters.append(GrpcExporter(endpoint=endpoint, insecure=not settings.otlp_secure))
+    if settings.zipkin_endpoint:
+        from opentelemetry.exporter.zipkin.json import ZipkinExporter
+
+        exporters.append(ZipkinExporter(endpoint=settings.zipkin_endpoint))
+    if settings.stdout:
+        exporters.append(_StdoutExporter())
+    return exporters
+
+
+def _http_url(endpoint: str, secure: bool) -> str:
+    """OTLP/HTTP's traces URL for Dapr's `endpointAddress` (host:port, or a URL with or without a path)."""
+    if "://" not in endpoint:
+        endpoint = f"{'https' if secure else 'http'}://{endpoint}"
+    scheme, _, rest = endpoint.partition("://")
+    if "/" not in rest:
+        return f"{scheme}://{rest}/v1/traces"
+    return endpoint
+
+
+class _StdoutExporter(SpanExporter):
+    """Each span as one JSON line on standard output (Dapr's `tracing.stdout`)."""
+
+    def export(self, spans: Any) -> SpanExportResult:
+        for span in spans:
+            assert isinstance(span, ReadableSpan)
+            sys.stdout.write(json.dumps(json.loads(span.to_json()), separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+        return SpanExportResult.SUCCESS
