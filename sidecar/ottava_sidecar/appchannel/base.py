@@ -12,8 +12,9 @@ import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from ottava_sidecar import backoff
+from ottava_sidecar import backoff, tracing
 from ottava_sidecar.apperrors import (
     AppChannelError,
     AppTimeoutError,
@@ -120,13 +121,57 @@ class AppChannel(abc.ABC):
         app is not reachable, did not answer in time, or said it is not ready yet.
         """
 
-    @abc.abstractmethod
     async def deliver(self, subscription: SubscriptionSpec, event: TopicEvent, path: str) -> Verdict:
         """Hand `event` to the app; its verdict, or an `AppChannelError`."""
+        if tracing.ACTIVE is None:
+            return await self._deliver(subscription, event, path)
+        attributes = self._span_attributes(
+            {"messaging.destination.name": event.topic, "messaging.message.id": event.id, "url.path": path}
+        )
+        with tracing.span(f"deliver {event.topic}", attributes) as span:
+            try:
+                verdict = await self._deliver(subscription, event, path)
+            except AppChannelError as err:
+                _failed(span, str(err))
+                raise
+            _failed(span, None, {"ottava.verdict": verdict.value})
+            return verdict
 
-    @abc.abstractmethod
     async def invoke(self, request: InvocationRequest) -> InvocationResponse:
         """Call a method of the app; its answer whatever its status, or an `AppChannelError`."""
+        if tracing.ACTIVE is None:
+            return await self._invoke(request)
+        attributes = self._span_attributes({"ottava.invoke.method": request.method})
+        with tracing.span(f"invoke {self.app_id}/{request.method}", attributes) as span:
+            try:
+                answer = await self._invoke(request)
+            except AppChannelError as err:
+                _failed(span, str(err))
+                raise
+            _failed(
+                span,
+                None if answer.ok else f"the app answered {answer.status}",
+                {"http.response.status_code": answer.status},
+            )
+            return answer
+
+    def _span_attributes(self, extra: dict[str, str]) -> dict[str, Any]:
+        return {"ottava.app_id": self.app_id, "server.address": self.host, "server.port": self.port, **extra}
+
+    @abc.abstractmethod
+    async def _deliver(self, subscription: SubscriptionSpec, event: TopicEvent, path: str) -> Verdict:
+        """`deliver` over this channel's protocol, with the current trace context."""
+
+    @abc.abstractmethod
+    async def _invoke(self, request: InvocationRequest) -> InvocationResponse:
+        """`invoke` over this channel's protocol, with the current trace context."""
 
     async def close(self) -> None:  # noqa: B027 - most channels hold connections; some do not
         """Release connections."""
+
+
+def _failed(span: Any, error: str | None, attributes: dict[str, Any] | None = None) -> None:
+    if span is not None:
+        from ottava_sidecar.tracing.otel import mark  # loaded: there is a span
+
+        mark(span, error, attributes)

@@ -19,6 +19,7 @@ from dapr.proto.runtime.v1 import appcallback_pb2 as dapr_callback
 from dapr.proto.runtime.v1 import appcallback_pb2_grpc as dapr_callback_grpc
 from google.protobuf import any_pb2, empty_pb2, struct_pb2
 
+from ottava_sidecar import tracing
 from ottava_sidecar._gen.spec.proto.runtime.v1 import appcallback_pb2 as layotto_callback
 from ottava_sidecar._gen.spec.proto.runtime.v1 import appcallback_pb2_grpc as layotto_callback_grpc
 from ottava_sidecar.appchannel.base import (
@@ -54,6 +55,21 @@ def grpc_metadata(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
             continue
         metadata.append((key, value))
     return metadata
+
+
+def _trace_metadata(metadata: list[tuple[str, str]]) -> list[tuple[str, str | bytes]]:
+    """`metadata` with the current trace context, as `traceparent`/`tracestate` and as `grpc-trace-bin`
+    (what OpenCensus-era gRPC apps read); as it is when tracing is off."""
+    if tracing.ACTIVE is None:
+        return list(metadata)
+    tracing.inject(metadata)
+    with_binary: list[tuple[str, str | bytes]] = list(metadata)
+    for name, value in metadata:
+        if name == tracing.TRACEPARENT:
+            binary = tracing.binary_from_traceparent(value)
+            if binary is not None:
+                with_binary.append((tracing.GRPC_TRACE_BIN, binary))
+    return with_binary
 
 
 class GrpcAppChannel(AppChannel):
@@ -138,17 +154,20 @@ class GrpcAppChannel(AppChannel):
             )
         return self._named(subscriptions)
 
-    async def deliver(self, subscription: SubscriptionSpec, event: TopicEvent, path: str) -> Verdict:
+    async def _deliver(self, subscription: SubscriptionSpec, event: TopicEvent, path: str) -> Verdict:
+        metadata = _trace_metadata([])
         try:
             if self._flavour == "layotto":
-                layotto_answer = await self._layotto().OnTopicEvent(layotto_event(event), timeout=self.timeout)
+                layotto_answer = await self._layotto().OnTopicEvent(
+                    layotto_event(event), timeout=self.timeout, metadata=metadata
+                )
                 return _VERDICTS.get(layotto_answer.status, Verdict.RETRY)
-            answer = await self._dapr().OnTopicEvent(dapr_event(event, path), timeout=self.timeout)
+            answer = await self._dapr().OnTopicEvent(dapr_event(event, path), timeout=self.timeout, metadata=metadata)
         except grpc.aio.AioRpcError as err:
             raise self._error(err, f"OnTopicEvent for topic {event.topic}") from None
         return _VERDICTS.get(answer.status, Verdict.RETRY)
 
-    async def invoke(self, request: InvocationRequest) -> InvocationResponse:
+    async def _invoke(self, request: InvocationRequest) -> InvocationResponse:
         stub = self._dapr()
         message = common_pb2.InvokeRequest(
             method=request.method,
@@ -159,7 +178,7 @@ class GrpcAppChannel(AppChannel):
             message.http_extension.verb = _VERBS.get(request.verb.upper(), 0)  # type: ignore[assignment]
             message.http_extension.querystring = request.query
         timeout = min(self.timeout, request.timeout_seconds or self.timeout)
-        call = stub.OnInvoke(message, metadata=grpc_metadata(request.headers), timeout=timeout)
+        call = stub.OnInvoke(message, metadata=_trace_metadata(grpc_metadata(request.headers)), timeout=timeout)
         try:
             answer = await call
             initial: Any = await call.initial_metadata()

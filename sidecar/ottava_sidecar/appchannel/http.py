@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ottava_sidecar import tracing
 from ottava_sidecar.appchannel.base import (
     AppChannel,
     AppChannelError,
@@ -132,9 +133,10 @@ class HttpAppChannel(AppChannel):
         subscriptions.problems = [f"{what}: {problem}" for problem in subscriptions.problems]
         return subscriptions
 
-    async def deliver(self, subscription: SubscriptionSpec, event: TopicEvent, path: str) -> Verdict:
+    async def _deliver(self, subscription: SubscriptionSpec, event: TopicEvent, path: str) -> Verdict:
         body, content_type = event.http_body(raw_subscription=subscription.raw_payload)
         headers = {"Content-Type": content_type, "pubsubname": event.pubsub_name, "topic": event.topic}
+        tracing.inject_into(headers)
         url = f"{self._base}/{path.lstrip('/')}"
         try:
             async with self._client().post(url, data=body, headers=headers) as response:
@@ -159,7 +161,7 @@ class HttpAppChannel(AppChannel):
             raise AppChannelError(f"{self.describe()} answered event {event.id} with HTTP {status}: {answer[:200]!r}")
         return _verdict(answer)
 
-    async def invoke(self, request: InvocationRequest) -> InvocationResponse:
+    async def _invoke(self, request: InvocationRequest) -> InvocationResponse:
         verb = request.verb or "POST"
         url = f"{self._base}/{request.method.lstrip('/')}"
         if request.query:
@@ -167,6 +169,7 @@ class HttpAppChannel(AppChannel):
         headers = [(k, v) for k, v in request.headers if k not in HOP_BY_HOP and k != "content-type"]
         if request.content_type:
             headers.append(("Content-Type", request.content_type))
+        tracing.inject(headers)
         timeout = aiohttp.ClientTimeout(total=min(self.timeout, request.timeout_seconds or self.timeout))
         try:
             async with self._client().request(

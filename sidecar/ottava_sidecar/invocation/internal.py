@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import grpc
 
-from ottava_sidecar import grpcserver
+from ottava_sidecar import grpcserver, tracing
 from ottava_sidecar.apperrors import (
     AppChannelError,
     AppTimeoutError,
@@ -117,6 +117,7 @@ class LocalApp(Protocol):
         ...
 
 
+_TRACE_HEADERS = (tracing.TRACEPARENT, tracing.TRACESTATE)
 # Headers that only this sidecar may set for its app: who called, and whom.
 _IDENTITY_HEADERS = frozenset({"dapr-caller-app-id", "dapr-callee-app-id", "dapr-api-token"})
 
@@ -166,6 +167,29 @@ class _Servicer:  # a `pb_grpc.ServiceInvocationServicer`, whose module loads wi
         return caller.app_id, caller
 
     async def CallLocal(self, request: pb.CallLocalRequest, context: Context) -> pb.CallLocalResponse:
+        if tracing.ACTIVE is None:
+            return await self._call_local(request, context)
+        # The caller's sidecar put its span's context among the headers (see `Invoker`).
+        carrier = [(h.name, h.values[0]) for h in request.headers if h.name in _TRACE_HEADERS and h.values]
+        attributes = {
+            "rpc.system": "grpc",
+            "rpc.service": "ottava.internal.v1.ServiceInvocation",
+            "rpc.method": "CallLocal",
+            "ottava.invoke.method": request.method,
+            "ottava.caller_app_id": request.caller_app_id,
+        }
+        with tracing.server_span("ottava.internal.v1.ServiceInvocation/CallLocal", carrier, attributes) as span:
+            try:
+                return await self._call_local(request, context)
+            finally:
+                if span is not None:
+                    from ottava_sidecar.tracing.otel import mark  # loaded: there is a span
+
+                    code = context.code()
+                    failed = isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK
+                    mark(span, (context.details() or code.name) if failed and code else None)
+
+    async def _call_local(self, request: pb.CallLocalRequest, context: Context) -> pb.CallLocalResponse:
         if request.target_app_id != self.app_id:
             # A stale registry entry: the address now belongs to another app's sidecar.
             await context.abort(

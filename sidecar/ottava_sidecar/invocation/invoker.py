@@ -15,7 +15,7 @@ import time
 
 import grpc
 
-from ottava_sidecar import backoff, contract, metrics
+from ottava_sidecar import backoff, contract, metrics, tracing
 from ottava_sidecar.identity.workload import WorkloadIdentity
 from ottava_sidecar.invocation import filters
 from ottava_sidecar.invocation.internal import InternalClient
@@ -135,7 +135,8 @@ class Invoker:
             del self._last[target]
 
     async def _before(self, target: str, request: InvocationRequest) -> None:
-        """Let every filter see the call first; a filter that rejects it refuses the call."""
+        """Let every filter see the call first (a filter that rejects it refuses the call); then
+        put the current span's context among its headers."""
         for each in self.filters:
             try:
                 await each.before(target, request)
@@ -143,6 +144,8 @@ class Invoker:
                 raise InvocationError(
                     grpc.StatusCode.PERMISSION_DENIED, f"call to app {target!r} refused by {type(each).__name__}: {err}"
                 ) from None
+        if tracing.ACTIVE is not None:  # the target's sidecar continues this call's trace
+            tracing.inject(request.headers)
 
     async def close(self) -> None:
         await self._client.close()

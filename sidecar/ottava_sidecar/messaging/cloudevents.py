@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ottava_sidecar import tracing
 from ottava_sidecar.components.pubsub.base import Message
 
 CONTENT_TYPE = "application/cloudevents+json"
@@ -140,6 +141,8 @@ def wrap(
         event["time"] = _CLOCK.now()
     event["topic"] = topic
     event["pubsubname"] = pubsub_name
+    if tracing.ACTIVE is not None:  # the subscriber's delivery continues the publisher's trace
+        tracing.inject_into(event)
     return Envelope(_ENCODE(event).encode(), CONTENT_TYPE)
 
 

@@ -12,7 +12,7 @@ import functools
 import logging
 from typing import Any, Protocol
 
-from ottava_sidecar import metrics
+from ottava_sidecar import metrics, tracing
 from ottava_sidecar.apperrors import AppChannelError, AppUnimplementedError
 from ottava_sidecar.components.pubsub.base import Message, PubSub
 from ottava_sidecar.messaging import cloudevents
@@ -77,6 +77,25 @@ async def settle(broker: PubSub[Any], spec: SubscriptionSpec, message: Message, 
     log.warning("event %s of %s/%s dropped: %s", message.id, spec.pubsub_name, spec.topic, reason)
 
 
+def consumer_span(
+    spec: SubscriptionSpec, event: cloudevents.TopicEvent
+) -> tuple[str, list[tuple[str, Any]], dict[str, Any], str]:
+    """The span of an event's delivery: a child of the publisher's context that the CloudEvent carries."""
+    carrier = [
+        (name, event.extensions[name])
+        for name in (tracing.TRACEPARENT, tracing.TRACESTATE)
+        if isinstance(event.extensions.get(name), str)
+    ]
+    attributes = {
+        "messaging.operation.type": "process",
+        "messaging.destination.name": spec.topic,
+        "messaging.message.id": event.id,
+        "messaging.message.delivery_attempt": event.attempt,
+        "ottava.pubsub": spec.pubsub_name,
+    }
+    return f"process {spec.topic}", carrier, attributes, "consumer"
+
+
 class AppDelivery:
     """The broker handler of a subscription read from the app: delivers over the app channel."""
 
@@ -87,6 +106,13 @@ class AppDelivery:
 
     async def __call__(self, message: Message) -> None:
         event = cloudevents.unwrap(message, self.spec.pubsub_name)
+        if tracing.ACTIVE is None:
+            await self._handle(message, event)
+            return
+        with tracing.server_span(*consumer_span(self.spec, event)):
+            await self._handle(message, event)
+
+    async def _handle(self, message: Message, event: cloudevents.TopicEvent) -> None:
         path = self.spec.route(event)
         if path is None:
             await settle(

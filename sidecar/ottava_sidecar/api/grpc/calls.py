@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import grpc
 
 from ottava_sidecar import metrics as _metrics
+from ottava_sidecar import tracing
 from ottava_sidecar.api import access
 from ottava_sidecar.api.errors import ApiError
 from ottava_sidecar.metrics import CallMetrics
@@ -29,6 +30,8 @@ Self = TypeVar("Self")
 # The stubs make the context generic over request and response; no handler reads them from it.
 Context = grpc.aio.ServicerContext[Any, Any]
 SURFACES = ("dapr", "layotto")
+# The gRPC service each surface serves, for span names (`/service/method`).
+SERVICES = {"dapr": "dapr.proto.runtime.v1.Dapr", "layotto": "spec.proto.runtime.v1.Runtime"}
 
 
 def _by_surface(protocol: str, api: str, method: str) -> dict[str, CallMetrics]:
@@ -51,8 +54,7 @@ def unary(
     def decorate(handler: UnaryHandler[Self, Req, Resp]) -> UnaryHandler[Self, Req, Resp]:
         by_surface = _by_surface(protocol, api, handler.__name__)
 
-        @functools.wraps(handler)
-        async def call(self: Self, request: Req, context: Context) -> Resp:
+        async def run(self: Self, request: Req, context: Context) -> Resp:
             started = time.perf_counter()
             surface = surface_of(self)
             metrics = by_surface[surface]
@@ -71,6 +73,16 @@ def unary(
             metrics.observe("OK", started)
             return response
 
+        @functools.wraps(handler)
+        async def call(self: Self, request: Req, context: Context) -> Resp:
+            if tracing.ACTIVE is None:
+                return await run(self, request, context)
+            with tracing.server_span(*_span_of(surface_of(self), handler.__name__, context)) as span:
+                try:
+                    return await run(self, request, context)
+                finally:
+                    _outcome(span, context)
+
         return call
 
     return decorate
@@ -82,8 +94,7 @@ def streaming(
     def decorate(handler: StreamHandler[Self, Req, Resp]) -> StreamHandler[Self, Req, Resp]:
         by_surface = _by_surface(protocol, api, handler.__name__)
 
-        @functools.wraps(handler)
-        async def call(self: Self, request: Req, context: Context) -> AsyncIterator[Resp]:
+        async def run(self: Self, request: Req, context: Context) -> AsyncIterator[Resp]:
             started = time.perf_counter()
             status = "OK"
             surface = surface_of(self)
@@ -98,9 +109,43 @@ def streaming(
             finally:
                 metrics.observe(status, started)
 
+        @functools.wraps(handler)
+        async def call(self: Self, request: Req, context: Context) -> AsyncIterator[Resp]:
+            if tracing.ACTIVE is None:
+                async for response in run(self, request, context):
+                    yield response
+                return
+            with tracing.server_span(*_span_of(surface_of(self), handler.__name__, context)) as span:
+                try:
+                    async for response in run(self, request, context):
+                        yield response
+                finally:
+                    _outcome(span, context)
+
         return call
 
     return decorate
+
+
+def _span_of(surface: str, method: str, context: Context) -> tuple[str, Any, dict[str, Any]]:
+    """Name, parent carrier and attributes of a call's server span (OpenTelemetry's RPC conventions)."""
+    service = SERVICES.get(surface, surface)
+    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method, "ottava.surface": surface}
+    return f"{service}/{method}", context.invocation_metadata() or (), attributes
+
+
+def _outcome(span: Any, context: Context) -> None:
+    """The call's gRPC status on its span (an error status for any but OK)."""
+    if span is None:
+        return
+    from ottava_sidecar.tracing.otel import mark  # loaded: there is a span
+
+    code = context.code()
+    number = code.value[0] if isinstance(code, grpc.StatusCode) else int(code or 0)
+    error = (
+        None if number == 0 else (context.details() or (code.name if isinstance(code, grpc.StatusCode) else str(code)))
+    )
+    mark(span, error, {"rpc.grpc.status_code": number})
 
 
 def answer_unimplemented(servicer: type[Any], base: type[Any], service: str) -> None:

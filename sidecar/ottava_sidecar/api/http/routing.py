@@ -15,7 +15,7 @@ from typing import Final
 import grpc
 from aiohttp import web
 
-from ottava_sidecar import contract
+from ottava_sidecar import contract, tracing
 from ottava_sidecar.api import access, errors
 from ottava_sidecar.api.http import listening
 from ottava_sidecar.limits import Limits
@@ -144,7 +144,21 @@ class RequestGuard:
 
 
 def serve(route: Route, api_token: bytes | None, guard: RequestGuard | None = None) -> Handler:
-    """`route.handler`, answering errors as Dapr does and recording each call's status and latency."""
+    """`route.handler`, answering errors as Dapr does and recording each call's status and latency;
+    each call to the API (not to probes) is a span when tracing is on."""
+    run = _serve(route, api_token, guard)
+    if route.public:
+        return run
+
+    async def call(request: web.Request) -> web.StreamResponse:
+        if tracing.ACTIVE is None:
+            return await run(request)
+        return await _traced(route, run, request)
+
+    return call
+
+
+def _serve(route: Route, api_token: bytes | None, guard: RequestGuard | None) -> Handler:
     metrics = CallMetrics("http", route.api, route.name)
     handler = route.handler
     token = None if route.public else api_token
@@ -189,6 +203,21 @@ def serve(route: Route, api_token: bytes | None, guard: RequestGuard | None = No
         return response
 
     return call
+
+
+async def _traced(route: Route, run: Handler, request: web.Request) -> web.StreamResponse:
+    """`run(request)` in a server span, the child of the context the app's headers carry."""
+    attributes = {"http.request.method": request.method, "http.route": route.path, "url.path": request.path}
+    headers = ((k.lower(), v) for k, v in request.headers.items())
+    with tracing.server_span(f"{request.method} {route.path}", headers, attributes) as span:
+        response = await run(request)
+        if span is not None:
+            from ottava_sidecar.tracing.otel import mark  # loaded: there is a span
+
+            # OpenTelemetry's HTTP conventions: a server span fails on a 5xx status only.
+            error = f"HTTP {response.status}" if response.status >= 500 else None
+            mark(span, error, {"http.response.status_code": response.status})
+        return response
 
 
 def _token_matches(request: web.Request, token: bytes) -> bool:
