@@ -1,7 +1,8 @@
 """The OpenTelemetry Collector, built from tools/otelcol/ (cached after the first build).
 
-It listens for OTLP on loopback, over gRPC and over HTTP, each on a free port, and its
-file exporter writes what it receives as OTLP JSON, one line per batch, into its folder.
+It listens on loopback, each on a free port, for OTLP over gRPC and over HTTP, and for
+Zipkin v2 spans (JSON or protobuf, `POST /api/v2/spans`); its file exporter writes what
+it receives, from either, as OTLP JSON, one line per batch, into its folder.
 `Collector.spans()` reads that file back; `wait_for_span` polls it until a span that
 matches turns up, so a test waits only as long as the export takes.
 """
@@ -106,6 +107,7 @@ class Collector:
     server: ServerProcess
     grpc_port: int
     http_port: int
+    zipkin_port: int
     spans_file: Path
 
     @property
@@ -117,6 +119,11 @@ class Collector:
     def http_endpoint(self) -> str:
         """The OTLP/HTTP base URL; traces go to `{http_endpoint}/v1/traces`."""
         return f"http://{HOST}:{self.http_port}"
+
+    @property
+    def zipkin_endpoint(self) -> str:
+        """Where Zipkin v2 spans are POSTed (a Zipkin exporter's full URL)."""
+        return f"http://{HOST}:{self.zipkin_port}/api/v2/spans"
 
     def spans(self) -> list[Span]:
         """Every span exported so far, in the order the collector wrote them."""
@@ -173,6 +180,8 @@ receivers:
         endpoint: {host}:{grpc_port}
       http:
         endpoint: {host}:{http_port}
+  zipkin:
+    endpoint: {host}:{zipkin_port}
 processors:
   batch:
     timeout: 50ms  # hand spans on quickly: a test waits for them
@@ -189,32 +198,40 @@ service:
       level: none  # no Prometheus endpoint of its own (its default, :8888, may be taken)
   pipelines:
     traces:
-      receivers: [otlp]
+      receivers: [otlp, zipkin]
       processors: [batch]
       exporters: [file, debug]
 """
 
 
 def start() -> Collector:
-    """Start a collector on two free loopback ports, exporting spans to a file in a fresh folder."""
+    """Start a collector on three free loopback ports, exporting spans to a file in a fresh folder."""
     otelcol = binary()
-    grpc_port = free_port()
-    http_port = free_port()
-    while http_port == grpc_port:
-        http_port = free_port()
+    ports: list[int] = []
+    while len(ports) < 3:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    grpc_port, http_port, zipkin_port = ports
     data = scratch_dir("otelcol")
     spans_file = data / "spans.jsonl"
     config = data / "config.yaml"
     config.write_text(
-        CONFIG.format(host=HOST, grpc_port=grpc_port, http_port=http_port, spans_file=json.dumps(str(spans_file))),
+        CONFIG.format(
+            host=HOST,
+            grpc_port=grpc_port,
+            http_port=http_port,
+            zipkin_port=zipkin_port,
+            spans_file=json.dumps(str(spans_file)),
+        ),
         encoding="utf-8",
     )
-    grpc_ready, http_ready = accepts_connections(grpc_port, HOST), accepts_connections(http_port, HOST)
+    listening = [accepts_connections(port, HOST) for port in ports]
 
     def ready() -> bool:
-        # The receivers start last, once the exporters and processors run: both ports open means ready.
-        return grpc_ready() and http_ready()
+        # The receivers start last, once the exporters and processors run: every port open means ready.
+        return all(check() for check in listening)
 
     command = [str(otelcol), "--config", f"file:{config}"]
     server = ServerProcess("otelcol", command, ready, data, grpc_port, host=HOST).start()
-    return Collector(server, grpc_port, http_port, spans_file)
+    return Collector(server, grpc_port, http_port, zipkin_port, spans_file)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the tests' OpenTelemetry Collector from the module in tools/otelcol/
 # (the core components the tests need: the OTLP receiver, the batch processor,
-# the debug exporter, and contrib's file exporter) and caches it outside the
+# the debug exporter, and contrib's Zipkin receiver and file exporter) and caches it outside the
 # clone, keyed by the collector release and a hash of the module:
 #
 #   ${OTTAVA_CACHE:-$HOME/.cache/ottava}/otelcol-v0.161.0-<hash>/otelcol

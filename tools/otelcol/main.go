@@ -1,13 +1,15 @@
 // Command otelcol is the OpenTelemetry Collector that Ottava's tests run on
-// loopback: spans and metrics come in over OTLP (gRPC and HTTP), pass through
-// the batch processor and go out to a file (JSON lines, which a test reads) or
-// to the log (debug). Every other component is left out to keep the build short.
+// loopback: spans and metrics come in over OTLP (gRPC and HTTP), and spans also
+// over Zipkin (JSON or protobuf v2, POST /api/v2/spans); they pass through the
+// batch processor and go out to a file (JSON lines, which a test reads) or to
+// the log (debug). Every other component is left out to keep the build short.
 package main
 
 import (
 	"log"
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/zipkinreceiver"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/provider/envprovider"
@@ -26,7 +28,7 @@ import (
 var version = "dev"
 
 func factories() (otelcol.Factories, error) {
-	receivers, err := otelcol.MakeFactoryMap[receiver.Factory](otlpreceiver.NewFactory())
+	receivers, err := otelcol.MakeFactoryMap[receiver.Factory](otlpreceiver.NewFactory(), zipkinreceiver.NewFactory())
 	if err != nil {
 		return otelcol.Factories{}, err
 	}
@@ -50,7 +52,7 @@ func main() {
 	settings := otelcol.CollectorSettings{
 		BuildInfo: component.BuildInfo{
 			Command:     "otelcol",
-			Description: "OpenTelemetry Collector for Ottava's tests (OTLP in; file and debug out)",
+			Description: "OpenTelemetry Collector for Ottava's tests (OTLP and Zipkin in; file and debug out)",
 			Version:     version,
 		},
 		Factories: factories,
