@@ -364,3 +364,28 @@ def test_with_tracing_off_a_sidecar_never_loads_opentelemetry() -> None:
     done = subprocess.run([sys.executable, "-c", LAZY_CHECK], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_a_sidecar_exports_to_zipkin(world: World, sidecars: SidecarFactory, tmp_path: Path) -> None:
+    app_id = f"zipkin-{uuid.uuid4().hex[:6]}"
+    config = tmp_path / "zipkin.yaml"
+    config.write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: zipkin}\n"
+        f'spec:\n  tracing:\n    samplingRate: "1"\n    zipkin: {{endpointAddress: "{world.collector.zipkin_endpoint}"}}\n'
+    )
+    sidecar = sidecars.start("--app-id", app_id, "--config", str(config))
+    trace_id = uuid.uuid4().hex
+    answer = httpx.get(
+        f"{sidecar.http_url}/v1.0/state/statestore/k",
+        headers={"traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01"},
+        timeout=10,
+    )
+    assert answer.status_code == 204
+
+    spans = world.collector.wait_for_spans(lambda s: s.trace_id == trace_id, count=2)
+
+    assert {s.resource.get("service.name") for s in spans} == {app_id}
+    api = next(s for s in spans if s.kind == SERVER)
+    component = next(s for s in spans if s.kind == CLIENT)
+    assert api.name.startswith("GET /v1.0/state/")
+    assert component.parent_span_id == api.span_id
