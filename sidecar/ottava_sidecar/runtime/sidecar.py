@@ -30,6 +30,7 @@ import datetime
 import importlib
 import logging
 import socket
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,7 +141,9 @@ class Sidecar:
 
     def __post_init__(self) -> None:
         self.registry = Registry(self.options.app_id)
-        tracing.set_component_types(self._component_type)
+        # Weakly: a module global must not keep a stopped sidecar (and its gRPC objects) alive to exit.
+        component_type = weakref.WeakMethod(self._component_type)
+        tracing.set_component_types(lambda name: lookup(name) if (lookup := component_type()) else None)
         o = self.options
         self.app_channel: appchannel.AppChannel | None = None  # made by `serve` (its client library loads then)
         self.kube_credentials: Credentials | None = None
