@@ -7,6 +7,7 @@ lookups: its `CallMetrics` and whether it needs the token are fixed in the closu
 import asyncio
 import hmac
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -149,11 +150,12 @@ def serve(route: Route, api_token: bytes | None, guard: RequestGuard | None = No
     run = _serve(route, api_token, guard)
     if route.public:
         return run
+    template = _PATTERN.sub(r"{\1}", route.path)  # `{method:[\s\S]*}` as `{method}`, for span names
 
     async def call(request: web.Request) -> web.StreamResponse:
         if tracing.ACTIVE is None:
             return await run(request)
-        return await _traced(route, run, request)
+        return await _traced(template, run, request)
 
     return call
 
@@ -205,11 +207,15 @@ def _serve(route: Route, api_token: bytes | None, guard: RequestGuard | None) ->
     return call
 
 
-async def _traced(route: Route, run: Handler, request: web.Request) -> web.StreamResponse:
+# A route's variable with its pattern: `{name:regex}`.
+_PATTERN = re.compile(r"\{(\w+):[^}]*\}")
+
+
+async def _traced(template: str, run: Handler, request: web.Request) -> web.StreamResponse:
     """`run(request)` in a server span, the child of the context the app's headers carry."""
-    attributes = {"http.request.method": request.method, "http.route": route.path, "url.path": request.path}
+    attributes = {"http.request.method": request.method, "http.route": template, "url.path": request.path}
     headers = ((k.lower(), v) for k, v in request.headers.items())
-    with tracing.server_span(f"{request.method} {route.path}", headers, attributes) as span:
+    with tracing.server_span(f"{request.method} {template}", headers, attributes) as span:
         response = await run(request)
         if span is not None:
             from ottava_sidecar.tracing.otel import mark  # loaded: there is a span
