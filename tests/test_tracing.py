@@ -36,13 +36,14 @@ from ottava_sidecar.runtime.defaults import default_components
 from ottava_sidecar.runtime.sidecar import Options, Sidecar
 
 from tests.conftest import SidecarFactory, SidecarProcess
-from tests.messaging import events, start_with_app, stop_all_gracefully, wait_for, wait_ready
+from tests.messaging import events, free_port, start_with_app, stop_all_gracefully, wait_for, wait_ready
 from tests.servers import otelcol
 from tests.servers.otelcol import Collector, Span
 
 # Building the collector on a cold cache takes a minute or more; fixture set-up counts.
 pytestmark = pytest.mark.timeout(900)
 
+ROOT = Path(__file__).resolve().parents[1]
 SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5  # OTLP's span kinds
 
 CONFIG = """\
@@ -389,3 +390,31 @@ def test_a_sidecar_exports_to_zipkin(world: World, sidecars: SidecarFactory, tmp
     component = next(s for s in spans if s.kind == CLIENT)
     assert api.name.startswith("GET /v1.0/state/")
     assert component.parent_span_id == api.span_id
+
+
+def test_the_example_in_the_docs_shows_a_trace_across_two_sidecars(tmp_path: Path) -> None:
+    # docs/observability.md#a-trace-you-can-see runs examples/tracing/run.sh; here on free ports.
+    names = [
+        "OTLP_PORT", "SHOP_HTTP", "SHOP_GRPC", "SHOP_INTERNAL", "SHOP_METRICS",
+        "ECHO_HTTP", "ECHO_GRPC", "ECHO_INTERNAL", "ECHO_METRICS", "APP_PORT",
+    ]  # fmt: skip
+    ports = {name: str(free_port()) for name in names}
+    env = {
+        **os.environ,
+        **ports,
+        "OTTAVA": str(Path(sys.executable).parent / "ottava"),
+        "PYTHON": sys.executable,
+        "OTTAVA_REGISTRY_DIR": str(tmp_path / "registry"),
+        "OTTAVA_CA_DIR": str(tmp_path / "ca"),
+        "TMPDIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        ["examples/tracing/run.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    tree = done.stdout.split("==> the trace, as the collector received it\n")[1].splitlines()
+    assert tree[0].startswith("(parent 00f067aa0ba902b7: not in the collector")
+    assert tree[1].startswith("  shop: GET /v1.0/invoke/{appId}/method/{method} (server,")
+    assert tree[2].startswith("    echo: ottava.internal.v1.ServiceInvocation/CallLocal (server,")
+    assert tree[3].startswith("      echo: invoke echo/otelcol.yaml (client,")
