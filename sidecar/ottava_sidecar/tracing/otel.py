@@ -8,7 +8,6 @@ the sampler follows the caller's decision when it sent one (`ParentBased`), else
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
@@ -20,7 +19,16 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, format_span_id, format_trace_id, get_current_span
+from opentelemetry.trace import (
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    format_span_id,
+    format_trace_id,
+    get_current_span,
+    set_span_in_context,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ottava_sidecar import tracing
@@ -62,25 +70,18 @@ class Tracer:
 
     def server_span(
         self, name: str, carrier: Iterable[tuple[str, Any]], attributes: dict[str, Any] | None, kind: str
-    ) -> contextlib.AbstractContextManager[Span]:
-        return self._tracer.start_as_current_span(
-            name,
-            context=extract(carrier),
-            kind=_KINDS[kind],
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        )
+    ) -> _Current:
+        parent = extract(carrier)
+        return _Current(self._tracer.start_span(name, parent, _KINDS[kind], attributes), parent)
 
-    def child_span(
-        self, name: str, attributes: dict[str, Any] | None, kind: str
-    ) -> contextlib.AbstractContextManager[Span]:
-        return self._tracer.start_as_current_span(
-            name, kind=_KINDS[kind], attributes=attributes, record_exception=False, set_status_on_exception=False
-        )
+    def child_span(self, name: str, attributes: dict[str, Any] | None, kind: str) -> _Current:
+        return _Current(self._tracer.start_span(name, None, _KINDS[kind], attributes), None)
 
     def component_call(self, building_block: str, component: str, operation: str, started: float, ok: bool) -> None:
-        """The span of a component call that began at `started` (`time.perf_counter`) and ended now."""
+        """The span of a component call that began at `started` (`time.perf_counter`) and ended now,
+        recorded when the call it serves is (a component call of an unsampled trace costs one check)."""
+        if not get_current_span().is_recording():
+            return
         ended = time.time_ns()
         began = ended - int((time.perf_counter() - started) * 1e9)
         name, kind, attributes = self._component(building_block, component, operation)
@@ -123,6 +124,28 @@ class Tracer:
         if not context.is_valid:
             return None
         return format_trace_id(context.trace_id), format_span_id(context.span_id)
+
+
+class _Current:
+    """A started span, current inside `with` and ended on leaving it; the SDK's
+    `start_as_current_span` does the same through two generator-based context managers."""
+
+    __slots__ = ("_parent", "_span", "_token")
+
+    def __init__(self, span: Span, parent: otel_context.Context | None) -> None:
+        self._span = span
+        self._parent = parent
+        self._token: object = None
+
+    def __enter__(self) -> Span:
+        self._token = otel_context.attach(set_span_in_context(self._span, self._parent))
+        return self._span
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._span.end()
+        finally:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
 
 
 def extract(carrier: Iterable[tuple[str, Any]]) -> otel_context.Context:
