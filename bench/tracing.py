@@ -1,23 +1,24 @@
-"""What tracing costs GetState: three sidecars, one without tracing, one sampling nothing, one sampling everything.
+"""What tracing costs GetState: four sidecars, without tracing, sampling nothing, everything, and a tenth.
 
     make bench                                          # this after the other four
-    .venv/bin/python -m bench.tracing                   # alone: about 45 s with the defaults
+    .venv/bin/python -m bench.tracing                   # alone: about a minute with the defaults
     .venv/bin/python -m bench.tracing --calls 9600 --in-flight 32 --keep
 
 Starts the tests' OpenTelemetry Collector (tools/otelcol/build.sh builds it once and caches
-it) with two OTLP/gRPC receivers on free loopback ports, each in a pipeline of its own
+it) with an OTLP/gRPC receiver per traced sidecar on free loopback ports, each in a pipeline of its own
 (batch processor, file exporter), so the spans of each sidecar land in a file of their own.
-Then three `ottava run` sidecars on their in-memory defaults, each with a Configuration
+Then four `ottava run` sidecars on their in-memory defaults, each with a Configuration
 (`--config`):
 
   (a) off     no `tracing` section;
   (b) rate 0  `tracing: {samplingRate: "0", otel: {endpointAddress: <receiver b>, protocol: grpc}}`;
-  (c) rate 1  the same with `samplingRate: "1"`, to receiver c.
+  (c) rate 1  the same with `samplingRate: "1"`, to receiver c;
+  (d) rate 0.1  the same with `samplingRate: "0.1"` (a production setting), to receiver d.
 
 GetState is measured with one client on one channel (p50/p90/p99 latency) and with
 --in-flight calls outstanding (calls/s, and the sidecar's CPU per call), in rounds that
-rotate the order of the three so that drift of the machine hits all alike. The ratios
-are (b)/(a) and (c)/(a). Afterwards the sidecars are stopped (SIGTERM: a sidecar is to
+rotate the order of the four so that drift of the machine hits all alike. The ratios
+are each traced sidecar's over (a). Afterwards the sidecars are stopped (SIGTERM: a sidecar is to
 export the spans it still holds as it stops), then the collector (it flushes its batch and files),
 and the spans in each file are counted: (c) should have exported at least one span per
 call, (b) none; no span from (c) prints the warning "tracing not exported". The collector
@@ -290,9 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         Variant("a", "off", None),
         Variant("b", "rate 0", "0", free_port(), workdir / "spans-b.jsonl"),
         Variant("c", "rate 1", "1", free_port(), workdir / "spans-c.jsonl"),
+        Variant("d", "rate 0.1", "0.1", free_port(), workdir / "spans-d.jsonl"),
     ]
-    while variants[1].receiver_port == variants[2].receiver_port:
-        variants[2].receiver_port = free_port()
+    while len({v.receiver_port for v in variants[1:]}) < len(variants) - 1:
+        for v in variants[2:]:
+            v.receiver_port = free_port()
     began = time.monotonic()
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"tracing: {stamp}, load {' '.join(f'{x:.2f}' for x in os.getloadavg())}; work folder {workdir}", flush=True)
@@ -302,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             collector = start_collector(procs, binary, variants)
             for v in variants:
                 v.server = start_sidecar(procs, v)
-            print("tracing: collector and three sidecars ready", flush=True)
+            print(f"tracing: collector and {len(variants)} sidecars ready", flush=True)
             asyncio.run(measure(variants, args))
             # Sidecars first (each exports what it holds as it stops), then the collector (it flushes its files).
             for v in variants:
