@@ -2,13 +2,15 @@
 
 Imported by `tracing.configure` only when tracing is on. Spans go to every exporter the
 Configuration names through a batch processor (its own thread, a batch a second at most);
-the sampler follows the caller's decision when it sent one (`ParentBased`), else samples
-`samplingRate` of new traces by their trace id.
+the caller's decision rules when it sent one (the sampled flag of its `traceparent`), and
+`samplingRate` of the new traces are sampled. An unsampled call makes no span at all: it
+only holds ids with the flag off (`_unsampled`), which its outgoing calls pass on.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import sys
 import time
 from collections.abc import Callable, Iterable, MutableMapping
@@ -18,12 +20,15 @@ from opentelemetry import context as otel_context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import (
+    NonRecordingSpan,
     Span,
+    SpanContext,
     SpanKind,
     Status,
     StatusCode,
+    TraceFlags,
     format_span_id,
     format_trace_id,
     get_current_span,
@@ -42,6 +47,8 @@ _KINDS = {
     "internal": SpanKind.INTERNAL,
 }
 _PROPAGATOR = TraceContextTextMapPropagator()
+_EMPTY = otel_context.Context()
+_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _EXPORT_EVERY_MS = 1000
 _TRACE_HEADERS = (tracing.TRACEPARENT, tracing.TRACESTATE)
 # Building blocks whose components are message brokers (`messaging.*`); the others are stores (`db.*`).
@@ -52,8 +59,11 @@ class Tracer:
     def __init__(self, settings: tracing.Settings, component_type: Callable[[str], str | None]) -> None:
         self.settings = settings
         self.component_type = component_type
+        self._rate = min(settings.sampling_rate, 1.0)
+        # New traces are sampled here (`server_span`), before any span is made: the SDK's sampler
+        # only sees the roots to record, and follows the parent's flag for the rest.
         self._provider = TracerProvider(
-            sampler=ParentBased(TraceIdRatioBased(min(settings.sampling_rate, 1.0))),
+            sampler=ParentBased(ALWAYS_ON),
             resource=Resource.create(
                 {"service.name": settings.service_name, "service.version": __version__, "telemetry.sdk.name": "ottava"}
             ),
@@ -71,10 +81,23 @@ class Tracer:
     def server_span(
         self, name: str, carrier: Iterable[tuple[str, Any]], attributes: dict[str, Any] | None, kind: str
     ) -> _Current:
-        parent = extract(carrier)
+        fields = {key: value for key, value in carrier if key in _TRACE_HEADERS and isinstance(value, str)}
+        if not fields:
+            if random.random() >= self._rate:  # a new trace, not sampled: no span, only ids to pass on
+                return _Current(_unsampled(), None)
+            return _Current(self._tracer.start_span(name, _EMPTY, _KINDS[kind], attributes), _EMPTY)
+        parent = _PROPAGATOR.extract(fields, context=otel_context.Context())
+        remote = get_current_span(parent)
+        if not remote.get_span_context().trace_flags.sampled:  # the caller's decision: pass its ids on
+            return _Current(remote, parent)
         return _Current(self._tracer.start_span(name, parent, _KINDS[kind], attributes), parent)
 
     def child_span(self, name: str, attributes: dict[str, Any] | None, kind: str) -> _Current:
+        current = get_current_span()
+        if not current.get_span_context().is_valid:  # outside any call: a root, sampled at the rate
+            return self.server_span(name, (), attributes, kind)
+        if not current.is_recording():
+            return _Current(current, None)
         return _Current(self._tracer.start_span(name, None, _KINDS[kind], attributes), None)
 
     def component_call(self, building_block: str, component: str, operation: str, started: float, ok: bool) -> None:
@@ -148,12 +171,12 @@ class _Current:
             otel_context.detach(self._token)  # type: ignore[arg-type]
 
 
-def extract(carrier: Iterable[tuple[str, Any]]) -> otel_context.Context:
-    """The remote parent that header or metadata pairs carry; an empty context when none."""
-    fields = {name: value for name, value in carrier if name in _TRACE_HEADERS and isinstance(value, str)}
-    if not fields:
-        return otel_context.Context()
-    return _PROPAGATOR.extract(fields, context=otel_context.Context())
+def _unsampled() -> NonRecordingSpan:
+    """A new trace's ids with the sampled flag off: what an unsampled call passes on, so the
+    sidecars and apps after it leave the trace unsampled too."""
+    return NonRecordingSpan(
+        SpanContext(random.getrandbits(128) or 1, random.getrandbits(64) or 1, is_remote=False, trace_flags=_UNSAMPLED)
+    )
 
 
 def mark(span: Any, error: str | None, attributes: dict[str, Any] | None = None) -> None:
