@@ -47,7 +47,7 @@ from types import FrameType
 from dapr.proto.runtime.v1 import dapr_pb2_grpc
 
 from bench.peers import proc
-from bench.peers.measure import GET, channel, percentile, prepare, rotated
+from bench.peers.measure import GET, channel, flood, percentile, prepare, rotated
 from bench.peers.targets import OTTAVA, Processes, Server, free_port, wait_until
 from tests.servers.otelcol import parse_spans
 
@@ -184,22 +184,6 @@ async def measure(variants: Sequence[Variant], args: argparse.Namespace) -> None
     finally:
         for chan in [*single.values(), *(c for chans in pools.values() for c in chans)]:
             await chan.close(None)
-
-
-async def flood(stubs: list[dapr_pb2_grpc.DaprStub], in_flight: int, seconds: float) -> tuple[int, float]:
-    """GetState with `in_flight` calls outstanding for `seconds`: (calls answered, seconds taken)."""
-    count = 0
-    began = time.perf_counter()
-    deadline = began + seconds
-
-    async def worker(stub: dapr_pb2_grpc.DaprStub) -> None:
-        nonlocal count
-        while time.perf_counter() < deadline:
-            await stub.GetState(GET)
-            count += 1
-
-    await asyncio.gather(*(worker(stubs[i % len(stubs)]) for i in range(in_flight)))
-    return count, time.perf_counter() - began
 
 
 def exported(spans_file: Path | None) -> tuple[int, set[str]]:

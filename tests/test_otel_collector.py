@@ -1,11 +1,14 @@
-"""The tests' OpenTelemetry Collector receives spans over OTLP gRPC and HTTP and exports them to its file.
+"""The tests' OpenTelemetry Collector receives spans over OTLP gRPC and HTTP, and Zipkin v2 JSON, and exports them to its file.
 
 This is the ground the trace tests stand on: a span that the OpenTelemetry SDK sends, as an app or
 a sidecar would, comes back from the collector's file with its trace id and its parent link intact.
 """
 
+import secrets
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
@@ -67,3 +70,29 @@ def test_a_parent_and_its_child_span_reach_the_collector_file_in_one_trace(colle
     assert exported["GetState"].attributes == {"db.system": "redis", "attempt": 1}
     assert exported["GetState"].resource["service.name"] == f"otelcol-test-{protocol}"
     assert exported["GetState"].scope == "tests.test_otel_collector"
+
+
+def test_a_zipkin_v2_json_span_reaches_the_collector_file(collector: Collector) -> None:
+    trace_id, parent_id, span_id = secrets.token_hex(16), secrets.token_hex(8), secrets.token_hex(8)
+    span = {
+        "traceId": trace_id,
+        "parentId": parent_id,
+        "id": span_id,
+        "name": "getstate",  # Zipkin names are lowercase by convention
+        "kind": "CLIENT",
+        "timestamp": time.time_ns() // 1000,  # microseconds since the epoch
+        "duration": 1500,
+        "localEndpoint": {"serviceName": "zipkin-test"},
+        "tags": {"db.system": "redis"},
+    }
+
+    response = httpx.post(collector.zipkin_endpoint, json=[span], timeout=10)
+    assert response.status_code == 202, response.text  # Zipkin's "accepted"
+
+    exported = collector.wait_for_span(lambda s: s.trace_id == trace_id)
+    assert exported.name == "getstate"
+    assert exported.span_id == span_id
+    assert exported.parent_span_id == parent_id
+    assert exported.kind == 3  # OTLP's SPAN_KIND_CLIENT
+    assert exported.resource["service.name"] == "zipkin-test"
+    assert exported.attributes["db.system"] == "redis"

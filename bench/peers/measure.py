@@ -168,7 +168,7 @@ async def throughput(
         spent = dict.fromkeys(stubs, 0.0)
         for index in range(rounds):
             for name in rotated(list(servers), index):
-                count, elapsed = await _flood(stubs[name], in_flight, seconds)
+                count, elapsed = await flood(stubs[name], in_flight, seconds)
                 done[name] += count
                 spent[name] += elapsed
         return {name: done[name] / spent[name] for name in stubs}
@@ -178,7 +178,8 @@ async def throughput(
                 await chan.close(None)
 
 
-async def _flood(stubs: list[Any], in_flight: int, seconds: float) -> tuple[int, float]:
+async def flood(stubs: list[Any], in_flight: int, seconds: float) -> tuple[int, float]:
+    """GetState with `in_flight` calls outstanding over `stubs` for `seconds`: (calls answered, seconds taken)."""
     count = 0
     began = time.perf_counter()
     deadline = began + seconds
