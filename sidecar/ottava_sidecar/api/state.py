@@ -20,6 +20,7 @@ from ottava_sidecar import limits
 from ottava_sidecar.api import errors
 from ottava_sidecar.components.errors import ComponentError, ETagInvalidError, ETagMismatchError, NotSupportedError
 from ottava_sidecar.components.registry import LookupFailure, Registry
+from ottava_sidecar.components.state import query as state_query
 from ottava_sidecar.components.state.base import (
     Concurrency,
     DeleteRequest,
@@ -315,6 +316,49 @@ class StateApi:
             _CALLS.observe(store.name, "transaction", started, False)
             raise _write_error(store, "executing a transaction in", "", err) from None
         _CALLS.observe(store.name, "transaction", started)
+
+    async def query(self, store_name: str, query_text: str | bytes) -> state_query.QueryPage:
+        """Dapr's QueryStateAlpha1 over the app's own keys (those its key prefix gives it).
+
+        The answer is held to `max_bulk_response_bytes`, as a bulk read is: a query that
+        would answer more fails with an error saying to page it with `page.limit`.
+        """
+        store = self.store(store_name)
+        try:
+            query = state_query.parse(query_text)
+        except state_query.QueryError as err:
+            raise errors.invalid_argument(f"malformed query for state store {store.name}: {err}") from None
+        selection = state_query.Selection(query)
+        started = time.perf_counter()
+        ok = False
+        try:
+            async for batch in store.scan(store.keys.qualify("")):  # the app's keys, or all without a prefix
+                selection.add(batch)
+                await asyncio.sleep(0)
+            ok = True
+        except NotSupportedError:
+            ok = True
+            raise errors.failed_precondition(
+                f"state store {store.name} does not support querying (state.in-memory, state.sqlite and"
+                " state.postgresql do)",
+                "ERR_STATE_STORE_NOT_SUPPORTED",
+            ) from None
+        except ComponentError as err:
+            raise errors.internal(f"state store {store.name} query failed: {err}", "ERR_STATE_QUERY") from None
+        finally:
+            _CALLS.observe(store.name, "query", started, ok)
+        page = selection.page()
+        answer_bytes = 0
+        for item in page.items:
+            item.key = store.keys.unqualify(item.key)
+            answer_bytes += _answer_bytes(item.key, item)
+            if answer_bytes > self.max_bulk_response_bytes:
+                raise errors.too_large(
+                    f"the query of state store {store.name} would answer more than {self.max_bulk_response_bytes}"
+                    " bytes (limit max_bulk_response_bytes); ask for a page at a time with page.limit",
+                    "ERR_BULK_RESPONSE_TOO_LARGE",
+                )
+        return page
 
 
 def _batch_size(read: int, answer_bytes: int, room: int) -> int:
