@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from dapr.proto.runtime.v1 import dapr_pb2_grpc, lock_pb2
 from google.protobuf import any_pb2
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2 as pb
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc
@@ -184,3 +185,22 @@ async def test_lock_keep_alive(runtime: runtime_pb2_grpc.RuntimeAsyncStub) -> No
     released = await runtime.Unlock(pb.UnlockRequest(store_name="lockstore", resource_id=resource, lock_owner="alice"))
     assert released.status == pb.UnlockResponse.SUCCESS
     assert await keep_alive("alice") == pb.LockKeepAliveResponse.LOCK_UNEXIST
+
+
+async def test_a_lock_taken_through_dapr_is_renewed_through_layotto(default_sidecar: SidecarProcess) -> None:
+    resource = unique("shared")
+    async with grpc.aio.insecure_channel(default_sidecar.grpc_address) as channel:
+        dapr = dapr_pb2_grpc.DaprStub(channel)
+        layotto = runtime_pb2_grpc.RuntimeStub(channel)
+        taken = await dapr.TryLockAlpha1(
+            lock_pb2.TryLockRequest(store_name="lockstore", resource_id=resource, lock_owner="w", expiry_in_seconds=5)
+        )
+        assert taken.success
+        renewed = await layotto.LockKeepAlive(
+            pb.LockKeepAliveRequest(store_name="lockstore", resource_id=resource, lock_owner="w", expire=60)
+        )
+        assert renewed.status == pb.LockKeepAliveResponse.SUCCESS
+        released = await dapr.UnlockAlpha1(
+            lock_pb2.UnlockRequest(store_name="lockstore", resource_id=resource, lock_owner="w")
+        )
+        assert released.status == lock_pb2.UnlockResponse.SUCCESS

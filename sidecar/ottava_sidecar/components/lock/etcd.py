@@ -44,12 +44,18 @@ class EtcdLockStore(LockStore[EtcdLockMetadata]):
         lease = await self._grant(resource_id, expiry_seconds)
         absent = rpc.Compare(key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0)
         put = rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=owner.encode(), lease=lease))
-        reply = await etcd.call(
-            f"locking {resource_id!r}",
-            lambda: etcd.kv.Txn(
-                rpc.TxnRequest(compare=[absent], success=[put]), timeout=timeout, metadata=etcd.metadata
-            ),
-        )
+        try:
+            reply = await etcd.call(
+                f"locking {resource_id!r}",
+                lambda: etcd.kv.Txn(
+                    rpc.TxnRequest(compare=[absent], success=[put]), timeout=timeout, metadata=etcd.metadata
+                ),
+            )
+        except ComponentError:
+            # The caller is told it failed, so no lock may be left behind (if the put did
+            # land), nor a lease of up to 68 years without a key.
+            await self._revoke(lease)
+            raise
         if not reply.succeeded:
             await self._revoke(lease)
         return bool(reply.succeeded)
@@ -83,6 +89,8 @@ class EtcdLockStore(LockStore[EtcdLockMetadata]):
         mine = rpc.Compare(key=key, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=owner.encode())
         read = rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
         move = rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=owner.encode(), lease=lease))
+        # A failed call leaves the new lease to run out by itself: the key may be on it already,
+        # and revoking it would then release a lock its owner meant to keep.
         reply = await etcd.call(
             f"keeping {resource_id!r} locked",
             lambda: etcd.kv.Txn(
