@@ -14,6 +14,7 @@ import grpc
 import pytest
 from ottava_sidecar.api.errors import ApiError
 from ottava_sidecar.api.state import StateApi
+from ottava_sidecar.components.registry import Registry
 from ottava_sidecar.components.state.base import SetRequest, StateStore
 
 from tests.conformance.conftest import Components, unique
@@ -35,8 +36,8 @@ PEOPLE = {
 class Api:
     """The state API of a sidecar whose `statestore` is this type, keys prefixed for this test alone."""
 
-    def __init__(self, api: StateApi, store: StateStore[Any]) -> None:
-        self.api, self.store = api, store
+    def __init__(self, api: StateApi, store: StateStore[Any], registry: Registry) -> None:
+        self.api, self.store, self.registry = api, store, registry
 
     async def query(self, query: dict[str, Any]) -> tuple[list[tuple[str, Any]], str]:
         page = await self.api.query("statestore", json.dumps(query))
@@ -59,7 +60,7 @@ async def api(components: Components) -> AsyncIterator[Api]:
     state = StateApi(registry)
     await state.save("statestore", [SetRequest(k, json.dumps(v).encode()) for k, v in PEOPLE.items()])
     await state.save("statestore", [SetRequest("raw", b"\x00not json")])
-    yield Api(state, state.store("statestore"))
+    yield Api(state, state.store("statestore"), registry)
     await registry.close()
 
 
@@ -131,6 +132,27 @@ async def test_pages_follow_the_token_to_the_end(api: Api) -> None:
         assert len(pages) < 10, "the token never ran out"
     assert pages == [["5", "2"], ["1", "4"], ["3", "6"], ["raw"]], "items without the key (or not JSON) sort last"
     assert await api.keys({"filter": {"EQ": {"state": "WA"}}, "page": {"limit": 5}}) == ["1", "4"]
+
+
+@queryable
+async def test_unsorted_pages_go_in_key_order(api: Api) -> None:
+    query: dict[str, Any] = {"filter": {"IN": {"state": ["WA", "OR", "CA"]}}, "page": {"limit": 3}}
+    first, token = await api.query(query)
+    assert [key for key, _ in first] == ["1", "2", "3"] and token
+    query["page"]["token"] = token
+    second, token = await api.query(query)
+    assert [key for key, _ in second] == ["4", "5"] and token == ""
+
+
+@queryable
+async def test_an_answer_over_the_bulk_limit_is_refused_and_pages_instead(api: Api) -> None:
+    small = StateApi(api.registry, max_bulk_response_bytes=300)  # about three people
+    with pytest.raises(ApiError) as refused:
+        await small.query("statestore", "{}")
+    assert refused.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_bulk_response_bytes" in refused.value.message and "page.limit" in refused.value.message
+    page = await small.query("statestore", json.dumps({"page": {"limit": 2}}))
+    assert [item.key for item in page.items] == ["1", "2"] and page.token == "2"
 
 
 @queryable

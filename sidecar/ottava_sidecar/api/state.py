@@ -9,6 +9,7 @@ answer would exceed that limit, and reads each distinct key once.
 """
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -329,12 +330,19 @@ class StateApi:
         except state_query.QueryError as err:
             raise errors.invalid_argument(f"malformed query for state store {store.name}: {err}") from None
         selection = state_query.Selection(query)
+        whole = query.limit == 0 and query.offset == 0  # every match is in the answer
         started = time.perf_counter()
         ok = False
         try:
-            async for batch in store.scan(store.keys.qualify("")):  # the app's keys, or all without a prefix
-                selection.add(batch)
-                await asyncio.sleep(0)
+            # The app's keys, or every key without a prefix.
+            async with contextlib.aclosing(store.scan(store.keys.qualify(""))) as batches:
+                async for batch in batches:
+                    selection.add(batch)
+                    if selection.enough:
+                        break
+                    if whole and selection.matched_bytes > self.max_bulk_response_bytes:
+                        raise self._query_too_large(store)
+                    await asyncio.sleep(0)
             ok = True
         except NotSupportedError:
             ok = True
@@ -353,12 +361,15 @@ class StateApi:
             item.key = store.keys.unqualify(item.key)
             answer_bytes += _answer_bytes(item.key, item)
             if answer_bytes > self.max_bulk_response_bytes:
-                raise errors.too_large(
-                    f"the query of state store {store.name} would answer more than {self.max_bulk_response_bytes}"
-                    " bytes (limit max_bulk_response_bytes); ask for a page at a time with page.limit",
-                    "ERR_BULK_RESPONSE_TOO_LARGE",
-                )
+                raise self._query_too_large(store)
         return page
+
+    def _query_too_large(self, store: StateStore[Any]) -> errors.ApiError:
+        return errors.too_large(
+            f"the query of state store {store.name} would answer more than {self.max_bulk_response_bytes}"
+            " bytes (limit max_bulk_response_bytes); ask for a page at a time with page.limit",
+            "ERR_BULK_RESPONSE_TOO_LARGE",
+        )
 
 
 def _batch_size(read: int, answer_bytes: int, room: int) -> int:

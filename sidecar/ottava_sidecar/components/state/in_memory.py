@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -107,7 +107,7 @@ class InMemoryStateStore(StateStore[InMemoryStateMetadata]):
                 value, _, content_type, expires_at, expires_wall = entry
                 self._items[op.key] = (value, next(self._etags), content_type, expires_at, expires_wall)
 
-    async def scan(self, prefix: str) -> AsyncIterator[Sequence[StateItem]]:
+    async def scan(self, prefix: str) -> AsyncGenerator[Sequence[StateItem], None]:
         keys = [key for key in self._items if key.startswith(prefix)]
         for start in range(0, len(keys), CHUNK):
             if start:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -109,7 +109,7 @@ class PostgresStateStore(StateStore[PostgresStateMetadata]):
         found = {row["key"]: _item(row) for row in rows}
         return [found.get(key) for key in keys]
 
-    async def scan(self, prefix: str) -> AsyncIterator[Sequence[StateItem]]:
+    async def scan(self, prefix: str) -> AsyncGenerator[Sequence[StateItem], None]:
         # Batches in key order, each its own short statement: no transaction stays open
         # while the caller evaluates, and a key compares as bytes ("C" collation).
         query = (

@@ -202,6 +202,7 @@ class Selection:
 
     query: Query
     matched: list[tuple[StateItem, Any]] = field(default_factory=list)  # item, its decoded value
+    matched_bytes: int = 0  # of the matches' keys and values
 
     def add(self, items: Iterable[StateItem]) -> None:
         query_filter = self.query.filter
@@ -210,6 +211,13 @@ class Selection:
             if query_filter is not None and not (isinstance(document, dict) and matches(query_filter, document)):
                 continue
             self.matched.append((item, document))
+            self.matched_bytes += len(item.key) + len(item.value)
+
+    @property
+    def enough(self) -> bool:
+        """Whether more items cannot change the answer: unsorted, the page and one more are in."""
+        query = self.query
+        return not query.sort and query.limit > 0 and len(self.matched) > query.offset + query.limit
 
     def page(self) -> QueryPage:
         matched = sorted(self.matched, key=lambda m: m[0].key)

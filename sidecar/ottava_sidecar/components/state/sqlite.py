@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -139,7 +139,7 @@ class SqliteStateStore(StateStore[SqliteStateMetadata]):
                     found[key] = _item(key, *row)
         return [found.get(key) for key in keys]
 
-    async def scan(self, prefix: str) -> AsyncIterator[Sequence[StateItem]]:
+    async def scan(self, prefix: str) -> AsyncGenerator[Sequence[StateItem], None]:
         after = None  # the last key of the batch before: batches in key order, each a short read
         while True:
             async with self._session(f"scanning keys starting {prefix!r}", write=False) as db:
