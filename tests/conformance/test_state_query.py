@@ -145,6 +145,25 @@ async def test_unsorted_pages_go_in_key_order(api: Api) -> None:
 
 
 @queryable
+async def test_a_query_reads_every_item_of_a_store_larger_than_one_batch(api: Api) -> None:
+    many = 1234  # stores read 500 items at a time
+    await api.api.save(
+        "statestore", [SetRequest(f"n/{n:05}", json.dumps({"n": n, "even": n % 2 == 0}).encode()) for n in range(many)]
+    )
+    evens = {"filter": {"EQ": {"even": True}}}
+    assert len(await api.keys(evens)) == (many + 1) // 2
+    query: dict[str, Any] = {**evens, "sort": [{"key": "n", "order": "DESC"}], "page": {"limit": 200}}
+    seen: list[int] = []
+    while True:
+        answer, token = await api.query(query)
+        seen += [value["n"] for _, value in answer]
+        if not token:
+            break
+        query["page"]["token"] = token
+    assert seen == list(range(many - 1 - (many - 1) % 2, -1, -2))
+
+
+@queryable
 async def test_an_answer_over_the_bulk_limit_is_refused_and_pages_instead(api: Api) -> None:
     small = StateApi(api.registry, max_bulk_response_bytes=300)  # about three people
     with pytest.raises(ApiError) as refused:

@@ -110,12 +110,12 @@ class PostgresStateStore(StateStore[PostgresStateMetadata]):
         return [found.get(key) for key in keys]
 
     async def scan(self, prefix: str) -> AsyncGenerator[Sequence[StateItem], None]:
-        # Batches in key order, each its own short statement: no transaction stays open
-        # while the caller evaluates, and a key compares as bytes ("C" collation).
+        # Batches in key order (the primary key's index, in the table's collation), each its
+        # own short statement: no transaction stays open while the caller evaluates.
         query = (
             f"SELECT key, value, content_type, etag, expires_at FROM {self.table}"
-            f' WHERE starts_with(key, $1) AND ($2::text IS NULL OR key COLLATE "C" > $2) AND {LIVE}'
-            f' ORDER BY key COLLATE "C" LIMIT {SCAN_BATCH}'
+            f" WHERE starts_with(key, $1) AND ($2::text IS NULL OR key > $2) AND {LIVE}"
+            f" ORDER BY key LIMIT {SCAN_BATCH}"
         )
         after: str | None = None
         while True:
