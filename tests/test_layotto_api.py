@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from dapr.proto.runtime.v1 import dapr_pb2_grpc, lock_pb2
+from google.protobuf import any_pb2
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2 as pb
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc
 
@@ -153,8 +155,52 @@ async def test_state_and_secrets_through_layotto(runtime: runtime_pb2_grpc.Runti
     assert dict(secret.data) == {"OTTAVA_TEST_DB_PASSWORD": "s3cret"}
 
 
-async def test_unimplemented_method_is_named(runtime: runtime_pb2_grpc.RuntimeAsyncStub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await runtime.SayHello(pb.SayHelloRequest(service_name="helloworld"))
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "spec.proto.runtime.v1.Runtime/SayHello" in str(err.value.details())
+async def test_say_hello_answers_as_layottos_quick_start(runtime: runtime_pb2_grpc.RuntimeAsyncStub) -> None:
+    hello = await runtime.SayHello(pb.SayHelloRequest(service_name="helloworld"))
+    assert hello.hello == "greeting" and not hello.HasField("data")
+    padding = any_pb2.Any(type_url="type.googleapis.com/pad", value=b"x" * 1000)
+    named = await runtime.SayHello(pb.SayHelloRequest(service_name="quick_start_demo", name="ottava", data=padding))
+    assert named.hello == "greeting, ottava"
+    assert named.data == padding
+
+
+async def test_lock_keep_alive(runtime: runtime_pb2_grpc.RuntimeAsyncStub) -> None:
+    resource = unique("job")
+
+    async def keep_alive(owner: str, expire: int = 30) -> int:
+        request = pb.LockKeepAliveRequest(store_name="lockstore", resource_id=resource, lock_owner=owner, expire=expire)
+        return (await runtime.LockKeepAlive(request)).status
+
+    assert await keep_alive("alice") == pb.LockKeepAliveResponse.LOCK_UNEXIST
+    taken = await runtime.TryLock(
+        pb.TryLockRequest(store_name="lockstore", resource_id=resource, lock_owner="alice", expire=1)
+    )
+    assert taken.success
+    assert await keep_alive("alice", 600) == pb.LockKeepAliveResponse.SUCCESS
+    assert await keep_alive("bob") == pb.LockKeepAliveResponse.LOCK_BELONG_TO_OTHERS
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await keep_alive("alice", 0)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "lockstore" in str(refused.value.details())
+    released = await runtime.Unlock(pb.UnlockRequest(store_name="lockstore", resource_id=resource, lock_owner="alice"))
+    assert released.status == pb.UnlockResponse.SUCCESS
+    assert await keep_alive("alice") == pb.LockKeepAliveResponse.LOCK_UNEXIST
+
+
+async def test_a_lock_taken_through_dapr_is_renewed_through_layotto(default_sidecar: SidecarProcess) -> None:
+    resource = unique("shared")
+    async with grpc.aio.insecure_channel(default_sidecar.grpc_address) as channel:
+        dapr = dapr_pb2_grpc.DaprStub(channel)
+        layotto = runtime_pb2_grpc.RuntimeStub(channel)
+        taken = await dapr.TryLockAlpha1(
+            lock_pb2.TryLockRequest(store_name="lockstore", resource_id=resource, lock_owner="w", expiry_in_seconds=5)
+        )
+        assert taken.success
+        renewed = await layotto.LockKeepAlive(
+            pb.LockKeepAliveRequest(store_name="lockstore", resource_id=resource, lock_owner="w", expire=60)
+        )
+        assert renewed.status == pb.LockKeepAliveResponse.SUCCESS
+        released = await dapr.UnlockAlpha1(
+            lock_pb2.UnlockRequest(store_name="lockstore", resource_id=resource, lock_owner="w")
+        )
+        assert released.status == lock_pb2.UnlockResponse.SUCCESS

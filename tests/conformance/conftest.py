@@ -65,7 +65,7 @@ class Components:
     def metadata(self, **overrides: str) -> dict[str, str]:
         return {**self.backend.metadata(self.context), **overrides}
 
-    async def registry(self, name: str) -> Registry:
+    async def registry(self, name: str, **overrides: str) -> Registry:
         """A sidecar's registry that has loaded this type as the Component `name` (close it after)."""
         manifest = {
             "apiVersion": "ottava.io/v1alpha1",
@@ -73,7 +73,7 @@ class Components:
             "metadata": {"name": name},
             "spec": {
                 "type": self.type_name,
-                "metadata": [{"name": k, "value": v} for k, v in self.metadata().items()],
+                "metadata": [{"name": k, "value": v} for k, v in self.metadata(**overrides).items()],
             },
         }
         registry = Registry("app")

@@ -110,3 +110,81 @@ async def test_the_longest_expiry_is_accepted(api: LockApi) -> None:
     assert await api.try_lock("lockstore", resource, "alice", limits.MAX_LOCK_EXPIRY_SECONDS)
     assert not await api.try_lock("lockstore", resource, "bob", 30)
     assert await api.unlock("lockstore", resource, "alice") is UnlockStatus.SUCCESS
+
+
+async def _wait_until_taken(locks: LockStore[Any], resource: str, owner: str, why: str) -> None:
+    """Polls until `owner` takes `resource`: the store's own clock has run out its previous lock."""
+    deadline = time.monotonic() + 8  # some servers round a 1 s lease up to their minimum
+    while not await locks.try_lock(resource, owner, 30):
+        assert time.monotonic() < deadline, why
+        await asyncio.sleep(0.1)
+
+
+async def test_a_renewed_lock_outlives_its_first_expiry(components: Components) -> None:
+    locks = await _locks(components)
+    resource, witness = unique("res"), unique("witness")
+    assert await locks.try_lock(resource, "alice", 1)
+    # Taken after the resource, for as long: once it can be taken again, the resource's
+    # first expiry has passed too, on the store's clock.
+    assert await locks.try_lock(witness, "carol", 1)
+    assert await locks.keep_alive(resource, "alice", 60) is UnlockStatus.SUCCESS
+    await _wait_until_taken(locks, witness, "bob", "a witness lock taken for 1s is still held after 8s")
+    assert not await locks.try_lock(resource, "bob", 30), "the renewed lock expired at its first expiry"
+    assert await locks.unlock(resource, "bob") is UnlockStatus.LOCK_BELONGS_TO_OTHERS
+    assert await locks.unlock(resource, "alice") is UnlockStatus.SUCCESS
+
+
+async def test_a_lock_can_be_renewed_to_expire_sooner(components: Components) -> None:
+    locks = await _locks(components)
+    resource = unique("res")
+    assert await locks.try_lock(resource, "alice", 600)
+    assert await locks.keep_alive(resource, "alice", 1) is UnlockStatus.SUCCESS
+    await _wait_until_taken(locks, resource, "bob", "a lock renewed for 1s is still held after 8s")
+    assert await locks.unlock(resource, "bob") is UnlockStatus.SUCCESS
+
+
+async def test_only_the_owner_renews(components: Components) -> None:
+    locks = await _locks(components)
+    resource = unique("res")
+    assert await locks.keep_alive(resource, "alice", 30) is UnlockStatus.LOCK_DOES_NOT_EXIST
+    assert await locks.try_lock(resource, "bob", 30)
+    assert await locks.keep_alive(resource, "alice", 30) is UnlockStatus.LOCK_BELONGS_TO_OTHERS
+    assert await locks.unlock(resource, "bob") is UnlockStatus.SUCCESS
+    assert await locks.keep_alive(resource, "bob", 30) is UnlockStatus.LOCK_DOES_NOT_EXIST, "renewed after release"
+    assert await locks.try_lock(resource, "alice", 30), "a refused renewal left the lock held"
+    assert await locks.unlock(resource, "alice") is UnlockStatus.SUCCESS
+
+
+async def test_an_expired_lock_cannot_be_renewed(components: Components) -> None:
+    locks = await _locks(components)
+    resource, witness = unique("res"), unique("witness")
+    assert await locks.try_lock(resource, "alice", 1)
+    assert await locks.try_lock(witness, "carol", 1)  # expires no sooner than the resource
+    await _wait_until_taken(locks, witness, "bob", "a witness lock taken for 1s is still held after 8s")
+    assert await locks.keep_alive(resource, "alice", 30) is UnlockStatus.LOCK_DOES_NOT_EXIST
+    assert await locks.try_lock(resource, "bob", 30), "a refused renewal brought an expired lock back"
+    assert await locks.unlock(resource, "bob") is UnlockStatus.SUCCESS
+
+
+@pytest.mark.requires("shared")
+async def test_a_renewal_through_one_sidecar_holds_for_another(components: Components) -> None:
+    first, second = await _locks(components), await _locks(components)
+    resource = unique("res")
+    assert await first.try_lock(resource, "alice", 600)
+    assert await second.keep_alive(resource, "bob", 1) is UnlockStatus.LOCK_BELONGS_TO_OTHERS
+    assert await second.keep_alive(resource, "alice", 1) is UnlockStatus.SUCCESS
+    await _wait_until_taken(first, resource, "bob", "a lock renewed for 1s by another sidecar is held after 8s")
+    assert await second.unlock(resource, "bob") is UnlockStatus.SUCCESS
+
+
+@pytest.mark.parametrize("expiry", [limits.MAX_LOCK_EXPIRY_SECONDS + 1, 0, -5])
+async def test_a_renewal_out_of_range_is_refused_and_changes_nothing(api: LockApi, expiry: int) -> None:
+    resource = unique("res")
+    assert await api.try_lock("lockstore", resource, "alice", 30)
+    with pytest.raises(ApiError) as refused:
+        await api.keep_alive("lockstore", resource, "alice", expiry)
+    assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "ExpiryInSeconds" in refused.value.message and "lockstore" in refused.value.message
+    assert not await api.try_lock("lockstore", resource, "bob", 30)
+    assert await api.keep_alive("lockstore", resource, "alice", 30) is UnlockStatus.SUCCESS
+    assert await api.unlock("lockstore", resource, "alice") is UnlockStatus.SUCCESS

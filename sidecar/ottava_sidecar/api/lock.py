@@ -35,11 +35,10 @@ class LockApi:
         except ValueError as err:
             raise errors.invalid_argument(f"{err} (lock store {store.name})") from None
 
-    async def try_lock(self, store_name: str, resource_id: str, owner: str, expiry_seconds: int) -> bool:
-        store = self.store(store_name)
-        resource = self._resource(store, resource_id, owner)
+    @staticmethod
+    def _check_expiry(store: LockStore[Any], resource_id: str, expiry_seconds: int) -> None:
         # Checked before the store is asked: Dapr's field is int32, and a store must never
-        # take a lock it cannot let expire (in-memory would, Redis would fail on it).
+        # hold a lock it cannot let expire (in-memory would, Redis would fail on it).
         if expiry_seconds <= 0:
             raise errors.invalid_argument(f"ExpiryInSeconds is not positive in lock store {store.name}")
         if expiry_seconds > limits.MAX_LOCK_EXPIRY_SECONDS:
@@ -47,6 +46,11 @@ class LockApi:
                 f"ExpiryInSeconds={expiry_seconds} of resource {resource_id!r} in lock store {store.name} is out of"
                 f" range: 1 to {limits.MAX_LOCK_EXPIRY_SECONDS} seconds"
             )
+
+    async def try_lock(self, store_name: str, resource_id: str, owner: str, expiry_seconds: int) -> bool:
+        store = self.store(store_name)
+        resource = self._resource(store, resource_id, owner)
+        self._check_expiry(store, resource_id, expiry_seconds)
         started = time.perf_counter()
         ok = False
         try:
@@ -73,3 +77,19 @@ class LockApi:
             return UnlockStatus.INTERNAL_ERROR
         finally:
             _CALLS.observe(store.name, "unlock", started, ok)
+
+    async def keep_alive(self, store_name: str, resource_id: str, owner: str, expiry_seconds: int) -> UnlockStatus:
+        """Layotto's LockKeepAlive: the owner's lock now expires `expiry_seconds` from now."""
+        store = self.store(store_name)
+        resource = self._resource(store, resource_id, owner)
+        self._check_expiry(store, resource_id, expiry_seconds)
+        started = time.perf_counter()
+        ok = False
+        try:
+            status = await store.keep_alive(resource, owner, expiry_seconds)
+            ok = True
+            return status
+        except ComponentError:
+            return UnlockStatus.INTERNAL_ERROR
+        finally:
+            _CALLS.observe(store.name, "keep_alive", started, ok)

@@ -9,6 +9,7 @@ answer would exceed that limit, and reads each distinct key once.
 """
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -20,6 +21,7 @@ from ottava_sidecar import limits
 from ottava_sidecar.api import errors
 from ottava_sidecar.components.errors import ComponentError, ETagInvalidError, ETagMismatchError, NotSupportedError
 from ottava_sidecar.components.registry import LookupFailure, Registry
+from ottava_sidecar.components.state import query as state_query
 from ottava_sidecar.components.state.base import (
     Concurrency,
     DeleteRequest,
@@ -315,6 +317,59 @@ class StateApi:
             _CALLS.observe(store.name, "transaction", started, False)
             raise _write_error(store, "executing a transaction in", "", err) from None
         _CALLS.observe(store.name, "transaction", started)
+
+    async def query(self, store_name: str, query_text: str | bytes) -> state_query.QueryPage:
+        """Dapr's QueryStateAlpha1 over the app's own keys (those its key prefix gives it).
+
+        The answer is held to `max_bulk_response_bytes`, as a bulk read is: a query that
+        would answer more fails with an error saying to page it with `page.limit`.
+        """
+        store = self.store(store_name)
+        try:
+            query = state_query.parse(query_text)
+        except state_query.QueryError as err:
+            raise errors.invalid_argument(f"malformed query for state store {store.name}: {err}") from None
+        selection = state_query.Selection(query)
+        whole = query.limit == 0 and query.offset == 0  # every match is in the answer
+        started = time.perf_counter()
+        ok = False
+        try:
+            # The app's keys, or every key without a prefix.
+            async with contextlib.aclosing(store.scan(store.keys.qualify(""))) as batches:
+                async for batch in batches:
+                    selection.add(batch)
+                    if selection.enough:
+                        break
+                    if whole and selection.matched_bytes > self.max_bulk_response_bytes:
+                        raise self._query_too_large(store)
+                    await asyncio.sleep(0)
+            ok = True
+        except NotSupportedError:
+            ok = True
+            raise errors.failed_precondition(
+                f"state store {store.name} does not support querying (state.in-memory, state.sqlite and"
+                " state.postgresql do)",
+                "ERR_STATE_STORE_NOT_SUPPORTED",
+            ) from None
+        except ComponentError as err:
+            raise errors.internal(f"state store {store.name} query failed: {err}", "ERR_STATE_QUERY") from None
+        finally:
+            _CALLS.observe(store.name, "query", started, ok)
+        page = selection.page()
+        answer_bytes = 0
+        for item in page.items:
+            item.key = store.keys.unqualify(item.key)
+            answer_bytes += _answer_bytes(item.key, item)
+            if answer_bytes > self.max_bulk_response_bytes:
+                raise self._query_too_large(store)
+        return page
+
+    def _query_too_large(self, store: StateStore[Any]) -> errors.ApiError:
+        return errors.too_large(
+            f"the query of state store {store.name} would answer more than {self.max_bulk_response_bytes}"
+            " bytes (limit max_bulk_response_bytes); ask for a page at a time with page.limit",
+            "ERR_BULK_RESPONSE_TOO_LARGE",
+        )
 
 
 def _batch_size(read: int, answer_bytes: int, room: int) -> int:

@@ -25,7 +25,7 @@ from google.protobuf import empty_pb2
 
 from ottava_sidecar.api import errors
 from ottava_sidecar.api.apis import Apis
-from ottava_sidecar.api.grpc import invocation, pubsub, secrets, state
+from ottava_sidecar.api.grpc import invocation, pubsub, secrets, state, state_query
 from ottava_sidecar.api.grpc.calls import Context, answer_unimplemented, streaming, unary
 from ottava_sidecar.api.pubsub import BulkEntry
 from ottava_sidecar.appchannel.grpc import dapr_event
@@ -68,6 +68,7 @@ def _metadata_subscriptions(specs: list[SubscriptionSpec]) -> list[metadata_pb2.
 
 class DaprService(
     state.StateCalls[state_pb2.GetStateResponse, state_pb2.GetBulkStateResponse],
+    state_query.StateQueryCalls,
     pubsub.PubSubCalls,
     secrets.SecretCalls[secret_pb2.GetSecretResponse, secret_pb2.GetBulkSecretResponse],
     invocation.InvocationCalls[common_pb2.InvokeResponse],

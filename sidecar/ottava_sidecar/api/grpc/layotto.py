@@ -18,6 +18,7 @@ from ottava_sidecar.components.configuration.base import ConfigurationItem
 from ottava_sidecar.components.sequencer.base import Increment
 
 SERVICE = "spec.proto.runtime.v1.Runtime"
+_GREETING = "greeting"  # what Layotto's quick start prints (its `helloworld` component's `hello` setting)
 _TOPIC_EVENTS = pubsub.TopicEventsMessages(
     pb.SubscribeTopicEventsResponse, pb.SubscribeTopicEventsResponseInitial, layotto_event
 )
@@ -54,6 +55,19 @@ class LayottoService(
 
     def __init__(self, apis: Apis) -> None:
         self.apis = apis
+
+    # --- hello ---------------------------------------------------------------------
+
+    @unary("hello")
+    async def SayHello(self, request: pb.SayHelloRequest, context: Context) -> pb.SayHelloResponse:
+        """Layotto's connectivity check, answered as its quick start's `helloworld` component does.
+
+        Layotto looks `service_name` up among configured hello components; Ottava has none
+        to configure, so every name gets the quick start's answer: "greeting", followed by
+        ", <name>" when a name is given, with the request's data sent back.
+        """
+        greeting = f"{_GREETING}, {request.name}" if request.name else _GREETING
+        return pb.SayHelloResponse(hello=greeting, data=request.data if request.HasField("data") else None)
 
     # --- configuration -------------------------------------------------------------
 
@@ -106,6 +120,13 @@ class LayottoService(
     async def Unlock(self, request: pb.UnlockRequest, context: Context) -> pb.UnlockResponse:
         status = await self.apis.lock.unlock(request.store_name, request.resource_id, request.lock_owner)
         return pb.UnlockResponse(status=pb.UnlockResponse.Status.ValueType(status))
+
+    @unary("lock")
+    async def LockKeepAlive(self, request: pb.LockKeepAliveRequest, context: Context) -> pb.LockKeepAliveResponse:
+        status = await self.apis.lock.keep_alive(
+            request.store_name, request.resource_id, request.lock_owner, request.expire
+        )
+        return pb.LockKeepAliveResponse(status=pb.LockKeepAliveResponse.Status.ValueType(status))
 
     @unary("sequencer")
     async def GetNextId(self, request: pb.GetNextIdRequest, context: Context) -> pb.GetNextIdResponse:

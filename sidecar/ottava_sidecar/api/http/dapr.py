@@ -119,6 +119,10 @@ class DaprHttpApi:
                     ),
                 )
             ),
+            *(
+                Route(method, "/v1.0-alpha1/state/{storeName}/query", self.query_state, "state", "QueryStateAlpha1")
+                for method in ("POST", "PUT")
+            ),
             Route("POST", "/v1.0-alpha1/lock/{storeName}", self.try_lock, "lock", "TryLockAlpha1"),
             Route("POST", "/v1.0-alpha1/unlock/{storeName}", self.unlock, "lock", "UnlockAlpha1"),
             Route("GET", "/v1.0/secrets/{storeName}/bulk", self.get_bulk_secret, "secrets", "GetBulkSecret"),
@@ -182,6 +186,16 @@ class DaprHttpApi:
             store_name, operations(items, lambda e: _set_request(store_name, e, {}), _delete_request)
         )
         return no_content()
+
+    async def query_state(self, request: web.Request) -> web.Response:
+        """The body is the query itself; the answer is Dapr's `{"results": [...], "token": ...}`."""
+        page = await self.state.query(request.match_info["storeName"], await request.read())
+        results = []
+        for item in page.items:
+            entry = json.dumps({"key": item.key}).encode()[:-1] + b', "data": ' + _bulk_data(item.value)
+            results.append(entry + (b', "etag": ' + json.dumps(item.etag).encode() if item.etag else b"") + b"}")
+        token = b', "token": ' + json.dumps(page.token).encode() if page.token else b""
+        return web.Response(body=b'{"results": [' + b", ".join(results) + b"]" + token + b"}", content_type=_JSON)
 
     # --- configuration -------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from ottava_sidecar.components.keys import KeyPrefixer, KeyPrefixMetadata, prefi
 
 
 class UnlockStatus(enum.IntEnum):
-    """Same values as Dapr's and Layotto's UnlockResponse.Status."""
+    """Same values as Dapr's and Layotto's UnlockResponse.Status, and Layotto's LockKeepAliveResponse.Status."""
 
     SUCCESS = 0
     LOCK_DOES_NOT_EXIST = 1
@@ -33,4 +33,12 @@ class LockStore(ComponentInstance[LockSettingsT]):
         raise NotImplementedError
 
     async def unlock(self, resource_id: str, owner: str) -> UnlockStatus:
+        raise NotImplementedError
+
+    async def keep_alive(self, resource_id: str, owner: str, expiry_seconds: int) -> UnlockStatus:
+        """Make the owner's lock expire `expiry_seconds` from now (sooner or later than it would have).
+
+        Answers as unlock does: SUCCESS, LOCK_DOES_NOT_EXIST (never taken, released or
+        expired: an expired lock stays expired) or LOCK_BELONGS_TO_OTHERS (left alone).
+        """
         raise NotImplementedError

@@ -3,6 +3,10 @@
 Taking the lock is one transaction: "if the key was never created, put it with the
 lease". etcd deletes the key when the lease runs out, which is the lock's expiry
 (etcd rounds leases shorter than its minimum, usually 2 s, up to that minimum).
+
+Keeping a lock alive grants a new lease of the new expiry and moves the key onto it in a
+transaction that checks the owner, then revokes the old lease. etcd's own keep-alive
+would only restart the old lease's TTL, not set the new expiry the caller asks for.
 """
 
 import contextlib
@@ -37,22 +41,23 @@ class EtcdLockStore(LockStore[EtcdLockMetadata]):
         from aetcd import rpc
 
         etcd, key, timeout = self.etcd, self._key(resource_id), self.settings.timeout
-        lease = await etcd.call(
-            f"granting a lease for {resource_id!r}",
-            lambda: etcd.lease.LeaseGrant(
-                rpc.LeaseGrantRequest(TTL=max(1, expiry_seconds)), timeout=timeout, metadata=etcd.metadata
-            ),
-        )
+        lease = await self._grant(resource_id, expiry_seconds)
         absent = rpc.Compare(key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0)
-        put = rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=owner.encode(), lease=lease.ID))
-        reply = await etcd.call(
-            f"locking {resource_id!r}",
-            lambda: etcd.kv.Txn(
-                rpc.TxnRequest(compare=[absent], success=[put]), timeout=timeout, metadata=etcd.metadata
-            ),
-        )
+        put = rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=owner.encode(), lease=lease))
+        try:
+            reply = await etcd.call(
+                f"locking {resource_id!r}",
+                lambda: etcd.kv.Txn(
+                    rpc.TxnRequest(compare=[absent], success=[put]), timeout=timeout, metadata=etcd.metadata
+                ),
+            )
+        except ComponentError:
+            # The caller is told it failed, so no lock may be left behind (if the put did
+            # land), nor a lease of up to 68 years without a key.
+            await self._revoke(lease)
+            raise
         if not reply.succeeded:
-            await self._revoke(lease.ID)
+            await self._revoke(lease)
         return bool(reply.succeeded)
 
     async def unlock(self, resource_id: str, owner: str) -> UnlockStatus:
@@ -75,6 +80,43 @@ class EtcdLockStore(LockStore[EtcdLockMetadata]):
             await self._revoke(held[0].lease)
             return UnlockStatus.SUCCESS
         return UnlockStatus.LOCK_BELONGS_TO_OTHERS if held else UnlockStatus.LOCK_DOES_NOT_EXIST
+
+    async def keep_alive(self, resource_id: str, owner: str, expiry_seconds: int) -> UnlockStatus:
+        from aetcd import rpc
+
+        etcd, key, timeout = self.etcd, self._key(resource_id), self.settings.timeout
+        lease = await self._grant(resource_id, expiry_seconds)
+        mine = rpc.Compare(key=key, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=owner.encode())
+        read = rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
+        move = rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=owner.encode(), lease=lease))
+        # A failed call leaves the new lease to run out by itself: the key may be on it already,
+        # and revoking it would then release a lock its owner meant to keep.
+        reply = await etcd.call(
+            f"keeping {resource_id!r} locked",
+            lambda: etcd.kv.Txn(
+                rpc.TxnRequest(compare=[mine], success=[read, move], failure=[read]),
+                timeout=timeout,
+                metadata=etcd.metadata,
+            ),
+        )
+        held = reply.responses[0].response_range.kvs
+        if reply.succeeded:
+            await self._revoke(held[0].lease)
+            return UnlockStatus.SUCCESS
+        await self._revoke(lease)
+        return UnlockStatus.LOCK_BELONGS_TO_OTHERS if held else UnlockStatus.LOCK_DOES_NOT_EXIST
+
+    async def _grant(self, resource_id: str, expiry_seconds: int) -> int:
+        from aetcd import rpc
+
+        etcd = self.etcd
+        lease = await etcd.call(
+            f"granting a lease for {resource_id!r}",
+            lambda: etcd.lease.LeaseGrant(
+                rpc.LeaseGrantRequest(TTL=max(1, expiry_seconds)), timeout=self.settings.timeout, metadata=etcd.metadata
+            ),
+        )
+        return int(lease.ID)
 
     def _key(self, resource_id: str) -> bytes:
         return (self.settings.etcd_prefix + resource_id).encode()

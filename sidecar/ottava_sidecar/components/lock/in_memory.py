@@ -27,11 +27,21 @@ class InMemoryLockStore(LockStore[InMemoryLockMetadata]):
         return True
 
     async def unlock(self, resource_id: str, owner: str) -> UnlockStatus:
+        status = self._check(resource_id, owner)
+        if status is UnlockStatus.SUCCESS:
+            del self._held[resource_id]
+        return status
+
+    async def keep_alive(self, resource_id: str, owner: str, expiry_seconds: int) -> UnlockStatus:
+        status = self._check(resource_id, owner)
+        if status is UnlockStatus.SUCCESS:
+            self._held[resource_id] = (owner, time.monotonic() + expiry_seconds)
+        return status
+
+    def _check(self, resource_id: str, owner: str) -> UnlockStatus:
+        """Whether `owner` holds the lock now (SUCCESS); forgets it if it expired."""
         held = self._held.get(resource_id)
         if held is None or held[1] <= time.monotonic():
             self._held.pop(resource_id, None)
             return UnlockStatus.LOCK_DOES_NOT_EXIST
-        if held[0] != owner:
-            return UnlockStatus.LOCK_BELONGS_TO_OTHERS
-        del self._held[resource_id]
-        return UnlockStatus.SUCCESS
+        return UnlockStatus.SUCCESS if held[0] == owner else UnlockStatus.LOCK_BELONGS_TO_OTHERS

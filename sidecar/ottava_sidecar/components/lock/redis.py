@@ -1,4 +1,8 @@
-"""`lock.redis`: locks as Redis keys set with NX and an expiry; released by a check-and-delete script."""
+"""`lock.redis`: locks as Redis keys set with NX and an expiry.
+
+Release and keep-alive are Lua scripts that check the owner and then delete the key or
+reset its expiry, atomically on the server.
+"""
 
 from ottava_sidecar.components.backends.redis import RedisConnection, RedisMetadata
 from ottava_sidecar.components.lock.base import LockMetadata, LockStore, UnlockStatus
@@ -10,6 +14,15 @@ local owner = redis.call('GET', KEYS[1])
 if not owner then return 1 end
 if owner ~= ARGV[1] then return 2 end
 redis.call('DEL', KEYS[1])
+return 0
+"""
+
+# The same outcomes; on success the key expires ARGV[2] milliseconds from now.
+_KEEP_ALIVE = """
+local owner = redis.call('GET', KEYS[1])
+if not owner then return 1 end
+if owner ~= ARGV[1] then return 2 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 0
 """
 
@@ -40,4 +53,9 @@ class RedisLockStore(LockStore[RedisLockMetadata]):
     async def unlock(self, resource_id: str, owner: str) -> UnlockStatus:
         with self.redis.errors(f"unlocking {resource_id!r}"):
             status = await self.redis.client.eval(_UNLOCK, 1, resource_id, owner)
+        return UnlockStatus(int(status))
+
+    async def keep_alive(self, resource_id: str, owner: str, expiry_seconds: int) -> UnlockStatus:
+        with self.redis.errors(f"keeping {resource_id!r} locked"):
+            status = await self.redis.client.eval(_KEEP_ALIVE, 1, resource_id, owner, max(1, expiry_seconds * 1000))
         return UnlockStatus(int(status))

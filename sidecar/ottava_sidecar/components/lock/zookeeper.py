@@ -2,7 +2,8 @@
 
 Taking a lock creates the znode (ZooKeeper lets one creator win); a znode past its
 deadline is deleted with a version check and taken again. Unlock deletes it with a
-version check, only for its owner. Deadlines are wall-clock times of the sidecars, so
+version check, only for its owner, and keep-alive rewrites the deadline the same way.
+Deadlines are wall-clock times of the sidecars, so
 their clocks must be in sync (as NTP keeps them) to within the precision the locks need.
 """
 
@@ -74,6 +75,28 @@ class ZookeeperLockStore(LockStore[ZookeeperLockMetadata]):
             if await self._delete(path, version):
                 return UnlockStatus.SUCCESS
             return UnlockStatus.LOCK_BELONGS_TO_OTHERS
+
+    async def keep_alive(self, resource_id: str, owner: str, expiry_seconds: int) -> UnlockStatus:
+        from aiozk import exc, protocol
+
+        path, client = self._path(resource_id), self.zk.client
+        with self.zk.errors(f"keeping {resource_id!r} locked"):
+            while True:  # until the write finds the version it read: the owner checked is still the owner
+                held = await self._read(path)
+                if held is None or held[0] <= time.time():
+                    return UnlockStatus.LOCK_DOES_NOT_EXIST
+                _, holder, version = held
+                if holder != owner:
+                    return UnlockStatus.LOCK_BELONGS_TO_OTHERS
+                data = f"{time.time() + expiry_seconds:.3f}|{owner}".encode()
+                request = protocol.SetDataRequest(path=client.normalize_path(path), data=data, version=version)
+                try:
+                    await client.send(request)
+                except exc.NoNode:
+                    return UnlockStatus.LOCK_DOES_NOT_EXIST
+                except exc.BadVersion:
+                    continue  # another keep-alive, or an expiry and a new owner, came first: look again
+                return UnlockStatus.SUCCESS
 
     async def _read(self, path: str) -> tuple[float, str, int] | None:
         from aiozk import exc

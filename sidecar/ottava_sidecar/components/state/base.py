@@ -6,7 +6,7 @@ with first-write concurrency and no ETag, the write succeeds only if the key is 
 """
 
 import enum
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
@@ -104,3 +104,11 @@ class StateStore(ComponentInstance[StateSettingsT]):
     async def transact(self, operations: Sequence[Operation]) -> None:
         """Apply all operations or none: a failure of any (ETag, range, backend) writes nothing."""
         raise NotSupportedError(f"state store {self.name} does not support transactions")
+
+    def scan(self, prefix: str) -> AsyncGenerator[Sequence[StateItem], None]:
+        """Every live item whose stored key starts with `prefix`, a batch at a time, for queries.
+
+        A store that can list its items implements it; `components.state.query` then
+        evaluates Dapr's query language on what it yields, the same for every store.
+        """
+        raise NotSupportedError(f"state store {self.name} does not support querying")

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -106,6 +106,14 @@ class InMemoryStateStore(StateStore[InMemoryStateMetadata]):
             else:
                 value, _, content_type, expires_at, expires_wall = entry
                 self._items[op.key] = (value, next(self._etags), content_type, expires_at, expires_wall)
+
+    async def scan(self, prefix: str) -> AsyncGenerator[Sequence[StateItem], None]:
+        keys = [key for key in self._items if key.startswith(prefix)]
+        for start in range(0, len(keys), CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            batch = (self._item(key) for key in keys[start : start + CHUNK])
+            yield [item for item in batch if item is not None]
 
     def _item(self, key: str) -> StateItem | None:
         entry = self._live(key)

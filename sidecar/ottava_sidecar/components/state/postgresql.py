@@ -10,10 +10,11 @@ one database transaction and rolls back on the first failed check.
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LIVE = "(expires_at IS NULL OR expires_at > now())"
+SCAN_BATCH = 500  # rows a query reads at a time
 EXPIRY = "CASE WHEN $4::bigint IS NULL THEN NULL ELSE now() + make_interval(secs => $4::bigint) END"
 
 
@@ -104,17 +106,26 @@ class PostgresStateStore(StateStore[PostgresStateMetadata]):
     async def bulk_get(self, keys: Sequence[str]) -> list[StateItem | None]:
         query = f"SELECT key, value, content_type, etag, expires_at FROM {self.table} WHERE key = ANY($1) AND {LIVE}"
         rows = await self.db.run(f"reading {len(keys)} key(s)", lambda c: c.fetch(query, list(keys)))
-        found = {
-            row["key"]: StateItem(
-                row["key"],
-                row["value"],
-                str(row["etag"]),
-                row["content_type"],
-                {"ttlExpireTime": _wall(row["expires_at"])} if row["expires_at"] is not None else {},
-            )
-            for row in rows
-        }
+        found = {row["key"]: _item(row) for row in rows}
         return [found.get(key) for key in keys]
+
+    async def scan(self, prefix: str) -> AsyncGenerator[Sequence[StateItem], None]:
+        # Batches in key order (the primary key's index, in the table's collation), each its
+        # own short statement: no transaction stays open while the caller evaluates.
+        query = (
+            f"SELECT key, value, content_type, etag, expires_at FROM {self.table}"
+            f" WHERE starts_with(key, $1) AND ($2::text IS NULL OR key > $2) AND {LIVE}"
+            f" ORDER BY key LIMIT {SCAN_BATCH}"
+        )
+        after: str | None = None
+        while True:
+            fetch = functools.partial(_fetch, query, prefix, after)
+            rows = await self.db.run(f"scanning keys starting {prefix!r}", fetch)
+            if rows:
+                yield [_item(row) for row in rows]
+            if len(rows) < SCAN_BATCH:
+                return
+            after = rows[-1]["key"]
 
     async def set(self, request: SetRequest) -> None:
         check_operations([request])
@@ -180,6 +191,16 @@ class PostgresStateStore(StateStore[PostgresStateMetadata]):
                 log.debug("state store %s: %s expired", self.name, status)
             except Exception as err:  # the next round tries again
                 log.warning("state store %s: clean-up of expired items failed: %s", self.name, err)
+
+
+async def _fetch(query: str, *args_then_connection: Any) -> list[Any]:
+    *args, connection = args_then_connection
+    return list(await connection.fetch(query, *args))
+
+
+def _item(row: Any) -> StateItem:
+    expires = {"ttlExpireTime": _wall(row["expires_at"])} if row["expires_at"] is not None else {}
+    return StateItem(row["key"], row["value"], str(row["etag"]), row["content_type"], expires)
 
 
 def _etag(etag: str | None) -> int | None:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LIVE = "(expires_at IS NULL OR expires_at > ?)"
+SCAN_BATCH = 500  # rows a query reads at a time
 
 
 class SqliteStateMetadata(StateMetadata):
@@ -134,11 +135,25 @@ class SqliteStateStore(StateStore[SqliteStateMetadata]):
                     f"SELECT value, content_type, etag, expires_at FROM {self.table} WHERE key = ? AND {LIVE}",
                     (key, now),
                 )
-                for value, content_type, etag, expires_at in rows:
-                    expires = _wall(expires_at) if expires_at is not None else None
-                    metadata = {"ttlExpireTime": expires} if expires else {}
-                    found[key] = StateItem(key, bytes(value), str(etag), content_type, metadata)
+                for row in rows:
+                    found[key] = _item(key, *row)
         return [found.get(key) for key in keys]
+
+    async def scan(self, prefix: str) -> AsyncGenerator[Sequence[StateItem], None]:
+        after = None  # the last key of the batch before: batches in key order, each a short read
+        while True:
+            async with self._session(f"scanning keys starting {prefix!r}", write=False) as db:
+                rows = await db.execute_fetchall(
+                    f"SELECT key, value, content_type, etag, expires_at FROM {self.table}"
+                    f" WHERE substr(key, 1, ?) = ? AND (? IS NULL OR key > ?) AND {LIVE} ORDER BY key LIMIT ?",
+                    (len(prefix), prefix, after, after, time.time(), SCAN_BATCH),
+                )
+            items = [_item(*row) for row in rows]
+            if items:
+                yield items
+            if len(items) < SCAN_BATCH:
+                return
+            after = items[-1].key
 
     async def set(self, request: SetRequest) -> None:
         await self.transact([request])
@@ -181,6 +196,11 @@ class SqliteStateStore(StateStore[SqliteStateMetadata]):
                     await db.execute(f"DELETE FROM {self.table} WHERE expires_at <= ?", (time.time(),))
             except ComponentError as err:
                 log.warning("state store %s: clean-up of expired items failed: %s", self.name, err)
+
+
+def _item(key: str, value: bytes, content_type: str, etag: int, expires_at: float | None) -> StateItem:
+    expires = _wall(expires_at) if expires_at is not None else None
+    return StateItem(key, bytes(value), str(etag), content_type, {"ttlExpireTime": expires} if expires else {})
 
 
 def _etag(etag: str | None) -> int | None:
