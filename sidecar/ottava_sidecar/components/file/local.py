@@ -38,7 +38,7 @@ from ottava_sidecar.components.registration import register
 _UPLOAD_PREFIX = ".ottava-upload-"  # unfinished uploads: never listed
 
 
-class LocalFileMetadata(ComponentMetadata):
+class LocalFileStoreMetadata(ComponentMetadata):
     root_path: str = Field(
         alias="rootPath",
         min_length=1,
@@ -50,11 +50,11 @@ def _modified(info: os.stat_result) -> str:
     return timestamp(datetime.fromtimestamp(info.st_mtime, UTC))
 
 
-@register("file.local", LocalFileMetadata)
-class LocalFileStore(FileStore[LocalFileMetadata]):
+@register("file.local", LocalFileStoreMetadata)
+class LocalFileStore(FileStore[LocalFileStoreMetadata]):
     """Files in a local folder, `rootPath`; names that lead out of it are refused."""
 
-    def __init__(self, name: str, settings: LocalFileMetadata, *, app_id: str) -> None:
+    def __init__(self, name: str, settings: LocalFileStoreMetadata, *, app_id: str) -> None:
         super().__init__(name, settings, app_id=app_id)
         self._root = Path(settings.root_path)
 

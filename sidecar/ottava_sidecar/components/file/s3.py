@@ -104,7 +104,7 @@ class S3FileStore(FileStore[S3FileMetadata]):
                 endpoint,
                 settings.region,
                 settings.bucket,
-                s3api.Credentials(settings.access_key_id, settings.secret_access_key, settings.session_token),
+                s3api.S3Credentials(settings.access_key_id, settings.secret_access_key, settings.session_token),
                 path_style=settings.force_path_style,
                 timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=settings.timeout_seconds),
             )

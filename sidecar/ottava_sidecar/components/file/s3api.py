@@ -33,7 +33,7 @@ class S3Error(Exception):
 
 
 @dataclass(frozen=True)
-class Credentials:
+class S3Credentials:
     access_key_id: str
     secret_access_key: str
     session_token: str = ""
@@ -71,7 +71,7 @@ def sign(
     headers: Mapping[str, str],
     payload_sha256: str,
     region: str,
-    credentials: Credentials,
+    credentials: S3Credentials,
     now: datetime.datetime | None = None,
 ) -> dict[str, str]:
     """The request's headers with its SigV4 signature (`authorization`), `host` among them.
@@ -110,7 +110,7 @@ class S3Client:
         endpoint: str,
         region: str,
         bucket: str,
-        credentials: Credentials,
+        credentials: S3Credentials,
         *,
         path_style: bool,
         timeout: aiohttp.ClientTimeout,
