@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import os
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
@@ -20,10 +21,12 @@ import pytest
 import yaml
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2 as pb
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc
+from ottava_sidecar.components.errors import ComponentError
 
 from tests.conformance.backends import S3_BUCKET
 from tests.conformance.conftest import Components
 from tests.conftest import SidecarFactory
+from tests.servers import s3_server as s3_setup
 
 BUILDING_BLOCK = "file"
 STORE = "files"
@@ -36,6 +39,7 @@ class Files:
     folder: str  # this test's own folder in the store, so tests sharing a bucket never meet
     root: str  # how the store's errors name its root
     metadata: dict[str, str]
+    components: Components
 
     def path(self, name: str) -> str:
         return f"{self.folder}/{name}"
@@ -71,7 +75,7 @@ async def files(components: Components, sidecars: SidecarFactory) -> AsyncIterat
     sidecar = sidecars.start("--app-id", "files", resources={"files.yaml": yaml.safe_dump(manifest)})
     root = metadata.get("rootPath") or f"bucket {S3_BUCKET}"
     async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
-        yield Files(runtime_pb2_grpc.RuntimeStub(channel), f"t-{uuid.uuid4().hex[:10]}", root, metadata)
+        yield Files(runtime_pb2_grpc.RuntimeStub(channel), f"t-{uuid.uuid4().hex[:10]}", root, metadata, components)
 
 
 def content(size: int, seed: int) -> Iterator[bytes]:
@@ -203,6 +207,19 @@ async def test_an_upload_that_breaks_off_leaves_the_old_file(type_name: str, fil
         await call
     assert await files.read(name) == b"the old content"
     assert [f.file_name for f in (await files.list(files.folder)).files] == [name]
+    # Nor is anything left behind: no half-written file on the disk, no open multipart upload.
+    deadline = time.monotonic() + 10
+    while leftovers := debris(type_name, files):
+        assert time.monotonic() < deadline, f"the broken upload left {leftovers}"
+        await asyncio.sleep(0.05)
+
+
+def debris(type_name: str, files: Files) -> list[str]:
+    """What an unfinished upload may leave in the store, where a user would find it."""
+    if type_name == "file.local":
+        return [str(p) for p in (Path(files.metadata["rootPath"]) / files.folder).iterdir() if p.name.startswith(".")]
+    server = files.components.context.servers["s3_server"]
+    return s3_setup.unfinished_uploads(server, S3_BUCKET, files.folder)
 
 
 async def test_a_stream_that_switches_files_midway_is_refused(type_name: str, files: Files) -> None:
@@ -252,3 +269,9 @@ async def test_an_unknown_store_is_named(type_name: str, files: Files) -> None:
         await files.runtime.GetFileMeta(pb.GetFileMetaRequest(request=pb.FileRequest(store_name="nope", name="x")))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "file store nope is not found" in (err.value.details() or "")
+
+
+@pytest.mark.only.with_args(lambda type_name: type_name == "file.s3")
+async def test_a_missing_bucket_is_named_when_the_store_starts(type_name: str, components: Components) -> None:
+    with pytest.raises(ComponentError, match=r"bucket no-such-bucket does not exist at s3 at 127\.0\.0\.1:\d+"):
+        await components.create(bucket="no-such-bucket", connectAttempts="1")

@@ -7,8 +7,10 @@ would with any S3 client.
 
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
+from xml.etree import ElementTree
 
 from tests.servers.process import ServerProcess, accepts_connections, free_port, scratch_dir
 
@@ -36,3 +38,11 @@ def create_bucket(server: ServerProcess, bucket: str) -> None:
     except urllib.error.HTTPError as err:
         if err.code != 409:  # BucketAlreadyOwnedByYou
             raise
+
+
+def unfinished_uploads(server: ServerProcess, bucket: str, prefix: str) -> list[str]:
+    """Keys of the multipart uploads under `prefix` that were neither completed nor aborted."""
+    url = f"{endpoint(server)}/{bucket}?uploads&prefix={urllib.parse.quote(prefix)}"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        document = ElementTree.fromstring(response.read())
+    return [key.text or "" for key in document.iter() if key.tag.endswith("}Key") or key.tag == "Key"]

@@ -14,9 +14,11 @@ from datetime import datetime
 from typing import TypeVar
 
 import aiohttp
+import yarl
 from pydantic import Field
 
-from ottava_sidecar.components.base import ComponentMetadata
+from ottava_sidecar.components.backends import retry
+from ottava_sidecar.components.backends.options import RetryMetadata
 from ottava_sidecar.components.errors import AccessDeniedError, ComponentError
 from ottava_sidecar.components.file import s3api
 from ottava_sidecar.components.file.base import (
@@ -37,7 +39,7 @@ _MIN_PART_BYTES = 5 * 1024 * 1024  # S3's least part size (but for the last part
 _USER_METADATA = "x-amz-meta-"
 
 
-class S3FileMetadata(ComponentMetadata):
+class S3FileMetadata(RetryMetadata):
     bucket: str = Field(min_length=1, description="The bucket that holds the files (it must exist).")
     endpoint: str = Field(
         default="",
@@ -110,7 +112,28 @@ class S3FileStore(FileStore[S3FileMetadata]):
             )
         except ValueError as err:
             raise ComponentError(str(err)) from None
-        await self._call("reach", "", self._client.head_bucket())
+        where = f"s3 at {yarl.URL(endpoint).raw_authority}"
+
+        async def reach() -> s3api.S3Error | None:
+            """None when the bucket answers; the server's refusal when it answers no (not worth retrying)."""
+            try:
+                await self._client.head_bucket()
+            except s3api.S3Error as err:
+                if err.status == 403:
+                    raise  # refused credentials: retry.connect fails at once
+                return err
+            return None
+
+        refusal = await retry.connect(
+            where, reach, settings, refused_credentials=lambda err: isinstance(err, s3api.S3Error) and err.status == 403
+        )
+        if refusal is not None:
+            missing = refusal.status == 404
+            raise ComponentError(
+                f"bucket {settings.bucket} does not exist at {where}"
+                if missing
+                else f"{where} refused bucket {settings.bucket}: {refusal}"
+            )
 
     async def close(self) -> None:
         if self._s3 is not None:
