@@ -171,6 +171,21 @@ async def test_a_missing_file_is_not_found_naming_it_and_the_store(type_name: st
         assert name in (err.value.details() or "") and f"file store {STORE}" in (err.value.details() or ""), method
 
 
+async def test_a_folder_is_not_a_file(type_name: str, files: Files) -> None:
+    await files.put(files.path("dir/inner.txt"), [b"inside"])
+    name = files.path("dir")
+    calls: dict[str, Awaitable[object]] = {
+        "GetFile": files.read(name),
+        "GetFileMeta": files.runtime.GetFileMeta(pb.GetFileMetaRequest(request=files.target(name))),
+        "DelFile": files.runtime.DelFile(pb.DelFileRequest(request=files.target(name))),
+    }
+    for method, call in calls.items():
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND, method
+    assert await files.read(files.path("dir/inner.txt")) == b"inside"
+
+
 @pytest.mark.parametrize("name", ["../escape.txt", "a/../../escape.txt", "/etc/passwd", "a/./b", "a//b"])
 async def test_a_name_outside_the_root_is_refused_naming_it_and_the_root(
     type_name: str, files: Files, name: str

@@ -95,7 +95,7 @@ class LocalFileStore(FileStore[LocalFileStoreMetadata]):
         except FileNotFoundError:
             raise FileMissingError(f"file {name} does not exist under {self._root}") from None
         except IsADirectoryError:
-            raise ComponentError(f"{name} is a folder under {self._root}, not a file") from None
+            raise FileMissingError(f"file {name} does not exist under {self._root} (a folder has that name)") from None
         except OSError as err:
             raise ComponentError(f"cannot read {name} under {self._root}: {err.strerror}") from None
         if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
@@ -170,7 +170,7 @@ class LocalFileStore(FileStore[LocalFileStoreMetadata]):
         except FileNotFoundError:
             raise FileMissingError(f"file {name} does not exist under {self._root}") from None
         except IsADirectoryError:
-            raise ComponentError(f"{name} is a folder under {self._root}; only files are deleted") from None
+            raise FileMissingError(f"file {name} does not exist under {self._root} (a folder has that name)") from None
         except OSError as err:
             raise ComponentError(f"cannot delete {name} under {self._root}: {err.strerror}") from None
 
@@ -183,6 +183,8 @@ class LocalFileStore(FileStore[LocalFileStoreMetadata]):
             info = path.stat()
         except FileNotFoundError:
             raise FileMissingError(f"file {name} does not exist under {self._root}") from None
+        if stat.S_ISDIR(info.st_mode):
+            raise FileMissingError(f"file {name} does not exist under {self._root} (a folder has that name)")
         if not stat.S_ISREG(info.st_mode):
             raise ComponentError(f"{name} under {self._root} is not a regular file")
         return FileMeta(info.st_size, _modified(info), {"mode": [oct(stat.S_IMODE(info.st_mode))]})
