@@ -186,7 +186,7 @@ async def test_a_folder_is_not_a_file(type_name: str, files: Files) -> None:
     assert await files.read(files.path("dir/inner.txt")) == b"inside"
 
 
-@pytest.mark.parametrize("name", ["../escape.txt", "a/../../escape.txt", "/etc/passwd", "a/./b", "a//b"])
+@pytest.mark.parametrize("name", ["../escape.txt", "a/../../escape.txt", "/etc/passwd", "a/./b", "a//b", "a\x00b"])
 async def test_a_name_outside_the_root_is_refused_naming_it_and_the_root(
     type_name: str, files: Files, name: str
 ) -> None:

@@ -78,13 +78,13 @@ def check_name(name: str, root: str, *, directory: bool = False) -> str:
     A directory may be empty (the root itself) and may end with `/`; a file may not.
     """
     if "\x00" in name:
-        raise FileNameError(f"file name {name!r} contains a NUL character")
+        raise FileNameError(f"file name {name!r} contains a NUL character (root {root})")
     if directory:
         name = name.rstrip("/")
         if not name:
             return ""
     if not name:
-        raise FileNameError("file name is empty")
+        raise FileNameError(f"file name is empty (root {root})")
     if name.startswith("/"):
         raise FileNameError(
             f"file name {name!r} is absolute: names are relative paths inside the root {root}, which holds them"
