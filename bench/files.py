@@ -3,8 +3,11 @@
     make bench                                  # this among the others
     .venv/bin/python -m bench.files             # alone: under a minute
     .venv/bin/python -m bench.files --mib 256   # a smaller file
+    .venv/bin/python -m bench.files --backend s3   # file.s3 on the tests' S3 server (moto)
+    .venv/bin/python -m bench.files --backend s3 --part-size 33554432   # what a larger part costs
 
-Starts `ottava run` with one Component, `file.local` on a scratch folder, and drives it
+Starts `ottava run` with one Component, `file.local` on a scratch folder (or, with
+`--backend s3`, `file.s3` on the tests' S3 server, moto, started here), and drives it
 with the stubs generated from proto/ (Layotto's `Runtime`), as an app would: PutFile of
 `--mib` MiB in 1 MiB messages, then GetFile of it, checking the SHA-256 of what came
 back against what was sent. The file never sits whole in the sidecar: its resident
@@ -21,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -36,6 +40,9 @@ import grpc
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2 as pb
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc
 
+from tests.servers import s3_server as s3_setup
+from tests.servers.process import ServerProcess
+
 MiB = 1024 * 1024
 ALLOWANCE_MB = 50.0
 READY = re.compile(r"^ottava sidecar UP: .* grpc=\S+:(?P<grpc>\d+) ")
@@ -46,10 +53,27 @@ apiVersion: ottava.io/v1alpha1
 kind: Component
 metadata: {{name: {store}}}
 spec:
-  type: file.local
+  type: {type}
   metadata:
-  - {{name: rootPath, value: {root}}}
+{metadata}
 """
+S3_BUCKET = "ottava-bench"
+
+
+def component(backend: str, folder: Path, s3: ServerProcess | None, part_size: int) -> str:
+    if s3 is None:
+        metadata = {"rootPath": str(folder / "root")}
+    else:
+        metadata = {
+            "endpoint": s3_setup.endpoint(s3),
+            "bucket": S3_BUCKET,
+            "accessKeyID": s3_setup.ACCESS_KEY_ID,
+            "secretAccessKey": s3_setup.SECRET_ACCESS_KEY,
+            "forcePathStyle": "true",
+            "partSize": str(part_size),
+        }
+    lines = "\n".join(f"  - {{name: {k}, value: {json.dumps(v)}}}" for k, v in metadata.items())
+    return COMPONENT.format(store=STORE, type=f"file.{backend}", metadata=lines)
 
 
 @dataclass
@@ -73,10 +97,10 @@ class Sidecar:
 
 
 @contextlib.contextmanager
-def sidecar(folder: Path) -> Iterator[Sidecar]:
+def sidecar(folder: Path, manifest: str) -> Iterator[Sidecar]:
     resources = folder / "resources"
     resources.mkdir()
-    (resources / "files.yaml").write_text(COMPONENT.format(store=STORE, root=folder / "root"))
+    (resources / "files.yaml").write_text(manifest)
     command = [OTTAVA, "run", "--app-id", "bench-files", "--resources-path", str(resources)]
     command += ["--grpc-port", "0", "--http-port", "0", "--metrics-port", "0", "--internal-grpc-port", "0"]
     command += ["--log-level", "error"]
@@ -174,7 +198,7 @@ async def transfer(target: Sidecar, runtime: runtime_pb2_grpc.RuntimeAsyncStub, 
     return Transfer(put_seconds, put_peak, get_seconds, get_peak)
 
 
-async def run(target: Sidecar, mib: int) -> int:
+async def run(target: Sidecar, mib: int, backend: str) -> int:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{target.grpc_port}") as channel:
         runtime = runtime_pb2_grpc.RuntimeStub(channel)
         started_mb = target.memory_mb()
@@ -186,7 +210,7 @@ async def run(target: Sidecar, mib: int) -> int:
         after_mb = target.memory_mb()
     growth = max(big.put_peak_mb, big.get_peak_mb) - idle_mb
     verdict = growth < ALLOWANCE_MB
-    print(f"bench.files: file.local, {mib} MiB put then got in 1 MiB messages (sha256 checked)")
+    print(f"bench.files: file.{backend}, {mib} MiB put then got in 1 MiB messages (sha256 checked)")
     print(f"  sidecar RSS at start {started_mb:.1f} MB; idle (after a 1 MiB warm-up) {idle_mb:.1f} MB")
     for phase, seconds, peak in (
         ("PutFile", big.put_seconds, big.put_peak_mb),
@@ -206,12 +230,29 @@ async def run(target: Sidecar, mib: int) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mib", type=int, default=1024, help="size of the file in MiB (default 1024: 1 GiB)")
+    parser.add_argument(
+        "--backend",
+        choices=("local", "s3"),
+        default="local",
+        help="file.local (default) or file.s3 on the tests' S3 server (moto, which holds the file in its memory)",
+    )
+    parser.add_argument(
+        "--part-size", type=int, default=8 * MiB, help="file.s3's partSize in bytes (default 8 MiB, its default)"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="ottava-bench-files-"))
+    s3 = None
     try:
-        with sidecar(folder) as target:
-            return asyncio.run(run(target, args.mib))
+        if args.backend == "s3":
+            s3 = s3_setup.start()
+            s3_setup.create_bucket(s3, S3_BUCKET)
+        with sidecar(folder, component(args.backend, folder, s3, args.part_size)) as target:
+            return asyncio.run(run(target, args.mib, args.backend))
     finally:
+        if s3 is not None:
+            s3.stop()
+            shutil.rmtree(s3.data_dir, ignore_errors=True)
+            s3.log_path.unlink(missing_ok=True)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -290,3 +290,21 @@ async def test_an_unknown_store_is_named(type_name: str, files: Files) -> None:
 async def test_a_missing_bucket_is_named_when_the_store_starts(type_name: str, components: Components) -> None:
     with pytest.raises(ComponentError, match=r"bucket no-such-bucket does not exist at s3 at 127\.0\.0\.1:\d+"):
         await components.create(bucket="no-such-bucket", connectAttempts="1")
+
+
+@pytest.mark.only.with_args(lambda type_name: type_name == "file.s3")
+async def test_chunks_that_straddle_parts_are_split_at_the_part_size(type_name: str, components: Components) -> None:
+    """Parts of 5 MiB + 1 byte from chunks of 3 MiB + 7: most parts end inside a chunk."""
+    store = await components.create(partSize=str(5 * MiB + 1))
+    chunks = [bytes([n]) * (3 * MiB + 7) for n in range(7)]  # 21 MiB: four full parts and a short one
+
+    async def stream() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    name = f"t-{uuid.uuid4().hex[:10]}/straddled.bin"
+    await store.put(name, stream(), {})
+    received = [chunk async for chunk in store.get(name, {})]
+    assert b"".join(received) == b"".join(chunks)
+    assert max(len(c) for c in received) <= MiB
+    await store.delete(name, {})

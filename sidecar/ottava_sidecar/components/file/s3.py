@@ -9,7 +9,7 @@ user metadata (`x-amz-meta-*`) and comes back in GetFileMeta.
 
 import contextlib
 import email.utils
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from datetime import datetime
 from typing import TypeVar
 
@@ -174,33 +174,27 @@ class S3FileStore(FileStore[S3FileMetadata]):
 
     async def put(self, name: str, chunks: AsyncIterator[bytes], metadata: Mapping[str, str]) -> None:
         headers = {f"{_USER_METADATA}{k.lower()}": v for k, v in metadata.items()}
-        part_size = self.settings.part_size
-        held = bytearray()
+        part = _Part(self.settings.part_size)
         upload_id = ""
         etags: list[str] = []
         try:
             async for chunk in chunks:
-                held += chunk
-                while len(held) >= part_size:
+                for full in part.add(chunk):
                     if not upload_id:
                         upload_id = await self._call(
                             "upload", name, self._client.create_multipart_upload(name, headers)
                         )
-                    part = bytes(held[:part_size])
-                    del held[:part_size]
+                    number = len(etags) + 1
                     etags.append(
-                        await self._call(
-                            "upload", name, self._client.upload_part(name, upload_id, len(etags) + 1, part)
-                        )
+                        await self._call("upload", name, self._client.upload_part(name, upload_id, number, full))
                     )
-            if not upload_id:
-                await self._call("upload", name, self._client.put_object(name, bytes(held), headers))
+            if not upload_id:  # it all fitted in one part: one PUT
+                await self._call("upload", name, self._client.put_object(name, part.rest(), headers))
                 return
-            if held or not etags:
+            if part.held:
+                number = len(etags) + 1
                 etags.append(
-                    await self._call(
-                        "upload", name, self._client.upload_part(name, upload_id, len(etags) + 1, bytes(held))
-                    )
+                    await self._call("upload", name, self._client.upload_part(name, upload_id, number, part.rest()))
                 )
             await self._call("upload", name, self._client.complete_multipart_upload(name, upload_id, etags))
             upload_id = ""
@@ -235,3 +229,31 @@ class S3FileStore(FileStore[S3FileMetadata]):
         return FileMeta(
             int(headers.get("content-length", "0")), _http_timestamp(headers.get("last-modified", "")), meta
         )
+
+
+class _Part:
+    """The chunks of the part being gathered, kept as they came (not joined into one buffer)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pieces: list[bytes] = []
+        self.held = 0
+
+    def add(self, chunk: bytes) -> Iterator[list[bytes]]:
+        """Take `chunk`; yield each part it fills (a chunk across a part's end is split there)."""
+        while chunk:
+            room = self.size - self.held
+            if len(chunk) <= room:
+                piece, chunk = chunk, b""
+            else:
+                with memoryview(chunk) as view:
+                    piece, chunk = bytes(view[:room]), bytes(view[room:])
+            self.pieces.append(piece)
+            self.held += len(piece)
+            if self.held == self.size:
+                yield self.rest()
+
+    def rest(self) -> list[bytes]:
+        """The pieces gathered so far, handed over (the part starts again empty)."""
+        pieces, self.pieces, self.held = self.pieces, [], 0
+        return pieces
