@@ -75,9 +75,7 @@ class LocalFileStore(FileStore[LocalFileStoreMetadata]):
         """The path of `name`, with every symlink on the way resolved, or FileNameError if that leaves the root."""
         resolved = (self._root / name).resolve()
         if resolved != self._root and not resolved.is_relative_to(self._root):
-            raise FileNameError(
-                f"file name {name!r} leads outside the root {self._root} (through a symlink, to {resolved})"
-            )
+            raise FileNameError(f"file name {name!r} leads outside the root {self._root}: it resolves to {resolved}")
         return resolved
 
     async def get(self, name: str, metadata: Mapping[str, str]) -> AsyncIterator[bytes]:
