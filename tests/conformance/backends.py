@@ -17,6 +17,7 @@ from tests.servers import nats_server as nats_setup
 from tests.servers import postgresql_server as postgresql_setup
 from tests.servers import rabbitmq_server as rabbitmq_setup
 from tests.servers import redis_server as redis_setup
+from tests.servers import s3_server as s3_setup
 from tests.servers.process import ServerProcess
 
 Servers = dict[str, ServerProcess]
@@ -72,6 +73,21 @@ def _kubernetes(ctx: Context, **extra: str) -> dict[str, str]:
     namespace = cast(kubernetes_setup.KubernetesNamespace, ctx.servers["kubernetes_namespace"])
     return {"namespace": namespace.name, "kubeconfigPath": str(namespace.kubeconfig), **extra}
 
+
+def _s3(ctx: Context) -> dict[str, str]:
+    server = ctx.servers["s3_server"]
+    s3_setup.create_bucket(server, S3_BUCKET)
+    return {
+        "endpoint": s3_setup.endpoint(server),
+        "region": s3_setup.REGION,
+        "bucket": S3_BUCKET,
+        "accessKeyID": s3_setup.ACCESS_KEY_ID,
+        "secretAccessKey": s3_setup.SECRET_ACCESS_KEY,
+        "forcePathStyle": "true",
+    }
+
+
+S3_BUCKET = "ottava-conformance"
 
 # Pub/sub in tests: a failed or abandoned message comes back within a second or two.
 _FAST_REDELIVERY = {"redeliveryBackoffSeconds": "0.05", "maxRedeliveryBackoffSeconds": "0.5"}
@@ -130,4 +146,6 @@ BACKENDS: dict[str, Backend] = {
         marks=(pytest.mark.e2e, pytest.mark.timeout(kubernetes_setup.COLD_START_TIMEOUT)),
     ),
     "secretstores.local.file": Backend(metadata=lambda ctx: {"secretsFile": str(ctx.data_dir / "secrets.json")}),
+    "file.local": Backend(metadata=lambda ctx: {"rootPath": str(ctx.data_dir / "files")}),
+    "file.s3": Backend(("s3_server",), _s3),
 }

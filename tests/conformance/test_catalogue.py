@@ -4,7 +4,7 @@ from ottava_sidecar.components import catalogue
 
 from tests.conformance.backends import BACKENDS
 
-SUITES = {"state", "pubsub", "configuration", "lock", "sequencer", "secretstores"}
+SUITES = {"state", "pubsub", "configuration", "lock", "sequencer", "secretstores", "file"}
 
 
 def test_every_registered_type_has_a_conformance_set_up() -> None:

@@ -26,6 +26,7 @@ UNREACHABLE: dict[str, Callable[[int], dict[str, str]]] = {
     "nats_server": lambda port: {"natsURL": f"nats://127.0.0.1:{port}"},
     "mosquitto_server": lambda port: {"url": f"127.0.0.1:{port}"},
     "rabbitmq_server": lambda port: {"host": f"127.0.0.1:{port}"},
+    "s3_server": lambda port: {"endpoint": f"http://127.0.0.1:{port}", "bucket": "b", "forcePathStyle": "true"},
     "kubernetes_namespace": lambda port: {"kubeconfigPath": kubernetes_setup.unreachable_kubeconfig(port)},
 }
 WRONG_PASSWORD: dict[str, dict[str, str]] = {

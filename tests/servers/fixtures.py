@@ -18,6 +18,7 @@ from tests.servers import nats_server as nats_setup
 from tests.servers import postgresql_server as postgresql_setup
 from tests.servers import rabbitmq_server as rabbitmq_setup
 from tests.servers import redis_server as redis_setup
+from tests.servers import s3_server as s3_setup
 from tests.servers import zookeeper_server as zookeeper_setup
 from tests.servers.process import ServerProcess
 
@@ -29,6 +30,7 @@ __all__ = [
     "postgresql_server",
     "rabbitmq_server",
     "redis_server",
+    "s3_server",
     "zookeeper_server",
 ]
 
@@ -70,6 +72,11 @@ def nats_server() -> Iterator[ServerProcess]:
 @pytest.fixture(scope="session")
 def rabbitmq_server() -> Iterator[ServerProcess]:
     yield from _run(rabbitmq_setup.start())
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[ServerProcess]:
+    yield from _run(s3_setup.start())
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,8 @@ MODULES: Final[dict[str, str]] = {
     "configuration.in-memory": f"{_PACKAGE}.configuration.in_memory",
     "configuration.kubernetes": f"{_PACKAGE}.configuration.kubernetes",
     "configuration.redis": f"{_PACKAGE}.configuration.redis",
+    "file.local": f"{_PACKAGE}.file.local",
+    "file.s3": f"{_PACKAGE}.file.s3",
     "lock.etcd": f"{_PACKAGE}.lock.etcd",
     "lock.in-memory": f"{_PACKAGE}.lock.in_memory",
     "lock.redis": f"{_PACKAGE}.lock.redis",
