@@ -179,3 +179,38 @@ def test_init_timeout_marks_a_hanging_component_down(sidecars: SidecarFactory, t
         with open(fifo, "w", encoding="utf-8"):
             pass
     assert sidecar.stop() == 0
+
+
+SUBSCRIPTION = """\
+apiVersion: dapr.io/v2alpha1
+kind: Subscription
+metadata: {name: orders}
+spec:
+  pubsubname: pubsub
+  topic: orders
+"""
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("  routes: {default: /orders}\n", None),
+        ("", "spec: Value error, no route: set routes.default or routes.rules"),
+        (
+            "  routes:\n    rules: [{match: 'size(event.type) > 1', path: /big}]\n",
+            "Subscription 'orders': spec.routes.rules: ",
+        ),
+        ("  route: /a\n  routes: {default: /b}\n", "both route and routes.default are set"),
+        ("  routes: {default: /o}\n  bulkSubscribe: {enabled: true, maxMessagesCount: 0}\n", "maxMessagesCount"),
+    ],
+)
+def test_a_subscription_that_cannot_be_delivered_stops_startup(tmp_path: Path, spec: str, expected: str | None) -> None:
+    if expected is None:  # the valid one, for contrast: the run goes on (stopped here by a bad Component)
+        result = run_and_fail(
+            {"sub.yaml": SUBSCRIPTION + spec, "bad.yaml": "kind: Component\nmetadata: {}\n"}, tmp_path
+        )
+        assert "sub.yaml" not in result.stderr, result.stderr
+        return
+    result = run_and_fail({"sub.yaml": SUBSCRIPTION + spec}, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "invalid manifest" in result.stderr and expected in result.stderr
