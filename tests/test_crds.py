@@ -419,24 +419,25 @@ def test_unquoted_numbers_and_booleans_are_accepted_like_dapr_does() -> None:
 
 
 def test_a_dapr_v2alpha1_subscription_ports_by_changing_its_api_version() -> None:
-    manifest = {
+    spec: dict[str, Any] = {
+        "pubsubname": "pubsub",
+        "topic": "orders",
+        "routes": {"rules": [{"match": 'event.type == "widget"', "path": "/widgets"}], "default": "/orders"},
+        "metadata": {"maxDeliveryAttempts": "3"},
+        "deadLetterTopic": "orders-dead",
+        "bulkSubscribe": {"enabled": True, "maxMessagesCount": 50, "maxAwaitDurationMs": 200},
+    }
+    manifest: dict[str, Any] = {
         "apiVersion": contract.GROUP_VERSION,
         "kind": "Subscription",
         "metadata": {"name": "orders"},
-        "spec": {
-            "pubsubname": "pubsub",
-            "topic": "orders",
-            "routes": {"rules": [{"match": 'event.type == "widget"', "path": "/widgets"}], "default": "/orders"},
-            "metadata": {"maxDeliveryAttempts": "3"},
-            "deadLetterTopic": "orders-dead",
-            "bulkSubscribe": {"enabled": True, "maxMessagesCount": 50, "maxAwaitDurationMs": 200},
-        },
+        "spec": spec,
         "scopes": ["checkout"],
     }
     assert validate(manifest, _schema("subscriptions.ottava.io")) == []
     assert models.DeclarativeSubscription.model_validate(manifest).spec.bulk_subscribe is not None
-    del manifest["spec"]["topic"]
-    assert validate(manifest, _schema("subscriptions.ottava.io")) == [".spec.topic: required"]
+    without_topic = {**manifest, "spec": {k: v for k, v in spec.items() if k != "topic"}}
+    assert validate(without_topic, _schema("subscriptions.ottava.io")) == [".spec.topic: required"]
 
 
 def test_configuration_is_valid_for_the_crd_and_the_model() -> None:
