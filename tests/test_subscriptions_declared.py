@@ -294,3 +294,34 @@ async def test_a_grpc_app_gets_on_bulk_topic_event_or_else_one_event_at_a_time(b
     finally:
         await channel.close()
         await server.stop(None)
+
+
+async def test_the_clusters_subscriptions_reach_the_sidecar_as_they_change(caplog: pytest.LogCaptureFixture) -> None:
+    """What the watch of `subscriptions.ottava.io` hands over: every valid Subscription, after each event.
+
+    The watch itself (list, watch, resume) is the Reflector of Components and
+    Configurations (tests/test_kube_watch.py, and the e2e suite on a real apiserver).
+    """
+    from ottava_sidecar.kube.client import Credentials, KubeClient
+    from ottava_sidecar.runtime.kubernetes import KubernetesWiring
+
+    seen: list[list[str]] = []
+
+    async def on_subscriptions(resources: list[DeclarativeSubscription]) -> None:
+        seen.append([r.name for r in resources])
+
+    client = KubeClient(Credentials(server="http://127.0.0.1:1", ssl_context=False))
+    wiring = KubernetesWiring(
+        Registry("shipping"), client, "shop", None, lambda _: None, lambda: True, on_subscriptions=on_subscriptions
+    )
+    assert wiring.subscriptions.path == "/apis/ottava.io/v1alpha1/namespaces/shop/subscriptions"
+    good = {**subscription("orders", "orders", "/orders").model_dump(by_alias=True), "status": {"conditions": []}}
+    bad = {"apiVersion": "ottava.io/v1alpha1", "kind": "Subscription", "metadata": {"name": "bad"}, "spec": {}}
+    for name, obj in (("orders", good), ("bad", bad)):
+        wiring.subscriptions.objects[name] = obj
+        await wiring._subscription_event("ADDED", obj)
+    del wiring.subscriptions.objects["orders"]
+    await wiring._subscription_event("DELETED", good)
+    assert seen == [["orders"], ["orders"], []]
+    assert "ignoring invalid Subscription bad: spec.pubsubname: Field required" in caplog.text
+    await client.close()

@@ -59,7 +59,7 @@ class Manifests:
 
 
 def load_folder(folder: Path, *, check: Callable[[Component], Sequence[str]]) -> Manifests:
-    """Every Component, Configuration and DeclarativeSubscription in `folder`, validated.
+    """Every Component, Configuration and Subscription in `folder`, validated.
 
     `check` names what is wrong with a Component beyond its schema (an unknown type,
     metadata its type does not accept: `components.catalogue.manifest_problems`); this
@@ -149,9 +149,8 @@ def _kind(document: dict[str, Any], source: Source) -> str | None:
     skipped = _SKIPPED_KINDS[group]
     if kind in skipped:
         log.warning(
-            "skipping the %s %r in %s: `ottava run` loads only Component, Configuration and DeclarativeSubscription from a "
-            "resources folder "
-            "(other %s kinds are accepted, unread, so that a shared folder of Dapr resources works unchanged)",
+            "skipping the %s %r in %s: `ottava run` loads only Component, Configuration and Subscription from a "
+            "resources folder (other %s kinds are accepted, unread, so that a shared folder of Dapr resources works unchanged)",
             kind,
             _name(document),
             source,
@@ -199,7 +198,9 @@ def _validate(model: type[M], document: dict[str, Any], source: Source) -> M:
     try:
         return model.model_validate(document)
     except ValidationError as err:
-        raise ManifestError(f"{source} ({model.__name__} {_name(document)!r}): " + describe_errors(err)) from None
+        raise ManifestError(
+            f"{source} ({document.get('kind') or model.__name__} {_name(document)!r}): " + describe_errors(err)
+        ) from None
 
 
 def describe_errors(err: ValidationError) -> str:

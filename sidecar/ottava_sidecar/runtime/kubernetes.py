@@ -137,7 +137,7 @@ class KubernetesWiring:
             return DeclarativeSubscription.model_validate(document)
         except ValidationError as err:
             name = obj.get("metadata", {}).get("name", "?")
-            log.error("ignoring invalid DeclarativeSubscription %s: %s", name, describe_errors(err))
+            log.error("ignoring invalid Subscription %s: %s", name, describe_errors(err))
             return None
 
     async def _configuration_event(self, kind: str, obj: dict[str, Any]) -> None:

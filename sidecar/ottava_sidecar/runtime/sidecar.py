@@ -111,7 +111,7 @@ class Options:
     # Standalone: the Configuration of `--config FILE`, applied at start (in a cluster the
     # one named by `configuration_name` is read and followed instead).
     configuration: Configuration | None = None
-    # Standalone: the DeclarativeSubscription resources of the resources folder (in a cluster they are
+    # Standalone: the Subscription resources of the resources folder (in a cluster they are
     # read and followed instead); delivered to the app with its own subscriptions.
     subscriptions: list[DeclarativeSubscription] = field(default_factory=list)
     # mTLS on the internal port, with a workload certificate (docs/security.md): from the
