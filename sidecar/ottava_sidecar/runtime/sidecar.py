@@ -259,6 +259,12 @@ class Sidecar:
             from ottava_sidecar.messaging.subscriptions import declared_for
 
             await self.messaging.declare(declared_for(o.app_id, o.subscriptions))
+            if o.app_port is None:
+                log.warning(
+                    "the resources folder declares %d Subscription(s), delivered to an app: without --app-port "
+                    "there is none, so they are not opened",
+                    len(o.subscriptions),
+                )
         await asyncio.to_thread(_import_http_libraries, o.app_protocol if o.app_port is not None else None)
         from ottava_sidecar.api.http.server import build_api_app  # imported just above
 
