@@ -169,3 +169,16 @@ async def test_each_entry_is_settled_by_its_own_verdict() -> None:
     assert app.seen == {"ok": 1, "again": 2, "poison": 1, "forgotten": 2}
     assert [json.loads(d)["data"]["marker"] for d in dead] == ["poison"]
     await broker.close()
+
+
+async def test_closing_a_bulk_subscription_leaves_its_unsent_events_unacknowledged() -> None:
+    app, timers = App(), Timers()
+    running = await start(bulk(100), app, timers)
+    await publish(running.broker, "orders", {"marker": "a"})
+    await until(lambda: running.delivery.filling == {"/batch": 1}, "the event in a batch")
+    await running.delivery.close()
+    timers.fire_pending()  # its deadline comes: nothing is sent any more
+    await until(lambda: not running.delivery.filling, "the batch dropped")
+    assert app.batches == []
+    assert running.handle.pending == 1  # not acknowledged: the broker has it still
+    await running.broker.close()

@@ -222,6 +222,7 @@ class BulkDelivery:
         self._timer = timer
         self._batches: dict[str, _Batch] = {}  # filling up, by route
         self._sending: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def __call__(self, message: Message) -> None:
         event = cloudevents.unwrap(message, self.spec.pubsub_name)
@@ -237,6 +238,8 @@ class BulkDelivery:
             reason = "no routing rule matches it and there is no default route"
             await settle(self._broker, self.spec, message, Verdict.DROP, reason)
             return
+        if self._closed:
+            raise Redeliver(f"subscription to {self.spec.pubsub_name}/{self.spec.topic} closed")
         waiting = _Waiting(
             BatchEntry(str(uuid.uuid4()), event, message.metadata), asyncio.get_running_loop().create_future()
         )
@@ -252,8 +255,25 @@ class BulkDelivery:
         except asyncio.CancelledError:
             if waiting in batch.waiting and self._batches.get(path) is batch:
                 batch.waiting.remove(waiting)  # not sent yet: the closing subscription keeps it back
-            raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # Not this handler but its batch was cancelled (`close`): the broker keeps the event.
+            raise Redeliver(f"subscription to {self.spec.pubsub_name}/{self.spec.topic} closed") from None
         await settle(self._broker, self.spec, message, verdict, reason)
+
+    async def close(self) -> None:
+        """After the broker subscription closed: no batch goes out any more (its events stay unacknowledged)."""
+        self._closed = True
+        for batch in self._batches.values():
+            if batch.timer is not None:
+                batch.timer.cancel()
+            for waiting in batch.waiting:
+                waiting.outcome.cancel()  # its handler ends, the event unacknowledged
+        self._batches.clear()
+        for task in list(self._sending):
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
 
     @property
     def filling(self) -> dict[str, int]:
@@ -277,6 +297,10 @@ class BulkDelivery:
         outcomes: dict[str, tuple[Verdict, str]]
         try:
             verdicts = await self._channel.deliver_bulk(self.spec, entries, path)
+        except asyncio.CancelledError:
+            for w in waiting:
+                w.outcome.cancel()
+            raise
         except AppUnimplementedError as err:
             outcomes = {e.entry_id: (Verdict.DROP, str(err)) for e in entries}
         except AppChannelError as err:

@@ -33,6 +33,12 @@ class _Active:
     spec: SubscriptionSpec
     handle: Subscription | StreamSubscription
     broker: PubSub[Any] | None = None  # the instance an app subscription was opened on
+    bulk: BulkDelivery | None = None  # a bulk subscription's batcher, closed with it
+
+    async def close(self) -> None:
+        await self.handle.close()
+        if self.bulk is not None:
+            await self.bulk.close()
 
 
 class Messaging:
@@ -102,7 +108,7 @@ class Messaging:
         if active is None:
             return
         try:
-            await active.handle.close()
+            await active.close()
         except Exception:
             log.exception("closing the subscription to %s/%s failed", *key)
         log.info("unsubscribed from %s/%s", *key, extra={"pubsub": key[0], "topic": key[1]})
@@ -142,7 +148,7 @@ class Messaging:
         else:
             handler = AppDelivery(spec, broker, channel)
         handle = await broker.subscribe(spec.topic, handler, metadata=broker_metadata(spec))
-        self._active[spec.key] = _Active(spec, handle, broker)
+        self._active[spec.key] = _Active(spec, handle, broker, handler if isinstance(handler, BulkDelivery) else None)
         self._pending.pop(spec.key, None)
         log.info(
             "subscribed to %s/%s",
@@ -172,7 +178,7 @@ class Messaging:
                 if active is not None:
                     del self._active[key]
                     try:
-                        await active.handle.close()
+                        await active.close()
                     except Exception:
                         log.exception("closing the subscription to %s/%s failed", name, spec.topic)
                 try:
@@ -221,7 +227,7 @@ class Messaging:
         self._channel = None
         for active in list(self._active.values()):
             try:
-                await active.handle.close()
+                await active.close()
             except Exception:
                 log.exception("closing the subscription to %s/%s failed", active.spec.pubsub_name, active.spec.topic)
         self._active.clear()
