@@ -206,7 +206,11 @@ def test_committed_crds_are_up_to_date() -> None:
 
 
 def test_files_are_named_after_their_crd_and_carry_the_header() -> None:
-    assert sorted(RENDERED) == ["components.ottava.io.yaml", "configurations.ottava.io.yaml"]
+    assert sorted(RENDERED) == [
+        "components.ottava.io.yaml",
+        "configurations.ottava.io.yaml",
+        "subscriptions.ottava.io.yaml",
+    ]
     for name, text in RENDERED.items():
         assert text.startswith(crd.HEADER)
         assert name == f"{CRDS[name]['metadata']['name']}.yaml"
@@ -238,6 +242,18 @@ def test_files_are_named_after_their_crd_and_carry_the_header() -> None:
             "configurations",
             ["ottavaconfig"],
             ['.status.conditions[?(@.type=="Ready")].status', ".metadata.creationTimestamp"],
+        ),
+        (
+            "subscriptions.ottava.io.yaml",
+            "Subscription",
+            "subscriptions",
+            ["ottavasub"],
+            [
+                ".spec.pubsubname",
+                ".spec.topic",
+                '.status.conditions[?(@.type=="Ready")].status',
+                ".metadata.creationTimestamp",
+            ],
         ),
     ],
 )
@@ -400,6 +416,28 @@ def test_unquoted_numbers_and_booleans_are_accepted_like_dapr_does() -> None:
     assert validate(manifest, _schema("components.ottava.io")) == []
     values = {m.name: m.value for m in models.Component.model_validate(manifest).spec.metadata}
     assert (values["redisDB"], values["enableTLS"]) == ("0", "true")
+
+
+def test_a_dapr_v2alpha1_subscription_ports_by_changing_its_api_version() -> None:
+    spec: dict[str, Any] = {
+        "pubsubname": "pubsub",
+        "topic": "orders",
+        "routes": {"rules": [{"match": 'event.type == "widget"', "path": "/widgets"}], "default": "/orders"},
+        "metadata": {"maxDeliveryAttempts": "3"},
+        "deadLetterTopic": "orders-dead",
+        "bulkSubscribe": {"enabled": True, "maxMessagesCount": 50, "maxAwaitDurationMs": 200},
+    }
+    manifest: dict[str, Any] = {
+        "apiVersion": contract.GROUP_VERSION,
+        "kind": "Subscription",
+        "metadata": {"name": "orders"},
+        "spec": spec,
+        "scopes": ["checkout"],
+    }
+    assert validate(manifest, _schema("subscriptions.ottava.io")) == []
+    assert models.DeclarativeSubscription.model_validate(manifest).spec.bulk_subscribe is not None
+    without_topic = {**manifest, "spec": {k: v for k, v in spec.items() if k != "topic"}}
+    assert validate(without_topic, _schema("subscriptions.ottava.io")) == [".spec.topic: required"]
 
 
 def test_configuration_is_valid_for_the_crd_and_the_model() -> None:

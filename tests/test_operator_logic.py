@@ -37,6 +37,37 @@ def test_value_and_secret_key_ref_both_set_is_refused() -> None:
     assert "spec.metadata.0" in problem and "either 'value' or 'secretKeyRef'" in problem
 
 
+def subscription(**spec: object) -> dict[str, object]:
+    return {
+        "apiVersion": "ottava.io/v1alpha1",
+        "kind": "Subscription",
+        "metadata": {"name": "orders", "namespace": "shop", "uid": "x"},
+        "spec": {"pubsubname": "pubsub", "topic": "orders", "routes": {"default": "/orders"}, **spec},
+        "status": {"conditions": []},
+    }
+
+
+def test_subscriptions_that_cannot_be_delivered_are_named() -> None:
+    assert validation.subscription_problems(subscription()) == []
+    [problem] = validation.subscription_problems(subscription(routes={}))
+    assert "no route: set routes.default or routes.rules" in problem
+    [problem] = validation.subscription_problems(
+        subscription(routes={"rules": [{"match": "event.type =", "path": "/x"}]})
+    )
+    assert problem.startswith("spec.routes.rules:") and "event.type =" in problem
+    [problem] = validation.subscription_problems(subscription(bulkSubscribe={"enabled": True, "maxMessagesCount": 0}))
+    assert problem.startswith("spec.bulkSubscribe.maxMessagesCount:")
+
+
+def test_sidecars_may_read_their_namespaces_subscriptions() -> None:
+    [wiring] = [r for r in rbac.role_rules([]) if r["apiGroups"] == [contract.API_GROUP]]
+    assert wiring == {
+        "apiGroups": [contract.API_GROUP],
+        "resources": ["components", "configurations", "subscriptions"],
+        "verbs": ["get", "list", "watch"],
+    }
+
+
 def test_role_grants_exactly_the_referenced_secrets() -> None:
     ref = {"name": "keyPrefix", "secretKeyRef": {"name": "prefix-secret", "key": "p"}}
     resolved_elsewhere = {**component(metadata=[ref]), "auth": {"secretStore": "vault"}}

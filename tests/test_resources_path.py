@@ -63,20 +63,18 @@ def test_unknown_component_type_is_reported(tmp_path: Path) -> None:
 
 def test_dapr_manifests_load_unchanged(sidecars: SidecarFactory) -> None:
     dapr_manifest = STATESTORE.replace("ottava.io/v1alpha1", "dapr.io/v1alpha1")
-    subscription = "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\nspec: {}\n"
+    endpoint = "apiVersion: dapr.io/v1alpha1\nkind: HTTPEndpoint\nmetadata: {name: s}\nspec: {}\n"
     others = (
         "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata: {name: r}\nspec: {}\n---\n"
         "apiVersion: v1\nkind: Secret\nmetadata: {name: k8s}\n"
     )
-    sidecar = sidecars.start(
-        resources={"state.yaml": dapr_manifest, "subscription.yaml": subscription, "others.yaml": others}
-    )
+    sidecar = sidecars.start(resources={"state.yaml": dapr_manifest, "endpoint.yaml": endpoint, "others.yaml": others})
     assert sidecar.status == "UP"
     info = httpx.get(f"{sidecar.http_url}/actuator/info").json()
     assert [(c["name"], c["status"]) for c in info["components"]] == [("orders", "UP")]
     # Dapr's other kinds are skipped out loud, saying why; other groups' documents quietly.
     warnings = [line for line in sidecar.log().splitlines() if "level=warning" in line]
-    assert any("skipping the Subscription 's'" in w and "subscription.yaml, document 1" in w for w in warnings)
+    assert any("skipping the HTTPEndpoint 's'" in w and "endpoint.yaml, document 1" in w for w in warnings)
     assert any("skipping the Resiliency 'r'" in w and "shared folder of Dapr resources" in w for w in warnings)
     assert not any("Secret" in w for w in warnings)
 
@@ -88,7 +86,7 @@ def test_dapr_manifests_load_unchanged(sidecars: SidecarFactory) -> None:
         ("dapr.io/v1alpha1", "Componnent", "unknown kind 'Componnent' (did you mean 'Component'?)"),
         ("dapr.io/v1alpha1", "configuration", "unknown kind 'configuration' (did you mean 'Configuration'?)"),
         ("dapr.io/v2alpha1", "Subscriptions", "unknown kind 'Subscriptions' (did you mean 'Subscription'?)"),
-        ("ottava.io/v1alpha1", "Widget", "unknown kind 'Widget'; kinds loaded: Component, Configuration"),
+        ("ottava.io/v1alpha1", "Widget", "unknown kind 'Widget'; kinds loaded: Component, Configuration, Subscription"),
     ],
 )
 def test_unknown_kind_stops_startup_naming_file_document_and_kind(
@@ -181,3 +179,38 @@ def test_init_timeout_marks_a_hanging_component_down(sidecars: SidecarFactory, t
         with open(fifo, "w", encoding="utf-8"):
             pass
     assert sidecar.stop() == 0
+
+
+SUBSCRIPTION = """\
+apiVersion: dapr.io/v2alpha1
+kind: Subscription
+metadata: {name: orders}
+spec:
+  pubsubname: pubsub
+  topic: orders
+"""
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("  routes: {default: /orders}\n", None),
+        ("", "spec: Value error, no route: set routes.default or routes.rules"),
+        (
+            "  routes:\n    rules: [{match: 'size(event.type) > 1', path: /big}]\n",
+            "Subscription 'orders': spec.routes.rules: ",
+        ),
+        ("  route: /a\n  routes: {default: /b}\n", "both route and routes.default are set"),
+        ("  routes: {default: /o}\n  bulkSubscribe: {enabled: true, maxMessagesCount: 0}\n", "maxMessagesCount"),
+    ],
+)
+def test_a_subscription_that_cannot_be_delivered_stops_startup(tmp_path: Path, spec: str, expected: str | None) -> None:
+    if expected is None:  # the valid one, for contrast: the run goes on (stopped here by a bad Component)
+        result = run_and_fail(
+            {"sub.yaml": SUBSCRIPTION + spec, "bad.yaml": "kind: Component\nmetadata: {}\n"}, tmp_path
+        )
+        assert "sub.yaml" not in result.stderr, result.stderr
+        return
+    result = run_and_fail({"sub.yaml": SUBSCRIPTION + spec}, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "invalid manifest" in result.stderr and expected in result.stderr

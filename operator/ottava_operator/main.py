@@ -211,6 +211,14 @@ def _register_admission(
                 f"Configuration {body.metadata.name!r} is invalid: " + "; ".join(problems), code=422
             )
 
+    @kopf.on.validate(GROUP, VERSION, "subscriptions", id="validate-subscription", registry=registry)
+    async def validate_subscription(body: kopf.Body, **_: Any) -> None:
+        problems = validation.subscription_problems(dict(body))
+        if problems:
+            raise kopf.AdmissionError(
+                f"Subscription {body.metadata.name!r} is invalid: " + "; ".join(problems), code=422
+            )
+
     @kopf.on.mutate("", "v1", "pods", operations=["CREATE"], id="inject-sidecar", registry=registry)
     async def inject_sidecar(body: kopf.Body, patch: kopf.Patch, warnings: list[str], dryrun: bool, **_: Any) -> None:
         pod = copy.deepcopy(dict(body))
@@ -260,6 +268,12 @@ def _register_status(registry: kopf.OperatorRegistry, ours: OperatorSettings, cl
     @kopf.on.update(GROUP, VERSION, "configurations", field="spec", registry=registry)
     async def configuration_status(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         await write_status(body, patch, validation.configuration_problems(dict(body)))
+
+    @kopf.on.resume(GROUP, VERSION, "subscriptions", registry=registry)
+    @kopf.on.create(GROUP, VERSION, "subscriptions", registry=registry)
+    @kopf.on.update(GROUP, VERSION, "subscriptions", field="spec", registry=registry)
+    async def subscription_status(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        await write_status(body, patch, validation.subscription_problems(dict(body)))
 
     @kopf.on.event(GROUP, VERSION, "components", registry=registry)
     async def component_event(event: kopf.RawEvent, namespace: str | None, **_: Any) -> None:

@@ -1,4 +1,4 @@
-"""Validation of Components and Configurations against the models and the catalogue.
+"""Validation of Components, Configurations and Subscriptions against the models and the catalogue.
 
 Shared by the admission webhook (refusing bad manifests at `kubectl apply`) and the
 status handlers (flagging bad ones that got in while the webhook was down).
@@ -7,8 +7,10 @@ status handlers (flagging bad ones that got in while the webhook was down).
 from typing import Any
 
 from ottava_sidecar.components import catalogue
+from ottava_sidecar.messaging.routing import RuleError
+from ottava_sidecar.messaging.subscriptions import SubscriptionSpec
 from ottava_sidecar.resources.manifests import describe_errors
-from ottava_sidecar.resources.models import Component, Configuration
+from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription
 from pydantic import ValidationError
 
 # Fields the apiserver owns; the models describe what users write.
@@ -41,6 +43,19 @@ def configuration_problems(body: dict[str, Any]) -> list[str]:
         Configuration.model_validate(_user_part(body))
     except ValidationError as err:
         return describe_errors(err).split("; ")
+    return []
+
+
+def subscription_problems(body: dict[str, Any]) -> list[str]:
+    """Every reason the Subscription cannot be delivered: its schema, a routing rule outside the CEL subset."""
+    try:
+        subscription = DeclarativeSubscription.model_validate(_user_part(body))
+    except ValidationError as err:
+        return describe_errors(err).split("; ")
+    try:
+        SubscriptionSpec.declared(subscription)
+    except RuleError as err:
+        return [str(err).split(": ", 1)[-1]]
     return []
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from ottava_sidecar.identity.local_issuer import LocalIssuer
     from ottava_sidecar.invocation.filters import InvocationFilter
-    from ottava_sidecar.resources.models import Component, Configuration
+    from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription
     from ottava_sidecar.runtime.sidecar import BoundPorts, Options, Sidecar
 
 log = logging.getLogger("ottava")
@@ -257,6 +257,7 @@ def _run(args: argparse.Namespace, command: list[str], issuer: LocalIssuer | Non
             file=sys.stderr,
         )
         return 2
+    subscriptions: list[DeclarativeSubscription] = []
     if kubernetes:
         components: list[Component] = []
     elif args.resources_path is not None:
@@ -269,6 +270,11 @@ def _run(args: argparse.Namespace, command: list[str], issuer: LocalIssuer | Non
             print(f"ottava: invalid manifest: {err}", file=sys.stderr)
             return 2
         components = [component for _, component in manifests.components]
+        subscriptions = [subscription for _, subscription in manifests.subscriptions]
+        problem = _subscription_problem(subscriptions)
+        if problem:
+            print(f"ottava: invalid manifest: {problem}", file=sys.stderr)
+            return 2
     else:
         from ottava_sidecar.runtime.defaults import default_components
 
@@ -306,6 +312,7 @@ def _run(args: argparse.Namespace, command: list[str], issuer: LocalIssuer | Non
         namespace=args.namespace or (_credentials_namespace() if kubernetes else None),
         configuration_name=(args.config or os.environ.get(contract.ENV_CONFIG) or None) if kubernetes else None,
         configuration=configuration,
+        subscriptions=subscriptions,
         http_listen_address=args.http_listen_address or ("0.0.0.0" if kubernetes else None),
         metrics_listen_address=args.metrics_listen_address or ("0.0.0.0" if kubernetes else None),
         internal_listen_address=args.internal_listen_address or ("0.0.0.0" if kubernetes else None),
@@ -324,6 +331,21 @@ def _run(args: argparse.Namespace, command: list[str], issuer: LocalIssuer | Non
     except OSError as err:
         print(f"ottava: {err}", file=sys.stderr)
         return 1
+
+
+def _subscription_problem(subscriptions: list[DeclarativeSubscription]) -> str:
+    """What is wrong with the folder's Subscriptions beyond their schema: a routing rule outside the CEL subset."""
+    if not subscriptions:
+        return ""
+    from ottava_sidecar.messaging.routing import RuleError
+    from ottava_sidecar.messaging.subscriptions import SubscriptionSpec
+
+    for subscription in subscriptions:
+        try:
+            SubscriptionSpec.declared(subscription)
+        except RuleError as err:
+            return str(err)
+    return ""
 
 
 async def _serve(options: Options, components: list[Component], command: list[str]) -> int:

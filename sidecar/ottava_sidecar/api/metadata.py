@@ -17,7 +17,7 @@ from typing import Any
 from ottava_sidecar import __version__, limits
 from ottava_sidecar.api import errors
 from ottava_sidecar.components.registry import Registry, Status
-from ottava_sidecar.messaging.subscriptions import SubscriptionSpec
+from ottava_sidecar.messaging.subscriptions import Kind, SubscriptionSpec
 
 
 @dataclass
@@ -102,7 +102,7 @@ class MetadataApi:
             "subscriptions": [
                 {
                     **s.describe(),
-                    "declarative": False,  # Subscription resources are not loaded (yet)
+                    "declarative": s.kind is Kind.DECLARATIVE,
                     "source": s.source(self.app.protocol),
                 }
                 for s in self.subscriptions()

@@ -23,8 +23,9 @@ from ottava_sidecar.apperrors import (
 )
 from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse
 from ottava_sidecar.messaging.cloudevents import TopicEvent
+from ottava_sidecar.messaging.delivery import BatchEntry
 from ottava_sidecar.messaging.routing import RuleError
-from ottava_sidecar.messaging.subscriptions import Kind, SubscriptionSpec, Verdict
+from ottava_sidecar.messaging.subscriptions import Bulk, Kind, SubscriptionSpec, Verdict
 
 __all__ = [
     "AppChannel",
@@ -59,6 +60,7 @@ class AppSubscriptions:
         rules: Sequence[tuple[str, str]] = (),
         metadata: Mapping[str, str] | None = None,
         dead_letter_topic: str = "",
+        bulk: Bulk | None = None,
     ) -> None:
         """One subscription the app declared, or the problem that keeps it out."""
         what = f"subscription to {pubsub_name or '?'}/{topic or '?'}"
@@ -75,6 +77,7 @@ class AppSubscriptions:
                 rules=list(rules),
                 metadata=metadata,
                 dead_letter_topic=dead_letter_topic,
+                bulk=bulk,
             )
         except RuleError as err:
             self.problems.append(f"{what} ignored: {err}")
@@ -136,6 +139,39 @@ class AppChannel(abc.ABC):
                 raise
             _failed(span, None, {"ottava.verdict": verdict.value})
             return verdict
+
+    async def deliver_bulk(
+        self, subscription: SubscriptionSpec, entries: list[BatchEntry], path: str
+    ) -> dict[str, Verdict]:
+        """Hand a batch of events to the app: its verdict per entry id, or an `AppChannelError` for all."""
+        if tracing.ACTIVE is None:
+            return await self._deliver_bulk(subscription, entries, path)
+        attributes = self._span_attributes({"messaging.destination.name": subscription.topic, "url.path": path})
+        attributes["messaging.batch.message_count"] = len(entries)
+        with tracing.span(f"deliver {subscription.topic}", attributes) as span:
+            try:
+                verdicts = await self._deliver_bulk(subscription, entries, path)
+            except AppChannelError as err:
+                _failed(span, str(err))
+                raise
+            _failed(span, None)
+            return verdicts
+
+    async def _deliver_bulk(
+        self, subscription: SubscriptionSpec, entries: list[BatchEntry], path: str
+    ) -> dict[str, Verdict]:
+        """`deliver_bulk` for an app that takes no batches: one event at a time, each with its own verdict."""
+        verdicts: dict[str, Verdict] = {}
+        for entry in entries:
+            try:
+                verdicts[entry.entry_id] = await self._deliver(subscription, entry.event, path)
+            except AppUnimplementedError:
+                verdicts[entry.entry_id] = Verdict.DROP
+            except AppChannelError:
+                if not verdicts:
+                    raise  # the first failed: the batch as a whole, with the reason
+                verdicts[entry.entry_id] = Verdict.RETRY
+        return verdicts
 
     async def invoke(self, request: InvocationRequest) -> InvocationResponse:
         """Call a method of the app; its answer whatever its status, or an `AppChannelError`."""

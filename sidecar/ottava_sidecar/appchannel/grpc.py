@@ -11,6 +11,7 @@ to the same flavour's `OnTopicEvent`. Service invocation uses Dapr's `OnInvoke`
 from __future__ import annotations  # the async stub types exist in the .pyi only
 
 import logging
+import uuid
 from typing import Any
 
 import grpc
@@ -31,8 +32,10 @@ from ottava_sidecar.appchannel.base import (
     AppUnimplementedError,
 )
 from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse, http_status_for_grpc
+from ottava_sidecar.messaging import cloudevents
 from ottava_sidecar.messaging.cloudevents import TopicEvent
-from ottava_sidecar.messaging.subscriptions import SubscriptionSpec, Verdict
+from ottava_sidecar.messaging.delivery import BatchEntry
+from ottava_sidecar.messaging.subscriptions import SubscriptionSpec, Verdict, bulk_from
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,7 @@ class GrpcAppChannel(AppChannel):
         self._channel: grpc.aio.Channel | None = None
         self._flavour = "dapr"  # "dapr" | "layotto": which AppCallback the app serves
         self._dapr_stub: Any = None
+        self._dapr_alpha_stub: Any = None
         self._layotto_stub: layotto_callback_grpc.AppCallbackAsyncStub | None = None
 
     def _open(self) -> grpc.aio.Channel:
@@ -151,6 +155,11 @@ class GrpcAppChannel(AppChannel):
                 rules=rules,
                 metadata=dict(s.metadata),
                 dead_letter_topic=s.dead_letter_topic,
+                bulk=bulk_from(
+                    s.bulk_subscribe.enabled,
+                    s.bulk_subscribe.max_messages_count,
+                    s.bulk_subscribe.max_await_duration_ms if s.bulk_subscribe.max_await_duration_ms else -1,
+                ),
             )
         return self._named(subscriptions)
 
@@ -166,6 +175,31 @@ class GrpcAppChannel(AppChannel):
         except grpc.aio.AioRpcError as err:
             raise self._error(err, f"OnTopicEvent for topic {event.topic}") from None
         return _VERDICTS.get(answer.status, Verdict.RETRY)
+
+    async def _deliver_bulk(
+        self, subscription: SubscriptionSpec, entries: list[BatchEntry], path: str
+    ) -> dict[str, Verdict]:
+        """Dapr's `OnBulkTopicEvent`, else `OnBulkTopicEventAlpha1` (of `AppCallbackAlpha`), else one
+        event at a time: an app that answers UNIMPLEMENTED to both takes no batches (Layotto's
+        AppCallback has none)."""
+        if self._flavour == "layotto":
+            return await super()._deliver_bulk(subscription, entries, path)
+        request = dapr_bulk_request(subscription, entries, path)
+        metadata = _trace_metadata([])
+        for method in (self._dapr().OnBulkTopicEvent, self._dapr_alpha().OnBulkTopicEventAlpha1):
+            try:
+                answer = await method(request, timeout=self.timeout, metadata=metadata)
+            except grpc.aio.AioRpcError as err:
+                if err.code() is grpc.StatusCode.UNIMPLEMENTED:
+                    continue
+                raise self._error(err, f"OnBulkTopicEvent for topic {subscription.topic}") from None
+            return {s.entry_id: _VERDICTS.get(s.status, Verdict.RETRY) for s in answer.statuses}
+        return await super()._deliver_bulk(subscription, entries, path)
+
+    def _dapr_alpha(self) -> Any:
+        if self._dapr_alpha_stub is None:
+            self._dapr_alpha_stub = dapr_callback_grpc.AppCallbackAlphaStub(self._open())  # type: ignore[no-untyped-call]
+        return self._dapr_alpha_stub
 
     async def _invoke(self, request: InvocationRequest) -> InvocationResponse:
         stub = self._dapr()
@@ -200,7 +234,7 @@ class GrpcAppChannel(AppChannel):
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close(None)
-            self._channel = self._dapr_stub = self._layotto_stub = None
+            self._channel = self._dapr_stub = self._dapr_alpha_stub = self._layotto_stub = None
 
 
 def extensions(event: TopicEvent) -> struct_pb2.Struct:
@@ -227,6 +261,40 @@ def dapr_event(event: TopicEvent, path: str) -> Any:
         path=path,
         extensions=extensions(event),
     )
+
+
+BULK_EVENT_TYPE = "com.dapr.event.sent.bulk"
+
+
+def dapr_bulk_request(subscription: SubscriptionSpec, entries: list[BatchEntry], path: str) -> Any:
+    """A batch as Dapr's `TopicEventBulkRequest`: each entry a CloudEvent, or the raw bytes of a raw payload."""
+    request = dapr_callback.TopicEventBulkRequest(
+        id=str(uuid.uuid4()),
+        topic=subscription.topic,
+        pubsub_name=subscription.pubsub_name,
+        type=BULK_EVENT_TYPE,
+        path=path,
+    )
+    for entry in entries:
+        event = entry.event
+        item = request.entries.add(entry_id=entry.entry_id, metadata=dict(entry.metadata))
+        if event.envelope is None and subscription.raw_payload:
+            item.bytes = event.data
+            item.content_type = event.data_content_type
+            continue
+        item.content_type = cloudevents.CONTENT_TYPE
+        item.cloud_event.CopyFrom(
+            dapr_callback.TopicEventCERequest(
+                id=event.id,
+                source=event.source,
+                type=event.type,
+                spec_version=event.spec_version,
+                data_content_type=event.data_content_type,
+                data=event.data,
+                extensions=extensions(event),
+            )
+        )
+    return request
 
 
 def layotto_event(event: TopicEvent) -> layotto_callback.TopicEventRequest:

@@ -7,11 +7,19 @@
 * events: `POST <route>` with the CloudEvent as `application/cloudevents+json`; a 2xx
   answer's JSON `{"status": "SUCCESS" | "RETRY" | "DROP"}` is the verdict (no status:
   SUCCESS), 404 drops the event, any other status redelivers it;
+* batches (a subscription with `"bulkSubscribe": {"enabled": true, "maxMessagesCount",
+  "maxAwaitDurationMs"}`): `POST <route>` with Dapr's bulk body `{"id", "entries":
+  [{"entryId", "event", "contentType", "metadata"}], "metadata", "topic", "pubsubname",
+  "type"}` as `application/json`; the 2xx answer `{"statuses": [{"entryId", "status"}]}`
+  gives each entry its verdict (an entry it leaves out is redelivered; no `statuses` at
+  all: every entry SUCCESS); 404 drops the batch, any other status redelivers it;
 * invocation: `<VERB> /<method>?<query>` with the caller's headers and body.
 """
 
+import base64
 import json
 import logging
+import uuid
 from typing import Any
 
 import aiohttp
@@ -26,8 +34,10 @@ from ottava_sidecar.appchannel.base import (
     AppUnavailableError,
 )
 from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse, grpc_code_for_http
+from ottava_sidecar.messaging import cloudevents
 from ottava_sidecar.messaging.cloudevents import TopicEvent
-from ottava_sidecar.messaging.subscriptions import SubscriptionSpec, Verdict
+from ottava_sidecar.messaging.delivery import BatchEntry
+from ottava_sidecar.messaging.subscriptions import SubscriptionSpec, Verdict, bulk_from
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +73,12 @@ class _Routes(_Body):
     default: str = ""
 
 
+class _BulkSubscribe(_Body):
+    enabled: bool = False
+    max_messages_count: int = Field(default=0, alias="maxMessagesCount")
+    max_await_duration_ms: int = Field(default=-1, alias="maxAwaitDurationMs")
+
+
 class _Subscription(_Body):
     pubsub_name: str = Field(alias="pubsubname")
     topic: str
@@ -70,6 +86,16 @@ class _Subscription(_Body):
     routes: _Routes | None = None
     metadata: dict[str, str] | None = None
     dead_letter_topic: str = Field(default="", alias="deadLetterTopic")
+    bulk_subscribe: _BulkSubscribe | None = Field(default=None, alias="bulkSubscribe")
+
+
+class _EntryStatus(_Body):
+    entry_id: str = Field(alias="entryId")
+    status: str = ""
+
+
+class _BulkAnswer(_Body):
+    statuses: list[_EntryStatus] | None = None
 
 
 # Answers to GET /dapr/subscribe that mean "this app declares no subscriptions": no such
@@ -161,6 +187,42 @@ class HttpAppChannel(AppChannel):
             raise AppChannelError(f"{self.describe()} answered event {event.id} with HTTP {status}: {answer[:200]!r}")
         return _verdict(answer)
 
+    async def _deliver_bulk(
+        self, subscription: SubscriptionSpec, entries: list[BatchEntry], path: str
+    ) -> dict[str, Verdict]:
+        body = json.dumps(bulk_body(subscription, entries), separators=(",", ":")).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "pubsubname": subscription.pubsub_name,
+            "topic": subscription.topic,
+        }
+        tracing.inject_into(headers)
+        route = f"/{path.lstrip('/')}"
+        try:
+            async with self._client().post(f"{self._base}{route}", data=body, headers=headers) as response:
+                answer = await response.read()
+                status = response.status
+        except TimeoutError:
+            raise AppTimeoutError(
+                f"{self.describe()} did not answer POST {route} (a batch) in {self.timeout}s"
+            ) from None
+        except aiohttp.ClientConnectionError as err:
+            raise AppUnavailableError(f"{self.describe()} is not reachable: {err}") from None
+        if status == 404:
+            log.warning(
+                "%s has no route %s for topic %s: dropping a batch of %d events",
+                self.describe(),
+                route,
+                subscription.topic,
+                len(entries),
+            )
+            return {entry.entry_id: Verdict.DROP for entry in entries}
+        if not 200 <= status < 300:
+            raise AppChannelError(
+                f"{self.describe()} answered a batch of {len(entries)} events with HTTP {status}: {answer[:200]!r}"
+            )
+        return _bulk_verdicts(answer, entries)
+
     async def _invoke(self, request: InvocationRequest) -> InvocationResponse:
         verb = request.verb or "POST"
         url = f"{self._base}/{request.method.lstrip('/')}"
@@ -219,6 +281,7 @@ def _add(subscriptions: AppSubscriptions, index: int, item: Any) -> None:
     default = parsed.route or routes.default or next((r.path for r in routes.rules if not r.match), "")
     if not default and not rules:
         default = parsed.topic
+    bulk = parsed.bulk_subscribe
     subscriptions.add(
         parsed.pubsub_name,
         parsed.topic,
@@ -226,6 +289,7 @@ def _add(subscriptions: AppSubscriptions, index: int, item: Any) -> None:
         rules=rules,
         metadata=parsed.metadata or {},
         dead_letter_topic=parsed.dead_letter_topic,
+        bulk=bulk_from(bulk.enabled, bulk.max_messages_count, bulk.max_await_duration_ms) if bulk else None,
     )
 
 
@@ -249,3 +313,66 @@ def _verdict(answer: bytes) -> Verdict:
     except ValueError:
         log.warning("unknown event status %r from the app: redelivering", status)
         return Verdict.RETRY
+
+
+BULK_EVENT_TYPE = "com.dapr.event.sent.bulk"
+
+
+def bulk_body(subscription: SubscriptionSpec, entries: list[BatchEntry]) -> dict[str, Any]:
+    """Dapr's bulk request body: each entry's `event` is the CloudEvent (JSON), or for a raw
+    subscription's raw payload the payload itself (JSON, text, or base64 of other bytes)."""
+    items = []
+    for entry in entries:
+        event = entry.event
+        item: dict[str, Any] = {"entryId": entry.entry_id, "metadata": dict(entry.metadata)}
+        if event.envelope is None and subscription.raw_payload:
+            item["event"] = _raw_event(event)
+            item["contentType"] = event.data_content_type
+        else:
+            item["event"] = event.as_cloudevent()
+            item["contentType"] = cloudevents.CONTENT_TYPE
+        items.append(item)
+    return {
+        "id": str(uuid.uuid4()),
+        "entries": items,
+        "metadata": {},
+        "topic": subscription.topic,
+        "pubsubname": subscription.pubsub_name,
+        "type": BULK_EVENT_TYPE,
+    }
+
+
+def _raw_event(event: cloudevents.TopicEvent) -> Any:
+    if cloudevents.is_json_type(event.data_content_type):
+        try:
+            return json.loads(event.data)
+        except ValueError:
+            pass
+    try:
+        return event.data.decode()
+    except UnicodeDecodeError:
+        return base64.b64encode(event.data).decode()
+
+
+def _bulk_verdicts(answer: bytes, entries: list[BatchEntry]) -> dict[str, Verdict]:
+    """Each entry's verdict in a 2xx answer to a batch (see the module docstring)."""
+    everything = {entry.entry_id: Verdict.SUCCESS for entry in entries}
+    if not answer.strip():
+        return everything
+    try:
+        parsed = _BulkAnswer.model_validate_json(answer)
+    except ValidationError:
+        log.warning(
+            'the app\'s answer to a batch is not {"statuses": [...]}: %r; every entry is delivered', answer[:200]
+        )
+        return everything
+    if parsed.statuses is None:
+        return everything
+    verdicts: dict[str, Verdict] = {}
+    for status in parsed.statuses:
+        try:
+            verdicts[status.entry_id] = Verdict(status.status.upper())
+        except ValueError:
+            log.warning("unknown status %r for entry %s from the app: redelivering it", status.status, status.entry_id)
+            verdicts[status.entry_id] = Verdict.RETRY
+    return verdicts

@@ -1,4 +1,4 @@
-"""Ottava's Kubernetes resources: the `Component` and `Configuration` models.
+"""Ottava's Kubernetes resources: the `Component`, `Configuration` and `Subscription` models.
 
 The models are the one source of truth: the sidecar validates manifests with them,
 `make crds` renders the CRDs from them, and the operator's admission webhook imports them.
@@ -9,6 +9,7 @@ from ottava_sidecar.resources.models import (
     ComponentSpec,
     Configuration,
     ConfigurationSpec,
+    DeclarativeSubscription,
     MetadataItem,
     ObjectMeta,
     SecretKeyRef,
@@ -20,6 +21,7 @@ __all__ = [
     "ComponentSpec",
     "Configuration",
     "ConfigurationSpec",
+    "DeclarativeSubscription",
     "MetadataItem",
     "ObjectMeta",
     "SecretKeyRef",

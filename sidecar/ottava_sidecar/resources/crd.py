@@ -1,4 +1,4 @@
-"""Render the CustomResourceDefinitions of `Component` and `Configuration` from their models.
+"""Render the CustomResourceDefinitions of `Component`, `Configuration` and `Subscription` from their models.
 
 The pydantic models are the one source of truth (STYLE.md: no hand-written CRD beside
 the models). Their JSON Schema is close to what Kubernetes wants but not equal:
@@ -206,6 +206,18 @@ _RESOURCES: Final = (
         plural="configurations",
         short_names=("ottavaconfig",),
         printer_columns=(_READY_COLUMN, _AGE_COLUMN),
+    ),
+    _Resource(
+        model=models.DeclarativeSubscription,
+        kind="Subscription",
+        plural="subscriptions",
+        short_names=("ottavasub",),
+        printer_columns=(
+            {"name": "PubSub", "type": "string", "jsonPath": ".spec.pubsubname"},
+            {"name": "Topic", "type": "string", "jsonPath": ".spec.topic"},
+            _READY_COLUMN,
+            _AGE_COLUMN,
+        ),
     ),
 )
 

@@ -1,8 +1,9 @@
 """Reading manifests from a folder (`ottava run --resources-path`) and a file (`--config`).
 
-Every YAML document of every `*.yaml`/`*.yml` file is read. Components and
-Configurations (of `ottava.io/v1alpha1` or `dapr.io/v1alpha1`) are validated. The other
-kinds that Dapr defines (a `Subscription`, say) are skipped with a warning, so a shared
+Every YAML document of every `*.yaml`/`*.yml` file is read. Components, Configurations
+(of `ottava.io/v1alpha1` or `dapr.io/v1alpha1`) and Subscriptions (also of
+`dapr.io/v2alpha1`) are validated. The other kinds that Dapr defines (a `Resiliency`,
+say) are skipped with a warning, so a shared
 folder of Dapr resources can be pointed at unchanged; documents of other API groups (a
 Kubernetes `Secret`) are skipped quietly. Any other kind in those two groups is a
 mistake (`kind: component`, `kind: Componnent`) that would otherwise load nothing
@@ -15,24 +16,24 @@ document of its file.
 import difflib
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import ValidationError
 
-from ottava_sidecar.resources.models import Component, Configuration
+from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription
 
 log = logging.getLogger(__name__)
 
-M = TypeVar("M", Component, Configuration)
+M = TypeVar("M", Component, Configuration, DeclarativeSubscription)
 
 _KNOWN_GROUPS = ("ottava.io", "dapr.io")
-_LOADED_KINDS = ("Component", "Configuration")
+_LOADED_KINDS = ("Component", "Configuration", "Subscription")
 # Kinds the groups define that a folder may hold but `ottava run` does not load.
 _SKIPPED_KINDS = {
-    "dapr.io": ("Subscription", "Resiliency", "HTTPEndpoint"),
+    "dapr.io": ("Resiliency", "HTTPEndpoint"),
     "ottava.io": ("Resiliency", "TrafficRoute"),
 }
 
@@ -54,10 +55,11 @@ class Source:
 class Manifests:
     components: list[tuple[Source, Component]]
     configurations: list[tuple[Source, Configuration]]
+    subscriptions: list[tuple[Source, DeclarativeSubscription]] = field(default_factory=list)
 
 
 def load_folder(folder: Path, *, check: Callable[[Component], Sequence[str]]) -> Manifests:
-    """Every Component and Configuration in `folder`, validated.
+    """Every Component, Configuration and Subscription in `folder`, validated.
 
     `check` names what is wrong with a Component beyond its schema (an unknown type,
     metadata its type does not accept: `components.catalogue.manifest_problems`); this
@@ -67,7 +69,9 @@ def load_folder(folder: Path, *, check: Callable[[Component], Sequence[str]]) ->
         raise ManifestError(f"resources path {folder} is not a folder")
     components: list[tuple[Source, Component]] = []
     configurations: list[tuple[Source, Configuration]] = []
+    subscriptions: list[tuple[Source, DeclarativeSubscription]] = []
     names: dict[str, Source] = {}
+    subscription_names: dict[str, Source] = {}
     for source, document in _documents(folder):
         kind = _kind(document, source)
         if kind is None:
@@ -83,9 +87,18 @@ def load_folder(folder: Path, *, check: Callable[[Component], Sequence[str]]) ->
                 )
             names[component.name] = source
             components.append((source, component))
+        elif kind == "Subscription":
+            subscription = _validate(DeclarativeSubscription, document, source)
+            if subscription.name in subscription_names:
+                raise ManifestError(
+                    f"{source}: subscription {subscription.name!r} is already defined in "
+                    f"{subscription_names[subscription.name]}"
+                )
+            subscription_names[subscription.name] = source
+            subscriptions.append((source, subscription))
         else:
             configurations.append((source, _validate(Configuration, document, source)))
-    return Manifests(components, configurations)
+    return Manifests(components, configurations, subscriptions)
 
 
 def load_configuration_file(path: Path) -> Configuration:
@@ -136,8 +149,8 @@ def _kind(document: dict[str, Any], source: Source) -> str | None:
     skipped = _SKIPPED_KINDS[group]
     if kind in skipped:
         log.warning(
-            "skipping the %s %r in %s: `ottava run` loads only Component and Configuration from a resources folder "
-            "(other %s kinds are accepted, unread, so that a shared folder of Dapr resources works unchanged)",
+            "skipping the %s %r in %s: `ottava run` loads only Component, Configuration and Subscription from a "
+            "resources folder (other %s kinds are accepted, unread, so that a shared folder of Dapr resources works unchanged)",
             kind,
             _name(document),
             source,
@@ -185,7 +198,9 @@ def _validate(model: type[M], document: dict[str, Any], source: Source) -> M:
     try:
         return model.model_validate(document)
     except ValidationError as err:
-        raise ManifestError(f"{source} ({model.__name__} {_name(document)!r}): " + describe_errors(err)) from None
+        raise ManifestError(
+            f"{source} ({document.get('kind') or model.__name__} {_name(document)!r}): " + describe_errors(err)
+        ) from None
 
 
 def describe_errors(err: ValidationError) -> str:

@@ -1,4 +1,4 @@
-"""Pydantic models of the `Component` and `Configuration` resources.
+"""Pydantic models of the `Component`, `Configuration` and `Subscription` resources.
 
 The schema follows Dapr's, so a Dapr manifest ports by changing `apiVersion` only.
 Field descriptions are user documentation: they end up in the CRDs, where
@@ -395,3 +395,96 @@ class Configuration(_Model):
     kind: Literal["Configuration"]
     metadata: ObjectMeta
     spec: ConfigurationSpec = Field(default_factory=ConfigurationSpec)
+
+
+# --- Subscription ----------------------------------------------------------------------
+
+
+class SubscriptionRule(_Model):
+    """One routing rule: events that match go to `path`."""
+
+    match: str = Field(
+        default="",
+        description="CEL expression over the CloudEvent, such as 'event.type == \"widget\"'; empty makes the "
+        "rule the default route.",
+    )
+    path: str = Field(min_length=1, description="App route (HTTP path, or the gRPC event's path) of matching events.")
+
+
+class SubscriptionRoutes(_Model):
+    """Where the events go: the first rule that matches, else the default."""
+
+    rules: list[SubscriptionRule] = Field(default_factory=list, description="Routing rules, tried in order.")
+    default: str = Field(default="", description="Route of the events no rule matches.")
+
+
+class BulkSubscribe(_Model):
+    """Delivery in batches: one call to the app carries several events, each answered on its own."""
+
+    enabled: bool = Field(default=False, description="Deliver this subscription's events in batches.")
+    max_messages_count: int = Field(
+        default=100, ge=1, alias="maxMessagesCount", description="Most events in one batch (Dapr's default: 100)."
+    )
+    max_await_duration_ms: int = Field(
+        default=1000,
+        ge=0,
+        alias="maxAwaitDurationMs",
+        description="Longest a batch waits to fill up, in milliseconds, before it goes out (default 1000).",
+    )
+
+
+class DeclarativeSubscriptionSpec(_Model):
+    """A topic the app receives, declared outside its code (Dapr's Subscription, v2alpha1 schema)."""
+
+    pubsubname: str = Field(min_length=1, description="Name of the pub/sub component.")
+    topic: str = Field(min_length=1, description="Topic to subscribe to.")
+    routes: SubscriptionRoutes | None = Field(default=None, description="Routing rules and the default route.")
+    route: str = Field(default="", description="The one route of every event (Dapr's v1alpha1 spelling).")
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="Subscription options for the broker, such as maxDeliveryAttempts."
+    )
+    dead_letter_topic: str = Field(
+        default="", alias="deadLetterTopic", description="Topic that gets the events the app drops or gives up on."
+    )
+    bulk_subscribe: BulkSubscribe | None = Field(
+        default=None, alias="bulkSubscribe", description="Deliver the events in batches."
+    )
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _scalars_to_strings(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        # YAML reads `maxDeliveryAttempts: 3` as a number; Dapr's map is of strings.
+        return {
+            k: ("true" if v else "false") if isinstance(v, bool) else str(v) if isinstance(v, int | float) else v
+            for k, v in value.items()
+        }
+
+    @model_validator(mode="after")
+    def _routed(self) -> "DeclarativeSubscriptionSpec":
+        routes = self.routes or SubscriptionRoutes()
+        if not self.route and not routes.default and not routes.rules:
+            raise ValueError("no route: set routes.default or routes.rules (or route, as dapr.io/v1alpha1 does)")
+        if self.route and routes.default:
+            raise ValueError("both route and routes.default are set: keep one")
+        return self
+
+
+class DeclarativeSubscription(_Model):
+    """A declarative subscription (Dapr's `Subscription`): the sidecar delivers the topic to its app."""
+
+    api_version: Literal["ottava.io/v1alpha1", "dapr.io/v1alpha1", "dapr.io/v2alpha1"] = Field(alias="apiVersion")
+    kind: Literal["Subscription"]
+    metadata: ObjectMeta
+    spec: DeclarativeSubscriptionSpec
+    scopes: list[str] = Field(
+        default_factory=list, description="App ids that receive this subscription's events; empty means every app."
+    )
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    def in_scope(self, app_id: str) -> bool:
+        return not self.scopes or app_id in self.scopes

@@ -6,12 +6,17 @@ service-account credentials: one watch per kind, resumed across apiserver restar
 Until the first listing succeeds it stays INIT (readiness says why) and keeps retrying;
 once loaded, it keeps serving through any apiserver outage and applies changes when
 they come: a changed Component is re-initialised and swapped in, a deleted one closed.
+
+It also follows `subscriptions.ottava.io` (declarative subscriptions), handing every
+change to `on_subscriptions`. Readiness does not wait for them: a cluster whose CRDs
+predate Subscriptions (Helm does not upgrade CRDs) must not keep every pod unready; the
+watch retries, and says why in the log.
 """
 
 import asyncio
 import base64
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,7 +26,7 @@ from ottava_sidecar.components.registry import Registry, SecretResolver, Status
 from ottava_sidecar.kube.client import KubeClient, KubeError
 from ottava_sidecar.kube.watch import Reflector
 from ottava_sidecar.resources.manifests import describe_errors
-from ottava_sidecar.resources.models import Component, Configuration
+from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,8 @@ class KubernetesWiring:
         configuration_name: str | None,
         on_configuration: Callable[[Configuration | None], None],
         hot_reload: Callable[[], bool],
+        *,
+        on_subscriptions: Callable[[list[DeclarativeSubscription]], Awaitable[None]] | None = None,
     ) -> None:
         self.registry = registry
         self.client = client
@@ -54,6 +61,8 @@ class KubernetesWiring:
         self._changes: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         base = f"/apis/{contract.API_GROUP}/{contract.API_VERSION}/namespaces/{namespace}"
         self.components = Reflector(client, f"{base}/components", self._component_event, what="components")
+        self.on_subscriptions = on_subscriptions
+        self.subscriptions = Reflector(client, f"{base}/subscriptions", self._subscription_event, what="subscriptions")
         self.configurations = (
             Reflector(
                 client,
@@ -69,6 +78,8 @@ class KubernetesWiring:
     async def run(self) -> None:
         reflectors = [r for r in (self.components, self.configurations) if r is not None]
         tasks = [asyncio.create_task(r.run(), name=f"watch {r.what}") for r in reflectors]
+        if self.on_subscriptions is not None:
+            tasks.append(asyncio.create_task(self.subscriptions.run(), name="watch subscriptions"))
         try:
             await self._initial_load(reflectors)
             # Failures are often transient in a cluster: the operator grants a referenced
@@ -113,6 +124,21 @@ class KubernetesWiring:
     async def _component_event(self, kind: str, obj: dict[str, Any]) -> None:
         if self.loaded.is_set():
             await self._changes.put((kind, obj))
+
+    async def _subscription_event(self, kind: str, obj: dict[str, Any]) -> None:
+        if self.on_subscriptions is None:
+            return
+        resources = [s for s in (self._subscription(o) for o in self.subscriptions.objects.values()) if s is not None]
+        await self.on_subscriptions(resources)
+
+    def _subscription(self, obj: dict[str, Any]) -> DeclarativeSubscription | None:
+        document = {k: v for k, v in obj.items() if k != "status"}
+        try:
+            return DeclarativeSubscription.model_validate(document)
+        except ValidationError as err:
+            name = obj.get("metadata", {}).get("name", "?")
+            log.error("ignoring invalid Subscription %s: %s", name, describe_errors(err))
+            return None
 
     async def _configuration_event(self, kind: str, obj: dict[str, Any]) -> None:
         if not self.loaded.is_set():

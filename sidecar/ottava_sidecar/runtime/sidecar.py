@@ -49,7 +49,7 @@ from ottava_sidecar.invocation.internal import InternalServer
 from ottava_sidecar.invocation.resolution import Address, NameResolver
 from ottava_sidecar.invocation.standalone import LocalRegistry
 from ottava_sidecar.limits import Limits
-from ottava_sidecar.resources.models import Component, Configuration
+from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription
 from ottava_sidecar.runtime import memory
 from ottava_sidecar.runtime.loop_lag import LoopLagMonitor
 from ottava_sidecar.runtime.memory import MemoryTrimmer
@@ -111,6 +111,9 @@ class Options:
     # Standalone: the Configuration of `--config FILE`, applied at start (in a cluster the
     # one named by `configuration_name` is read and followed instead).
     configuration: Configuration | None = None
+    # Standalone: the Subscription resources of the resources folder (in a cluster they are
+    # read and followed instead); delivered to the app with its own subscriptions.
+    subscriptions: list[DeclarativeSubscription] = field(default_factory=list)
     # mTLS on the internal port, with a workload certificate (docs/security.md): from the
     # local CA standalone, from the operator's CA in a cluster.
     mtls: bool = True
@@ -252,6 +255,16 @@ class Sidecar:
         self.loop_lag.start()
         self.memory_trimmer.start()
         await self._grpc.serve(self.apis)
+        if o.subscriptions:
+            from ottava_sidecar.messaging.subscriptions import declared_for
+
+            await self.messaging.declare(declared_for(o.app_id, o.subscriptions))
+            if o.app_port is None:
+                log.warning(
+                    "the resources folder declares %d Subscription(s), delivered to an app: without --app-port "
+                    "there is none, so they are not opened",
+                    len(o.subscriptions),
+                )
         await asyncio.to_thread(_import_http_libraries, o.app_protocol if o.app_port is not None else None)
         from ottava_sidecar.api.http.server import build_api_app  # imported just above
 
@@ -280,6 +293,7 @@ class Sidecar:
                 o.configuration_name,
                 self.settings.apply,
                 self.settings.hot_reload,
+                on_subscriptions=self._subscriptions_changed,
             )
             self._wiring_task = asyncio.create_task(self.wiring.run(), name="kubernetes-wiring")
             if self.identity is not None:
@@ -294,6 +308,12 @@ class Sidecar:
             self._app_task = asyncio.create_task(self._connect_app(self.app_channel), name="connect-app")
         # Once the calls that waited for start-up are answered (a full collection blocks the loop).
         asyncio.get_running_loop().call_later(_SETTLE_AFTER_SECONDS, self._settle)
+
+    async def _subscriptions_changed(self, resources: list[DeclarativeSubscription]) -> None:
+        """The cluster's Subscriptions changed: deliver what they declare for this app from now on."""
+        from ottava_sidecar.messaging.subscriptions import declared_for
+
+        await self.messaging.declare(declared_for(self.options.app_id, resources))
 
     def _settle(self) -> None:
         """Leave start-up's objects out of later collections, and give back what start-up freed."""

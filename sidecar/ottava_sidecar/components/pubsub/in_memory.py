@@ -55,12 +55,16 @@ class InMemoryPubSubMetadata(lanes.LanesMetadata):
 
 
 class _QueueSubscription(Subscription):
-    def __init__(self, broker: "InMemoryPubSub", topic: str, handler: Handler, concurrency: int) -> None:
+    def __init__(
+        self, broker: "InMemoryPubSub", topic: str, handler: Handler, concurrency: int, keyless_in_order: bool = True
+    ) -> None:
         self.topic = topic
         self._broker = broker
         self._handler = handler
         self._backoff = broker.settings.redelivery_backoff()
-        self._lanes = lanes.Lanes(self._deliver, concurrency, name=f"{broker.name}/{topic}")
+        self._lanes = lanes.Lanes(
+            self._deliver, concurrency, name=f"{broker.name}/{topic}", keyless_in_order=keyless_in_order
+        )
         self.pending_bytes = 0  # bytes of the messages counted by `pending`
 
     @property
@@ -132,7 +136,7 @@ class InMemoryPubSub(PubSub[InMemoryPubSubMetadata]):
         self, topic: str, handler: Handler, *, metadata: Mapping[str, str] | None = None
     ) -> Subscription:
         concurrency = self.settings.concurrent_handlers(metadata)
-        subscription = _QueueSubscription(self, topic, handler, concurrency)
+        subscription = _QueueSubscription(self, topic, handler, concurrency, self.settings.keyless_in_order(metadata))
         self._subscriptions[topic].append(subscription)
         return subscription
 

@@ -11,7 +11,10 @@ one message each, in the order they became ready.
 
 Keyless messages share one lane, so a topic published without keys is delivered in
 publish order, one message at a time, as before lanes existed; `maxConcurrentHandlers: 1`
-makes a subscription deliver every message in publish order, keys or not.
+makes a subscription deliver every message in publish order, keys or not. A subscription
+whose metadata says `inOrder: "false"` gives each keyless message a lane of its own, so
+they are delivered concurrently, in no particular order (a bulk subscription does, so that
+its batches fill up: `messaging.delivery.BulkDelivery`).
 """
 
 import asyncio
@@ -24,7 +27,7 @@ from pydantic import Field
 
 from ottava_sidecar.components.base import ComponentMetadata
 
-__all__ = ["MAX_CONCURRENT_HANDLERS", "PARTITION_KEY", "Lanes", "LanesMetadata", "partition_key"]
+__all__ = ["IN_ORDER", "MAX_CONCURRENT_HANDLERS", "PARTITION_KEY", "Lanes", "LanesMetadata", "partition_key"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ PARTITION_KEY = "partitionKey"
 #: Subscription metadata (and component metadata field): lanes delivering at once.
 MAX_CONCURRENT_HANDLERS = "maxConcurrentHandlers"
 DEFAULT_CONCURRENT_HANDLERS = 16
+#: Subscription metadata: "false" delivers keyless messages concurrently, in no order.
+IN_ORDER = "inOrder"
 
 T = TypeVar("T")
 
@@ -55,6 +60,10 @@ class LanesMetadata(ComponentMetadata):
             return self.max_concurrent_handlers
         return own if own >= 1 else self.max_concurrent_handlers
 
+    def keyless_in_order(self, subscription_metadata: Mapping[str, str] | None) -> bool:
+        """Whether keyless messages share one lane (the default), or each has its own (`inOrder: "false"`)."""
+        return (subscription_metadata or {}).get(IN_ORDER, "").strip().lower() != "false"
+
 
 def partition_key(metadata: Mapping[str, str]) -> str | None:
     """The lane of a message with this publish metadata: its `partitionKey`, None when it has none."""
@@ -69,9 +78,13 @@ class Lanes(Generic[T]):
     unacknowledged, so the broker delivers it again later).
     """
 
-    def __init__(self, deliver: Callable[[T], Awaitable[None]], limit: int, *, name: str) -> None:
+    def __init__(
+        self, deliver: Callable[[T], Awaitable[None]], limit: int, *, name: str, keyless_in_order: bool = True
+    ) -> None:
         self._deliver = deliver
         self.limit = limit
+        self._keyless_in_order = keyless_in_order
+        self._unkeyed = 0  # numbers the lanes of keyless messages when each has its own
         self._name = name
         self._lanes: dict[str | None, deque[T]] = {}  # a lane's head is the item in delivery, if any
         self._ready: deque[str | None] = deque()  # lanes with work and none in delivery, in turn order
@@ -83,6 +96,9 @@ class Lanes(Generic[T]):
     def put(self, item: T, key: str | None) -> None:
         """Queue `item` in the lane of `key`; it is delivered after the lane's earlier items."""
         self.held += 1
+        if key is None and not self._keyless_in_order:
+            self._unkeyed += 1
+            key = f"\0{self._unkeyed}"  # no partition key starts with NUL: a lane of its own
         lane = self._lanes.get(key)
         if lane is not None:  # busy or already waiting for its turn
             lane.append(item)

@@ -74,13 +74,21 @@ class NatsPubSubMetadata(RetryMetadata, TlsMetadata, ConsumerMetadata, lanes.Lan
 
 
 class _DurableSubscription(Subscription):
-    def __init__(self, broker: "NatsPubSub", topic: str, durable: str, handler: Handler, concurrency: int) -> None:
+    def __init__(
+        self,
+        broker: "NatsPubSub",
+        topic: str,
+        durable: str,
+        handler: Handler,
+        concurrency: int,
+        keyless_in_order: bool = True,
+    ) -> None:
         self.topic = topic
         self.durable = durable
         self._broker = broker
         self._handler = handler
         self._lanes: lanes.Lanes[tuple[Msg, Message]] = lanes.Lanes(
-            self._deliver, concurrency, name=f"{broker.name}/{topic}"
+            self._deliver, concurrency, name=f"{broker.name}/{topic}", keyless_in_order=keyless_in_order
         )
         # Messages fetched and not yet acknowledged, at most (as many as deliver at once, or one fetch's worth).
         self._read_ahead = max(concurrency, _FETCH_COUNT)
@@ -296,7 +304,9 @@ class NatsPubSub(PubSub[NatsPubSubMetadata]):
     ) -> Subscription:
         durable = _NOT_A_NAME.sub("_", consumer_id(self.settings, self.app_id, metadata))
         concurrency = self.settings.concurrent_handlers(metadata)
-        subscription = _DurableSubscription(self, topic, durable, handler, concurrency)
+        subscription = _DurableSubscription(
+            self, topic, durable, handler, concurrency, self.settings.keyless_in_order(metadata)
+        )
         await subscription.start()
         self.subscriptions.add(subscription)
         return subscription

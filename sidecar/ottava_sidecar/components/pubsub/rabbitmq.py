@@ -66,14 +66,22 @@ class RabbitMQPubSubMetadata(RetryMetadata, TlsMetadata, ConsumerMetadata, lanes
 
 
 class _QueueSubscription(Subscription):
-    def __init__(self, broker: "RabbitMQPubSub", topic: str, group: str, handler: Handler, concurrency: int) -> None:
+    def __init__(
+        self,
+        broker: "RabbitMQPubSub",
+        topic: str,
+        group: str,
+        handler: Handler,
+        concurrency: int,
+        keyless_in_order: bool = True,
+    ) -> None:
         self.topic = topic
         self.queue_name = f"{group}-{topic}"
         self._broker = broker
         self._handler = handler
         # The broker hands over at most prefetchCount messages unacknowledged: that bounds what the lanes hold.
         self._lanes: lanes.Lanes[tuple[aio_pika.abc.AbstractIncomingMessage, Message]] = lanes.Lanes(
-            self._deliver, concurrency, name=f"{broker.name}/{topic}"
+            self._deliver, concurrency, name=f"{broker.name}/{topic}", keyless_in_order=keyless_in_order
         )
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._tag: str | None = None
@@ -247,7 +255,9 @@ class RabbitMQPubSub(PubSub[RabbitMQPubSubMetadata]):
     ) -> Subscription:
         group = consumer_id(self.settings, self.app_id, metadata)
         concurrency = self.settings.concurrent_handlers(metadata)
-        subscription = _QueueSubscription(self, topic, group, handler, concurrency)
+        subscription = _QueueSubscription(
+            self, topic, group, handler, concurrency, self.settings.keyless_in_order(metadata)
+        )
         await subscription.start()
         self.subscriptions.add(subscription)
         return subscription

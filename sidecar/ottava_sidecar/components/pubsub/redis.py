@@ -61,14 +61,22 @@ class RedisPubSubMetadata(RedisMetadata, ConsumerMetadata, lanes.LanesMetadata):
 
 
 class _StreamSubscription(Subscription):
-    def __init__(self, broker: "RedisPubSub", topic: str, group: str, handler: Handler, concurrency: int) -> None:
+    def __init__(
+        self,
+        broker: "RedisPubSub",
+        topic: str,
+        group: str,
+        handler: Handler,
+        concurrency: int,
+        keyless_in_order: bool = True,
+    ) -> None:
         self.topic = topic
         self.group = group
         self.consumer = f"{broker.app_id}-{uuid.uuid4().hex[:12]}"
         self._broker = broker
         self._handler = handler
         self._lanes: lanes.Lanes[tuple[bytes, Message]] = lanes.Lanes(
-            self._deliver, concurrency, name=f"{broker.name}/{topic}"
+            self._deliver, concurrency, name=f"{broker.name}/{topic}", keyless_in_order=keyless_in_order
         )
         # Entries read ahead and not yet acknowledged, at most (as many as deliver at once, or one read's worth).
         self._read_ahead = max(concurrency, _READ_COUNT)
@@ -226,7 +234,9 @@ class RedisPubSub(PubSub[RedisPubSubMetadata]):
     ) -> Subscription:
         group = consumer_id(self.settings, self.app_id, metadata)
         concurrency = self.settings.concurrent_handlers(metadata)
-        subscription = _StreamSubscription(self, topic, group, handler, concurrency)
+        subscription = _StreamSubscription(
+            self, topic, group, handler, concurrency, self.settings.keyless_in_order(metadata)
+        )
         await subscription.start()
         self.subscriptions.add(subscription)
         return subscription
