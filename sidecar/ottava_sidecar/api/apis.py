@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from ottava_sidecar.api.bindings import BindingsApi
 from ottava_sidecar.api.configuration import ConfigurationApi
 from ottava_sidecar.api.invocation import InvocationApi
 from ottava_sidecar.api.lock import LockApi
@@ -27,6 +28,7 @@ class Apis:
     metadata: MetadataApi
     pubsub: PubSubApi
     invocation: InvocationApi
+    bindings: BindingsApi
 
     @classmethod
     def create(
@@ -55,4 +57,5 @@ class Apis:
             metadata,
             PubSubApi(messaging or Messaging(registry), registry.app_id),
             InvocationApi(invoker),
+            BindingsApi(registry),
         )

@@ -12,6 +12,7 @@ from typing import Final
 _PACKAGE: Final = "ottava_sidecar.components"
 
 MODULES: Final[dict[str, str]] = {
+    "bindings.localstorage": f"{_PACKAGE}.bindings.localstorage",
     "configuration.etcd": f"{_PACKAGE}.configuration.etcd",
     "configuration.in-memory": f"{_PACKAGE}.configuration.in_memory",
     "configuration.kubernetes": f"{_PACKAGE}.configuration.kubernetes",

@@ -27,6 +27,7 @@ BUILDING_BLOCKS = (
     "lock",
     "sequencer",
     "secretstores",
+    "bindings",
 )
 
 

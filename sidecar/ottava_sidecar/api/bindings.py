@@ -1,0 +1,191 @@
+"""What the binding calls mean, for every wire API; and the readers that call the app on input events.
+
+Output: `invoke` looks the binding up, checks the operation against those the binding
+supports, and calls it. Every failure carries Dapr's `ERR_INVOKE_OUTPUT_BINDING` and
+Dapr's HTTP status (500); the gRPC status says what kind of failure it was.
+
+Input: once the app is connected, `InputBindings.start` asks it which input bindings it
+listens to (`OPTIONS /<route>` or `ListInputBindings`) and runs one reader per binding,
+handing each event to the app; an event the app did not accept is handed over again.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+
+from ottava_sidecar import backoff
+from ottava_sidecar.api import errors
+from ottava_sidecar.components.bindings.base import (
+    BindingEvent,
+    BindingMetadata,
+    BindingNotFoundError,
+    BindingRequest,
+    BindingRequestError,
+    BindingResponse,
+    InputBinding,
+    OutputBinding,
+)
+from ottava_sidecar.components.errors import ComponentError
+from ottava_sidecar.components.registry import Registry, Status
+from ottava_sidecar.metrics import ComponentCalls
+
+log = logging.getLogger(__name__)
+
+_CALLS = ComponentCalls("bindings")
+ERROR_CODE = "ERR_INVOKE_OUTPUT_BINDING"
+
+
+def _error(code: grpc.StatusCode, message: str) -> errors.ApiError:
+    return errors.ApiError(code, message, http_status=500, error_code=ERROR_CODE)
+
+
+class BindingsApi:
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def _names(self, direction: type[Any]) -> list[str]:
+        return sorted(
+            e.name
+            for e in self._registry.entries()
+            if e.building_block == "bindings" and e.status is Status.UP and isinstance(e.instance, direction)
+        )
+
+    def output(self, name: str) -> OutputBinding[Any]:
+        """The output binding `name`, or an error that names it and the output bindings there are."""
+        entry = self._registry.get(name)
+        instance = entry.instance if entry is not None and entry.building_block == "bindings" else None
+        if entry is not None and instance is not None and entry.status is not Status.UP:
+            raise _error(grpc.StatusCode.UNAVAILABLE, f"output binding {name} is not ready: {entry.reason}")
+        if not isinstance(instance, OutputBinding):
+            known = ", ".join(self._names(OutputBinding)) or "none is configured"
+            what = "is an input binding only" if isinstance(instance, InputBinding) else "is not found"
+            raise _error(grpc.StatusCode.INVALID_ARGUMENT, f"output binding {name!r} {what} (output bindings: {known})")
+        settings: BindingMetadata = instance.settings
+        if not settings.allows("output"):
+            raise _error(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"binding {name} is not an output binding: its metadata says direction {settings.direction!r}",
+            )
+        return instance
+
+    async def invoke(self, name: str, operation: str, data: bytes, metadata: dict[str, str]) -> BindingResponse:
+        if not name:
+            raise _error(grpc.StatusCode.INVALID_ARGUMENT, "binding name is empty")
+        binding = self.output(name)
+        if operation not in binding.operations:
+            supported = ", ".join(binding.operations)
+            raise _error(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"binding {name} does not support operation {operation!r} (supported operations: {supported})",
+            )
+        started = time.perf_counter()
+        ok = False
+        try:
+            response = await binding.invoke(BindingRequest(operation, data, metadata))
+            ok = True
+            return response
+        except BindingNotFoundError as err:
+            raise _error(
+                grpc.StatusCode.NOT_FOUND, f"error invoking output binding {name} ({operation}): {err}"
+            ) from None
+        except BindingRequestError as err:
+            raise _error(
+                grpc.StatusCode.INVALID_ARGUMENT, f"error invoking output binding {name} ({operation}): {err}"
+            ) from None
+        except ComponentError as err:
+            raise _error(
+                grpc.StatusCode.INTERNAL, f"error invoking output binding {name} ({operation}): {err}"
+            ) from None
+        finally:
+            _CALLS.observe(name, operation, started, ok)
+
+
+class BindingApp(Protocol):
+    """What the input readers need of the app channel."""
+
+    def describe(self) -> str: ...
+    async def input_bindings(self, routes: dict[str, str]) -> set[str]: ...
+    async def deliver_binding(self, name: str, route: str, event: BindingEvent) -> None: ...
+
+
+@dataclass
+class _Reader:
+    name: str
+    task: "asyncio.Task[None]"
+
+
+# A reader whose backend failed starts reading again after this backoff.
+_REREAD = backoff.Backoff(first=0.5, cap=10.0)
+
+
+class InputBindings:
+    """One reader per input binding the app listens to, from `start` until `close`."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._readers: dict[str, _Reader] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._readers)
+
+    def _inputs(self) -> dict[str, InputBinding[Any]]:
+        found: dict[str, InputBinding[Any]] = {}
+        for entry in self._registry.entries():
+            instance = entry.instance
+            if entry.status is Status.UP and isinstance(instance, InputBinding) and instance.settings.allows("input"):
+                found[entry.name] = instance
+        return found
+
+    async def start(self, app: BindingApp) -> list[str]:
+        """Read every input binding the app listens to; the names of those started."""
+        inputs = self._inputs()
+        if not inputs:
+            return []
+        routes = {name: _route(binding) for name, binding in inputs.items()}
+        listened = await app.input_bindings(routes)
+        for name in sorted(set(inputs) - listened):
+            log.info("input binding %s: %s does not listen on %s; not reading it", name, app.describe(), routes[name])
+        for name in sorted(listened & set(inputs)):
+            task = asyncio.create_task(self._read(app, inputs[name], routes[name]), name=f"input-binding-{name}")
+            self._readers[name] = _Reader(name, task)
+            log.info("input binding %s: delivering its events to %s on %s", name, app.describe(), routes[name])
+        return self.names
+
+    async def _read(self, app: BindingApp, binding: InputBinding[Any], route: str) -> None:
+        async def handler(event: BindingEvent) -> None:
+            started = time.perf_counter()
+            try:
+                await app.deliver_binding(binding.name, route, event)
+            except Exception:
+                _CALLS.observe(binding.name, "read", started, False)
+                raise
+            _CALLS.observe(binding.name, "read", started)
+
+        delays = _REREAD.delays()
+        while True:
+            try:
+                await binding.read(handler)
+                return
+            except ComponentError as err:
+                delay = next(delays)
+                log.error("input binding %s failed reading (%s); reading again in %.1fs", binding.name, err, delay)
+                await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        readers, self._readers = list(self._readers.values()), {}
+        for reader in readers:
+            reader.task.cancel()
+        for reader in readers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader.task
+
+
+def _route(binding: InputBinding[Any]) -> str:
+    route: str = binding.settings.route or binding.name
+    return "/" + route.lstrip("/")
