@@ -130,4 +130,10 @@ BACKENDS: dict[str, Backend] = {
         marks=(pytest.mark.e2e, pytest.mark.timeout(kubernetes_setup.COLD_START_TIMEOUT)),
     ),
     "secretstores.local.file": Backend(metadata=lambda ctx: {"secretsFile": str(ctx.data_dir / "secrets.json")}),
+    "bindings.localstorage": Backend(metadata=lambda ctx: {"rootPath": str(ctx.data_dir / "files")}),
+    "bindings.http": Backend(
+        ("http_echo_server",), lambda ctx: {"url": f"http://{ctx.servers['http_echo_server'].address}/base"}
+    ),
+    "bindings.redis": REDIS,
+    "bindings.postgresql": POSTGRESQL,
 }
