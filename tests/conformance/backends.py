@@ -134,6 +134,7 @@ BACKENDS: dict[str, Backend] = {
     "bindings.http": Backend(
         ("http_echo_server",), lambda ctx: {"url": f"http://{ctx.servers['http_echo_server'].address}/base"}
     ),
+    "bindings.cron": Backend(metadata=lambda _: {"schedule": "@every 100ms"}, shared=False, persistent=False),
     "bindings.redis": REDIS,
     "bindings.postgresql": POSTGRESQL,
 }

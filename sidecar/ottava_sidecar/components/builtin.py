@@ -12,6 +12,7 @@ from typing import Final
 _PACKAGE: Final = "ottava_sidecar.components"
 
 MODULES: Final[dict[str, str]] = {
+    "bindings.cron": f"{_PACKAGE}.bindings.cron",
     "bindings.http": f"{_PACKAGE}.bindings.http",
     "bindings.localstorage": f"{_PACKAGE}.bindings.localstorage",
     "bindings.postgresql": f"{_PACKAGE}.bindings.postgresql",
