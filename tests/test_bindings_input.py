@@ -13,9 +13,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dapr.clients import DaprClient
 
 from tests.conftest import SidecarFactory, SidecarProcess
 from tests.messaging import events, start_with_app, wait_for, wait_ready
+from tests.servers import rabbitmq_server as rabbitmq_setup
+from tests.servers.fixtures import rabbitmq_server  # noqa: F401  (the session's broker, for the queue binding)
+from tests.servers.process import ServerProcess
+
+QUEUE = """\
+apiVersion: ottava.io/v1alpha1
+kind: Component
+metadata: {{name: queue}}
+spec:
+  type: bindings.rabbitmq
+  version: v1
+  metadata:
+  - {{name: host, value: "amqp://{user}:{password}@{address}"}}
+  - {{name: queueName, value: "{queue}"}}
+"""
 
 CRON = """\
 apiVersion: ottava.io/v1alpha1
@@ -59,6 +75,15 @@ def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     (resources / "ignored.yaml").write_text(cron("ignored"))
     (resources / "routed.yaml").write_text(cron("routed", route="/elsewhere"))
     (resources / "output-only.yaml").write_text(cron("output-only", direction="output"))
+    broker: ServerProcess = request.getfixturevalue("rabbitmq_server")
+    (resources / "queue.yaml").write_text(
+        QUEUE.format(
+            user=rabbitmq_setup.USER,
+            password=rabbitmq_setup.PASSWORD,
+            address=broker.address,
+            queue=f"bindings-e2e-{uuid.uuid4().hex[:8]}",
+        )
+    )
     factory = SidecarFactory(folder)
     events_file = folder / "events.jsonl"
     sidecar = start_with_app(
@@ -105,6 +130,18 @@ def test_bindings_the_app_does_not_listen_to_are_not_read(app: App) -> None:
     assert app.deliveries("ignored") == []
     assert app.deliveries("output-only") == []
     assert "input binding ignored" in app.sidecar.log()
+
+
+def test_what_the_sdk_sends_through_a_binding_reaches_the_app(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both directions with the Dapr SDK: invoke_binding sends to the queue; the app gets it as an input event."""
+    monkeypatch.setenv("DAPR_GRPC_PORT", str(app.sidecar.grpc_port))
+    monkeypatch.setenv("DAPR_HTTP_PORT", str(app.sidecar.http_port))
+    marker = f"order-{uuid.uuid4().hex}"
+    with DaprClient() as client:
+        client.invoke_binding("queue", "create", marker, {"contentType": "text/plain"})
+    arrived = wait_for(lambda: [e for e in app.deliveries("queue") if e["data"] == marker], f"{marker} at the app")
+    metadata = {k.lower(): v for k, v in arrived[0]["metadata"].items()}
+    assert metadata["queuename"].startswith("bindings-e2e-")
 
 
 def test_the_sidecar_stops_cleanly_while_reading(app: App) -> None:

@@ -4,6 +4,7 @@ Every type registered in the catalogue must have an entry here (a test checks it
 a new backend cannot land without joining its building block's suite.
 """
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,5 +137,14 @@ BACKENDS: dict[str, Backend] = {
     ),
     "bindings.cron": Backend(metadata=lambda _: {"schedule": "@every 100ms"}, shared=False, persistent=False),
     "bindings.redis": REDIS,
+    # A topic and a queue of their own for each instance: what one test sent is not another's.
+    "bindings.mqtt": Backend(
+        ("mosquitto_server",),
+        lambda ctx: {**_mqtt(ctx), "topic": f"conformance/{uuid.uuid4().hex}", "consumerID": uuid.uuid4().hex},
+    ),
+    "bindings.rabbitmq": Backend(
+        ("rabbitmq_server",),
+        lambda ctx: {**_rabbitmq(ctx), "queueName": f"conformance-{uuid.uuid4().hex}", "deleteWhenUnused": "true"},
+    ),
     "bindings.postgresql": POSTGRESQL,
 }

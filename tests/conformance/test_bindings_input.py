@@ -62,14 +62,54 @@ async def _tick(components: Components, binding: Any, marker: str) -> bytes | No
     return None  # the schedule fires by itself
 
 
+async def _mqtt_publish(components: Components, binding: Any, marker: str) -> bytes | None:
+    import aiomqtt
+
+    host, port = binding.settings.host_port
+    s = binding.settings
+    async with aiomqtt.Client(host, port, username=s.username, password=s.password) as client:
+        await client.publish(s.topic, marker.encode(), qos=1)
+    return marker.encode()
+
+
+async def _rabbitmq_send(components: Components, binding: Any, marker: str) -> bytes | None:
+    import aio_pika
+
+    host, port, user, password, vhost = binding.settings.connection()
+    connection = await aio_pika.connect(host=host, port=port, login=user, password=password, virtualhost=vhost)
+    async with connection, connection.channel() as channel:
+        await channel.default_exchange.publish(
+            aio_pika.Message(marker.encode()), routing_key=binding.settings.queue_name
+        )
+    return marker.encode()
+
+
 TRIGGERS: dict[str, Trigger] = {
     "bindings.cron": _tick,
+    "bindings.mqtt": _mqtt_publish,
+    "bindings.rabbitmq": _rabbitmq_send,
 }
 
 
 def trigger(type_name: str) -> Trigger:
     assert type_name in TRIGGERS, f"add how to make an event of {type_name} to TRIGGERS"
     return TRIGGERS[type_name]
+
+
+async def fire(type_name: str, components: Components, binding: Any, handler: Recorder) -> bytes | None:
+    """Make an event happen until one arrives: a reader may not have subscribed yet when the
+    first is sent (an MQTT message published before the subscription reaches nobody)."""
+    marker = uuid.uuid4().hex
+    async with asyncio.timeout(DEADLINE):
+        while True:
+            expected = await trigger(type_name)(components, binding, marker)
+            handler.arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    while not handler.events:
+                        await handler.arrived.wait()
+            if handler.events:
+                return expected
 
 
 @contextlib.asynccontextmanager
@@ -86,9 +126,8 @@ async def reading(binding: InputBinding[Any], handler: Recorder) -> AsyncIterato
 async def test_an_event_reaches_the_handler(components: Components, type_name: str) -> None:
     binding = await components.create()
     handler = Recorder()
-    marker = uuid.uuid4().hex
     async with reading(binding, handler):
-        expected = await trigger(type_name)(components, binding, marker)
+        expected = await fire(type_name, components, binding, handler)
         events = await handler.until(1)
     if expected is not None:
         assert events[0].data == expected
@@ -97,9 +136,8 @@ async def test_an_event_reaches_the_handler(components: Components, type_name: s
 async def test_a_refused_event_comes_again(components: Components, type_name: str) -> None:
     binding = await components.create()
     handler = Recorder(refuse=2)
-    marker = uuid.uuid4().hex
     async with reading(binding, handler):
-        await trigger(type_name)(components, binding, marker)
+        await fire(type_name, components, binding, handler)
         events = await handler.until(3)
     assert events[0] == events[1] == events[2], "the refused event was handed over again, unchanged"
 
@@ -108,8 +146,7 @@ async def test_a_reader_stops_when_cancelled(components: Components, type_name: 
     binding = await components.create()
     handler = Recorder()
     async with reading(binding, handler) as task:
-        await trigger(type_name)(components, binding, uuid.uuid4().hex)
-        await handler.until(1)
+        await fire(type_name, components, binding, handler)
     assert task.cancelled()
     seen = len(handler.events)
     await asyncio.sleep(0)  # a stopped reader hands nothing more, however long one waits

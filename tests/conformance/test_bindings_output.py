@@ -6,6 +6,8 @@ back byte for byte, a deletion is seen, and a request without the metadata an
 operation needs is an error naming that metadata.
 """
 
+import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -15,10 +17,12 @@ from typing import Any
 import pytest
 from ottava_sidecar.components import catalogue
 from ottava_sidecar.components.bindings.base import (
+    BindingEvent,
     BindingNotFoundError,
     BindingRequest,
     BindingRequestError,
     BindingResponse,
+    InputBinding,
     OutputBinding,
 )
 from ottava_sidecar.components.errors import ComponentError
@@ -143,6 +147,22 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+def is_input(type_name: str) -> bool:
+    return issubclass(catalogue.lookup(type_name).implementation, InputBinding)
+
+
+# Output types that keep what they are sent, and read it back through their own operations.
+STORES = pytest.mark.only.with_args(lambda n: n in SCENARIOS)
+# Output types that send to a broker: what they send, their input reads.
+SENDERS = pytest.mark.only.with_args(lambda n: n not in SCENARIOS and is_input(n))
+
+
+def test_every_output_type_has_its_contract(type_name: str) -> None:
+    assert type_name in SCENARIOS or is_input(type_name), (
+        f"{type_name}: add how it writes, reads and deletes to SCENARIOS, or make it an input binding too"
+    )
+
+
 def scenario(type_name: str) -> Scenario:
     assert type_name in SCENARIOS, f"add how {type_name} writes, reads and deletes to SCENARIOS"
     return SCENARIOS[type_name]
@@ -160,6 +180,7 @@ def test_operations_are_named_as_dapr_names_them(type_name: str) -> None:
     assert all(op == op.lower() and op.isidentifier() for op in operations)
 
 
+@STORES
 async def test_what_is_written_is_read_back(components: Components, type_name: str) -> None:
     s = scenario(type_name)
     binding = await components.create()
@@ -169,7 +190,7 @@ async def test_what_is_written_is_read_back(components: Components, type_name: s
     assert await s.read(binding, name) == payload
 
 
-@pytest.mark.only.with_args(lambda n: SCENARIOS[n].binary if n in SCENARIOS else True)
+@pytest.mark.only.with_args(lambda n: n in SCENARIOS and SCENARIOS[n].binary)
 async def test_binary_payloads_survive(components: Components, type_name: str) -> None:
     s = scenario(type_name)
     binding = await components.create(decodeBase64="false") if type_name.endswith("localstorage") else None
@@ -180,6 +201,7 @@ async def test_binary_payloads_survive(components: Components, type_name: str) -
     assert await s.read(binding, name) == payload
 
 
+@STORES
 async def test_a_second_write_replaces_the_first(components: Components, type_name: str) -> None:
     s = scenario(type_name)
     binding = await components.create()
@@ -189,6 +211,7 @@ async def test_a_second_write_replaces_the_first(components: Components, type_na
     assert await s.read(binding, name) == b"second"
 
 
+@STORES
 async def test_deleted_is_gone(components: Components, type_name: str) -> None:
     s = scenario(type_name)
     binding = await components.create()
@@ -198,6 +221,7 @@ async def test_deleted_is_gone(components: Components, type_name: str) -> None:
     assert await s.read(binding, name) is None
 
 
+@STORES
 async def test_another_instance_sees_the_writes(components: Components, type_name: str) -> None:
     s = scenario(type_name)
     first, second = await components.create(), await components.create()
@@ -206,9 +230,45 @@ async def test_another_instance_sees_the_writes(components: Components, type_nam
     assert await s.read(second, name) == b"shared"
 
 
-@pytest.mark.only.with_args(lambda n: bool(SCENARIOS[n].missing[0]) if n in SCENARIOS else True)
+@pytest.mark.only.with_args(lambda n: n in SCENARIOS and bool(SCENARIOS[n].missing[0]))
 async def test_missing_request_metadata_is_named(components: Components, type_name: str) -> None:
     operation, field = scenario(type_name).missing
     binding = await components.create()
     with pytest.raises(BindingRequestError, match=field):
         await call(binding, operation, b"x")
+
+
+async def _read_one(binding: Any, send: Callable[[], Awaitable[None]]) -> list[BindingEvent]:
+    """Send until the binding's own reader gets something (it may subscribe after the first send)."""
+    received: list[BindingEvent] = []
+    arrived = asyncio.Event()
+
+    async def handler(event: BindingEvent) -> None:
+        received.append(event)
+        arrived.set()
+
+    reader = asyncio.create_task(binding.read(handler))
+    try:
+        async with asyncio.timeout(20):
+            while not received:
+                await send()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        await arrived.wait()
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    return received
+
+
+@SENDERS
+async def test_what_create_sends_arrives(components: Components, type_name: str) -> None:
+    binding = await components.create()
+    payload = bytes(range(256)) + uuid.uuid4().hex.encode()
+    received = await _read_one(binding, lambda: _sent(binding, payload))
+    assert received[0].data == payload
+
+
+async def _sent(binding: Any, payload: bytes) -> None:
+    await call(binding, "create", payload)
