@@ -31,7 +31,7 @@ from ottava_sidecar.components.bindings.base import (
     OutputBinding,
 )
 from ottava_sidecar.components.errors import ComponentError
-from ottava_sidecar.components.registry import Registry, Status
+from ottava_sidecar.components.registry import Entry, Registry, Status
 from ottava_sidecar.metrics import ComponentCalls
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class BindingApp(Protocol):
 
 @dataclass
 class _Reader:
-    name: str
+    instance: InputBinding[Any]
     task: "asyncio.Task[None]"
 
 
@@ -124,48 +124,104 @@ _REREAD = backoff.Backoff(first=0.5, cap=10.0)
 
 
 class InputBindings:
-    """One reader per input binding the app listens to, from `start` until `close`."""
+    """One reader per input binding the app listens to, from `start` until `close`.
+
+    They follow the registry: a binding that comes UP later (added, or its secret
+    arrived) is read once the app says it listens; a reload swaps the reader to the new
+    instance; a removed or replaced instance hands nothing more to the app.
+    """
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
         self._readers: dict[str, _Reader] = {}
+        self._app: BindingApp | None = None
+        self._following: set[asyncio.Task[None]] = set()
+        registry.on_status(self._on_status)
 
     @property
     def names(self) -> list[str]:
         return sorted(self._readers)
 
-    def _inputs(self) -> dict[str, InputBinding[Any]]:
-        found: dict[str, InputBinding[Any]] = {}
-        for entry in self._registry.entries():
-            instance = entry.instance
-            if entry.status is Status.UP and isinstance(instance, InputBinding) and instance.settings.allows("input"):
-                found[entry.name] = instance
-        return found
+    def _current(self, name: str) -> InputBinding[Any] | None:
+        entry = self._registry.get(name)
+        instance = entry.instance if entry is not None and entry.status is Status.UP else None
+        if isinstance(instance, InputBinding) and instance.settings.allows("input"):
+            return instance
+        return None
 
     async def start(self, app: BindingApp) -> list[str]:
         """Read every input binding the app listens to; the names of those started."""
-        inputs = self._inputs()
+        self._app = app
+        inputs = {e.name: b for e in self._registry.entries() if (b := self._current(e.name)) is not None}
+        await self._start(app, inputs)
+        return self.names
+
+    async def _start(self, app: BindingApp, inputs: dict[str, InputBinding[Any]]) -> None:
         if not inputs:
-            return []
+            return
         routes = {name: _route(binding) for name, binding in inputs.items()}
         listened = await app.input_bindings(routes)
         for name in sorted(set(inputs) - listened):
             log.info("input binding %s: %s does not listen on %s; not reading it", name, app.describe(), routes[name])
         for name in sorted(listened & set(inputs)):
+            if self._current(name) is not inputs[name]:
+                continue  # replaced while the app was asked: the new instance's turn comes
+            self._stop(name)
             task = asyncio.create_task(self._read(app, inputs[name], routes[name]), name=f"input-binding-{name}")
-            self._readers[name] = _Reader(name, task)
+            self._readers[name] = _Reader(inputs[name], task)
             log.info("input binding %s: delivering its events to %s on %s", name, app.describe(), routes[name])
-        return self.names
+
+    def _on_status(self, entry: Entry) -> None:
+        """A component changed: start or move the reader of a binding that came UP."""
+        if self._app is None or entry.building_block != "bindings" or entry.status is not Status.UP:
+            return
+        instance = entry.instance
+        reader = self._readers.get(entry.name)
+        if reader is not None and reader.instance is instance:
+            return
+        if not isinstance(instance, InputBinding) or not instance.settings.allows("input"):
+            return
+        task = asyncio.create_task(self._follow(self._app, entry.name, instance), name=f"follow-binding-{entry.name}")
+        self._following.add(task)
+        task.add_done_callback(self._following.discard)
+
+    async def _follow(self, app: BindingApp, name: str, instance: InputBinding[Any]) -> None:
+        # The registry tells of the new instance before it takes the old one's place.
+        for _ in range(100):
+            if self._current(name) is instance:
+                break
+            await asyncio.sleep(0.01)
+        try:
+            await self._start(app, {name: instance})
+        except Exception as err:
+            log.error("input binding %s: asking %s whether it listens failed: %s", name, app.describe(), err)
+
+    def _stop(self, name: str) -> None:
+        reader = self._readers.pop(name, None)
+        if reader is not None:
+            reader.task.cancel()
 
     async def _read(self, app: BindingApp, binding: InputBinding[Any], route: str) -> None:
+        name = binding.name
+
         async def handler(event: BindingEvent) -> None:
+            if self._current(name) is not binding:
+                # Removed or replaced: this instance hands the app nothing more.
+                log.info("input binding %s: its instance was replaced or removed; its reader stops", name)
+                task = asyncio.current_task()
+                assert task is not None
+                reader = self._readers.get(name)
+                if reader is not None and reader.task is task:
+                    del self._readers[name]
+                task.cancel()
+                await asyncio.sleep(0)
             started = time.perf_counter()
             try:
-                await app.deliver_binding(binding.name, route, event)
+                await app.deliver_binding(name, route, event)
             except Exception:
-                _CALLS.observe(binding.name, "read", started, False)
+                _CALLS.observe(name, "read", started, False)
                 raise
-            _CALLS.observe(binding.name, "read", started)
+            _CALLS.observe(name, "read", started)
 
         delays = _REREAD.delays()
         while True:
@@ -173,11 +229,16 @@ class InputBindings:
                 await binding.read(handler)
                 return
             except ComponentError as err:
+                if self._current(name) is not binding:
+                    return
                 delay = next(delays)
-                log.error("input binding %s failed reading (%s); reading again in %.1fs", binding.name, err, delay)
+                log.error("input binding %s failed reading (%s); reading again in %.1fs", name, err, delay)
                 await asyncio.sleep(delay)
 
     async def close(self) -> None:
+        self._app = None
+        for follow in list(self._following):
+            follow.cancel()
         readers, self._readers = list(self._readers.values()), {}
         for reader in readers:
             reader.task.cancel()
