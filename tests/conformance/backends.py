@@ -36,6 +36,8 @@ class Backend:
     shared: bool = True  # two instances (two sidecars) see the same data
     persistent: bool = True  # a new instance (a restarted sidecar) sees the data of the last one
     marks: tuple[pytest.MarkDecorator, ...] = ()  # e.g. e2e: needs the Kubernetes control plane
+    # Connects to its server when it starts (an endpoint that bindings.http calls later does not).
+    connects_at_start: bool = True
 
 
 def _redis(ctx: Context) -> dict[str, str]:
@@ -133,7 +135,9 @@ BACKENDS: dict[str, Backend] = {
     "secretstores.local.file": Backend(metadata=lambda ctx: {"secretsFile": str(ctx.data_dir / "secrets.json")}),
     "bindings.localstorage": Backend(metadata=lambda ctx: {"rootPath": str(ctx.data_dir / "files")}),
     "bindings.http": Backend(
-        ("http_echo_server",), lambda ctx: {"url": f"http://{ctx.servers['http_echo_server'].address}/base"}
+        ("http_echo_server",),
+        lambda ctx: {"url": f"http://{ctx.servers['http_echo_server'].address}/base"},
+        connects_at_start=False,
     ),
     "bindings.cron": Backend(metadata=lambda _: {"schedule": "@every 100ms"}, shared=False, persistent=False),
     "bindings.redis": REDIS,
