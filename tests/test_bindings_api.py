@@ -16,6 +16,7 @@ from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2 as layotto
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc as layotto_grpc
 
 from tests.conftest import SidecarFactory, SidecarProcess
+from tests.servers.process import free_port
 
 FILES = """\
 apiVersion: ottava.io/v1alpha1
@@ -29,6 +30,20 @@ spec:
 """
 
 
+BROKEN = """\
+apiVersion: ottava.io/v1alpha1
+kind: Component
+metadata: {{name: broken}}
+spec:
+  type: bindings.redis
+  version: v1
+  ignoreErrors: true
+  metadata:
+  - {{name: redisHost, value: "127.0.0.1:{port}"}}
+  - {{name: connectAttempts, value: "1"}}
+"""
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("binding-root")
@@ -37,7 +52,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def sidecar(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
     factory = SidecarFactory(tmp_path_factory.mktemp("bindings-sidecar"))
-    started = factory.start("--app-id", "binder", resources={"files.yaml": FILES.format(root=root)})
+    resources = {"files.yaml": FILES.format(root=root), "broken.yaml": BROKEN.format(port=free_port())}
+    started = factory.start("--app-id", "binder", resources=resources)
     yield started
     started.stop()
     factory.stop_all()
@@ -103,6 +119,20 @@ def test_unknown_binding_names_the_bindings_there_are(sidecar: SidecarProcess) -
     assert answer.status_code == 500
     assert answer.json()["errorCode"] == "ERR_INVOKE_OUTPUT_BINDING"
     assert answer.json()["message"] == "output binding 'nope' is not found (output bindings: files)"
+
+
+def test_a_binding_that_did_not_start_says_why(sidecar: SidecarProcess) -> None:
+    answer = _invoke(sidecar, "broken", {"operation": "get", "metadata": {"key": "k"}})
+    assert answer.status_code == 500
+    body = answer.json()
+    assert body["errorCode"] == "ERR_INVOKE_OUTPUT_BINDING"
+    assert body["message"].startswith("output binding broken is not ready: ")
+    assert "cannot connect to redis at 127.0.0.1:" in body["message"]
+
+
+def test_put_is_taken_as_post(sidecar: SidecarProcess) -> None:
+    answer = httpx.put(f"{sidecar.http_url}/v1.0/bindings/files", json={"operation": "list"})
+    assert answer.status_code == 200
 
 
 def test_a_missing_file_is_an_error_naming_it(sidecar: SidecarProcess) -> None:

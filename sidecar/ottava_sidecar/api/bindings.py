@@ -58,9 +58,11 @@ class BindingsApi:
     def output(self, name: str) -> OutputBinding[Any]:
         """The output binding `name`, or an error that names it and the output bindings there are."""
         entry = self._registry.get(name)
-        instance = entry.instance if entry is not None and entry.building_block == "bindings" else None
-        if entry is not None and instance is not None and entry.status is not Status.UP:
-            raise _error(grpc.StatusCode.UNAVAILABLE, f"output binding {name} is not ready: {entry.reason}")
+        ours = entry is not None and entry.building_block == "bindings"
+        if entry is not None and ours and entry.status not in (Status.UP, Status.SKIPPED):
+            reason = entry.reason or "initialising"
+            raise _error(grpc.StatusCode.UNAVAILABLE, f"output binding {name} is not ready: {reason}")
+        instance = entry.instance if entry is not None and ours and entry.status is Status.UP else None
         if not isinstance(instance, OutputBinding):
             known = ", ".join(self._names(OutputBinding)) or "none is configured"
             what = "is an input binding only" if isinstance(instance, InputBinding) else "is not found"

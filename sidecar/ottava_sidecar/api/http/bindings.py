@@ -52,7 +52,11 @@ class BindingsHttpApi:
         self.bindings = bindings
 
     def routes(self) -> list[Route]:
-        return [Route("POST", "/v1.0/bindings/{name}", self.invoke, "bindings", "InvokeBinding")]
+        # Dapr takes POST and PUT alike.
+        return [
+            Route(method, "/v1.0/bindings/{name}", self.invoke, "bindings", "InvokeBinding")
+            for method in ("POST", "PUT")
+        ]
 
     async def invoke(self, request: web.Request) -> web.Response:
         body = bodies.parse(_BODY, await request.read(), '{"data": ..., "metadata": {...}, "operation": "..."}')
