@@ -144,7 +144,12 @@ BACKENDS: dict[str, Backend] = {
     # A topic and a queue of their own for each instance: what one test sent is not another's.
     "bindings.mqtt": Backend(
         ("mosquitto_server",),
-        lambda ctx: {**_mqtt(ctx), "topic": f"conformance/{uuid.uuid4().hex}", "consumerID": uuid.uuid4().hex},
+        # Dapr's form of the address: the credentials in the URL.
+        lambda ctx: {
+            "url": f"tcp://{mosquitto_setup.USER}:{mosquitto_setup.PASSWORD}@{ctx.servers['mosquitto_server'].address}",
+            "topic": f"conformance/{uuid.uuid4().hex}",
+            "consumerID": uuid.uuid4().hex,
+        },
     ),
     "bindings.rabbitmq": Backend(
         ("rabbitmq_server",),

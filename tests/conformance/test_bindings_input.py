@@ -66,8 +66,9 @@ async def _mqtt_publish(components: Components, binding: Any, marker: str) -> by
     import aiomqtt
 
     host, port = binding.settings.host_port
+    user, password = binding.settings.credentials
     s = binding.settings
-    async with aiomqtt.Client(host, port, username=s.username, password=s.password) as client:
+    async with aiomqtt.Client(host, port, username=user, password=password) as client:
         await client.publish(s.topic, marker.encode(), qos=1)
     return marker.encode()
 

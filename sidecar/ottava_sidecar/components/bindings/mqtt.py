@@ -16,6 +16,7 @@ import ssl
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from pydantic import Field
 
@@ -39,7 +40,11 @@ if TYPE_CHECKING:
 
 
 class MqttBindingMetadata(RetryMetadata, TlsMetadata, BindingMetadata):
-    url: str = Field(default="localhost:1883", alias="url", description="host:port of the broker (tcp:// allowed).")
+    url: str = Field(
+        default="localhost:1883",
+        alias="url",
+        description="The broker: host:port, or a URL as Dapr takes it (tcp://user:password@host:1883).",
+    )
     username: str = Field(default="", alias="username", description="User name.")
     password: str = Field(default="", alias="password", description="Password; use a secretKeyRef.")
     topic: str = Field(alias="topic", min_length=1, description="The topic published to and read from.")
@@ -62,8 +67,22 @@ class MqttBindingMetadata(RetryMetadata, TlsMetadata, BindingMetadata):
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, _, port = self.url.removeprefix("mqtt://").removeprefix("tcp://").rpartition(":")
-        return (host or self.url, int(port)) if host else (self.url, 1883)
+        address = self._address()[0]
+        host, _, port = address.rpartition(":")
+        return (host, int(port)) if host else (address, 1883)
+
+    def _address(self) -> tuple[str, str, str]:
+        """host:port, user and password: Dapr's URLs carry the credentials (tcp://user:pass@host:1883); the
+        `username` and `password` fields, when set, take precedence (a secretKeyRef for the password)."""
+        rest = self.url.split("://", 1)[-1].rstrip("/")
+        credentials, _, address = rest.rpartition("@")
+        user, _, password = credentials.partition(":")
+        return address, self.username or unquote(user), self.password or unquote(password)
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        _, user, password = self._address()
+        return user, password
 
 
 def _refused(err: BaseException) -> bool:
@@ -93,12 +112,13 @@ class MqttBinding(InputBinding[MqttBindingMetadata], OutputBinding[MqttBindingMe
         if persistent:
             properties.SessionExpiryInterval = int(s.session_expiry)
         host, port = s.host_port
+        user, password = s.credentials
         tls: ssl.SSLContext | None = s.ssl_context()
         return aiomqtt.Client(
             host,
             port,
-            username=s.username or None,
-            password=s.password or None,
+            username=user or None,
+            password=password or None,
             identifier=identifier,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=not persistent,
