@@ -188,11 +188,10 @@ class InputBindings:
         task.add_done_callback(self._following.discard)
 
     async def _follow(self, app: BindingApp, name: str, instance: InputBinding[Any]) -> None:
-        # The registry tells of the new instance before it takes the old one's place.
-        for _ in range(100):
-            if self._current(name) is instance:
-                break
-            await asyncio.sleep(0.01)
+        # The registry tells of a new instance just before it takes the old one's place, in
+        # the same step: by the time this task runs, it has, unless a newer one came since.
+        if self._current(name) is not instance:
+            return
         try:
             await self._start(app, {name: instance})
         except Exception as err:
