@@ -16,7 +16,7 @@ import pytest
 from dapr.clients import DaprClient
 
 from tests.conftest import SidecarFactory, SidecarProcess
-from tests.messaging import events, start_with_app, wait_for, wait_ready
+from tests.messaging import events, start_with_app, stop_all_gracefully, wait_for, wait_ready
 from tests.servers import rabbitmq_server as rabbitmq_setup
 from tests.servers.fixtures import rabbitmq_server  # noqa: F401  (the session's broker, for the queue binding)
 from tests.servers.process import ServerProcess
@@ -99,6 +99,7 @@ def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         wait_ready(sidecar)
         yield App(protocol, sidecar, events_file)
     finally:
+        stop_all_gracefully(factory)  # SIGTERM: the sidecar stops its app too
         factory.stop_all()
 
 
