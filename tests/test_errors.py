@@ -7,7 +7,7 @@ import grpc
 import pytest
 from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import (
-    binding_pb2,
+    actors_pb2,
     configuration_pb2,
     dapr_pb2_grpc,
     lock_pb2,
@@ -113,6 +113,6 @@ def test_lock_with_non_positive_expiry(dapr: dapr_pb2_grpc.DaprStub) -> None:
 
 
 def test_unimplemented_dapr_method_is_named(dapr: dapr_pb2_grpc.DaprStub) -> None:
-    err = rpc_error(dapr.InvokeBinding, binding_pb2.InvokeBindingRequest(name="b", operation="create"))
+    err = rpc_error(dapr.GetActorState, actors_pb2.GetActorStateRequest(actor_type="cart", actor_id="1", key="k"))
     assert err.code == grpc.StatusCode.UNIMPLEMENTED
-    assert "dapr.proto.runtime.v1.Dapr/InvokeBinding" in err.details
+    assert "dapr.proto.runtime.v1.Dapr/GetActorState" in err.details

@@ -8,7 +8,7 @@ import grpc
 import httpx
 import pytest
 from dapr.clients import DaprClient
-from dapr.proto.runtime.v1 import binding_pb2, dapr_pb2_grpc, state_pb2
+from dapr.proto.runtime.v1 import actors_pb2, dapr_pb2_grpc, state_pb2
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2 as layotto_pb
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc as layotto_grpc
 from prometheus_client.parser import text_string_to_metric_families
@@ -95,7 +95,7 @@ def test_unimplemented_calls_are_counted(default_sidecar: SidecarProcess) -> Non
     before = scrape(default_sidecar)
     with grpc.insecure_channel(default_sidecar.grpc_address) as channel:
         with pytest.raises(grpc.RpcError) as known:  # a Dapr method Ottava does not serve
-            dapr_pb2_grpc.DaprStub(channel).InvokeBinding(binding_pb2.InvokeBindingRequest(name="b"))
+            dapr_pb2_grpc.DaprStub(channel).GetActorState(actors_pb2.GetActorStateRequest(actor_type="cart"))
         assert known.value.code() == grpc.StatusCode.UNIMPLEMENTED
         with pytest.raises(grpc.RpcError) as unknown:  # a method of no service at all
             channel.unary_unary("/no.such.Service/Call", request_serializer=None, response_deserializer=None)(b"")

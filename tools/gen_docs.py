@@ -51,6 +51,7 @@ SHARED_GROUPS: dict[str, tuple[str, str]] = {
     "ZookeeperMetadata": ("zookeeper", "ZooKeeper"),
     "KubernetesMetadata": ("kubernetes", "Kubernetes"),
     "ConsumerMetadata": ("broker", "pub/sub brokers"),
+    "BindingMetadata": ("binding", "every binding"),
 }
 
 MARKER = re.compile(r"^<!-- generated: (?P<kind>metadata|shared-metadata|catalogue|limits)(?: (?P<name>\S+))? -->$")

@@ -4,6 +4,7 @@ Every type registered in the catalogue must have an entry here (a test checks it
 a new backend cannot land without joining its building block's suite.
 """
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ class Backend:
     shared: bool = True  # two instances (two sidecars) see the same data
     persistent: bool = True  # a new instance (a restarted sidecar) sees the data of the last one
     marks: tuple[pytest.MarkDecorator, ...] = ()  # e.g. e2e: needs the Kubernetes control plane
+    # Connects to its server when it starts (an endpoint that bindings.http calls later does not).
+    connects_at_start: bool = True
 
 
 def _redis(ctx: Context) -> dict[str, str]:
@@ -148,4 +151,27 @@ BACKENDS: dict[str, Backend] = {
     "secretstores.local.file": Backend(metadata=lambda ctx: {"secretsFile": str(ctx.data_dir / "secrets.json")}),
     "file.local": Backend(metadata=lambda ctx: {"rootPath": str(ctx.data_dir / "files")}),
     "file.s3": Backend(("s3_server",), _s3),
+    "bindings.localstorage": Backend(metadata=lambda ctx: {"rootPath": str(ctx.data_dir / "files")}),
+    "bindings.http": Backend(
+        ("http_echo_server",),
+        lambda ctx: {"url": f"http://{ctx.servers['http_echo_server'].address}/base"},
+        connects_at_start=False,
+    ),
+    "bindings.cron": Backend(metadata=lambda _: {"schedule": "@every 100ms"}, shared=False, persistent=False),
+    "bindings.redis": REDIS,
+    # A topic and a queue of their own for each instance: what one test sent is not another's.
+    "bindings.mqtt": Backend(
+        ("mosquitto_server",),
+        # Dapr's form of the address: the credentials in the URL.
+        lambda ctx: {
+            "url": f"tcp://{mosquitto_setup.USER}:{mosquitto_setup.PASSWORD}@{ctx.servers['mosquitto_server'].address}",
+            "topic": f"conformance/{uuid.uuid4().hex}",
+            "consumerID": uuid.uuid4().hex,
+        },
+    ),
+    "bindings.rabbitmq": Backend(
+        ("rabbitmq_server",),
+        lambda ctx: {**_rabbitmq(ctx), "queueName": f"conformance-{uuid.uuid4().hex}", "deleteWhenUnused": "true"},
+    ),
+    "bindings.postgresql": POSTGRESQL,
 }

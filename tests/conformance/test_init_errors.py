@@ -29,6 +29,11 @@ UNREACHABLE: dict[str, Callable[[int], dict[str, str]]] = {
     "s3_server": lambda port: {"endpoint": f"http://127.0.0.1:{port}", "bucket": "b", "forcePathStyle": "true"},
     "kubernetes_namespace": lambda port: {"kubeconfigPath": kubernetes_setup.unreachable_kubeconfig(port)},
 }
+# Fields a type requires besides where its server is (what it reads or writes there).
+REQUIRED: dict[str, dict[str, str]] = {
+    "bindings.mqtt": {"topic": "init-errors"},
+    "bindings.rabbitmq": {"queueName": "init-errors"},
+}
 WRONG_PASSWORD: dict[str, dict[str, str]] = {
     "redis_server": {"redisPassword": "wrong"},
     "postgresql_server": {"password": "wrong"},
@@ -40,14 +45,20 @@ WRONG_PASSWORD: dict[str, dict[str, str]] = {
 
 def _server_backed() -> list[str]:
     names = sorted(t.name for t in catalogue.all_types())
-    return [n for n in names if n in BACKENDS and BACKENDS[n].servers]
+    return [n for n in names if n in BACKENDS and BACKENDS[n].servers and BACKENDS[n].connects_at_start]
 
 
 @pytest.mark.parametrize("type_name", _server_backed())
 async def test_unreachable_server_is_named_after_retries(type_name: str, request: pytest.FixtureRequest) -> None:
     (server,) = BACKENDS[type_name].servers
     port = free_port()
-    metadata = {**UNREACHABLE[server](port), "connectAttempts": "2", "connectBackoff": "50ms", "dialTimeout": "1s"}
+    metadata = {
+        **REQUIRED.get(type_name, {}),
+        **UNREACHABLE[server](port),
+        "connectAttempts": "2",
+        "connectBackoff": "50ms",
+        "dialTimeout": "1s",
+    }
     component = catalogue.lookup(type_name).create("store", metadata, app_id="app")
     started = time.monotonic()
     with pytest.raises(ComponentError, match=rf"cannot connect to \w+ at 127\.0\.0\.1:{port} after 2 attempts: .+"):

@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e import cluster as cluster_mod
 from tests.servers import etcd_server as etcd_setup
+from tests.servers import http_echo_server as http_echo_setup
 from tests.servers import kubernetes as kubernetes_setup
 from tests.servers import mosquitto_server as mosquitto_setup
 from tests.servers import nats_server as nats_setup
@@ -24,6 +25,7 @@ from tests.servers.process import ServerProcess
 
 __all__ = [
     "etcd_server",
+    "http_echo_server",
     "kubernetes_namespace",
     "mosquitto_server",
     "nats_server",
@@ -52,6 +54,11 @@ def redis_server() -> Iterator[ServerProcess]:
 @pytest.fixture(scope="session")
 def postgresql_server() -> Iterator[ServerProcess]:
     yield from _run(postgresql_setup.start())
+
+
+@pytest.fixture(scope="session")
+def http_echo_server() -> Iterator[ServerProcess]:
+    yield from _run(http_echo_setup.start())
 
 
 @pytest.fixture(scope="session")

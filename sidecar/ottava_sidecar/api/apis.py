@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from ottava_sidecar.api.bindings import BindingsApi
 from ottava_sidecar.api.configuration import ConfigurationApi
 from ottava_sidecar.api.files import FilesApi
 from ottava_sidecar.api.invocation import InvocationApi
@@ -29,6 +30,7 @@ class Apis:
     pubsub: PubSubApi
     invocation: InvocationApi
     files: FilesApi
+    bindings: BindingsApi
 
     @classmethod
     def create(
@@ -58,4 +60,5 @@ class Apis:
             PubSubApi(messaging or Messaging(registry), registry.app_id),
             InvocationApi(invoker),
             FilesApi(registry),
+            BindingsApi(registry),
         )

@@ -21,6 +21,7 @@ from ottava_sidecar.apperrors import (
     AppUnavailableError,
     AppUnimplementedError,
 )
+from ottava_sidecar.components.bindings.base import BindingEvent
 from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse
 from ottava_sidecar.messaging.cloudevents import TopicEvent
 from ottava_sidecar.messaging.delivery import BatchEntry
@@ -201,6 +202,16 @@ class AppChannel(abc.ABC):
     @abc.abstractmethod
     async def _invoke(self, request: InvocationRequest) -> InvocationResponse:
         """`invoke` over this channel's protocol, with the current trace context."""
+
+    # --- input bindings (Dapr's: `OPTIONS`/`POST /<route>`, or `ListInputBindings`/`OnBindingEvent`)
+
+    async def input_bindings(self, routes: dict[str, str]) -> set[str]:
+        """Which of the input bindings `routes` (name → HTTP route) the app listens to."""
+        raise AppUnimplementedError(f"{self.describe()}: the {self.protocol} channel delivers no binding events")
+
+    async def deliver_binding(self, name: str, route: str, event: BindingEvent) -> None:
+        """Hand an input binding's event to the app; returns once it accepted it, else an `AppChannelError`."""
+        raise AppUnimplementedError(f"{self.describe()}: the {self.protocol} channel delivers no binding events")
 
     async def close(self) -> None:  # noqa: B027 - most channels hold connections; some do not
         """Release connections."""

@@ -31,6 +31,7 @@ from ottava_sidecar.appchannel.base import (
     AppUnavailableError,
     AppUnimplementedError,
 )
+from ottava_sidecar.components.bindings.base import BindingEvent
 from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse, http_status_for_grpc
 from ottava_sidecar.messaging import cloudevents
 from ottava_sidecar.messaging.cloudevents import TopicEvent
@@ -230,6 +231,24 @@ class GrpcAppChannel(AppChannel):
             content_type=answer.content_type,
             headers=[(str(k), v) for k, v in initial or () if isinstance(v, str)],
         )
+
+    async def input_bindings(self, routes: dict[str, str]) -> set[str]:
+        """Dapr's `ListInputBindings`; an app that does not serve it listens to none."""
+        try:
+            answer = await self._dapr().ListInputBindings(empty_pb2.Empty(), timeout=self.timeout)
+        except grpc.aio.AioRpcError as err:
+            if err.code() is grpc.StatusCode.UNIMPLEMENTED:
+                return set()
+            raise self._error(err, "ListInputBindings") from None
+        return set(answer.bindings) & set(routes)
+
+    async def deliver_binding(self, name: str, route: str, event: BindingEvent) -> None:
+        """Dapr's `OnBindingEvent`; any error status leaves the event to be delivered again."""
+        request = dapr_callback.BindingEventRequest(name=name, data=event.data, metadata=event.metadata)
+        try:
+            await self._dapr().OnBindingEvent(request, timeout=self.timeout, metadata=_trace_metadata([]))
+        except grpc.aio.AioRpcError as err:
+            raise self._error(err, f"OnBindingEvent for input binding {name}") from None
 
     async def close(self) -> None:
         if self._channel is not None:

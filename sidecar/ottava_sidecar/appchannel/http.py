@@ -33,6 +33,7 @@ from ottava_sidecar.appchannel.base import (
     AppTimeoutError,
     AppUnavailableError,
 )
+from ottava_sidecar.components.bindings.base import BindingEvent
 from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse, grpc_code_for_http
 from ottava_sidecar.messaging import cloudevents
 from ottava_sidecar.messaging.cloudevents import TopicEvent
@@ -257,6 +258,42 @@ class HttpAppChannel(AppChannel):
         except aiohttp.ClientConnectionError as err:
             raise AppUnavailableError(f"{self.describe()} is not reachable: {err}") from None
 
+    async def input_bindings(self, routes: dict[str, str]) -> set[str]:
+        """Dapr's test: `OPTIONS <route>` answered 2xx or 405 means the app has a route there."""
+        listened: set[str] = set()
+        for name, route in routes.items():
+            try:
+                async with self._client().options(f"{self._base}/{route.lstrip('/')}") as response:
+                    await response.read()
+                    status = response.status
+            except TimeoutError:
+                raise AppTimeoutError(f"{self.describe()} did not answer OPTIONS {route} in {self.timeout}s") from None
+            except aiohttp.ClientConnectionError as err:
+                raise AppUnavailableError(f"{self.describe()} is not reachable: {err}") from None
+            if 200 <= status < 300 or status == 405:
+                listened.add(name)
+        return listened
+
+    async def deliver_binding(self, name: str, route: str, event: BindingEvent) -> None:
+        """`POST <route>` with the data as body and the metadata as headers; a 2xx answer accepts it."""
+        headers = {k: v for k, v in event.metadata.items() if k.lower() not in HOP_BY_HOP and _header_value(v)}
+        headers["Content-Type"] = "application/json"
+        tracing.inject_into(headers)
+        try:
+            async with self._client().post(
+                f"{self._base}/{route.lstrip('/')}", data=event.data, headers=headers
+            ) as response:
+                answer = await response.read()
+                status = response.status
+        except TimeoutError:
+            raise AppTimeoutError(f"{self.describe()} did not answer POST {route} in {self.timeout}s") from None
+        except aiohttp.ClientConnectionError as err:
+            raise AppUnavailableError(f"{self.describe()} is not reachable: {err}") from None
+        if not 200 <= status < 300:
+            raise AppChannelError(
+                f"{self.describe()} answered the event of input binding {name} with HTTP {status}: {answer[:200]!r}"
+            )
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -291,6 +328,10 @@ def _add(subscriptions: AppSubscriptions, index: int, item: Any) -> None:
         dead_letter_topic=parsed.dead_letter_topic,
         bulk=bulk_from(bulk.enabled, bulk.max_messages_count, bulk.max_await_duration_ms) if bulk else None,
     )
+
+
+def _header_value(value: str) -> bool:
+    return value.isprintable() and value.isascii()
 
 
 def _json_type(value: Any) -> str:

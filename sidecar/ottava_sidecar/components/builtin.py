@@ -12,6 +12,13 @@ from typing import Final
 _PACKAGE: Final = "ottava_sidecar.components"
 
 MODULES: Final[dict[str, str]] = {
+    "bindings.cron": f"{_PACKAGE}.bindings.cron",
+    "bindings.http": f"{_PACKAGE}.bindings.http",
+    "bindings.localstorage": f"{_PACKAGE}.bindings.localstorage",
+    "bindings.mqtt": f"{_PACKAGE}.bindings.mqtt",
+    "bindings.postgresql": f"{_PACKAGE}.bindings.postgresql",
+    "bindings.rabbitmq": f"{_PACKAGE}.bindings.rabbitmq",
+    "bindings.redis": f"{_PACKAGE}.bindings.redis",
     "configuration.etcd": f"{_PACKAGE}.configuration.etcd",
     "configuration.in-memory": f"{_PACKAGE}.configuration.in_memory",
     "configuration.kubernetes": f"{_PACKAGE}.configuration.kubernetes",

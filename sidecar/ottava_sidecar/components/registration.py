@@ -28,6 +28,7 @@ BUILDING_BLOCKS = (
     "sequencer",
     "secretstores",
     "file",
+    "bindings",
 )
 
 

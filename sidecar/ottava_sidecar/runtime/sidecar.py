@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
     from ottava_sidecar import appchannel
     from ottava_sidecar.api.apis import Apis
+    from ottava_sidecar.api.bindings import InputBindings
     from ottava_sidecar.api.metadata import MetadataApi
     from ottava_sidecar.identity.local_issuer import LocalIssuer
     from ottava_sidecar.invocation.invoker import Invoker
@@ -419,7 +420,19 @@ class Sidecar:
         if answer.problems:
             self.registry.set_condition(APP_SUBSCRIPTIONS, Status.UP, "; ".join(answer.problems))
         problems = await self.messaging.subscribe_app(channel, answer.specs)
+        problems += await self._read_input_bindings(channel)
         self.registry.set_condition("app", Status.UP, "; ".join(problems))
+
+    async def _read_input_bindings(self, channel: appchannel.AppChannel) -> list[str]:
+        """Start the readers of the input bindings the app listens to; what kept them from starting."""
+        from ottava_sidecar.appchannel import AppChannelError
+
+        try:
+            await self._built().input_bindings.start(channel)
+        except AppChannelError as err:
+            log.error("input bindings: asking the app which it listens to failed: %s", err)
+            return [f"input bindings not read: {err}"]
+        return []
 
     async def _start_runner(
         self,
@@ -488,6 +501,7 @@ class Sidecar:
             await _bounded("closing the Kubernetes client", self.wiring.client.close(), grace)
         if self._services is not None:
             await _bounded("closing the subscriptions", self._services.messaging.close(), grace)
+            await _bounded("stopping the input bindings", self._services.input_bindings.close(), grace)
 
     async def _drain_servers(self, grace: float) -> None:
         for unserved in (*self._http_sockets, *self.metrics_sockets):
@@ -649,10 +663,12 @@ class _Services:
     invoker: Invoker
     metadata: MetadataApi
     apis: Apis
+    input_bindings: InputBindings
 
     @classmethod
     def build(cls, sidecar: Sidecar) -> _Services:
         from ottava_sidecar.api.apis import Apis
+        from ottava_sidecar.api.bindings import InputBindings
         from ottava_sidecar.api.metadata import AppConnectionProperties, MetadataApi
         from ottava_sidecar.invocation.invoker import Invoker
         from ottava_sidecar.messaging.runtime import Messaging
@@ -671,7 +687,7 @@ class _Services:
         metadata = MetadataApi(sidecar.registry, o.mode, app, sidecar.on_shutdown_request)
         metadata.subscriptions = messaging.subscriptions
         apis = Apis.create(sidecar.registry, metadata, messaging=messaging, invoker=invoker, limits=o.limits)
-        return cls(messaging, invoker, metadata, apis)
+        return cls(messaging, invoker, metadata, apis, InputBindings(sidecar.registry))
 
 
 def _record_status(entry: Entry) -> None:

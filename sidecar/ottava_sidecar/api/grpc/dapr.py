@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import (
+    binding_pb2,
     configuration_pb2,
     dapr_pb2,
     dapr_pb2_grpc,
@@ -25,7 +26,7 @@ from google.protobuf import empty_pb2
 
 from ottava_sidecar.api import errors
 from ottava_sidecar.api.apis import Apis
-from ottava_sidecar.api.grpc import invocation, pubsub, secrets, state, state_query
+from ottava_sidecar.api.grpc import bindings, invocation, pubsub, secrets, state, state_query
 from ottava_sidecar.api.grpc.calls import Context, answer_unimplemented, streaming, unary
 from ottava_sidecar.api.pubsub import BulkEntry
 from ottava_sidecar.appchannel.grpc import dapr_event
@@ -72,12 +73,14 @@ class DaprService(
     pubsub.PubSubCalls,
     secrets.SecretCalls[secret_pb2.GetSecretResponse, secret_pb2.GetBulkSecretResponse],
     invocation.InvocationCalls[common_pb2.InvokeResponse],
+    bindings.BindingCalls[binding_pb2.InvokeBindingResponse],
     dapr_pb2_grpc.DaprServicer,
 ):
     surface = "dapr"  # the label of its calls in metrics (calls.py)
     state_messages = state_pb2
     secret_messages = secret_pb2
     invoke_messages = common_pb2
+    binding_messages = binding_pb2
 
     def __init__(self, apis: Apis) -> None:
         self.apis = apis

@@ -11,7 +11,7 @@ from google.protobuf import empty_pb2
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2 as pb
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc
 from ottava_sidecar.api.apis import Apis
-from ottava_sidecar.api.grpc import files, invocation, pubsub, secrets, state
+from ottava_sidecar.api.grpc import bindings, files, invocation, pubsub, secrets, state
 from ottava_sidecar.api.grpc.calls import Context, answer_unimplemented, streaming, unary
 from ottava_sidecar.appchannel.grpc import layotto_event
 from ottava_sidecar.components.configuration.base import ConfigurationItem
@@ -47,12 +47,14 @@ class LayottoService(
     secrets.SecretCalls[pb.GetSecretResponse, pb.GetBulkSecretResponse],
     invocation.InvocationCalls[pb.InvokeResponse],
     files.FileCalls,
+    bindings.BindingCalls[pb.InvokeBindingResponse],
     runtime_pb2_grpc.RuntimeServicer,
 ):
     surface = "layotto"  # the label of its calls in metrics (calls.py)
     state_messages = pb
     secret_messages = pb
     invoke_messages = pb
+    binding_messages = pb
 
     def __init__(self, apis: Apis) -> None:
         self.apis = apis

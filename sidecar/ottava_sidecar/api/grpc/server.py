@@ -82,9 +82,7 @@ class GrpcApiServer:
         from ottava_sidecar.api.grpc.layotto import LayottoService
 
         self.dapr = DaprService(apis)
-        # mypy-protobuf marks every generated method abstract; `answer_unimplemented` fills in
-        # the ones Ottava does not serve, at import time, which mypy cannot see.
-        layotto = LayottoService(apis)  # type: ignore[abstract]
+        layotto = LayottoService(apis)  # serves every method of Layotto's Runtime service
         dapr_pb2_grpc.add_DaprServicer_to_server(self.dapr, self.server)  # type: ignore[no-untyped-call]
         runtime_pb2_grpc.add_RuntimeServicer_to_server(layotto, self.server)
         # Last: methods of neither service are answered UNIMPLEMENTED, as grpc would, and counted.

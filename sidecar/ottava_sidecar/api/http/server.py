@@ -10,6 +10,7 @@ from ottava_sidecar import contract, metrics
 from ottava_sidecar.api.apis import Apis
 from ottava_sidecar.api.http import routing
 from ottava_sidecar.api.http.actuator import Actuator
+from ottava_sidecar.api.http.bindings import BindingsHttpApi
 from ottava_sidecar.api.http.dapr import DaprHttpApi
 from ottava_sidecar.api.http.invoke import InvokeHttpApi
 from ottava_sidecar.api.http.pubsub import PubSubHttpApi
@@ -31,6 +32,7 @@ def build_api_app(apis: Apis, *, api_token: str | None, limits: Limits | None = 
         *DaprHttpApi(apis).routes(),
         *PubSubHttpApi(apis.pubsub).routes(),
         *InvokeHttpApi(apis.invocation).routes(),
+        *BindingsHttpApi(apis.bindings).routes(),
     ]
     for route in routes:
         app.router.add_route(route.method, route.path, routing.serve(route, token, guard))
