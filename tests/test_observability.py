@@ -26,7 +26,7 @@ def sample(metrics_text: str, metric: str, **labels: str) -> float:
 
 
 def test_grpc_calls_are_counted_per_method_and_status(default_sidecar: SidecarProcess) -> None:
-    labels = {"protocol": "grpc", "api": "state", "method": "GetState"}
+    labels = {"protocol": "grpc", "api": "state", "method": "GetState", "surface": "dapr"}  # not Layotto's GetState
     before = httpx.get(f"{default_sidecar.metrics_url}/metrics").text
     with grpc.insecure_channel(default_sidecar.grpc_address) as channel:
         stub = dapr_pb2_grpc.DaprStub(channel)
