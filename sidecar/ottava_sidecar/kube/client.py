@@ -1,5 +1,6 @@
 """Connecting to the apiserver: credentials from a kubeconfig or from the pod, and requests."""
 
+import asyncio
 import base64
 import json
 import os
@@ -198,8 +199,16 @@ class KubeClient:
 
     async def close(self) -> None:
         self._closed = True
-        if self._session is not None:
+        if self._session is not None and not self._session.closed:
             await self._session.close()
+            if self.credentials.server.startswith("https:"):
+                # An SSL connection closes its socket only once the TLS shutdown ran on the loop
+                # (aiohttp's "graceful shutdown"): give it that turn, or a loop that ends now
+                # leaves the socket open until the garbage collector finds it.
+                await asyncio.sleep(_TLS_SHUTDOWN_SECONDS)
+
+
+_TLS_SHUTDOWN_SECONDS = 0.25
 
 
 def _error(status: int, payload: bytes) -> KubeError:
