@@ -178,6 +178,29 @@ def test_the_journey_in_pods(
 
     assert cluster_mod.poll(delivered, timeout=30, what="the event to reach shipping") == [{"order": 1}]
 
+    # 6b. A declarative Subscription (the Subscription CRD), scoped to shipping, reaches the
+    # running sidecars: events published to its topic go to the route it names, and not to
+    # checkout, which its scopes leave out. Each poll publishes anew: an event published
+    # before the sidecars opened the subscription has no subscriber to wait for it.
+    subscription = {
+        "apiVersion": "ottava.io/v1alpha1",
+        "kind": "Subscription",
+        "metadata": {"name": "declared-orders"},
+        "spec": {"pubsubname": "pubsub", "topic": "declared", "routes": {"default": "/events/declared"}},
+        "scopes": ["shipping"],
+    }
+    result = apply(cluster, ns, dump(subscription))
+    assert result.returncode == 0, result.stderr
+    published = iter(range(1, 1000))
+
+    def declared_delivered() -> list[Any] | None:
+        pods.call_app(checkout, "POST", "/publish/declared", body=json.dumps({"declared": next(published)}).encode())
+        seen = [event for pod in shipping for event in pods.call_app(pod, "GET", "/received") if "declared" in event]
+        return seen or None
+
+    assert cluster_mod.poll(declared_delivered, timeout=60, what="a declared subscription's event to reach shipping")
+    assert [e for e in pods.call_app(checkout, "GET", "/received") if "declared" in e] == []
+
     # 7. checkout invokes shipping by app id across pods; both replicas answer.
     answered = {pods.call_app(checkout, "GET", "/invoke/shipping/hello")["pod"] for _ in range(20)}
     assert answered == {p.metadata.name for p in shipping}
