@@ -1,0 +1,159 @@
+"""WebAssembly functions (`function.wasm`) invoked like apps, under `ottava run`.
+
+One sidecar runs the WAT example of examples/wasm/echo and the misbehaving modules of
+tests/wasm: a loop, a module that grows past its memory limit, a trap and a failure.
+Each is called as a user would (Dapr HTTP, the Dapr SDK over gRPC, Layotto's stubs),
+and each misbehaviour gives a clear error without disturbing the other calls.
+"""
+
+import concurrent.futures
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from dapr.clients import DaprClient
+from dapr.clients.grpc.client import DaprGrpcClient
+from google.protobuf import any_pb2
+from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2 as layotto
+from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc as layotto_grpc
+
+from tests.conftest import SidecarFactory, SidecarProcess, run_ottava
+from tests.messaging import ROOT, wait_for
+
+MODULES = ROOT / "tests" / "wasm"
+ECHO = ROOT / "examples" / "wasm" / "echo" / "echo.wat"
+
+
+def function(name: str, path: Path, **metadata: str) -> str:
+    lines = "".join(f'  - {{name: {key}, value: "{value}"}}\n' for key, value in metadata.items())
+    return (
+        "apiVersion: ottava.io/v1alpha1\nkind: Component\n"
+        f"metadata: {{name: {name}}}\nspec:\n  type: function.wasm\n  version: v1\n  metadata:\n"
+        f'  - {{name: path, value: "{path}"}}\n{lines}'
+    )
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("wasm")
+
+
+@pytest.fixture(scope="module")
+def sidecar(folder: Path) -> Iterator[SidecarProcess]:
+    resources = folder / "resources"
+    resources.mkdir()
+    shutil.copy(ECHO, folder / "echo.wat")
+    (resources / "echo.yaml").write_text(function("echo", folder / "echo.wat", reloadInterval="100ms"))
+    (resources / "loop.yaml").write_text(function("loop", MODULES / "loop.wat", timeLimit="100ms"))
+    (resources / "grow.yaml").write_text(function("grow", MODULES / "grow.wat", memoryLimitMiB="1"))
+    (resources / "trap.yaml").write_text(function("trap", MODULES / "trap.wat"))
+    (resources / "fail.yaml").write_text(function("fail", MODULES / "fail.wat"))
+    process = run_ottava(["--app-id", "host", "--resources-path", str(resources)], log_dir=folder)
+    yield process
+    process.stop()
+    process.close()
+
+
+def invoke(sidecar: SidecarProcess, app_id: str, body: bytes = b"") -> httpx.Response:
+    return httpx.post(f"{sidecar.http_url}/v1.0/invoke/{app_id}/method/run", content=body, timeout=30)
+
+
+def test_a_function_answers_dapr_http_invocation(sidecar: SidecarProcess) -> None:
+    answer = invoke(sidecar, "echo", b"world")
+    assert answer.status_code == 200, answer.text
+    assert answer.content == b"hello, world"
+    assert answer.headers["content-type"].startswith("text/plain")
+
+
+def test_a_function_answers_the_dapr_sdk_and_layotto_over_grpc(sidecar: SidecarProcess) -> None:
+    with DaprClient(sidecar.grpc_address) as client, pytest.warns(DeprecationWarning, match="deprecated"):
+        answer = DaprGrpcClient.invoke_method(client, "echo", "greet", data=b"dapr", http_verb="POST")
+    assert answer.data == b"hello, dapr"
+    with grpc.insecure_channel(sidecar.grpc_address) as channel:
+        reply = layotto_grpc.RuntimeStub(channel).InvokeService(
+            layotto.InvokeServiceRequest(
+                id="echo", message=layotto.CommonInvokeRequest(method="greet", data=any_pb2.Any(value=b"layotto"))
+            )
+        )
+    assert reply.data.value == b"hello, layotto"
+
+
+def test_a_looping_function_is_stopped_at_its_limit_while_other_calls_succeed(sidecar: SidecarProcess) -> None:
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        loops = [pool.submit(invoke, sidecar, "loop") for _ in range(3)]
+        echoes = [pool.submit(invoke, sidecar, "echo", f"call {i}".encode()) for i in range(40)]
+        for i, echo in enumerate(echoes):
+            answer = echo.result()
+            assert answer.status_code == 200 and answer.content == f"hello, call {i}".encode()
+        for loop in loops:
+            answer = loop.result()
+            assert answer.status_code == 504
+            assert answer.json()["errorCode"] == "ERR_DIRECT_INVOKE"
+            assert answer.json()["message"] == "function loop exceeded its 100 ms time limit and was stopped"
+
+
+def test_memory_limit_trap_and_failure_give_clear_errors(sidecar: SidecarProcess) -> None:
+    grow = invoke(sidecar, "grow")
+    assert grow.status_code == 507
+    assert "function grow exceeded its memory limit of 1 MiB" in grow.json()["message"]
+    trap = invoke(sidecar, "trap")
+    assert trap.status_code == 500
+    assert trap.json()["message"] == "function trap trapped: wasm `unreachable` instruction executed"
+    fail = invoke(sidecar, "fail")
+    assert fail.status_code == 500
+    assert fail.json()["message"] == "function fail failed on run with exit status 3: no such order"
+    assert invoke(sidecar, "echo", b"after").content == b"hello, after"
+
+
+def test_metrics_count_calls_errors_and_limit_hits(sidecar: SidecarProcess) -> None:
+    invoke(sidecar, "trap")
+    invoke(sidecar, "loop")
+    text = httpx.get(f"{sidecar.metrics_url}/metrics", timeout=10).text
+    assert 'ottava_function_calls_total{function="trap",outcome="trapped"}' in text
+    assert 'ottava_function_limit_hits_total{function="loop",limit="time"}' in text
+    assert 'ottava_function_call_seconds_count{function="echo"}' in text
+
+
+def test_a_changed_module_is_reloaded_with_no_failed_call(
+    sidecar: SidecarProcess, folder: Path, tmp_path: Path
+) -> None:
+    module = folder / "echo.wat"
+    changed = module.read_text().replace('"hello, "', '"howdy, "')
+    staged = tmp_path / "echo.wat"
+    staged.write_text(changed)
+    answers: list[httpx.Response] = []
+
+    def reloaded() -> bool | None:
+        answers.append(invoke(sidecar, "echo", b"you"))
+        return True if answers[-1].content == b"howdy, you" else None
+
+    shutil.copy(staged, module.with_suffix(".new"))
+    module.with_suffix(".new").replace(module)  # as an editor or a deployment swaps a file
+    wait_for(reloaded, "the changed module answering")
+    assert all(a.status_code == 200 and a.content in (b"hello, you", b"howdy, you") for a in answers)
+
+
+def test_an_unreadable_module_makes_the_function_down_with_the_reason(sidecars: SidecarFactory, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.wasm"
+    broken = tmp_path / "broken.wat"
+    broken.write_text('(module (func (export "_start") (unknown-instruction)))')
+    process = sidecars.start(
+        "--app-id",
+        "host2",
+        resources={"a.yaml": function("missing", missing), "b.yaml": function("broken", broken)},
+    )
+
+    def reasons() -> dict[str, str] | None:
+        try:
+            body = httpx.get(f"{process.http_url}/actuator/health/readiness", timeout=5).json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        found = {n: c["details"].get("reason", "") for n, c in body["components"].items() if c["status"] == "DOWN"}
+        return found if len(found) == 2 else None
+
+    found = wait_for(reasons, "both functions DOWN")
+    assert f"cannot read its module {missing}" in found["missing"]
+    assert f"module {broken} cannot be used" in found["broken"]
