@@ -68,8 +68,12 @@ def test_a_function_answers_dapr_http_invocation(sidecar: SidecarProcess) -> Non
     assert answer.headers["content-type"].startswith("text/plain")
 
 
-def test_a_function_answers_the_dapr_sdk_and_layotto_over_grpc(sidecar: SidecarProcess) -> None:
-    with DaprClient(sidecar.grpc_address) as client, pytest.warns(DeprecationWarning, match="deprecated"):
+def test_a_function_answers_the_dapr_sdk_and_layotto_over_grpc(
+    sidecar: SidecarProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAPR_GRPC_PORT", str(sidecar.grpc_port))
+    monkeypatch.setenv("DAPR_HTTP_PORT", str(sidecar.http_port))
+    with DaprClient() as client, pytest.warns(DeprecationWarning, match="deprecated"):
         answer = DaprGrpcClient.invoke_method(client, "echo", "greet", data=b"dapr", http_verb="POST")
     assert answer.data == b"hello, dapr"
     with grpc.insecure_channel(sidecar.grpc_address) as channel:

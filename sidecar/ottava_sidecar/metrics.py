@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     IDENTITY_RENEWALS: Counter
     FUNCTION_CALLS: Counter
     FUNCTION_SECONDS: Histogram
+    FUNCTION_RUNNING: Gauge
     FUNCTION_LIMIT_HITS: Counter
     FUNCTION_RELOADS: Counter
 
@@ -143,6 +144,11 @@ def _define() -> dict[str, Any]:
             "How long a function call took, waiting for a free slot included, by function.",
             ["function"],
             buckets=_LATENCY_BUCKETS,
+        ),
+        "FUNCTION_RUNNING": prometheus_client.Gauge(
+            "ottava_function_calls_running",
+            "Function calls running now (each on a thread of its function's own), by function.",
+            ["function"],
         ),
         "FUNCTION_LIMIT_HITS": prometheus_client.Counter(
             "ottava_function_limit_hits_total",

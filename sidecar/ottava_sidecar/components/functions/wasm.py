@@ -480,9 +480,20 @@ class WasmFunction(Function[WasmMetadata]):
         self, pre: wasmtime.InstancePre, call: FunctionCall, context: _CallContext, limit: float
     ) -> FunctionResult:
         """One call in a fresh instance, in a worker thread."""
-        import wasmtime
 
         context.deadline = time.monotonic() + limit
+        running = metrics.FUNCTION_RUNNING.labels(self.name)
+        running.inc()
+        try:
+            return self._run_instance(pre, call, context, limit)
+        finally:
+            running.dec()
+
+    def _run_instance(
+        self, pre: wasmtime.InstancePre, call: FunctionCall, context: _CallContext, limit: float
+    ) -> FunctionResult:
+        import wasmtime
+
         store = wasmtime.Store(ENGINE.engine())
         store.set_limits(memory_size=self.memory_bytes)
         store.set_epoch_deadline(max(1, math.ceil(limit / TICK_SECONDS)))
