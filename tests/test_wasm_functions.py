@@ -161,3 +161,21 @@ def test_an_unreadable_module_makes_the_function_down_with_the_reason(sidecars: 
     found = wait_for(reasons, "both functions DOWN")
     assert f"cannot read its module {missing}" in found["missing"]
     assert f"module {broken} cannot be used" in found["broken"]
+
+
+def test_other_sidecars_call_a_function_by_its_name(sidecars: SidecarFactory, tmp_path: Path) -> None:
+    env = {"OTTAVA_REGISTRY_DIR": str(tmp_path / "registry")}
+    resources = {
+        "echo.yaml": function("echo-remote", ECHO),
+        "loop.yaml": function("loop-remote", MODULES / "loop.wat", timeLimit="100ms"),
+    }
+    sidecars.start("--app-id", "runs-functions", resources=resources, env=env)
+    caller = sidecars.start("--app-id", "calls-functions", env=env)  # mTLS between them, as by default
+    answer = httpx.post(f"{caller.http_url}/v1.0/invoke/echo-remote/method/greet", content=b"peer", timeout=30)
+    assert answer.status_code == 200 and answer.content == b"hello, peer"
+    looped = httpx.post(f"{caller.http_url}/v1.0/invoke/loop-remote/method/spin", timeout=30)
+    assert looped.status_code == 504
+    assert looped.json() == {
+        "errorCode": "ERR_DIRECT_INVOKE",
+        "message": "function loop-remote exceeded its 100 ms time limit and was stopped",
+    }

@@ -8,6 +8,8 @@ makes, as the sidecar's own app (its keys carry the app's prefix; its events com
 the app's id).
 """
 
+import json
+
 import grpc
 
 from ottava_sidecar.api import errors
@@ -91,6 +93,10 @@ class FunctionsApi:
             return None
         return LocalFunction(self, app_id)
 
+    def for_peers(self, app_id: str) -> "PeerFunction | None":
+        """The function named `app_id` as other sidecars call it: its failures are answers, not errors."""
+        return PeerFunction(self, app_id) if self.find(app_id) is not None else None
+
     async def invoke(self, name: str, request: InvocationRequest) -> InvocationResponse:
         entry = self._registry.get(name)
         function = entry.instance if entry is not None and entry.status is Status.UP else None
@@ -128,3 +134,24 @@ class LocalFunction:
 
     async def invoke(self, request: InvocationRequest) -> InvocationResponse:
         return await self._api.invoke(self.name, request)
+
+
+class PeerFunction(LocalFunction):
+    """A function called by another sidecar: a failure travels back as a failed answer.
+
+    The calling sidecar passes an app's answer through whatever its status, so the
+    caller sees the same status, code and message as it would from a local call.
+    """
+
+    async def invoke(self, request: InvocationRequest) -> InvocationResponse:
+        try:
+            return await super().invoke(request)
+        except errors.ApiError as err:
+            body = json.dumps({"errorCode": err.error_code, "message": err.message}).encode()
+            return InvocationResponse(
+                status=err.http_status,
+                data=body,
+                content_type="application/json",
+                grpc_code=err.code,
+                message=err.message,
+            )
