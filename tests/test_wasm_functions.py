@@ -7,7 +7,9 @@ and each misbehaviour gives a clear error without disturbing the other calls.
 """
 
 import concurrent.futures
+import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,16 +43,45 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("wasm")
 
 
+STORES = """\
+apiVersion: ottava.io/v1alpha1
+kind: Component
+metadata: {name: statestore}
+spec: {type: state.in-memory, version: v1}
+---
+apiVersion: ottava.io/v1alpha1
+kind: Component
+metadata: {name: configstore}
+spec: {type: configuration.in-memory, version: v1}
+"""
+
+
 @pytest.fixture(scope="module")
-def sidecar(folder: Path) -> Iterator[SidecarProcess]:
+def probe_module(folder: Path) -> Path:
+    """tests/wasm/probe built with the example's import file, as a user builds a function (Go's cache makes it quick)."""
+    build = folder / "probe-build"
+    build.mkdir()
+    shutil.copy(MODULES / "probe" / "main.go", build)
+    shutil.copy(ROOT / "examples" / "wasm" / "counter" / "ottava.go", build)
+    (build / "go.mod").write_text("module probe\n\ngo 1.26\n")
+    env = {"GOOS": "wasip1", "GOARCH": "wasm", "GOTOOLCHAIN": "local"}
+    subprocess.run(["go", "build", "-o", "probe.wasm", "."], cwd=build, env={**os.environ, **env}, check=True)
+    return build / "probe.wasm"
+
+
+@pytest.fixture(scope="module")
+def sidecar(folder: Path, probe_module: Path) -> Iterator[SidecarProcess]:
     resources = folder / "resources"
     resources.mkdir()
-    shutil.copy(ECHO, folder / "echo.wat")
-    (resources / "echo.yaml").write_text(function("echo", folder / "echo.wat", reloadInterval="100ms"))
+    shutil.copy(ECHO, folder / "reloading.wat")
+    (resources / "echo.yaml").write_text(function("echo", ECHO))
+    (resources / "reloading.yaml").write_text(function("reloading", folder / "reloading.wat", reloadInterval="100ms"))
     (resources / "loop.yaml").write_text(function("loop", MODULES / "loop.wat", timeLimit="100ms"))
     (resources / "grow.yaml").write_text(function("grow", MODULES / "grow.wat", memoryLimitMiB="1"))
     (resources / "trap.yaml").write_text(function("trap", MODULES / "trap.wat"))
     (resources / "fail.yaml").write_text(function("fail", MODULES / "fail.wat"))
+    (resources / "probe.yaml").write_text(function("probe", probe_module))
+    (resources / "stores.yaml").write_text(STORES)
     process = run_ottava(["--app-id", "host", "--resources-path", str(resources)], log_dir=folder)
     yield process
     process.stop()
@@ -124,14 +155,14 @@ def test_metrics_count_calls_errors_and_limit_hits(sidecar: SidecarProcess) -> N
 def test_a_changed_module_is_reloaded_with_no_failed_call(
     sidecar: SidecarProcess, folder: Path, tmp_path: Path
 ) -> None:
-    module = folder / "echo.wat"
+    module = folder / "reloading.wat"
     changed = module.read_text().replace('"hello, "', '"howdy, "')
     staged = tmp_path / "echo.wat"
     staged.write_text(changed)
     answers: list[httpx.Response] = []
 
     def reloaded() -> bool | None:
-        answers.append(invoke(sidecar, "echo", b"you"))
+        answers.append(invoke(sidecar, "reloading", b"you"))
         return True if answers[-1].content == b"howdy, you" else None
 
     shutil.copy(staged, module.with_suffix(".new"))
@@ -179,3 +210,33 @@ def test_other_sidecars_call_a_function_by_its_name(sidecars: SidecarFactory, tm
         "errorCode": "ERR_DIRECT_INVOKE",
         "message": "function loop-remote exceeded its 100 ms time limit and was stopped",
     }
+
+
+def call(sidecar: SidecarProcess, method: str, body: bytes = b"") -> str:
+    answer = httpx.post(f"{sidecar.http_url}/v1.0/invoke/probe/method/{method}", content=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.text
+
+
+def test_host_functions_reach_state_configuration_and_invocation(sidecar: SidecarProcess) -> None:
+    assert call(sidecar, "state", b"probe-key") == "v1 true false"  # saved, read, deleted
+    assert call(sidecar, "config", b"colour") == '"" false'
+    with grpc.insecure_channel(sidecar.grpc_address) as channel:
+        layotto_grpc.RuntimeStub(channel).SaveConfiguration(
+            layotto.SaveConfigurationRequest(
+                store_name="configstore", app_id="host", items=[layotto.ConfigurationItem(key="colour", content="teal")]
+            )
+        )
+    assert call(sidecar, "config", b"colour") == '"teal" true'
+    assert call(sidecar, "invoke", b"from a function") == "hello, from a function"
+    assert call(sidecar, "error") == "state_get: state store nosuchstore is not found"
+
+
+def test_a_function_reaches_no_file_no_network_and_only_its_own_environment(sidecar: SidecarProcess) -> None:
+    lines = call(sidecar, "sandbox").splitlines()
+    assert lines[:2] == ["file: true", "net: true"]
+    assert lines[2] == (
+        "env: OTTAVA_CALLER_APP_ID=host OTTAVA_CONTENT_TYPE= "
+        "OTTAVA_FUNCTION=probe OTTAVA_HTTP_VERB=POST OTTAVA_METHOD=sandbox OTTAVA_QUERY="
+    )
+    assert lines[3] == "args: probe sandbox"
