@@ -175,10 +175,21 @@ def test_an_unreadable_module_makes_the_function_down_with_the_reason(sidecars: 
     missing = tmp_path / "missing.wasm"
     broken = tmp_path / "broken.wat"
     broken.write_text('(module (func (export "_start") (unknown-instruction)))')
+    no_start = tmp_path / "library.wat"
+    no_start.write_text('(module (memory (export "memory") 1) (func (export "add")))')
+    unknown_import = tmp_path / "unknown-import.wat"
+    unknown_import.write_text(
+        '(module (import "ottava" "teleport" (func)) (memory (export "memory") 1) (func (export "_start")))'
+    )
     process = sidecars.start(
         "--app-id",
         "host2",
-        resources={"a.yaml": function("missing", missing), "b.yaml": function("broken", broken)},
+        resources={
+            "a.yaml": function("missing", missing),
+            "b.yaml": function("broken", broken),
+            "c.yaml": function("library", no_start),
+            "d.yaml": function("teleporter", unknown_import),
+        },
     )
 
     def reasons() -> dict[str, str] | None:
@@ -187,11 +198,19 @@ def test_an_unreadable_module_makes_the_function_down_with_the_reason(sidecars: 
         except (httpx.HTTPError, ValueError):
             return None
         found = {n: c["details"].get("reason", "") for n, c in body["components"].items() if c["status"] == "DOWN"}
-        return found if len(found) == 2 else None
+        return found if len(found) == 4 else None
 
-    found = wait_for(reasons, "both functions DOWN")
+    found = wait_for(reasons, "the four functions DOWN")
     assert f"cannot read its module {missing}" in found["missing"]
     assert f"module {broken} cannot be used" in found["broken"]
+    assert found["library"].endswith(
+        f"module {no_start} cannot be used: it exports no function '_start': build it as a WASI command (a main function)"
+    )
+    assert found["teleporter"].endswith(
+        f"module {unknown_import} cannot be used: unknown import: `ottava::teleport` has not been defined"
+    )
+    answer = httpx.post(f"{process.http_url}/v1.0/invoke/library/method/add", timeout=10)
+    assert answer.status_code == 503 and answer.json()["message"].startswith("function 'library' is not ready: ")
 
 
 def test_other_sidecars_call_a_function_by_its_name(sidecars: SidecarFactory, tmp_path: Path) -> None:

@@ -167,8 +167,13 @@ class _Engine:
         if cached is not None:
             return cached
         module = wasmtime.Module(engine, code if code.startswith(b"\0asm") else bytes(wasmtime.wat2wasm(code.decode())))
+        exports = {export.name: export.type for export in module.exports}
+        if not isinstance(exports.get("_start"), wasmtime.FuncType):
+            raise ValueError("it exports no function '_start': build it as a WASI command (a main function)")
+        if not isinstance(exports.get("memory"), wasmtime.MemoryType):
+            raise ValueError("it exports no memory named 'memory', which the host functions read and write")
         assert self._linker is not None
-        pre = self._linker.instantiate_pre(module)
+        pre = self._linker.instantiate_pre(module)  # fails on an import that neither WASI nor `ottava` has
         with self._lock:
             return self._modules.setdefault(digest, pre)
 
@@ -421,7 +426,8 @@ class WasmFunction(Function[WasmMetadata]):
         try:
             pre = await asyncio.to_thread(ENGINE.prepare, digest, code)
         except Exception as err:
-            raise ComponentError(f"function {self.name}: module {self.path} cannot be used: {err}") from None
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ComponentError(f"function {self.name}: module {self.path} cannot be used: {reason}") from None
         log.info(
             "function %s: module %s (sha256 %s) ready in %.0f ms",
             self.name,
