@@ -80,7 +80,7 @@ def sidecar(folder: Path, probe_module: Path) -> Iterator[SidecarProcess]:
     (resources / "grow.yaml").write_text(function("grow", MODULES / "grow.wat", memoryLimitMiB="1"))
     (resources / "trap.yaml").write_text(function("trap", MODULES / "trap.wat"))
     (resources / "fail.yaml").write_text(function("fail", MODULES / "fail.wat"))
-    (resources / "probe.yaml").write_text(function("probe", probe_module))
+    (resources / "probe.yaml").write_text(function("probe", probe_module, memoryLimitMiB="16"))
     (resources / "stores.yaml").write_text(STORES)
     process = run_ottava(["--app-id", "host", "--resources-path", str(resources)], log_dir=folder)
     yield process
@@ -259,3 +259,13 @@ def test_a_function_reaches_no_file_no_network_and_only_its_own_environment(side
         "OTTAVA_FUNCTION=probe OTTAVA_HTTP_VERB=POST OTTAVA_METHOD=sandbox OTTAVA_QUERY="
     )
     assert lines[3] == "args: probe sandbox"
+
+
+def test_a_go_function_that_outgrows_its_memory_limit_fails_clearly(sidecar: SidecarProcess) -> None:
+    assert call(sidecar, "allocate", b"4") == "allocated 4 MiB"
+    answer = httpx.post(f"{sidecar.http_url}/v1.0/invoke/probe/method/allocate", content=b"64", timeout=30)
+    assert answer.status_code == 507
+    assert answer.json()["message"].startswith(
+        "function probe exceeded its memory limit of 16 MiB (it exited with status 2"
+    )
+    assert call(sidecar, "allocate", b"4") == "allocated 4 MiB"  # the next call has a fresh instance

@@ -37,6 +37,16 @@ func main() {
 			fail(err)
 		}
 		fmt.Printf("%s", answer)
+	case "allocate": // as many MiB as the body says, touched so that they are really used
+		var mib int
+		fmt.Sscan(arg, &mib)
+		blocks := make([][]byte, 0, mib)
+		for i := 0; i < mib; i++ {
+			block := make([]byte, 1<<20)
+			block[len(block)-1] = 1
+			blocks = append(blocks, block)
+		}
+		fmt.Printf("allocated %d MiB", len(blocks))
 	case "error":
 		_, _, err := StateGet("nosuchstore", "k")
 		fmt.Printf("%v", err)

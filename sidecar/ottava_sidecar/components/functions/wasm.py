@@ -459,7 +459,9 @@ class WasmFunction(Function[WasmMetadata]):
             watch.cancel()
         pool = getattr(self, "_pool", None)
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            # The calls that started or wait finish first, each within its time limit: the epoch
+            # timer, which enforces that limit, must outlive them.
+            await asyncio.to_thread(pool.shutdown, wait=True)
         if getattr(self, "_acquired", False):
             self._acquired = False
             await asyncio.to_thread(ENGINE.release)
@@ -545,11 +547,12 @@ class WasmFunction(Function[WasmMetadata]):
             if status != 0:
                 detail = _read_fd(stderr, STDERR_KEPT).decode(errors="replace").strip()
                 used = instance_memory(store, instance)
-                if used is not None and used + PAGE > self.memory_bytes:
+                # Growing past the limit fails: a module then exits (Go: "fatal error: out of memory").
+                if (used is not None and used + PAGE > self.memory_bytes) or "out of memory" in detail:
                     raise FunctionError(
                         FunctionFailure.MEMORY_LIMIT,
                         f"function {self.name} exceeded its memory limit of {self.settings.memory_limit_mib} MiB "
-                        f"(it exited with status {status}: {detail or 'no message'})",
+                        f"(it exited with status {status}: {detail.splitlines()[0] if detail else 'no message'})",
                     )
                 raise FunctionError(
                     FunctionFailure.FAILED,
