@@ -10,6 +10,7 @@ import concurrent.futures
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,19 +157,29 @@ def test_a_changed_module_is_reloaded_with_no_failed_call(
     sidecar: SidecarProcess, folder: Path, tmp_path: Path
 ) -> None:
     module = folder / "reloading.wat"
-    changed = module.read_text().replace('"hello, "', '"howdy, "')
-    staged = tmp_path / "echo.wat"
-    staged.write_text(changed)
-    answers: list[httpx.Response] = []
+    staged = tmp_path / "reloading.wat"
+    staged.write_text(module.read_text().replace('"hello, "', '"howdy, "'))
+    done = threading.Event()
 
-    def reloaded() -> bool | None:
-        answers.append(invoke(sidecar, "reloading", b"you"))
-        return True if answers[-1].content == b"howdy, you" else None
+    def keep_calling() -> list[httpx.Response]:
+        answers = []
+        with httpx.Client(timeout=30) as client:
+            while not done.is_set():
+                answers.append(client.post(f"{sidecar.http_url}/v1.0/invoke/reloading/method/run", content=b"you"))
+        return answers
 
-    shutil.copy(staged, module.with_suffix(".new"))
-    module.with_suffix(".new").replace(module)  # as an editor or a deployment swaps a file
-    wait_for(reloaded, "the changed module answering")
-    assert all(a.status_code == 200 and a.content in (b"hello, you", b"howdy, you") for a in answers)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        callers = [pool.submit(keep_calling) for _ in range(4)]
+        staged.replace(module)  # as an editor or a deployment swaps a file: rename over the old one
+        try:
+            wait_for(lambda: invoke(sidecar, "reloading", b"you").content == b"howdy, you", "the changed module")
+        finally:
+            done.set()
+        answers = [answer for caller in callers for answer in caller.result()]
+    assert answers and all(a.status_code == 200 for a in answers), {a.text for a in answers if a.status_code != 200}
+    assert {a.content for a in answers} <= {b"hello, you", b"howdy, you"}
+    text = httpx.get(f"{sidecar.metrics_url}/metrics", timeout=10).text
+    assert 'ottava_function_reloads_total{function="reloading",result="reloaded"} 1.0' in text
 
 
 def test_an_unreadable_module_makes_the_function_down_with_the_reason(sidecars: SidecarFactory, tmp_path: Path) -> None:
