@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import Field
 
 from ottava_sidecar import metrics
+from ottava_sidecar.components.backends.options import Seconds
 from ottava_sidecar.components.base import ComponentMetadata
 from ottava_sidecar.components.errors import ComponentError
 from ottava_sidecar.components.functions.base import (
@@ -48,7 +49,6 @@ from ottava_sidecar.components.functions.base import (
     FunctionResult,
 )
 from ottava_sidecar.components.registration import register
-from ottava_sidecar.resources.models import Duration, parse_duration
 
 if TYPE_CHECKING:
     import wasmtime
@@ -79,8 +79,10 @@ class WasmMetadata(ComponentMetadata):
         le=4096,
         description="The most linear memory one instance may grow to, in MiB; growing beyond it fails.",
     )
-    time_limit: Duration = Field(
-        default="1s",
+    time_limit: Seconds = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
         alias="timeLimit",
         description="How long one call may run (its host calls included) before it is stopped.",
     )
@@ -91,8 +93,9 @@ class WasmMetadata(ComponentMetadata):
         le=256,
         description="Calls run at once, each on a thread of the function's own; more wait for a free one.",
     )
-    reload_interval: Duration = Field(
-        default="1s",
+    reload_interval: Seconds = Field(
+        default=1.0,
+        ge=0,
         alias="reloadInterval",
         description='How often the file is checked for a new module ("0s": never; the module is read once).',
     )
@@ -387,9 +390,7 @@ class WasmFunction(Function[WasmMetadata]):
     """A WebAssembly module run in a fresh instance for each call."""
 
     async def init(self) -> None:
-        self.time_limit = parse_duration(self.settings.time_limit).total_seconds()
-        if self.time_limit <= 0:
-            raise ComponentError(f"function {self.name}: timeLimit must be above 0s")
+        self.time_limit = self.settings.time_limit
         self.memory_bytes = self.settings.memory_limit_mib * 1024 * 1024
         self.path = Path(self.settings.path)
         ENGINE.acquire()
@@ -405,7 +406,7 @@ class WasmFunction(Function[WasmMetadata]):
             self.settings.max_concurrent_calls, thread_name_prefix=f"wasm-{self.name}"
         )
         self._watch: asyncio.Task[None] | None = None
-        interval = parse_duration(self.settings.reload_interval).total_seconds()
+        interval = self.settings.reload_interval
         if interval > 0:
             self._watch = asyncio.create_task(self._watch_file(interval), name=f"wasm-reload-{self.name}")
 
