@@ -78,6 +78,7 @@ def sidecar(folder: Path, probe_module: Path) -> Iterator[SidecarProcess]:
     (resources / "echo.yaml").write_text(function("echo", ECHO))
     (resources / "reloading.yaml").write_text(function("reloading", folder / "reloading.wat", reloadInterval="100ms"))
     (resources / "loop.yaml").write_text(function("loop", MODULES / "loop.wat", timeLimit="100ms"))
+    (resources / "slow.yaml").write_text(function("slow", MODULES / "loop.wat", timeLimit="3s"))
     (resources / "grow.yaml").write_text(function("grow", MODULES / "grow.wat", memoryLimitMiB="1"))
     (resources / "trap.yaml").write_text(function("trap", MODULES / "trap.wat"))
     (resources / "fail.yaml").write_text(function("fail", MODULES / "fail.wat"))
@@ -280,3 +281,10 @@ def test_a_go_function_that_outgrows_its_memory_limit_fails_clearly(sidecar: Sid
         "function probe exceeded its memory limit of 16 MiB (it exited with status 2"
     )
     assert call(sidecar, "allocate", b"4") == "allocated 4 MiB"  # the next call has a fresh instance
+
+
+def test_a_host_call_cut_at_the_time_limit_is_the_time_limit(sidecar: SidecarProcess) -> None:
+    # The probe (1 s) invokes a function that loops for 3 s: the probe's wait ends at its own limit.
+    answer = httpx.post(f"{sidecar.http_url}/v1.0/invoke/probe/method/invoke", content=b"@slow", timeout=30)
+    assert answer.status_code == 504
+    assert answer.json()["message"] == "function probe exceeded its 1 s time limit and was stopped"

@@ -31,8 +31,12 @@ func main() {
 			fail(err)
 		}
 		fmt.Printf("%q %v", value, found)
-	case "invoke":
-		answer, err := Invoke("echo", "greet", input)
+	case "invoke": // the function named in the body, or echo
+		target := "echo"
+		if strings.HasPrefix(arg, "@") {
+			target = arg[1:]
+		}
+		answer, err := Invoke(target, "greet", input)
 		if err != nil {
 			fail(err)
 		}

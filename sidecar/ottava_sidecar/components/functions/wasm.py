@@ -546,6 +546,8 @@ class WasmFunction(Function[WasmMetadata]):
             finally:
                 _CURRENT.context = None
             if status != 0:
+                if time.monotonic() >= context.deadline:  # a host call it waited for was cut at the limit
+                    raise self._time_limit_error()
                 detail = _read_fd(stderr, STDERR_KEPT).decode(errors="replace").strip()
                 used = instance_memory(store, instance)
                 # Growing past the limit fails: a module then exits (Go: "fatal error: out of memory").
@@ -576,10 +578,7 @@ class WasmFunction(Function[WasmMetadata]):
         import wasmtime
 
         if trap.trap_code is wasmtime.TrapCode.INTERRUPT:
-            return FunctionError(
-                FunctionFailure.TIME_LIMIT,
-                f"function {self.name} exceeded its {_ms(self.time_limit)} time limit and was stopped",
-            )
+            return self._time_limit_error()
         if memory_bytes is not None and memory_bytes + PAGE > self.memory_bytes:
             # memory.grow past the limit returns -1; a module that then traps ran out of memory.
             return FunctionError(
@@ -588,6 +587,12 @@ class WasmFunction(Function[WasmMetadata]):
                 f"(it trapped with {memory_bytes // 1024} KiB in use: {_trap_text(trap.message)})",
             )
         return FunctionError(FunctionFailure.TRAPPED, f"function {self.name} trapped: {_trap_text(trap.message)}")
+
+    def _time_limit_error(self) -> FunctionError:
+        return FunctionError(
+            FunctionFailure.TIME_LIMIT,
+            f"function {self.name} exceeded its {_ms(self.time_limit)} time limit and was stopped",
+        )
 
     def _instantiation_error(self, err: Exception) -> FunctionError:
         text = str(err)
