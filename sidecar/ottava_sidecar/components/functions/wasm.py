@@ -22,6 +22,7 @@ compiled, so calls keep running on the old module until then and none fails.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import hashlib
 import logging
@@ -30,7 +31,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.005  # the epoch timer's period: a call overruns its time limit by at most this
 PAGE = 65536
+MODULES_CACHED = 32  # compiled modules kept (the functions' current ones, and recent versions)
 STDERR_KEPT = 4096  # bytes of stderr an error message carries
 IMPORT_MODULE = "ottava"
 
@@ -117,19 +119,20 @@ class _Engine:
         self._lock = threading.Lock()
         self._engine: wasmtime.Engine | None = None
         self._linker: wasmtime.Linker | None = None
-        self._modules: dict[str, wasmtime.InstancePre] = {}
+        # Compiled modules by SHA-256, most recently used last; a call holds its own reference.
+        self._modules: collections.OrderedDict[str, wasmtime.InstancePre] = collections.OrderedDict()
         self._users = 0
-        self._stop = threading.Event()
-        self._timer: threading.Thread | None = None
+        self._timer: tuple[threading.Thread, threading.Event] | None = None
 
     def acquire(self) -> None:
         """A component starts using the engine: the timer runs while any does."""
         with self._lock:
             self._users += 1
             if self._timer is None:
-                self._stop.clear()
-                self._timer = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
-                self._timer.start()
+                stop = threading.Event()  # its own, so a timer that is stopping never runs on
+                thread = threading.Thread(target=self._tick, args=(stop,), name="wasm-epoch", daemon=True)
+                self._timer = (thread, stop)
+                thread.start()
 
     def release(self) -> None:
         with self._lock:
@@ -137,13 +140,13 @@ class _Engine:
             timer = self._timer if self._users == 0 else None
             if timer is not None:
                 self._timer = None
-                self._stop.set()
+                timer[1].set()
         if timer is not None:
-            timer.join()
+            timer[0].join()
 
-    def _tick(self) -> None:
+    def _tick(self, stop: threading.Event) -> None:
         engine = self.engine()
-        while not self._stop.wait(TICK_SECONDS):
+        while not stop.wait(TICK_SECONDS):
             engine.increment_epoch()
 
     def engine(self) -> wasmtime.Engine:
@@ -167,8 +170,9 @@ class _Engine:
         engine = self.engine()
         with self._lock:
             cached = self._modules.get(digest)
-        if cached is not None:
-            return cached
+            if cached is not None:
+                self._modules.move_to_end(digest)
+                return cached
         module = wasmtime.Module(engine, code if code.startswith(b"\0asm") else bytes(wasmtime.wat2wasm(code.decode())))
         exports = {export.name: export.type for export in module.exports}
         if not isinstance(exports.get("_start"), wasmtime.FuncType):
@@ -178,7 +182,10 @@ class _Engine:
         assert self._linker is not None
         pre = self._linker.instantiate_pre(module)  # fails on an import that neither WASI nor `ottava` has
         with self._lock:
-            return self._modules.setdefault(digest, pre)
+            pre = self._modules.setdefault(digest, pre)
+            while len(self._modules) > MODULES_CACHED:
+                self._modules.popitem(last=False)
+            return pre
 
 
 ENGINE = _Engine()
@@ -197,7 +204,6 @@ class _CallContext:
     result: bytes = b""  # what result_read copies
     error: str = ""  # what error_read copies
     content_type: str = ""
-    host_calls: list[str] = field(default_factory=list)
 
 
 _CURRENT = threading.local()  # the _CallContext of the call the worker thread runs
@@ -251,7 +257,6 @@ def _await(coroutine: Coroutine[Any, Any, T]) -> T:
 def _host_call(name: str, body: Callable[[_CallContext], int]) -> int:
     """Run a host function: its failure becomes ERROR, with the text for error_read."""
     context = _context()
-    context.host_calls.append(name)
     try:
         return body(context)
     except Exception as err:  # whatever the runtime API raised: the guest decides what to do
