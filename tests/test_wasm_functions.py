@@ -77,6 +77,8 @@ def sidecar(folder: Path, probe_module: Path) -> Iterator[SidecarProcess]:
     shutil.copy(ECHO, folder / "reloading.wat")
     (resources / "echo.yaml").write_text(function("echo", ECHO))
     (resources / "reloading.yaml").write_text(function("reloading", folder / "reloading.wat", reloadInterval="100ms"))
+    shutil.copy(ECHO, folder / "breaking.wat")
+    (resources / "breaking.yaml").write_text(function("breaking", folder / "breaking.wat", reloadInterval="100ms"))
     (resources / "loop.yaml").write_text(function("loop", MODULES / "loop.wat", timeLimit="100ms"))
     (resources / "slow.yaml").write_text(function("slow", MODULES / "loop.wat", timeLimit="3s"))
     (resources / "grow.yaml").write_text(function("grow", MODULES / "grow.wat", memoryLimitMiB="1"))
@@ -288,3 +290,14 @@ def test_a_host_call_cut_at_the_time_limit_is_the_time_limit(sidecar: SidecarPro
     answer = httpx.post(f"{sidecar.http_url}/v1.0/invoke/probe/method/invoke", content=b"@slow", timeout=30)
     assert answer.status_code == 504
     assert answer.json()["message"] == "function probe exceeded its 1 s time limit and was stopped"
+
+
+def test_a_changed_module_that_does_not_compile_leaves_the_previous_one_serving(
+    sidecar: SidecarProcess, folder: Path
+) -> None:
+    (folder / "breaking.new").write_text('(module (func (export "_start") (no-such-instruction)))')
+    (folder / "breaking.new").replace(folder / "breaking.wat")
+    failed = 'ottava_function_reloads_total{function="breaking",result="failed"} 1.0'
+    wait_for(lambda: failed in httpx.get(f"{sidecar.metrics_url}/metrics", timeout=10).text, "the failed reload")
+    assert invoke(sidecar, "breaking", b"still").content == b"hello, still"
+    assert "function breaking: module" in sidecar.log() and "the previous module keeps serving" in sidecar.log()

@@ -415,13 +415,20 @@ class WasmFunction(Function[WasmMetadata]):
         if interval > 0:
             self._watch = asyncio.create_task(self._watch_file(interval), name=f"wasm-reload-{self.name}")
 
-    async def _load(self, current: _Loaded | None) -> _Loaded | None:
-        """The module at `path` compiled, or None when it did not change since `current`."""
+    async def _stamp(self) -> tuple[int, int]:
+        """The file's (mtime_ns, size): what tells a changed module without reading it."""
         try:
             stat = await asyncio.to_thread(self.path.stat)
-            stamp = (stat.st_mtime_ns, stat.st_size)
-            if current is not None and current.stamp == stamp:
-                return None
+        except OSError as err:
+            raise ComponentError(f"function {self.name}: cannot read its module {self.path}: {err.strerror}") from None
+        return stat.st_mtime_ns, stat.st_size
+
+    async def _load(self, current: _Loaded | None) -> _Loaded | None:
+        """The module at `path` compiled, or None when it did not change since `current`."""
+        stamp = await self._stamp()
+        if current is not None and current.stamp == stamp:
+            return None
+        try:
             code = await asyncio.to_thread(self.path.read_bytes)
         except OSError as err:
             raise ComponentError(f"function {self.name}: cannot read its module {self.path}: {err.strerror}") from None
@@ -444,12 +451,17 @@ class WasmFunction(Function[WasmMetadata]):
         return _Loaded(digest, pre, stamp)
 
     async def _watch_file(self, interval: float) -> None:
+        failed: tuple[int, int] | None = None  # the file that did not load: tried again once it changes
         while True:
             await asyncio.sleep(interval)
+            stamp = await self._stamp_or_none()
+            if stamp in (self.loaded.stamp, failed):
+                continue
             try:
                 loaded = await self._load(self.loaded)
             except ComponentError as err:
-                # Keep serving the module that works; say why the new one is not used.
+                # Keep serving the module that works; say once why the new one is not used.
+                failed = stamp
                 metrics.FUNCTION_RELOADS.labels(self.name, "failed").inc()
                 log.error("%s; the previous module keeps serving", err)
                 continue
@@ -458,6 +470,12 @@ class WasmFunction(Function[WasmMetadata]):
                     metrics.FUNCTION_RELOADS.labels(self.name, "reloaded").inc()
                     log.info("function %s: reloaded %s", self.name, self.path)
                 self.loaded = loaded  # calls that started keep the module they started with
+
+    async def _stamp_or_none(self) -> tuple[int, int]:
+        try:
+            return await self._stamp()
+        except ComponentError:
+            return (-1, -1)  # no file: reported once, until one appears
 
     async def close(self) -> None:
         watch = getattr(self, "_watch", None)
