@@ -117,7 +117,13 @@ def test_a_function_answers_the_dapr_sdk_and_layotto_over_grpc(
                 id="echo", message=layotto.CommonInvokeRequest(method="greet", data=any_pb2.Any(value=b"layotto"))
             )
         )
+        with pytest.raises(grpc.RpcError) as failed:
+            layotto_grpc.RuntimeStub(channel).InvokeService(
+                layotto.InvokeServiceRequest(id="loop", message=layotto.CommonInvokeRequest(method="spin"))
+            )
     assert reply.data.value == b"hello, layotto"
+    assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert failed.value.details() == "function loop exceeded its 100 ms time limit and was stopped"
 
 
 def test_a_looping_function_is_stopped_at_its_limit_while_other_calls_succeed(sidecar: SidecarProcess) -> None:
