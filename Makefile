@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 ARGS ?=
 
-.PHONY: help venv run test pytest lint fmt proto crds docs golden check-generated bench bench-peers fuzz soak image cluster-up cluster-down e2e-up e2e-down clean
+.PHONY: help venv run wasm-examples test pytest lint fmt proto crds docs golden check-generated bench bench-peers fuzz soak image cluster-up cluster-down e2e-up e2e-down clean
 
 help:
 	@echo "make run           start the sidecar standalone on in-memory components (ARGS='--app-id x …')"
@@ -19,7 +19,8 @@ help:
 	@echo "make crds          regenerate crds/ from the resource models"
 	@echo "make docs          regenerate the metadata tables in docs/ from the component settings models"
 	@echo "make golden        rewrite the injector golden files (review the diff)"
-	@echo "make bench         GetState vs a bare grpc.aio server, pub/sub, invocation, Redis, tracing's cost, 1 GiB of files (docs/benchmarks.md)"
+	@echo "make wasm-examples build examples/wasm/counter/counter.wasm with Go (GOOS=wasip1 GOARCH=wasm; docs/wasm.md)"
+	@echo "make bench         GetState vs a bare grpc.aio server, pub/sub, invocation, WASM functions, Redis, tracing's cost, 1 GiB of files (docs/benchmarks.md)"
 	@echo "make bench-peers   Ottava, daprd 1.18.2 (built once, cached) and the bare floor side by side, ~10 min (ARGS='--quick')"
 	@echo "make fuzz          the property suite (tests/properties) for FUZZ_MINUTES (25) with fresh seeds (docs/robustness.md)"
 	@echo "make soak          abusive clients against a sidecar for 4 minutes, watching its memory (docs/robustness.md)"
@@ -75,10 +76,15 @@ test: venv check-generated lint pytest
 pytest: venv
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# The Go function of examples/wasm/counter, with the standard toolchain (Go's build cache makes a rebuild quick).
+wasm-examples:
+	cd examples/wasm/counter && GOTOOLCHAIN=local GOOS=wasip1 GOARCH=wasm go build -trimpath -o counter.wasm .
+
 bench: venv
 	$(PY) bench/getstate.py $(ARGS)
 	$(PY) -m bench.pubsub
 	$(PY) -m bench.invoke
+	$(PY) -m bench.wasm
 	$(PY) -m bench.state_redis
 	$(PY) -m bench.tracing
 	$(PY) -m bench.files

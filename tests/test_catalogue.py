@@ -44,7 +44,17 @@ def test_a_sidecar_on_the_defaults_imports_no_backend_client() -> None:
     loaded = set(
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     )
-    for library in ("redis", "asyncpg", "aetcd", "nats", "aiomqtt", "aio_pika", "aiozk", "kubernetes_asyncio"):
+    for library in (
+        "redis",
+        "asyncpg",
+        "aetcd",
+        "nats",
+        "aiomqtt",
+        "aio_pika",
+        "aiozk",
+        "kubernetes_asyncio",
+        "wasmtime",
+    ):
         assert library not in loaded, f"{library} is imported by a sidecar that does not use it"
     assert "ottava_sidecar.components.state.redis" not in loaded
 

@@ -249,7 +249,7 @@ import importlib, os, sys
 for name in ["ottava_cli", "ottava_sidecar.cli", "ottava_operator.main", "dapr.proto.runtime.v1.dapr_pb2_grpc", "grpc",
              "google.protobuf", "aiohttp", "prometheus_client", "pydantic", "yaml", "kopf", "kubernetes_asyncio.client",
              "cryptography.x509", "redis.asyncio", "asyncpg", "aetcd", "aiosqlite", "aiozk", "nats", "aiomqtt",
-             "aio_pika", "ssl", "sqlite3", "zoneinfo"]:
+             "aio_pika", "wasmtime", "ssl", "sqlite3", "zoneinfo"]:
     importlib.import_module(name)
 uncompiled = [m.__spec__.origin for m in list(sys.modules.values())
               if getattr(m, "__spec__", None) and m.__spec__.cached and not os.path.exists(m.__spec__.cached)]

@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     ACCESS_DENIALS: Counter
     IDENTITY_CERT_EXPIRY: Gauge
     IDENTITY_RENEWALS: Counter
+    FUNCTION_CALLS: Counter
+    FUNCTION_SECONDS: Histogram
+    FUNCTION_RUNNING: Gauge
+    FUNCTION_LIMIT_HITS: Counter
+    FUNCTION_RELOADS: Counter
 
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -127,6 +132,33 @@ def _define() -> dict[str, Any]:
             "ottava_identity_certificate_renewals_total",
             "Workload certificates the sidecar obtained, by outcome (success, failure).",
             ["outcome"],
+        ),
+        "FUNCTION_CALLS": prometheus_client.Counter(
+            "ottava_function_calls_total",
+            "Calls of the sidecar's functions (function.wasm), by function and outcome (ok, failed, trapped, "
+            "time_limit, memory_limit, invalid).",
+            ["function", "outcome"],
+        ),
+        "FUNCTION_SECONDS": prometheus_client.Histogram(
+            "ottava_function_call_seconds",
+            "How long a function call took, waiting for a free slot included, by function.",
+            ["function"],
+            buckets=_LATENCY_BUCKETS,
+        ),
+        "FUNCTION_RUNNING": prometheus_client.Gauge(
+            "ottava_function_calls_running",
+            "Function calls running now (each on a thread of its function's own), by function.",
+            ["function"],
+        ),
+        "FUNCTION_LIMIT_HITS": prometheus_client.Counter(
+            "ottava_function_limit_hits_total",
+            "Function calls stopped at a limit of their Component, by function and limit (time, memory).",
+            ["function", "limit"],
+        ),
+        "FUNCTION_RELOADS": prometheus_client.Counter(
+            "ottava_function_reloads_total",
+            "Changed modules of functions, by function and result (reloaded; failed: the previous one keeps serving).",
+            ["function", "result"],
         ),
     }
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from ottava_sidecar.api.bindings import BindingsApi
 from ottava_sidecar.api.configuration import ConfigurationApi
 from ottava_sidecar.api.files import FilesApi
+from ottava_sidecar.api.functions import FunctionsApi, Host
 from ottava_sidecar.api.invocation import InvocationApi
 from ottava_sidecar.api.lock import LockApi
 from ottava_sidecar.api.metadata import MetadataApi
@@ -31,6 +32,7 @@ class Apis:
     invocation: InvocationApi
     files: FilesApi
     bindings: BindingsApi
+    functions: FunctionsApi
 
     @classmethod
     def create(
@@ -49,16 +51,22 @@ class Apis:
         metadata.configuration_subscriptions = lambda: [s.describe() for s in configuration.open_subscriptions()]
         if invoker is not None:
             metadata.peers = lambda: invoker.peers
+        state = StateApi(registry, max_bulk_response_bytes=limits.max_bulk_response_bytes)
+        pubsub = PubSubApi(messaging or Messaging(registry), registry.app_id)
+        invocation = InvocationApi(invoker)
+        functions = FunctionsApi(registry, Host(registry.app_id, state, pubsub, invocation, configuration))
+        invocation.local = functions.find
         return cls(
             registry,
-            StateApi(registry, max_bulk_response_bytes=limits.max_bulk_response_bytes),
+            state,
             configuration,
             LockApi(registry),
             SequencerApi(registry),
             SecretsApi(registry, max_bulk_response_bytes=limits.max_bulk_response_bytes),
             metadata,
-            PubSubApi(messaging or Messaging(registry), registry.app_id),
-            InvocationApi(invoker),
+            pubsub,
+            invocation,
             FilesApi(registry),
             BindingsApi(registry),
+            functions,
         )

@@ -6,9 +6,12 @@ The target app's own answer, whatever its status, is not an error at this level:
 HTTP surface passes it through, the gRPC surfaces turn a failed one into a status.
 """
 
+from collections.abc import Callable
+
 import grpc
 
 from ottava_sidecar.api import errors
+from ottava_sidecar.invocation.internal import LocalApp
 from ottava_sidecar.invocation.invoker import InvocationError, Invoker
 from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse, http_status_for_grpc
 
@@ -49,8 +52,17 @@ def forwarded_headers(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 class InvocationApi:
     def __init__(self, invoker: Invoker | None) -> None:
         self.invoker = invoker
+        # The sidecar's own functions by app id (`api.functions`): called here, never resolved elsewhere.
+        self.local: Callable[[str], LocalApp | None] = lambda app_id: None
 
     async def invoke(self, app_id: str, request: InvocationRequest) -> InvocationResponse:
+        local = self.local(app_id)
+        if local is not None:
+            if not request.method:
+                raise errors.invalid_argument(f"the method to invoke on function {app_id!r} is empty", ERROR_CODE)
+            if self.invoker is not None and not request.caller_app_id:
+                request.caller_app_id = self.invoker.app_id
+            return await local.invoke(request)
         if self.invoker is None:
             raise errors.failed_precondition("service invocation is not available in this sidecar", ERROR_CODE)
         if not app_id:

@@ -25,6 +25,7 @@ MODULES: Final[dict[str, str]] = {
     "configuration.redis": f"{_PACKAGE}.configuration.redis",
     "file.local": f"{_PACKAGE}.file.local",
     "file.s3": f"{_PACKAGE}.file.s3",
+    "function.wasm": f"{_PACKAGE}.functions.wasm",
     "lock.etcd": f"{_PACKAGE}.lock.etcd",
     "lock.in-memory": f"{_PACKAGE}.lock.in_memory",
     "lock.redis": f"{_PACKAGE}.lock.redis",

@@ -29,6 +29,7 @@ BUILDING_BLOCKS = (
     "secretstores",
     "file",
     "bindings",
+    "function",
 )
 
 

@@ -356,7 +356,13 @@ async def _close_unused(name: str, instance: ComponentInstance[Any]) -> None:
         log.debug("closing an unused instance of %s: %s", name, err)
 
 
-_NOUNS = {"bindings": "binding", "secretstores": "secret store", "pubsub": "pub/sub", "sequencer": "sequencer store"}
+_NOUNS = {
+    "bindings": "binding",
+    "secretstores": "secret store",
+    "pubsub": "pub/sub",
+    "sequencer": "sequencer store",
+    "function": "function",
+}
 
 
 def _noun(building_block: str) -> str:

@@ -146,9 +146,11 @@ class _Servicer:  # a `pb_grpc.ServiceInvocationServicer`, whose module loads wi
         channel: Callable[[], LocalApp | None],
         policy: Callable[[], AccessPolicy],
         secure: bool,
+        functions: Callable[[str], LocalApp | None],
     ) -> None:
         self.app_id = app_id
         self._channel = channel
+        self._functions = functions
         self._policy = policy
         self._secure = secure
 
@@ -190,13 +192,14 @@ class _Servicer:  # a `pb_grpc.ServiceInvocationServicer`, whose module loads wi
                     mark(span, (context.details() or code.name) if failed and code else None)
 
     async def _call_local(self, request: pb.CallLocalRequest, context: Context) -> pb.CallLocalResponse:
-        if request.target_app_id != self.app_id:
+        function = self._functions(request.target_app_id) if request.target_app_id != self.app_id else None
+        if request.target_app_id != self.app_id and function is None:
             # A stale registry entry: the address now belongs to another app's sidecar.
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"this sidecar serves app {self.app_id!r}, not {request.target_app_id!r}",
             )
-        channel = self._channel()
+        channel = function or self._channel()
         if channel is None:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -212,7 +215,7 @@ class _Servicer:  # a `pb_grpc.ServiceInvocationServicer`, whose module loads wi
         headers = [(k, v) for k, v in _pairs(request.headers) if k.lower() not in _IDENTITY_HEADERS]
         if caller_app_id:
             headers.append(("dapr-caller-app-id", caller_app_id))
-        headers.append(("dapr-callee-app-id", self.app_id))
+        headers.append(("dapr-callee-app-id", request.target_app_id))
         call = InvocationRequest(
             method=request.method,
             data=request.data,
@@ -260,14 +263,16 @@ class InternalServer:
         *,
         identity: WorkloadIdentity | None = None,
         policy: Callable[[], AccessPolicy] = AccessPolicy,
+        functions: Callable[[str], LocalApp | None] = lambda name: None,
     ) -> None:
+        """`functions` finds the functions this sidecar runs (`api.functions`), which peers call by name."""
         limits = limits or Limits()
         self.identity = identity
         # A call carries the caller's body plus its headers and method: room for both.
         self.server = grpcserver.create_server(
             max_message_bytes=envelope_bytes(limits), max_concurrent_calls=limits.max_concurrent_calls
         )
-        self._servicer = _Servicer(app_id, channel, policy, secure=identity is not None)
+        self._servicer = _Servicer(app_id, channel, policy, secure=identity is not None, functions=functions)
 
     def bind(self, address: str, port: int) -> int:
         """Listen on `address:port` (0: a free port): mTLS-only with an identity, which must have its certificate."""
@@ -347,14 +352,17 @@ class InternalClient:
         target: tuple[str, str],
         request: InvocationRequest,
         deadline_seconds: float,
+        certified_as: str = "",
     ) -> InvocationResponse:
         """The app's answer; raises `grpc.aio.AioRpcError` when the call did not reach it.
 
-        `target` is the (app id, namespace) that the sidecar at `address` must serve.
+        `target` is the (app id, namespace) that the sidecar at `address` must serve; its
+        certificate must name that app id, or `certified_as` (the app whose sidecar runs the
+        function `target` names).
         """
         app_id, namespace = target
         message = to_message(app_id, request, deadline_seconds)
-        stub = self._stub(address, server_name(app_id, namespace))
+        stub = self._stub(address, server_name(certified_as or app_id, namespace))
         answer = await stub.CallLocal(message, timeout=deadline_seconds)
         return InvocationResponse(
             status=answer.http_status,

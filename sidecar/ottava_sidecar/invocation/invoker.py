@@ -96,7 +96,7 @@ class Invoker:
                 break
             try:
                 served = (self.resolver.served_app_id(target), self.resolver.served_namespace(target) or self.namespace)
-                response = await self._client.call(address, served, request, remaining)
+                response = await self._client.call(address, served, request, remaining, address.certified_as)
             except grpc.aio.AioRpcError as err:
                 code, details = err.code(), err.details() or ""
                 if code is grpc.StatusCode.DEADLINE_EXCEEDED:

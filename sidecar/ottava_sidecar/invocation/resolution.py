@@ -18,6 +18,9 @@ APP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 class Address:
     host: str
     port: int
+    # The app id whose certificate the sidecar there holds, when it is not the app id
+    # resolved: a function's name resolves to the sidecar that runs it (docs/wasm.md).
+    certified_as: str = ""
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -47,6 +50,13 @@ class NameResolver(abc.ABC):
     @abc.abstractmethod
     async def resolve(self, app_id: str) -> Address:
         """The internal address of a sidecar serving `app_id`; `AppNotFoundError` if none."""
+
+    async def register_function(self, name: str, address: Address, host_app_id: str) -> None:
+        """Make the function `name`, run by this sidecar (app `host_app_id`), findable at `address`.
+
+        A resolver that cannot (in a cluster, for now) leaves it reachable from its own sidecar only.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot make functions reachable from other sidecars")
 
     def served_app_id(self, target: str) -> str:
         """The app id the target's sidecar serves, from the form the caller named it in."""

@@ -45,29 +45,36 @@ def _alive(pid: int) -> bool:
 class LocalRegistry(NameResolver):
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder or default_folder()
-        self._own: Path | None = None
+        self._own: list[Path] = []  # the records this sidecar wrote: its app id's and its functions'
         self._cache: dict[str, tuple[float, list[Address]]] = {}
         self._turn = 0
 
     async def register(self, app_id: str, address: Address) -> None:
         check_app_id(app_id)
-        self._own = await asyncio.to_thread(self._write, app_id, address)
+        self._own.append(await asyncio.to_thread(self._write, app_id, address))
         log.info("registered app %s at %s in %s", app_id, address, self.folder)
 
-    def _write(self, app_id: str, address: Address) -> Path:
+    async def register_function(self, name: str, address: Address, host_app_id: str) -> None:
+        check_app_id(name)
+        self._own.append(await asyncio.to_thread(self._write, name, address, host_app_id))
+        log.info("registered function %s of app %s at %s in %s", name, host_app_id, address, self.folder)
+
+    def _write(self, app_id: str, address: Address, served_by: str = "") -> Path:
         folder = self.folder / app_id
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = folder / f"{os.getpid()}.json"
         temporary = path.with_suffix(".tmp")
-        record = {"appId": app_id, "host": address.host, "port": address.port, "pid": os.getpid()}
+        record: dict[str, object] = {"appId": app_id, "host": address.host, "port": address.port, "pid": os.getpid()}
+        if served_by:  # a function: the sidecar there holds the certificate of the app that runs it
+            record["servedBy"] = served_by
         temporary.write_text(json.dumps(record), encoding="utf-8")
         temporary.chmod(0o600)
         temporary.replace(path)  # atomic: readers never see half a file
         return path
 
     async def unregister(self) -> None:
-        if self._own is not None:
-            own, self._own = self._own, None
+        owned, self._own = self._own, []
+        for own in owned:
             await asyncio.to_thread(own.unlink, missing_ok=True)
 
     async def resolve(self, app_id: str) -> Address:
@@ -94,7 +101,8 @@ class LocalRegistry(NameResolver):
         for path in sorted(folder.glob("*.json")):
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
-                pid, address = int(record["pid"]), Address(str(record["host"]), int(record["port"]))
+                pid = int(record["pid"])
+                address = Address(str(record["host"]), int(record["port"]), str(record.get("servedBy", "")))
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # being replaced, or not ours
             if not _alive(pid):

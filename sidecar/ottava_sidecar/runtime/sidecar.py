@@ -166,7 +166,12 @@ class Sidecar:
         self.access_policy = AccessPolicy()
         self._grpc = GrpcApiServer(api_token=o.api_token, limits=o.limits)
         self._internal = InternalServer(
-            o.app_id, lambda: self.app_channel, o.limits, identity=self.identity, policy=lambda: self.access_policy
+            o.app_id,
+            lambda: self.app_channel,
+            o.limits,
+            identity=self.identity,
+            policy=lambda: self.access_policy,
+            functions=lambda name: self._services.apis.functions.for_peers(name) if self._services else None,
         )
         self._internal_task: asyncio.Task[None] | None = None
         # The HTTP ports' sockets (one per address the listen address names), bound by `open`
@@ -347,6 +352,14 @@ class Sidecar:
             await self.resolver.register(o.app_id, Address(advertised, self.ports.internal))
         except (OSError, LookupError) as err:  # invocation of this app will not work; the rest does
             log.error("cannot register app %s for service invocation: %s", o.app_id, err)
+        for entry in self.registry.entries():
+            if entry.building_block == "function" and entry.status is not Status.SKIPPED:
+                try:  # other sidecars find the function at this sidecar's internal port
+                    await self.resolver.register_function(
+                        entry.name, Address(advertised, self.ports.internal), o.app_id
+                    )
+                except (OSError, LookupError, NotImplementedError) as err:
+                    log.warning("function %s is reachable from this sidecar's app only: %s", entry.name, err)
 
     async def _certify(self, identity: WorkloadIdentity) -> None:
         """The first workload certificate, then renewal in the background.

@@ -1,0 +1,3 @@
+module example.com/ottava/counter
+
+go 1.26

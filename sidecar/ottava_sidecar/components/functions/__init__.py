@@ -1,0 +1,1 @@
+"""Functions that run inside the sidecar and are invoked like apps (`function.wasm`)."""
