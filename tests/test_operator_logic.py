@@ -68,6 +68,20 @@ def test_sidecars_may_read_their_namespaces_subscriptions() -> None:
     }
 
 
+def test_sidecars_may_follow_exactly_the_config_maps_their_functions_name() -> None:
+    function = component(type="function.wasm", metadata=[{"name": "configMap", "value": "counter-module"}])
+    from_file = component(type="function.wasm", metadata=[{"name": "path", "value": "/f/counter.wasm"}])
+    rules = [r for r in rbac.role_rules([function, from_file]) if r["resources"] == ["configmaps"]]
+    assert rules == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "verbs": ["get", "list", "watch"],
+            "resourceNames": ["counter-module"],
+        }
+    ]
+
+
 def test_role_grants_exactly_the_referenced_secrets() -> None:
     ref = {"name": "keyPrefix", "secretKeyRef": {"name": "prefix-secret", "key": "p"}}
     resolved_elsewhere = {**component(metadata=[ref]), "auth": {"secretStore": "vault"}}

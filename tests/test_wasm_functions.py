@@ -307,3 +307,19 @@ def test_a_changed_module_that_does_not_compile_leaves_the_previous_one_serving(
     wait_for(lambda: failed in httpx.get(f"{sidecar.metrics_url}/metrics", timeout=10).text, "the failed reload")
     assert invoke(sidecar, "breaking", b"still").content == b"hello, still"
     assert "function breaking: module" in sidecar.log() and "the previous module keeps serving" in sidecar.log()
+
+
+@pytest.mark.parametrize(
+    ("metadata", "problem"),
+    [
+        ({}, "exactly one of 'path' (a file) and 'configMap' (in a cluster)"),
+        ({"path": "f.wasm", "configMap": "m"}, "exactly one of 'path' (a file) and 'configMap' (in a cluster)"),
+        ({"path": "f.wasm", "configMapKey": "k"}, "'configMapKey' goes with 'configMap'"),
+    ],
+)
+def test_a_function_names_its_module_one_way(metadata: dict[str, str], problem: str) -> None:
+    from ottava_sidecar.components.functions.wasm import WasmMetadata
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        WasmMetadata.model_validate(metadata)

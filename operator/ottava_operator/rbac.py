@@ -76,15 +76,35 @@ def role_rules(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
             }
         )
+    functions = sorted({name for c in components if _type(c) == WASM_FUNCTION and (name := _value(c, "configMap"))})
+    if functions:
+        # A function's module, followed by a watch on that one ConfigMap (fieldSelector by name).
+        rules.append(
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "verbs": ["get", "list", "watch"],
+                "resourceNames": functions,
+            }
+        )
     return rules
 
 
 KUBERNETES_SECRET_STORE = "secretstores.kubernetes"
+WASM_FUNCTION = "function.wasm"
 KUBERNETES_CONFIGURATION_STORE = "configuration.kubernetes"
 
 
 def _type(component: dict[str, Any]) -> str:
     return str((component.get("spec") or {}).get("type", ""))
+
+
+def _value(component: dict[str, Any], field: str) -> str:
+    """A metadata field's plain value (empty when absent or given by a secretKeyRef)."""
+    for item in (component.get("spec") or {}).get("metadata") or []:
+        if isinstance(item, dict) and item.get("name") == field and isinstance(item.get("value"), str):
+            return str(item["value"])
+    return ""
 
 
 def _allowed_secrets(component: dict[str, Any]) -> set[str] | None:

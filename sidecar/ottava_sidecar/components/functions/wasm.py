@@ -22,6 +22,7 @@ compiled, so calls keep running on the old module until then and none fails.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import concurrent.futures
 import hashlib
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ottava_sidecar import metrics
 from ottava_sidecar.components.backends.options import Seconds
@@ -71,8 +72,21 @@ T = TypeVar("T")
 
 class WasmMetadata(ComponentMetadata):
     path: str = Field(
-        min_length=1,
-        description="The module: a `.wasm` file, or a `.wat` text file (compiled as it is read).",
+        default="",
+        description="The module: a `.wasm` file, or a `.wat` text file (compiled as it is read). "
+        "Standalone; in a cluster, name a ConfigMap key instead (`configMap`, `configMapKey`).",
+    )
+    config_map: str = Field(
+        default="",
+        alias="configMap",
+        description="In a cluster: the ConfigMap (in the sidecar's namespace) that holds the module, "
+        "followed by a watch, so an edit is a hot reload.",
+    )
+    config_map_key: str = Field(
+        default="",
+        alias="configMapKey",
+        description="The key of the module in `configMap`: under `binaryData` (a `.wasm`), or under `data` "
+        "(WAT text). Default: the only key the ConfigMap has.",
     )
     memory_limit_mib: int = Field(
         default=64,
@@ -106,6 +120,14 @@ class WasmMetadata(ComponentMetadata):
         alias="contentType",
         description="The content type of the response body (what the function writes to stdout).",
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WasmMetadata:
+        if bool(self.path) == bool(self.config_map):
+            raise ValueError("name the module with exactly one of 'path' (a file) and 'configMap' (in a cluster)")
+        if self.config_map_key and not self.config_map:
+            raise ValueError("'configMapKey' goes with 'configMap'")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,7 +409,7 @@ def _read_fd(fd: int, most: int) -> bytes:
 class _Loaded:
     digest: str
     pre: wasmtime.InstancePre
-    stamp: tuple[int, int]  # the file's (mtime_ns, size) when it was read
+    stamp: tuple[int, int]  # the file's (mtime_ns, size) when it was read; (0, 0) from a ConfigMap
 
 
 @register("function.wasm", WasmMetadata)
@@ -400,8 +422,15 @@ class WasmFunction(Function[WasmMetadata]):
         self.path = Path(self.settings.path)
         ENGINE.acquire()
         self._acquired = True
+        self._watch: asyncio.Task[None] | None = None
+        self._config_map: _ConfigMapSource | None = None
+        loaded: _Loaded | None
         try:
-            loaded = await self._load(None)
+            if self.settings.config_map:
+                self._config_map = _ConfigMapSource(self)
+                loaded = await self._config_map.open()
+            else:
+                loaded = await self._load(None)
         except Exception:
             await self.close()
             raise
@@ -410,10 +439,29 @@ class WasmFunction(Function[WasmMetadata]):
         self._pool = concurrent.futures.ThreadPoolExecutor(
             self.settings.max_concurrent_calls, thread_name_prefix=f"wasm-{self.name}"
         )
-        self._watch: asyncio.Task[None] | None = None
         interval = self.settings.reload_interval
-        if interval > 0:
+        if self._config_map is not None:
+            self._config_map.follow()
+        elif interval > 0:
             self._watch = asyncio.create_task(self._watch_file(interval), name=f"wasm-reload-{self.name}")
+
+    async def compile(self, code: bytes, origin: str, stamp: tuple[int, int]) -> _Loaded:
+        """`code` compiled (or found in the cache), or a ComponentError naming `origin`."""
+        digest = hashlib.sha256(code).hexdigest()
+        started = time.monotonic()
+        try:
+            pre = await asyncio.to_thread(ENGINE.prepare, digest, code)
+        except Exception as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ComponentError(f"function {self.name}: module {origin} cannot be used: {reason}") from None
+        log.info(
+            "function %s: module %s (sha256 %s) ready in %.0f ms",
+            self.name,
+            origin,
+            digest[:12],
+            (time.monotonic() - started) * 1000,
+        )
+        return _Loaded(digest, pre, stamp)
 
     async def _stamp(self) -> tuple[int, int]:
         """The file's (mtime_ns, size): what tells a changed module without reading it."""
@@ -435,20 +483,7 @@ class WasmFunction(Function[WasmMetadata]):
         digest = hashlib.sha256(code).hexdigest()
         if current is not None and current.digest == digest:
             return _Loaded(digest, current.pre, stamp)
-        started = time.monotonic()
-        try:
-            pre = await asyncio.to_thread(ENGINE.prepare, digest, code)
-        except Exception as err:
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ComponentError(f"function {self.name}: module {self.path} cannot be used: {reason}") from None
-        log.info(
-            "function %s: module %s (sha256 %s) ready in %.0f ms",
-            self.name,
-            self.path,
-            digest[:12],
-            (time.monotonic() - started) * 1000,
-        )
-        return _Loaded(digest, pre, stamp)
+        return await self.compile(code, str(self.path), stamp)
 
     async def _watch_file(self, interval: float) -> None:
         failed: tuple[int, int] | None = None  # the file that did not load: tried again once it changes
@@ -481,6 +516,9 @@ class WasmFunction(Function[WasmMetadata]):
         watch = getattr(self, "_watch", None)
         if watch is not None:
             watch.cancel()
+        source = getattr(self, "_config_map", None)
+        if source is not None:
+            await source.close()
         pool = getattr(self, "_pool", None)
         if pool is not None:
             # The calls that started or wait finish first, each within its time limit: the epoch
@@ -648,3 +686,99 @@ def _trap_text(message: str) -> str:
     """The cause of a trap, without wasmtime's backtrace of unnamed functions."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     return lines[-1].removeprefix("wasm trap: ") if lines else "trap"
+
+
+class _ConfigMapSource:
+    """The module in a ConfigMap key (a cluster): read once with the sidecar's credentials,
+    then followed by a watch on that one ConfigMap, so `kubectl apply` of a new module is
+    a hot reload. The operator's Role for the namespace's sidecars lets them get, list and
+    watch the ConfigMaps that functions name (by name), and nothing else of ConfigMaps."""
+
+    def __init__(self, function: WasmFunction) -> None:
+        from ottava_sidecar.components.backends.kubernetes import KubernetesConnection, KubernetesMetadata
+
+        self.function = function
+        self.name = function.settings.config_map
+        self.kube = KubernetesConnection(KubernetesMetadata(), f"function {function.name}")
+        self._task: asyncio.Task[None] | None = None
+        self._digest = ""
+
+    @property
+    def origin(self) -> str:
+        key = self.function.settings.config_map_key
+        return f"ConfigMap {self.kube.namespace}/{self.name}" + (f" key {key}" if key else "")
+
+    def _path(self) -> str:
+        return f"/api/v1/namespaces/{self.kube.namespace}/configmaps"
+
+    async def open(self) -> _Loaded:
+        from ottava_sidecar.kube.client import KubeError
+
+        await self.kube.open()
+        try:
+            config_map = await self.kube.client.get(f"{self._path()}/{self.name}")
+        except KubeError as err:
+            raise self.kube.error(err, "get", f"ConfigMap {self.name!r}") from None
+        code = self._module(config_map)
+        loaded = await self.function.compile(code, self.origin, (0, 0))
+        self._digest = loaded.digest
+        return loaded
+
+    def _module(self, config_map: dict[str, Any]) -> bytes:
+        """The module's bytes in the ConfigMap: `binaryData` (base64) or `data` (text)."""
+        binary: dict[str, str] = config_map.get("binaryData") or {}
+        text: dict[str, str] = config_map.get("data") or {}
+        key = self.function.settings.config_map_key
+        if not key:
+            keys = [*binary, *text]
+            if len(keys) != 1:
+                raise ComponentError(
+                    f"function {self.function.name}: ConfigMap {self.name} has {len(keys)} keys "
+                    f"({', '.join(keys) or 'none'}); name the module's with 'configMapKey'"
+                )
+            key = keys[0]
+        if key in binary:
+            return base64.b64decode(binary[key])
+        if key in text:
+            return text[key].encode()
+        raise ComponentError(
+            f"function {self.function.name}: ConfigMap {self.name} has no key {key!r} "
+            f"(keys: {', '.join([*binary, *text]) or 'none'})"
+        )
+
+    def follow(self) -> None:
+        from ottava_sidecar.kube.watch import Reflector
+
+        reflector = Reflector(
+            self.kube.client,
+            self._path(),
+            self._changed,
+            field_selector=f"metadata.name={self.name}",
+            what=f"ConfigMap {self.name} of function {self.function.name}",
+        )
+        self._task = asyncio.create_task(reflector.run(), name=f"wasm-configmap-{self.function.name}")
+
+    async def _changed(self, kind: str, config_map: dict[str, Any]) -> None:
+        name = self.function.name
+        if kind == "DELETED":
+            log.error("function %s: %s was deleted; the module loaded before keeps serving", name, self.origin)
+            return
+        try:
+            code = self._module(config_map)
+            if hashlib.sha256(code).hexdigest() == self._digest:
+                return
+            loaded = await self.function.compile(code, self.origin, (0, 0))
+        except ComponentError as err:
+            metrics.FUNCTION_RELOADS.labels(name, "failed").inc()
+            log.error("%s; the previous module keeps serving", err)
+            return
+        self._digest = loaded.digest
+        self.function.loaded = loaded  # calls that started keep the module they started with
+        metrics.FUNCTION_RELOADS.labels(name, "reloaded").inc()
+        log.info("function %s: reloaded %s", name, self.origin)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.kube.close()
