@@ -7,6 +7,7 @@ the GET response's body chunk by chunk. Metadata sent with PutFile becomes the o
 user metadata (`x-amz-meta-*`) and comes back in GetFileMeta.
 """
 
+import asyncio
 import contextlib
 import email.utils
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
@@ -181,9 +182,7 @@ class S3FileStore(FileStore[S3FileMetadata]):
             async for chunk in chunks:
                 for full in part.add(chunk):
                     if not upload_id:
-                        upload_id = await self._call(
-                            "upload", name, self._client.create_multipart_upload(name, headers)
-                        )
+                        upload_id = await self._create(name, headers)
                     number = len(etags) + 1
                     etags.append(
                         await self._call("upload", name, self._client.upload_part(name, upload_id, number, full))
@@ -200,9 +199,26 @@ class S3FileStore(FileStore[S3FileMetadata]):
             upload_id = ""
         finally:
             if upload_id:  # the stream or a part failed: drop the parts sent so far
-                # If this fails too, the server expires the parts; the first failure is the one to report.
-                with contextlib.suppress(ComponentError):
-                    await self._call("abort the upload of", name, self._client.abort_multipart_upload(name, upload_id))
+                await self._abort(name, upload_id)
+
+    async def _create(self, name: str, headers: dict[str, str]) -> str:
+        """Start a multipart upload. A caller that goes away meanwhile (its stream broke, and
+        the call is cancelled) must still learn the upload's id, or nothing could abort it."""
+        creating = asyncio.ensure_future(
+            self._call("upload", name, self._client.create_multipart_upload(name, headers))
+        )
+        try:
+            upload_id: str = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self._abort(name, await creating)
+            raise
+        return upload_id
+
+    async def _abort(self, name: str, upload_id: str) -> None:
+        # If this fails too, the server expires the parts; the first failure is the one to report.
+        with contextlib.suppress(ComponentError):
+            await self._call("abort the upload of", name, self._client.abort_multipart_upload(name, upload_id))
 
     async def list(self, directory: str, page_size: int, marker: str, metadata: Mapping[str, str]) -> Page:
         prefix = f"{directory}/" if directory else ""
