@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from ottava_sidecar import tracing
+
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # generic in the type stubs only
@@ -239,3 +241,13 @@ async def stop(server: grpc.aio.Server, grace: float) -> None:
         await asyncio.wait_for(server.stop(grace), grace + _CANCEL_SECONDS)
     except TimeoutError:
         log.warning("gRPC calls still running %.1fs after the grace period; leaving them", _CANCEL_SECONDS)
+
+
+def span_status(span: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """A served call's gRPC status on its span (`tracing.server_span`): an error for any but OK."""
+    if span is None:
+        return
+    code = context.code()
+    number = code.value[0] if isinstance(code, grpc.StatusCode) else int(code or 0)
+    name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+    tracing.outcome(span, None if number == 0 else (context.details() or name), {"rpc.grpc.status_code": number})

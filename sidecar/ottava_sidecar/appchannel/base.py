@@ -136,9 +136,9 @@ class AppChannel(abc.ABC):
             try:
                 verdict = await self._deliver(subscription, event, path)
             except AppChannelError as err:
-                _failed(span, str(err))
+                tracing.outcome(span, str(err))
                 raise
-            _failed(span, None, {"ottava.verdict": verdict.value})
+            tracing.outcome(span, None, {"ottava.verdict": verdict.value})
             return verdict
 
     async def deliver_bulk(
@@ -153,9 +153,9 @@ class AppChannel(abc.ABC):
             try:
                 verdicts = await self._deliver_bulk(subscription, entries, path)
             except AppChannelError as err:
-                _failed(span, str(err))
+                tracing.outcome(span, str(err))
                 raise
-            _failed(span, None)
+            tracing.outcome(span, None)
             return verdicts
 
     async def _deliver_bulk(
@@ -183,9 +183,9 @@ class AppChannel(abc.ABC):
             try:
                 answer = await self._invoke(request)
             except AppChannelError as err:
-                _failed(span, str(err))
+                tracing.outcome(span, str(err))
                 raise
-            _failed(
+            tracing.outcome(
                 span,
                 None if answer.ok else f"the app answered {answer.status}",
                 {"http.response.status_code": answer.status},
@@ -215,10 +215,3 @@ class AppChannel(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - most channels hold connections; some do not
         """Release connections."""
-
-
-def _failed(span: Any, error: str | None, attributes: dict[str, Any] | None = None) -> None:
-    if span is not None:
-        from ottava_sidecar.tracing.otel import mark  # loaded: there is a span
-
-        mark(span, error, attributes)

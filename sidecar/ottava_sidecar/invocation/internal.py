@@ -184,12 +184,7 @@ class _Servicer:  # a `pb_grpc.ServiceInvocationServicer`, whose module loads wi
             try:
                 return await self._call_local(request, context)
             finally:
-                if span is not None:
-                    from ottava_sidecar.tracing.otel import mark  # loaded: there is a span
-
-                    code = context.code()
-                    failed = isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK
-                    mark(span, (context.details() or code.name) if failed and code else None)
+                grpcserver.span_status(span, context)
 
     async def _call_local(self, request: pb.CallLocalRequest, context: Context) -> pb.CallLocalResponse:
         function = self._functions(request.target_app_id) if request.target_app_id != self.app_id else None

@@ -156,6 +156,14 @@ def inject_into(headers: MutableMapping[str, str]) -> None:
         tracer.inject_into(headers)
 
 
+def outcome(span: Any, error: str | None, attributes: dict[str, Any] | None = None) -> None:
+    """Record a call's result on the span `server_span` or `span` gave (None when tracing was off)."""
+    if span is not None:
+        from ottava_sidecar.tracing.otel import mark  # loaded: there is a span
+
+        mark(span, error, attributes)
+
+
 def current_ids() -> tuple[str, str] | None:
     """(trace id, span id) in hex of the current span, for log lines; None if there is none."""
     tracer = ACTIVE

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import grpc
 
+from ottava_sidecar import grpcserver, tracing
 from ottava_sidecar import metrics as _metrics
-from ottava_sidecar import tracing
 from ottava_sidecar.api import access
 from ottava_sidecar.api.errors import ApiError
 from ottava_sidecar.metrics import CallMetrics
@@ -81,7 +81,7 @@ def unary(
                 try:
                     return await run(self, request, context)
                 finally:
-                    _outcome(span, context)
+                    grpcserver.span_status(span, context)
 
         return call
 
@@ -120,7 +120,7 @@ def streaming(
                     async for response in run(self, request, context):
                         yield response
                 finally:
-                    _outcome(span, context)
+                    grpcserver.span_status(span, context)
 
         return call
 
@@ -132,20 +132,6 @@ def _span_of(surface: str, method: str, context: Context) -> tuple[str, Any, dic
     service = SERVICES.get(surface, surface)
     attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method, "ottava.surface": surface}
     return f"{service}/{method}", context.invocation_metadata() or (), attributes
-
-
-def _outcome(span: Any, context: Context) -> None:
-    """The call's gRPC status on its span (an error status for any but OK)."""
-    if span is None:
-        return
-    from ottava_sidecar.tracing.otel import mark  # loaded: there is a span
-
-    code = context.code()
-    number = code.value[0] if isinstance(code, grpc.StatusCode) else int(code or 0)
-    error = (
-        None if number == 0 else (context.details() or (code.name if isinstance(code, grpc.StatusCode) else str(code)))
-    )
-    mark(span, error, {"rpc.grpc.status_code": number})
 
 
 def answer_unimplemented(servicer: type[Any], base: type[Any], service: str) -> None:

@@ -217,12 +217,9 @@ async def _traced(template: str, run: Handler, request: web.Request) -> web.Stre
     headers = ((k.lower(), v) for k, v in request.headers.items())
     with tracing.server_span(f"{request.method} {template}", headers, attributes) as span:
         response = await run(request)
-        if span is not None:
-            from ottava_sidecar.tracing.otel import mark  # loaded: there is a span
-
-            # OpenTelemetry's HTTP conventions: a server span fails on a 5xx status only.
-            error = f"HTTP {response.status}" if response.status >= 500 else None
-            mark(span, error, {"http.response.status_code": response.status})
+        # OpenTelemetry's HTTP conventions: a server span fails on a 5xx status only.
+        error = f"HTTP {response.status}" if response.status >= 500 else None
+        tracing.outcome(span, error, {"http.response.status_code": response.status})
         return response
 
 
