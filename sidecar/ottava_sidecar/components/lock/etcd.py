@@ -10,6 +10,7 @@ would only restart the old lease's TTL, not set the new expiry the caller asks f
 """
 
 import contextlib
+from typing import Any
 
 from pydantic import Field
 
@@ -63,18 +64,8 @@ class EtcdLockStore(LockStore[EtcdLockMetadata]):
     async def unlock(self, resource_id: str, owner: str) -> UnlockStatus:
         from aetcd import rpc
 
-        etcd, key, timeout = self.etcd, self._key(resource_id), self.settings.timeout
-        mine = rpc.Compare(key=key, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=owner.encode())
-        read = rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
-        delete = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
-        reply = await etcd.call(
-            f"unlocking {resource_id!r}",
-            lambda: etcd.kv.Txn(
-                rpc.TxnRequest(compare=[mine], success=[read, delete], failure=[read]),
-                timeout=timeout,
-                metadata=etcd.metadata,
-            ),
-        )
+        delete = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self._key(resource_id)))
+        reply = await self._if_owned(f"unlocking {resource_id!r}", resource_id, owner, delete)
         held = reply.responses[0].response_range.kvs
         if reply.succeeded:
             await self._revoke(held[0].lease)
@@ -84,27 +75,34 @@ class EtcdLockStore(LockStore[EtcdLockMetadata]):
     async def keep_alive(self, resource_id: str, owner: str, expiry_seconds: int) -> UnlockStatus:
         from aetcd import rpc
 
-        etcd, key, timeout = self.etcd, self._key(resource_id), self.settings.timeout
         lease = await self._grant(resource_id, expiry_seconds)
-        mine = rpc.Compare(key=key, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=owner.encode())
-        read = rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
-        move = rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=owner.encode(), lease=lease))
+        move = rpc.RequestOp(request_put=rpc.PutRequest(key=self._key(resource_id), value=owner.encode(), lease=lease))
         # A failed call leaves the new lease to run out by itself: the key may be on it already,
         # and revoking it would then release a lock its owner meant to keep.
-        reply = await etcd.call(
-            f"keeping {resource_id!r} locked",
-            lambda: etcd.kv.Txn(
-                rpc.TxnRequest(compare=[mine], success=[read, move], failure=[read]),
-                timeout=timeout,
-                metadata=etcd.metadata,
-            ),
-        )
+        reply = await self._if_owned(f"keeping {resource_id!r} locked", resource_id, owner, move)
         held = reply.responses[0].response_range.kvs
         if reply.succeeded:
             await self._revoke(held[0].lease)
             return UnlockStatus.SUCCESS
         await self._revoke(lease)
         return UnlockStatus.LOCK_BELONGS_TO_OTHERS if held else UnlockStatus.LOCK_DOES_NOT_EXIST
+
+    async def _if_owned(self, doing: str, resource_id: str, owner: str, then: Any) -> Any:
+        """One transaction: `then` if `owner` holds the lock; the lock's key is read either way
+        (the reply's first response), so a refusal can tell "not held" from "held by another"."""
+        from aetcd import rpc
+
+        etcd, key, timeout = self.etcd, self._key(resource_id), self.settings.timeout
+        mine = rpc.Compare(key=key, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=owner.encode())
+        read = rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
+        return await etcd.call(
+            doing,
+            lambda: etcd.kv.Txn(
+                rpc.TxnRequest(compare=[mine], success=[read, then], failure=[read]),
+                timeout=timeout,
+                metadata=etcd.metadata,
+            ),
+        )
 
     async def _grant(self, resource_id: str, expiry_seconds: int) -> int:
         from aetcd import rpc
