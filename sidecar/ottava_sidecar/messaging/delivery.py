@@ -125,13 +125,10 @@ def consumer_span(
     return f"process {spec.topic}", carrier, attributes, "consumer"
 
 
-class AppDelivery:
-    """The broker handler of a subscription read from the app: delivers over the app channel."""
+class _Delivery:
+    """A broker handler of one subscription: each message unwrapped, in its consumer span when traced."""
 
-    def __init__(self, spec: SubscriptionSpec, broker: PubSub[Any], channel: Subscriber) -> None:
-        self.spec = spec
-        self._broker = broker
-        self._channel = channel
+    spec: SubscriptionSpec
 
     async def __call__(self, message: Message) -> None:
         event = cloudevents.unwrap(message, self.spec.pubsub_name)
@@ -140,6 +137,18 @@ class AppDelivery:
             return
         with tracing.server_span(*consumer_span(self.spec, event)):
             await self._handle(message, event)
+
+    async def _handle(self, message: Message, event: cloudevents.TopicEvent) -> None:
+        raise NotImplementedError
+
+
+class AppDelivery(_Delivery):
+    """The broker handler of a subscription read from the app: delivers over the app channel."""
+
+    def __init__(self, spec: SubscriptionSpec, broker: PubSub[Any], channel: Subscriber) -> None:
+        self.spec = spec
+        self._broker = broker
+        self._channel = channel
 
     async def _handle(self, message: Message, event: cloudevents.TopicEvent) -> None:
         path = self.spec.route(event)
@@ -197,7 +206,7 @@ def _loop_timer(delay: float, callback: Callable[[], None]) -> asyncio.TimerHand
     return asyncio.get_running_loop().call_later(delay, callback)
 
 
-class BulkDelivery:
+class BulkDelivery(_Delivery):
     """The broker handler of a bulk subscription: events go to the app in batches.
 
     Each event the broker hands over joins the batch of its route; a batch goes to the app
@@ -223,14 +232,6 @@ class BulkDelivery:
         self._batches: dict[str, _Batch] = {}  # filling up, by route
         self._sending: set[asyncio.Task[None]] = set()
         self._closed = False
-
-    async def __call__(self, message: Message) -> None:
-        event = cloudevents.unwrap(message, self.spec.pubsub_name)
-        if tracing.ACTIVE is None:
-            await self._handle(message, event)
-            return
-        with tracing.server_span(*consumer_span(self.spec, event)):
-            await self._handle(message, event)
 
     async def _handle(self, message: Message, event: cloudevents.TopicEvent) -> None:
         path = self.spec.route(event)
