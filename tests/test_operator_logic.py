@@ -6,8 +6,10 @@ import ssl
 from pathlib import Path
 
 from cryptography import x509
-from ottava_operator import annotations, certificates, rbac, services, status, validation
+from ottava_operator import annotations, certificates, functions, rbac, services, status, validation
 from ottava_sidecar import contract
+from ottava_sidecar.invocation.kubernetes import endpoints_of
+from ottava_sidecar.invocation.resolution import Address
 
 
 def component(**spec: object) -> dict[str, object]:
@@ -166,6 +168,78 @@ def test_app_service_is_headless_with_the_named_ports_and_selects_injected_pods(
         "internal": 50002,
         "metrics": 9090,
     }
+
+
+def app_slice(app: str, *endpoints: tuple[str, bool], address_type: str = "IPv4") -> dict[str, object]:
+    """An app Service's EndpointSlice as the EndpointSlice controller writes it."""
+    return {
+        "metadata": {
+            "name": f"{app}-ottava-x1",
+            "namespace": "shop",
+            "labels": {
+                "kubernetes.io/service-name": f"{app}-ottava",
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+                contract.LABEL_MANAGED_BY: contract.MANAGED_BY,
+                contract.LABEL_APP_ID: app,
+            },
+        },
+        "addressType": address_type,
+        "endpoints": [
+            {"addresses": [ip], "conditions": {"ready": ready}, "targetRef": {"kind": "Pod", "uid": ip}}
+            for ip, ready in endpoints
+        ],
+        "ports": [{"name": name, "port": port, "protocol": "TCP"} for name, port in services.PORTS],
+    }
+
+
+def test_a_functions_slices_list_the_sidecars_of_the_apps_that_run_it_each_certified_as_its_app() -> None:
+    greeter = {
+        "apiVersion": "ottava.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": "greeter", "namespace": "shop"},
+        "spec": {"type": "function.wasm", "version": "v1", "metadata": []},
+        "scopes": ["orders", "billing"],
+    }
+    function = functions.function_of(greeter)
+    assert function is not None and function.scopes == ("orders", "billing")
+    assert functions.function_of(component()) is None, "a state store is no function"
+
+    service = functions.function_service(function)
+    assert service["metadata"]["name"] == "greeter-ottava" and service["spec"]["selector"] is None
+    assert service["metadata"]["labels"][contract.LABEL_FUNCTION] == "greeter"
+    assert functions.is_function_service(service) and not functions.is_function_service(
+        services.app_service("orders", "shop")
+    )
+
+    apps = [
+        app_slice("orders", ("10.0.0.1", True), ("10.0.0.2", False)),
+        app_slice("billing", ("10.0.0.3", True)),
+        app_slice("audit", ("10.0.0.4", True)),  # not in the scopes: it does not run greeter
+    ]
+    slices = functions.function_slices(function, "uid-1", apps)
+    assert [s["metadata"]["name"] for s in slices] == ["greeter-ottava-billing-ipv4", "greeter-ottava-orders-ipv4"]
+    for each in slices:
+        labels = each["metadata"]["labels"]
+        assert labels["kubernetes.io/service-name"] == "greeter-ottava"
+        assert labels["endpointslice.kubernetes.io/managed-by"] != "endpointslice-controller.k8s.io"
+        assert labels[contract.LABEL_MANAGED_BY] == contract.MANAGED_BY  # what sidecars watch
+        assert each["metadata"]["ownerReferences"][0]["uid"] == "uid-1"  # deleted with the Service
+    # The function's own slices, listed again, are not taken for an app's.
+    assert functions.function_slices(function, "uid-1", apps + slices) == slices
+
+    # A caller's resolver: the ready sidecars of both apps, each to be certified as its app.
+    found = endpoints_of(slices, "greeter")
+    assert found.ready == (
+        Address("10.0.0.1", contract.INTERNAL_GRPC_PORT, "orders"),
+        Address("10.0.0.3", contract.INTERNAL_GRPC_PORT, "billing"),
+    )
+    assert found.not_ready == 1
+    # An app's own slices name no other app to be certified as.
+    assert endpoints_of([apps[0]], "orders").ready == (Address("10.0.0.1", contract.INTERNAL_GRPC_PORT),)
+
+    unscoped = functions.function_of({**greeter, "scopes": []})
+    assert unscoped is not None
+    assert len(functions.function_slices(unscoped, "uid-1", apps)) == 3, "no scopes: every app runs it"
 
 
 def test_drift_ignores_what_the_apiserver_adds_and_names_what_was_changed() -> None:

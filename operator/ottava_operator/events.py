@@ -1,4 +1,4 @@
-"""Kubernetes Events about pods the injector saw (bad annotations), for `kubectl describe`.
+"""Kubernetes Events about pods the injector saw (bad annotations) and Components, for `kubectl describe`.
 
 A pod being created has no name or uid yet when a Deployment makes it, so the Event is
 about its owner (the ReplicaSet), where users look when pods misbehave.
@@ -17,8 +17,9 @@ class EventPoster:
     def __init__(self, api: client.ApiClient) -> None:
         self.core = client.CoreV1Api(api)
 
-    async def warn(self, namespace: str, pod: dict[str, Any], reason: str, message: str) -> None:
-        metadata = pod.get("metadata") or {}
+    async def warn(self, namespace: str, obj: dict[str, Any], reason: str, message: str) -> None:
+        """A Warning Event about `obj` (a pod: about its owner, if it has one)."""
+        metadata = obj.get("metadata") or {}
         owners = metadata.get("ownerReferences") or []
         if owners:
             owner = owners[0]
@@ -30,10 +31,11 @@ class EventPoster:
                 namespace=namespace,
             )
         else:
-            involved = client.V1ObjectReference(
-                api_version="v1",
-                kind="Pod",
+            involved = client.V1ObjectReference(  # the object itself: a Pod, or a Component
+                api_version=obj.get("apiVersion") or "v1",
+                kind=obj.get("kind") or "Pod",
                 name=metadata.get("name") or metadata.get("generateName"),
+                uid=metadata.get("uid"),
                 namespace=namespace,
             )
         now = datetime.datetime.now(datetime.UTC)

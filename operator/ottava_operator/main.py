@@ -27,7 +27,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from ottava_sidecar import contract
 
-from ottava_operator import connection, injection, peering, services, sidecar_form, status, validation
+from ottava_operator import connection, functions, injection, peering, services, sidecar_form, status, validation
 from ottava_operator.certificates import CertificateManager
 from ottava_operator.events import EventPoster
 from ottava_operator.identity_ca import CaState, IdentityCa
@@ -49,6 +49,7 @@ class Clients:
     events: EventPoster
     certificates: CertificateManager
     app_services: services.AppServices
+    functions: functions.FunctionServices
     injector: InjectorSettings  # the chart's defaults, in the form decided at start
     # What injected sidecars are told of workload identity (the CA's current bundle); None: off.
     identity: injection.IdentitySigner | None = None
@@ -102,6 +103,7 @@ def _configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> 
     # Server-side selectors: only injected pods and our own Services are watched.
     settings.watching.label_selectors["v1", "pods"] = services.INJECTED_PODS
     settings.watching.label_selectors["v1", "services"] = services.OUR_SERVICES
+    settings.watching.label_selectors["discovery.k8s.io", "endpointslices"] = services.OUR_SERVICES
 
 
 async def _join_election(
@@ -129,6 +131,7 @@ def _register_lifecycle(
         clients.rbac = SidecarRbac(clients.api)
         clients.events = EventPoster(clients.api)
         clients.app_services = services.AppServices(clients.api, clients.rbac, clients.events)
+        clients.functions = functions.FunctionServices(clients.api, clients.events)
         clients.certificates = CertificateManager(ours, clients.api)
         await clients.certificates.ensure()
         background.spawn(clients.certificates.run())
@@ -282,10 +285,12 @@ def _register_status(registry: kopf.OperatorRegistry, ours: OperatorSettings, cl
         # sidecar Roles there could reach the identity CA's Secret.
         if namespace and namespace != ours.namespace:
             await clients.rbac.reconcile(namespace)
+            await clients.functions.component_event(event.get("type"), dict(event["object"]))
 
 
 def _register_app_services(registry: kopf.OperatorRegistry, clients: Clients) -> None:
-    """The per-app Services (services.py), on the events of injected pods and of our Services."""
+    """The per-app Services (services.py), on the events of injected pods and of our Services;
+    the functions' Services (functions.py), also on the events of the apps' EndpointSlices."""
 
     @kopf.on.event("", "v1", "pods", labels={contract.LABEL_SIDECAR_INJECTED: "true"}, registry=registry)
     async def app_pod_event(event: kopf.RawEvent, **_: Any) -> None:
@@ -293,7 +298,21 @@ def _register_app_services(registry: kopf.OperatorRegistry, clients: Clients) ->
 
     @kopf.on.event("", "v1", "services", labels={contract.LABEL_MANAGED_BY: contract.MANAGED_BY}, registry=registry)
     async def app_service_event(event: kopf.RawEvent, **_: Any) -> None:
-        await clients.app_services.service_event(dict(event["object"]))
+        service = dict(event["object"])
+        if functions.is_function_service(service):
+            await clients.functions.service_event(service)
+        else:
+            await clients.app_services.service_event(service)
+
+    @kopf.on.event(
+        "discovery.k8s.io",
+        "v1",
+        "endpointslices",
+        labels={contract.LABEL_MANAGED_BY: contract.MANAGED_BY},
+        registry=registry,
+    )
+    async def app_slice_event(event: kopf.RawEvent, **_: Any) -> None:
+        await clients.functions.slice_event(dict(event["object"]))
 
 
 async def run(settings: OperatorSettings) -> None:

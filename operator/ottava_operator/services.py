@@ -92,7 +92,7 @@ def drift(current: dict[str, Any], desired: dict[str, Any]) -> list[str]:
     return differences
 
 
-def _body(document: dict[str, Any]) -> Any:
+def as_body(document: dict[str, Any]) -> Any:
     """A manifest as a request body: the client sends dicts as they are, though typed for models."""
     return document
 
@@ -139,6 +139,8 @@ class AppServices:
 
     async def service_event(self, service: dict[str, Any]) -> None:
         metadata = service.get("metadata") or {}
+        if (metadata.get("labels") or {}).get(contract.LABEL_FUNCTION):
+            return  # a function's (functions.py)
         namespace, app_id = metadata.get("namespace"), (metadata.get("labels") or {}).get(contract.LABEL_APP_ID)
         if namespace and app_id and contract.app_service_problem(app_id) is None:
             await self.reconcile(namespace, app_id)
@@ -175,6 +177,8 @@ class AppServices:
             # without Components, which the Component events alone would never give one.
             await self.rbac.reconcile(namespace)
             self._rbac_namespaces.add(namespace)
+        if current is not None and (current.get("metadata") or {}).get("labels", {}).get(contract.LABEL_FUNCTION):
+            return False  # a function holds the name; functions.py warns of the clash
         if current is not None and not ours(current):
             if has_pods:
                 await self._warn_taken(namespace, app_id, self.api.sanitize_for_serialization(pods.items[0]))
@@ -186,7 +190,7 @@ class AppServices:
             return True
         desired = app_service(app_id, namespace)
         if current is None:
-            await self.core.create_namespaced_service(namespace, _body(desired))
+            await self.core.create_namespaced_service(namespace, as_body(desired))
             log.info("created the Service of an app", extra={"namespace": namespace, "service": name})
             return True
         await self._repair(current, desired)
@@ -238,13 +242,13 @@ class AppServices:
         if "spec.clusterIP" in differences:
             # A Service's clusterIP cannot change: replace the Service.
             await self.core.delete_namespaced_service(name, namespace)
-            await self.core.create_namespaced_service(namespace, _body(desired))
+            await self.core.create_namespaced_service(namespace, as_body(desired))
         else:
             body = dict(current)
             body["metadata"] = {**current["metadata"], "labels": {**current["metadata"].get("labels", {})}}
             body["metadata"]["labels"].update(desired["metadata"]["labels"])
             body["spec"] = {**current["spec"], **desired["spec"]}
-            await self.core.replace_namespaced_service(name, namespace, _body(body))
+            await self.core.replace_namespaced_service(name, namespace, as_body(body))
         log.info(
             "put the Service of an app back as it should be",
             extra={"namespace": namespace, "service": name, "fields": differences},

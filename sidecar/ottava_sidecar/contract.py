@@ -72,6 +72,10 @@ SERVICE_PORT_INTERNAL: Final = "internal"
 SERVICE_PORT_METRICS: Final = "metrics"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "ottava"
+# On the Service `<name>-ottava` of a `function.wasm` Component (value: its name), whose
+# EndpointSlices the operator writes: the sidecars of the apps that run the function, each
+# slice labelled `ottava.io/app-id` with the app whose certificate they hold (docs/wasm.md).
+LABEL_FUNCTION: Final = "ottava.io/function"
 # Service names are RFC 1035 labels (a letter first) unless the cluster relaxes that (1.36+).
 _SERVICE_APP_ID: Final = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_SERVICE_APP_ID: Final = 63 - len(APP_SERVICE_SUFFIX)

@@ -1,9 +1,12 @@
 """A WebAssembly function in a cluster: its module in a ConfigMap, run by the sidecar of a real pod.
 
 The app team puts a WAT module in a ConfigMap and applies a `function.wasm` Component
-that names it; the operator's Role lets the namespace's sidecars read that ConfigMap (and
-no other). The example app invokes the function by its Component's name through its
-sidecar, and an edited ConfigMap is a hot reload: the next calls get the new module.
+that names it, scoped to app `caller`; the operator's Role lets the namespace's sidecars
+read that ConfigMap (and no other). The example app invokes the function by its
+Component's name through its sidecar, and an edited ConfigMap is a hot reload: the next
+calls get the new module. A pod of another app (`visitor`, outside the scopes, so its
+sidecar does not run the function) calls it too: through the function's Service, whose
+EndpointSlices the operator fills with the sidecars of `caller`, over mTLS.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ FUNCTION = {
     "apiVersion": "ottava.io/v1alpha1",
     "kind": "Component",
     "metadata": {"name": "greeter"},
+    "scopes": ["caller"],
     "spec": {
         "type": "function.wasm",
         "version": "v1",
@@ -65,9 +69,12 @@ def test_a_function_from_a_config_map_runs_in_a_pod_and_follows_edits(
     restricted_namespace: str,
 ) -> None:
     ns = restricted_namespace
-    result = apply(cluster, ns, dump(config_map(1), FUNCTION, app_deployment("caller", 1)))
+    result = apply(
+        cluster, ns, dump(config_map(1), FUNCTION, app_deployment("caller", 1), app_deployment("visitor", 1))
+    )
     assert result.returncode == 0, result.stderr
     [caller] = pods.wait_ready(kube, ns, "caller", 1, timeout=120)
+    [visitor] = pods.wait_ready(kube, ns, "visitor", 1, timeout=120)
 
     assert pods.call_app(caller, "GET", "/invoke/greeter/hello") == {"version": 1}
 
@@ -94,3 +101,25 @@ def test_a_function_from_a_config_map_runs_in_a_pod_and_follows_edits(
         "verbs": ["get", "list", "watch"],
         "resourceNames": ["greeter-module"],
     } in rules
+
+    # From another pod: the function's Service lists the sidecar of `caller`, which runs it.
+    def from_visitor() -> Any:
+        answer = pods.call_app(visitor, "GET", "/invoke/greeter/hello")
+        return answer if answer == {"version": 2} else None
+
+    cluster_mod.poll(from_visitor, timeout=60, what="the visitor's call of the function through its Service")
+    slices = json.loads(
+        cluster.kubectl(
+            "get", "endpointslices", "-n", ns, "-l", "kubernetes.io/service-name=greeter-ottava", "-o", "json"
+        )
+    )["items"]
+    assert [s["metadata"]["labels"]["ottava.io/app-id"] for s in slices] == ["caller"]
+    assert [e["addresses"][0] for s in slices for e in s["endpoints"]] == [caller.status.pod_ip]
+
+    # A deleted Component takes its Service, and the calls from other pods, with it.
+    cluster.kubectl("delete", "component", "greeter", "-n", ns)
+    cluster_mod.poll(
+        lambda: "greeter-ottava" not in cluster.kubectl("get", "services", "-n", ns, "-o", "name"),
+        timeout=60,
+        what="the function's Service to go with its Component",
+    )

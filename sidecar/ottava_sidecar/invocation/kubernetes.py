@@ -7,6 +7,10 @@ watches those slices (one list-then-watch per namespace it calls into, never a l
 call) and spreads calls round robin over the ready endpoints, on the port named
 `internal`.
 
+A WebAssembly function is resolved the same way, from the slices of its Service, which
+the operator writes (one per app that runs it, labelled with that app's id, which its
+sidecars' certificates name).
+
 `id` is an app of the sidecar's own namespace, `id.namespace` one of another (Dapr's
 form). Until a namespace's first listing arrives, a call waits for it, briefly; a call
 into a namespace the sidecar may not read fails with the apiserver's reason.
@@ -73,11 +77,22 @@ class Endpoints:
     not_ready: int = 0
 
 
-def endpoints_of(slices: Iterable[dict[str, Any]]) -> Endpoints:
+def _host_app(slice_: dict[str, Any], app: str) -> str:
+    """For a function's slice (labelled with the function `app`), the app whose sidecars there run it."""
+    labels = (slice_.get("metadata") or {}).get("labels") or {}
+    if not app or labels.get(contract.LABEL_FUNCTION) != app:
+        return ""
+    host = str(labels.get(contract.LABEL_APP_ID, ""))
+    return "" if host == app else host
+
+
+def endpoints_of(slices: Iterable[dict[str, Any]], app: str = "") -> Endpoints:
     """Ready internal addresses of a Service's EndpointSlices, each pod once, in a stable order.
 
     A dual-stack Service has an IPv4 and an IPv6 slice listing the same pods; a pod counts
     once (IPv4 first). Slices without a port named `internal` or of FQDN type are ignored.
+    The slices of a function's Service (`app` is its name) are the operator's, one per app
+    that runs it: their addresses say that the sidecar there is certified as that app.
     """
     seen: set[str] = set()
     ready: set[Address] = set()
@@ -85,6 +100,7 @@ def endpoints_of(slices: Iterable[dict[str, Any]]) -> Endpoints:
     ordered = sorted(slices, key=lambda s: (s.get("addressType") != "IPv4", s.get("metadata", {}).get("name", "")))
     for slice_ in ordered:
         port = _internal_port(slice_)
+        host = _host_app(slice_, app)
         if port is None or slice_.get("addressType") not in ("IPv4", "IPv6"):
             continue
         for endpoint in slice_.get("endpoints") or []:
@@ -97,7 +113,7 @@ def endpoints_of(slices: Iterable[dict[str, Any]]) -> Endpoints:
                 continue
             seen.add(identity)
             if _ready(endpoint):
-                ready.add(Address(str(addresses[0]), port))
+                ready.add(Address(str(addresses[0]), port, host))
             else:
                 not_ready += 1
     return Endpoints(tuple(sorted(ready, key=lambda a: (a.host, a.port))), not_ready)
@@ -163,6 +179,17 @@ class KubernetesResolver(NameResolver):
     async def unregister(self) -> None:
         """Nothing to undo: a terminating pod leaves its Service's ready endpoints by itself."""
 
+    async def register_function(self, name: str, address: Address, host_app_id: str) -> None:
+        """Nothing to write: the operator lists this pod in the function's Service `<name>-ottava`
+        (its slices copy the hosting apps' endpoints), so others find it as they find apps."""
+        problem = contract.app_service_problem(name)
+        if problem is not None:
+            raise AppNotFoundError(problem.replace("app id", "function name"))
+        log.info(
+            "other pods call the function through its Service",
+            extra={"function": name, "service": contract.app_service_name(name), "appId": host_app_id},
+        )
+
     def served_namespace(self, target: str) -> str | None:
         return split_app_id(target, self.namespace)[1]
 
@@ -190,7 +217,7 @@ class KubernetesResolver(NameResolver):
             if endpoints is None:
                 why = (
                     f"Service {service} has no endpoints (is a pod with annotation {contract.ANNOTATION_APP_ID}: "
-                    f"{name} running there, and the Ottava operator?)"
+                    f"{name} running there, or a pod of an app that runs function {name}, and the Ottava operator?)"
                 )
             else:
                 why = f"none of the {endpoints.not_ready} endpoint(s) of Service {service} is ready"
@@ -255,7 +282,7 @@ class KubernetesResolver(NameResolver):
                 view.endpoints.pop(app, None)
                 _remove_gauge(namespace, app)
                 continue
-            endpoints = view.endpoints[app] = endpoints_of(slices.values())
+            endpoints = view.endpoints[app] = endpoints_of(slices.values(), app)
             metrics.INVOCATION_ENDPOINTS.labels(namespace, app).set(len(endpoints.ready))
             log.debug(
                 "endpoints changed",

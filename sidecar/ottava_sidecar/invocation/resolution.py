@@ -54,7 +54,7 @@ class NameResolver(abc.ABC):
     async def register_function(self, name: str, address: Address, host_app_id: str) -> None:
         """Make the function `name`, run by this sidecar (app `host_app_id`), findable at `address`.
 
-        A resolver that cannot (in a cluster, for now) leaves it reachable from its own sidecar only.
+        A resolver that cannot leaves it reachable from its own sidecar only.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot make functions reachable from other sidecars")
 
