@@ -2,11 +2,16 @@
 
 Field names are Dapr's JSON names. Unknown fields are ignored, as Dapr's JSON decoding
 ignores them, so clients written for Dapr keep working; numbers where Dapr expects
-strings (an ETag, a metadata value) are accepted as their text.
+strings (an ETag, a metadata value) are accepted as their text. JSON `null` for a field
+is the field not given, and a `null` metadata value is the empty text, as Go's decoder
+leaves a field or map value at its zero value for `null` (the JavaScript SDK sends
+`"metadata": null` with every state transaction). Every body model derives from
+`RequestBody`, where that rule lives; each route names its body (`Route.body`), so the
+tests try `null` in every field of every route's body.
 """
 
 import math
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -18,6 +23,7 @@ from pydantic import (
     Strict,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 
 from ottava_sidecar.api import errors
@@ -25,21 +31,35 @@ from ottava_sidecar.api import errors
 T = TypeVar("T")
 
 
-class _RequestBody(BaseModel):
+class RequestBody(BaseModel):
+    """A JSON object of a request body: the base of every body model of the HTTP API."""
+
     model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True, coerce_numbers_to_str=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_not_given(cls, data: Any) -> Any:
+        # A field whose type holds null has null as its default too, so dropping every
+        # null field leaves `"value": null` (a state value, an event) as it was.
+        if isinstance(data, dict) and None in data.values():
+            return {name: value for name, value in data.items() if value is not None}
+        return data
 
-def _finite_numbers(metadata: Any) -> Any:
+
+def _metadata_values(metadata: Any) -> Any:
     """NaN and Infinity are not JSON; Python's parser takes them, so they are refused here
-    rather than turned into the text 'NaN' or 'inf' by the number-to-text coercion."""
+    rather than turned into the text 'NaN' or 'inf' by the number-to-text coercion. A
+    null value is the empty text, as Go decodes it into a `map[string]string`."""
     if isinstance(metadata, dict):
         for name, value in metadata.items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"metadata {name!r} is {value}, not a finite number")
+        if None in metadata.values():
+            return {name: "" if value is None else value for name, value in metadata.items()}
     return metadata
 
 
-Metadata = Annotated[dict[str, str], BeforeValidator(_finite_numbers)]
+Metadata = Annotated[dict[str, str], BeforeValidator(_metadata_values)]
 
 
 def _finite_json(value: JsonValue) -> JsonValue:
@@ -62,12 +82,12 @@ FiniteJson = Annotated[JsonValue, AfterValidator(_finite_json)]
 Key = Annotated[str, Strict()]
 
 
-class StateOptions(_RequestBody):
+class StateOptions(RequestBody):
     concurrency: str = ""  # checked by `state.parse_concurrency`, whose message names the value
     consistency: Literal["", "eventual", "strong"] = ""
 
 
-class StateEntry(_RequestBody):
+class StateEntry(RequestBody):
     key: Key
     value: JsonValue = None
     etag: str | None = None
@@ -75,48 +95,57 @@ class StateEntry(_RequestBody):
     metadata: Metadata = Field(default_factory=dict)
 
 
-class BulkGet(_RequestBody):
+class BulkGet(RequestBody):
     keys: list[Key]
     parallelism: int = Field(default=0, ge=0)  # accepted for compatibility; the store decides
 
 
-class TransactionOperation(_RequestBody):
+class TransactionOperation(RequestBody):
     operation: str  # checked by `state.operations`, so an unknown one gets Dapr's error code
     request: StateEntry
 
 
-class Transaction(_RequestBody):
+class Transaction(RequestBody):
     operations: list[TransactionOperation]
     metadata: Metadata = Field(default_factory=dict)
 
 
-class TryLock(_RequestBody):
+class TryLock(RequestBody):
     # Defaults rather than required: `LockApi` names the empty field and the store.
     resource_id: str = Field(default="", alias="resourceId")
     lock_owner: str = Field(default="", alias="lockOwner")
     expiry_in_seconds: int = Field(default=0, alias="expiryInSeconds")
 
 
-class Unlock(_RequestBody):
+class Unlock(RequestBody):
     resource_id: str = Field(default="", alias="resourceId")
     lock_owner: str = Field(default="", alias="lockOwner")
 
 
-SAVE_STATE = TypeAdapter(list[StateEntry])
-BULK_GET = TypeAdapter(BulkGet)
-TRANSACTION = TypeAdapter(Transaction)
-TRY_LOCK = TypeAdapter(TryLock)
-UNLOCK = TypeAdapter(Unlock)
+class Body(Generic[T]):
+    """The JSON body of a route: a `RequestBody` model, or a list of them (`shape`), and
+    how the error message describes it (`what`)."""
+
+    def __init__(self, shape: Any, what: str) -> None:
+        self.shape = shape
+        self.what = what
+        self._adapter: TypeAdapter[T] = TypeAdapter(shape)
+
+    def parse(self, body: bytes) -> T:
+        """The validated body, or 400 ERR_MALFORMED_REQUEST saying where it is wrong."""
+        try:
+            return self._adapter.validate_json(body)
+        except ValidationError as err:
+            problems = [_describe(e["loc"], e["msg"]) for e in err.errors(include_url=False)]
+            shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+            raise errors.invalid_argument(f"malformed request body ({self.what}): {shown}") from None
 
 
-def parse(adapter: TypeAdapter[T], body: bytes, what: str) -> T:
-    """The validated body, or 400 ERR_MALFORMED_REQUEST saying where it is wrong."""
-    try:
-        return adapter.validate_json(body)
-    except ValidationError as err:
-        problems = [_describe(e["loc"], e["msg"]) for e in err.errors(include_url=False)]
-        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
-        raise errors.invalid_argument(f"malformed request body ({what}): {shown}") from None
+SAVE_STATE: Body[list[StateEntry]] = Body(list[StateEntry], "a JSON array of state items")
+BULK_GET: Body[BulkGet] = Body(BulkGet, '{"keys": [...]}')
+TRANSACTION: Body[Transaction] = Body(Transaction, '{"operations": [...]}')
+TRY_LOCK: Body[TryLock] = Body(TryLock, "lock request")
+UNLOCK: Body[Unlock] = Body(Unlock, "unlock request")
 
 
 def _describe(loc: tuple[int | str, ...], msg: str) -> str:

@@ -13,7 +13,8 @@ must be a JSON object to match anything. `sort` orders by dotted keys (`ASC`, th
 default, or `DESC`); ties keep key order, so pages are stable. `page.limit` cuts the
 answer (0 or absent: no limit); the answer's token, given back as `page.token`, starts
 the next page. It is the position of the next item, as Dapr's SQL stores make it, and
-is only given when more items match.
+is only given when more items match. JSON `null` for any of these fields is the field
+not given, as Go's decoder reads it into Dapr's query struct.
 
 Every store shares this evaluation, so a query means the same on each of them.
 """
@@ -85,11 +86,19 @@ def parse(text: str | bytes) -> Query:
         raise QueryError(f"query is not JSON: {err}") from None
     if not isinstance(document, dict):
         raise QueryError("query must be a JSON object with 'filter', 'sort' and 'page'")
+    document = _given(document)
     unknown = sorted(set(document) - {"filter", "sort", "page"})
     if unknown:
         raise QueryError(f"query has unknown field(s) {', '.join(map(repr, unknown))}: 'filter', 'sort' and 'page' are")
     query_filter = _filter(document["filter"], "filter") if "filter" in document else None
     return Query(query_filter, _sort(document.get("sort", [])), *_page(document.get("page", {})))
+
+
+def _given(unit: Any) -> Any:
+    """An object without its null fields (a null field is one not given); anything else as it is."""
+    if isinstance(unit, dict) and None in unit.values():
+        return {name: value for name, value in unit.items() if value is not None}
+    return unit
 
 
 def _filter(unit: Any, where: str) -> Filter:
@@ -121,6 +130,7 @@ def _sort(sort: Any) -> tuple[Sorting, ...]:
         raise QueryError("sort must be an array of {'key': ..., 'order': 'ASC' or 'DESC'}")
     result = []
     for n, entry in enumerate(sort):
+        entry = _given(entry)
         if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not entry["key"]:
             raise QueryError(f"sort[{n}] must be an object with a non-empty 'key'")
         order = entry.get("order") or ASC
@@ -131,6 +141,7 @@ def _sort(sort: Any) -> tuple[Sorting, ...]:
 
 
 def _page(page: Any) -> tuple[int, int]:
+    page = _given(page)
     if not isinstance(page, dict) or set(page) - {"limit", "token"}:
         raise QueryError("page must be an object with 'limit' and 'token'")
     limit = page.get("limit", 0)
