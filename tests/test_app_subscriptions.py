@@ -149,6 +149,35 @@ def test_bad_items_are_named_and_the_good_ones_delivered(
     assert path == "/orders" and event["data"] == {"id": 7}
 
 
+def test_null_fields_in_the_answer_are_fields_not_given(
+    sidecars: SidecarFactory, http_app: HttpApp, tmp_path: Path
+) -> None:
+    """As Dapr's Go decoder reads them; Jackson (the Java SDK's apps) writes every unset field as null."""
+    http_app.answer(
+        200,
+        [
+            {
+                "pubsubname": "pubsub",
+                "topic": "orders",
+                "route": "/orders",
+                "routes": None,
+                "metadata": None,
+                "deadLetterTopic": None,
+                "bulkSubscribe": None,
+            },
+            {"pubsubname": "pubsub", "topic": "rules", "route": None, "routes": {"rules": None, "default": "/rules"}},
+        ],
+    )
+    sidecar = start_sidecar(sidecars, http_app.port, "http", tmp_path)
+    body = wait_up(sidecar)
+    assert "app-subscriptions" not in body["components"], body
+    assert subscribed(sidecar) == [("pubsub", "orders"), ("pubsub", "rules")]
+    published = httpx.post(f"{sidecar.http_url}/v1.0/publish/pubsub/rules", json={"id": 8})
+    assert published.status_code == 204, published.text
+    path, event = wait_for(lambda: http_app.events[0] if http_app.events else None, "the event at /rules")
+    assert path == "/rules" and event["data"] == {"id": 8}
+
+
 @pytest.mark.parametrize("status", [404, 405, 501])
 def test_an_app_without_subscriptions_is_ready(
     sidecars: SidecarFactory, http_app: HttpApp, tmp_path: Path, status: int

@@ -5,9 +5,9 @@ ignores them, so clients written for Dapr keep working; numbers where Dapr expec
 strings (an ETag, a metadata value) are accepted as their text. JSON `null` for a field
 is the field not given, and a `null` metadata value is the empty text, as Go's decoder
 leaves a field or map value at its zero value for `null` (the JavaScript SDK sends
-`"metadata": null` with every state transaction). Every body model derives from
-`RequestBody`, where that rule lives; each route names its body (`Route.body`), so the
-tests try `null` in every field of every route's body.
+`"metadata": null` with every state transaction; see `gojson`). Every body model derives
+from `RequestBody`; each route names its body (`Route.body`), so the tests try `null` in
+every field of every route's body.
 """
 
 import math
@@ -15,7 +15,6 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -23,27 +22,18 @@ from pydantic import (
     Strict,
     TypeAdapter,
     ValidationError,
-    model_validator,
 )
 
+from ottava_sidecar import gojson
 from ottava_sidecar.api import errors
 
 T = TypeVar("T")
 
 
-class RequestBody(BaseModel):
+class RequestBody(gojson.Model):
     """A JSON object of a request body: the base of every body model of the HTTP API."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True, coerce_numbers_to_str=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _null_is_not_given(cls, data: Any) -> Any:
-        # A field whose type holds null has null as its default too, so dropping every
-        # null field leaves `"value": null` (a state value, an event) as it was.
-        if isinstance(data, dict) and None in data.values():
-            return {name: value for name, value in data.items() if value is not None}
-        return data
 
 
 def _metadata_values(metadata: Any) -> Any:

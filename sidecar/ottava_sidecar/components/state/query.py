@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ottava_sidecar import gojson
 from ottava_sidecar.components.state.base import StateItem
 
 ASC, DESC = "ASC", "DESC"
@@ -86,19 +87,12 @@ def parse(text: str | bytes) -> Query:
         raise QueryError(f"query is not JSON: {err}") from None
     if not isinstance(document, dict):
         raise QueryError("query must be a JSON object with 'filter', 'sort' and 'page'")
-    document = _given(document)
+    document = gojson.given(document)
     unknown = sorted(set(document) - {"filter", "sort", "page"})
     if unknown:
         raise QueryError(f"query has unknown field(s) {', '.join(map(repr, unknown))}: 'filter', 'sort' and 'page' are")
     query_filter = _filter(document["filter"], "filter") if "filter" in document else None
     return Query(query_filter, _sort(document.get("sort", [])), *_page(document.get("page", {})))
-
-
-def _given(unit: Any) -> Any:
-    """An object without its null fields (a null field is one not given); anything else as it is."""
-    if isinstance(unit, dict) and None in unit.values():
-        return {name: value for name, value in unit.items() if value is not None}
-    return unit
 
 
 def _filter(unit: Any, where: str) -> Filter:
@@ -130,7 +124,7 @@ def _sort(sort: Any) -> tuple[Sorting, ...]:
         raise QueryError("sort must be an array of {'key': ..., 'order': 'ASC' or 'DESC'}")
     result = []
     for n, entry in enumerate(sort):
-        entry = _given(entry)
+        entry = gojson.given(entry)
         if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not entry["key"]:
             raise QueryError(f"sort[{n}] must be an object with a non-empty 'key'")
         order = entry.get("order") or ASC
@@ -141,7 +135,7 @@ def _sort(sort: Any) -> tuple[Sorting, ...]:
 
 
 def _page(page: Any) -> tuple[int, int]:
-    page = _given(page)
+    page = gojson.given(page)
     if not isinstance(page, dict) or set(page) - {"limit", "token"}:
         raise QueryError("page must be an object with 'limit' and 'token'")
     limit = page.get("limit", 0)
