@@ -6,7 +6,10 @@ an answer it cannot use: it goes UP and names the problem in the readiness body.
 """
 
 import json
+import socket
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,11 +19,12 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
-from google.protobuf import empty_pb2
+from google.protobuf import any_pb2, empty_pb2
 
 from tests.conftest import SidecarFactory, SidecarProcess
-from tests.messaging import readiness, wait_for
+from tests.messaging import free_port, readiness, wait_for
 
 HTTP_PUBSUB_PREFIX = "app subscriptions: "
 
@@ -145,6 +149,35 @@ def test_bad_items_are_named_and_the_good_ones_delivered(
     assert path == "/orders" and event["data"] == {"id": 7}
 
 
+def test_null_fields_in_the_answer_are_fields_not_given(
+    sidecars: SidecarFactory, http_app: HttpApp, tmp_path: Path
+) -> None:
+    """As Dapr's Go decoder reads them; Jackson (the Java SDK's apps) writes every unset field as null."""
+    http_app.answer(
+        200,
+        [
+            {
+                "pubsubname": "pubsub",
+                "topic": "orders",
+                "route": "/orders",
+                "routes": None,
+                "metadata": None,
+                "deadLetterTopic": None,
+                "bulkSubscribe": None,
+            },
+            {"pubsubname": "pubsub", "topic": "rules", "route": None, "routes": {"rules": None, "default": "/rules"}},
+        ],
+    )
+    sidecar = start_sidecar(sidecars, http_app.port, "http", tmp_path)
+    body = wait_up(sidecar)
+    assert "app-subscriptions" not in body["components"], body
+    assert subscribed(sidecar) == [("pubsub", "orders"), ("pubsub", "rules")]
+    published = httpx.post(f"{sidecar.http_url}/v1.0/publish/pubsub/rules", json={"id": 8})
+    assert published.status_code == 204, published.text
+    path, event = wait_for(lambda: http_app.events[0] if http_app.events else None, "the event at /rules")
+    assert path == "/rules" and event["data"] == {"id": 8}
+
+
 @pytest.mark.parametrize("status", [404, 405, 501])
 def test_an_app_without_subscriptions_is_ready(
     sidecars: SidecarFactory, http_app: HttpApp, tmp_path: Path, status: int
@@ -224,3 +257,126 @@ def test_grpc_list_topic_subscriptions_problems_are_named(
         assert subscribed(sidecar) == ([] if code else [("pubsub", "orders")])
     finally:
         server.stop(None)
+
+
+PLAIN_APP = """
+import http.server, sys, time
+from pathlib import Path
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    # POST only: `GET /dapr/subscribe` is answered 501 by http.server itself.
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body) + 5))
+        self.end_headers()
+        self.wfile.write(b"echo:" + body)
+
+server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+opened = Path(sys.argv[2] + ".tmp")
+opened.write_text(repr(time.monotonic()))  # the port is open (listening) from here
+opened.replace(sys.argv[2])
+server.serve_forever()
+"""
+
+
+def test_a_plain_http_app_without_a_get_handler_is_ready_within_2s_of_its_port_opening(
+    sidecars: SidecarFactory, tmp_path: Path
+) -> None:
+    """Python's http.server with only `do_POST`: no programmatic subscriptions, and no waiting for them."""
+    script, opened_file = tmp_path / "app.py", tmp_path / "opened"
+    script.write_text(PLAIN_APP, encoding="utf-8")
+    port = free_port()
+    sidecar = sidecars.start(
+        "--app-id",
+        "plain",
+        "--app-port",
+        str(port),
+        "--",
+        sys.executable,
+        str(script),
+        str(port),
+        str(opened_file),
+        env={"OTTAVA_REGISTRY_DIR": str(tmp_path / "registry")},
+    )
+    written: str = wait_for(lambda: opened_file.read_text() if opened_file.exists() else None, "the app's port")
+    opened = float(written)
+    deadline = opened + 2.0
+
+    def ready_and_reachable() -> httpx.Response | None:
+        if readiness(sidecar)["status"] != "UP":
+            return None
+        answer = httpx.post(f"{sidecar.http_url}/v1.0/invoke/plain/method/echo", content=b"hi")
+        return answer if answer.status_code == 200 else None
+
+    answer = wait_for(
+        ready_and_reachable,
+        "readiness UP and an invocation answered, 2 s after the app's port opened",
+        timeout=max(0.0, deadline - time.monotonic()),
+    )
+    assert answer.text == "echo:hi"
+    assert "app-subscriptions" not in readiness(sidecar)["components"]
+    assert subscribed(sidecar) == []
+    log = sidecar.log()
+    assert log.count("GET /dapr/subscribe answered 501: the app declares no subscriptions") == 1, log
+
+
+class _InvokeOnly(appcallback_pb2_grpc.AppCallbackServicer):
+    """A gRPC app that serves OnInvoke only: ListTopicSubscriptions answers UNIMPLEMENTED (the generated default)."""
+
+    def OnInvoke(self, request: common_pb2.InvokeRequest, context: grpc.ServicerContext) -> common_pb2.InvokeResponse:
+        return common_pb2.InvokeResponse(
+            data=any_pb2.Any(value=b"echo:" + request.data.value), content_type="text/plain"
+        )
+
+
+def test_a_grpc_app_without_list_topic_subscriptions_is_ready(sidecars: SidecarFactory, tmp_path: Path) -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    appcallback_pb2_grpc.add_AppCallbackServicer_to_server(_InvokeOnly(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        sidecar = start_sidecar(sidecars, port, "grpc", tmp_path)
+        body = wait_up(sidecar)
+        assert "app-subscriptions" not in body["components"]
+        assert subscribed(sidecar) == []
+        answer = httpx.post(f"{sidecar.http_url}/v1.0/invoke/subs-grpc/method/echo", content=b"hi")
+        assert (answer.status_code, answer.text) == (200, "echo:hi")
+        assert sidecar.log().count("ListTopicSubscriptions is UNIMPLEMENTED") == 1, sidecar.log()
+    finally:
+        server.stop(None)
+
+
+def test_an_app_that_drops_the_connection_is_asked_again_and_readiness_says_why(
+    sidecars: SidecarFactory, tmp_path: Path
+) -> None:
+    """A transport failure (the port accepts, then closes without an answer) keeps the sidecar INIT, retrying."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drop_every_connection() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            connection.close()
+
+    thread = threading.Thread(target=drop_every_connection, daemon=True)
+    thread.start()
+    try:
+        sidecar = start_sidecar(sidecars, listener.getsockname()[1], "http", tmp_path)
+        app = wait_for(
+            lambda: "(attempt 2)" in (b := readiness(sidecar))["components"]["app"]["details"].get("reason", "") and b,
+            "readiness to name the second attempt",
+        )["components"]["app"]
+        assert app["status"] == "INIT"
+        assert "reading subscriptions failed (attempt 2), retrying:" in app["details"]["reason"]
+        assert "is not reachable" in app["details"]["reason"]
+        assert httpx.get(f"{sidecar.http_url}/actuator/health/readiness").status_code == 503
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()

@@ -123,8 +123,12 @@ class GrpcAppChannel(AppChannel):
         try:
             layotto_answer = await self._layotto().ListTopicSubscriptions(empty_pb2.Empty(), timeout=self.timeout)
         except grpc.aio.AioRpcError as err:
-            if err.code() is grpc.StatusCode.UNIMPLEMENTED:
-                return AppSubscriptions()  # the app serves neither: it subscribes to nothing
+            if err.code() is grpc.StatusCode.UNIMPLEMENTED:  # the app serves neither: it subscribes to nothing
+                log.info(
+                    "%s: ListTopicSubscriptions is UNIMPLEMENTED (Dapr's and Layotto's): the app declares no subscriptions",
+                    self.describe(),
+                )
+                return AppSubscriptions()
             return self._subscriptions_failed(err)
         self._flavour = "layotto"
         subscriptions = AppSubscriptions()

@@ -23,9 +23,9 @@ import uuid
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
-from ottava_sidecar import tracing
+from ottava_sidecar import gojson, tracing
 from ottava_sidecar.appchannel.base import (
     AppChannel,
     AppChannelError,
@@ -60,7 +60,7 @@ HOP_BY_HOP = frozenset(
 )
 
 
-class _Body(BaseModel):
+class _Body(gojson.Model):  # null is a field not given, as Dapr reads the app's answers
     model_config = ConfigDict(extra="ignore", populate_by_name=True, coerce_numbers_to_str=True)
 
 

@@ -10,16 +10,14 @@ data (200), with each metadata entry as a `metadata.<name>` header, as Dapr answ
 import json
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import Field
 
 from ottava_sidecar.api.bindings import BindingsApi
 from ottava_sidecar.api.http import bodies
 from ottava_sidecar.api.http.routing import METADATA_PREFIX, Route, no_content
 
 
-class _InvokeBody(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)
-
+class _InvokeBody(bodies.RequestBody):
     data: bodies.FiniteJson = None
     metadata: bodies.Metadata = Field(default_factory=dict)
     operation: str = ""
@@ -32,7 +30,7 @@ class _InvokeBody(BaseModel):
         return json.dumps(self.data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-_BODY = TypeAdapter(_InvokeBody)
+_BODY: bodies.Body[_InvokeBody] = bodies.Body(_InvokeBody, '{"data": ..., "metadata": {...}, "operation": "..."}')
 
 
 def _content_type(data: bytes) -> str:
@@ -54,12 +52,12 @@ class BindingsHttpApi:
     def routes(self) -> list[Route]:
         # Dapr takes POST and PUT alike.
         return [
-            Route(method, "/v1.0/bindings/{name}", self.invoke, "bindings", "InvokeBinding")
+            Route(method, "/v1.0/bindings/{name}", self.invoke, "bindings", "InvokeBinding", body=_BODY)
             for method in ("POST", "PUT")
         ]
 
     async def invoke(self, request: web.Request) -> web.Response:
-        body = bodies.parse(_BODY, await request.read(), '{"data": ..., "metadata": {...}, "operation": "..."}')
+        body = _BODY.parse(await request.read())
         answer = await self.bindings.invoke(request.match_info["name"], body.operation, body.payload(), body.metadata)
         headers = {f"{METADATA_PREFIX}{k}": v for k, v in answer.metadata.items() if _header_safe(v)}
         if not answer.data and not answer.metadata:

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import Field
 
 from ottava_sidecar.api.http import bodies, routing
 from ottava_sidecar.api.http.routing import Route, query_metadata
@@ -18,13 +18,11 @@ from ottava_sidecar.api.pubsub import MESSAGE_ID, BulkEntry, PubSubApi
 from ottava_sidecar.messaging.cloudevents import is_json_type
 
 
-class _BulkEntry(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, coerce_numbers_to_str=True)
-
+class _BulkEntry(bodies.RequestBody):
     entry_id: str = Field(alias="entryId")
     event: bodies.FiniteJson = None
     content_type: str = Field(default="", alias="contentType")
-    metadata: dict[str, str] = Field(default_factory=dict)
+    metadata: bodies.Metadata = Field(default_factory=dict)
 
     def payload(self) -> bytes:
         if isinstance(self.event, str) and not is_json_type(self.content_type):
@@ -32,7 +30,9 @@ class _BulkEntry(BaseModel):
         return json.dumps(self.event, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-_BULK = TypeAdapter(list[_BulkEntry])
+_BULK: bodies.Body[list[_BulkEntry]] = bodies.Body(
+    list[_BulkEntry], "a JSON array of {entryId, event, contentType, metadata}"
+)
 
 
 class PubSubHttpApi:
@@ -55,6 +55,7 @@ class PubSubHttpApi:
                     self.bulk,
                     "pubsub",
                     name,
+                    body=_BULK,
                 )
                 for version, name in (("v1.0-alpha1", "BulkPublishEventAlpha1"), ("v1.0", "BulkPublishEvent"))
             ),
@@ -71,7 +72,7 @@ class PubSubHttpApi:
         return web.Response(status=204, headers={MESSAGE_ID: message_id})
 
     async def bulk(self, request: web.Request) -> web.Response:
-        entries = bodies.parse(_BULK, await request.read(), "a JSON array of {entryId, event, contentType, metadata}")
+        entries = _BULK.parse(await request.read())
         result = await self.pubsub.bulk_publish(
             request.match_info["pubsubname"],
             request.match_info["topic"],

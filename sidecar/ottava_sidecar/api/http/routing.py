@@ -11,14 +11,14 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import grpc
 from aiohttp import web
 
 from ottava_sidecar import contract, tracing
 from ottava_sidecar.api import access, errors
-from ottava_sidecar.api.http import listening
+from ottava_sidecar.api.http import bodies, listening
 from ottava_sidecar.limits import Limits
 from ottava_sidecar.metrics import REFUSED_NOT_LOOPBACK, REFUSED_TOKEN, CallMetrics, count_refused
 
@@ -40,6 +40,7 @@ class Route:
     api: str  # metrics label, the same as the gRPC surface's ("state", "lock", …)
     name: str  # metrics method label: Dapr's gRPC method name, so one dashboard shows both protocols
     public: bool = False  # served without the API token: probes must work without it
+    body: bodies.Body[Any] | None = None  # the JSON body the handler parses, if it parses one
 
 
 def error_body(status: int, error_code: str, message: str) -> web.Response:

@@ -27,16 +27,20 @@ def build_api_app(apis: Apis, *, api_token: str | None, limits: Limits | None = 
     app = web.Application(middlewares=[routing.unmatched_as_json], client_max_size=limits.max_body_bytes)
     token = api_token.encode() if api_token else None
     guard = routing.RequestGuard(limits)
-    routes = [
+    for route in api_routes(apis):
+        app.router.add_route(route.method, route.path, routing.serve(route, token, guard))
+    return app
+
+
+def api_routes(apis: Apis) -> list[routing.Route]:
+    """Every route of the API app, in the order the router tries them."""
+    return [
         *Actuator(apis.registry, apis.metadata).routes(),
         *DaprHttpApi(apis).routes(),
         *PubSubHttpApi(apis.pubsub).routes(),
         *InvokeHttpApi(apis.invocation).routes(),
         *BindingsHttpApi(apis.bindings).routes(),
     ]
-    for route in routes:
-        app.router.add_route(route.method, route.path, routing.serve(route, token, guard))
-    return app
 
 
 def build_metrics_app() -> web.Application:

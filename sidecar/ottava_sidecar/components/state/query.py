@@ -13,7 +13,8 @@ must be a JSON object to match anything. `sort` orders by dotted keys (`ASC`, th
 default, or `DESC`); ties keep key order, so pages are stable. `page.limit` cuts the
 answer (0 or absent: no limit); the answer's token, given back as `page.token`, starts
 the next page. It is the position of the next item, as Dapr's SQL stores make it, and
-is only given when more items match.
+is only given when more items match. JSON `null` for any of these fields is the field
+not given, as Go's decoder reads it into Dapr's query struct.
 
 Every store shares this evaluation, so a query means the same on each of them.
 """
@@ -23,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ottava_sidecar import gojson
 from ottava_sidecar.components.state.base import StateItem
 
 ASC, DESC = "ASC", "DESC"
@@ -85,6 +87,7 @@ def parse(text: str | bytes) -> Query:
         raise QueryError(f"query is not JSON: {err}") from None
     if not isinstance(document, dict):
         raise QueryError("query must be a JSON object with 'filter', 'sort' and 'page'")
+    document = gojson.given(document)
     unknown = sorted(set(document) - {"filter", "sort", "page"})
     if unknown:
         raise QueryError(f"query has unknown field(s) {', '.join(map(repr, unknown))}: 'filter', 'sort' and 'page' are")
@@ -121,6 +124,7 @@ def _sort(sort: Any) -> tuple[Sorting, ...]:
         raise QueryError("sort must be an array of {'key': ..., 'order': 'ASC' or 'DESC'}")
     result = []
     for n, entry in enumerate(sort):
+        entry = gojson.given(entry)
         if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not entry["key"]:
             raise QueryError(f"sort[{n}] must be an object with a non-empty 'key'")
         order = entry.get("order") or ASC
@@ -131,6 +135,7 @@ def _sort(sort: Any) -> tuple[Sorting, ...]:
 
 
 def _page(page: Any) -> tuple[int, int]:
+    page = gojson.given(page)
     if not isinstance(page, dict) or set(page) - {"limit", "token"}:
         raise QueryError("page must be an object with 'limit' and 'token'")
     limit = page.get("limit", 0)
