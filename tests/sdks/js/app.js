@@ -1,0 +1,44 @@
+// An app written with the Dapr JavaScript SDK's DaprServer, run behind `ottava run`:
+//
+//   ottava run --app-id ID --app-port P --app-protocol PROTOCOL -- node app.js PROTOCOL
+//
+// It subscribes to "orders" on "pubsub" (appending each event to $EVENTS_FILE as a JSON
+// line) and serves "echo" (POST) and "whoami" (GET) for invocation. The SDK finds its
+// port ($APP_PORT) and the sidecar ($DAPR_HTTP_PORT / $DAPR_GRPC_PORT) from what
+// `ottava run` sets; nothing here names a port.
+"use strict";
+
+const fs = require("node:fs");
+const { DaprServer, CommunicationProtocolEnum, HttpMethod, LogLevel } = require("@dapr/dapr");
+
+const protocol = process.argv[2] === "grpc" ? CommunicationProtocolEnum.GRPC : CommunicationProtocolEnum.HTTP;
+const appId = process.env.APP_ID;
+const eventsFile = process.env.EVENTS_FILE;
+
+async function main() {
+  const server = new DaprServer({
+    serverHost: "127.0.0.1",
+    communicationProtocol: protocol,
+    logger: { level: LogLevel.Warn },
+  });
+
+  await server.pubsub.subscribe("pubsub", "orders", async (data) => {
+    fs.appendFileSync(eventsFile, JSON.stringify({ topic: "orders", data }) + "\n");
+  });
+
+  await server.invoker.listen(
+    "echo",
+    async (request) => ({ app: appId, body: request.body, contentType: request.metadata?.contentType ?? null }),
+    { method: HttpMethod.POST },
+  );
+  await server.invoker.listen("whoami", async () => ({ app: appId }), { method: HttpMethod.GET });
+
+  await server.start();
+  console.error(`js app ${appId} listening (${process.argv[2]})`);
+}
+
+process.on("SIGTERM", () => process.exit(0));
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
