@@ -204,6 +204,16 @@ def test_invocation_between_two_apps(js: JsApps, node_modules: Path, protocol: s
     assert seen["whoami"] == {"ok": True, "value": {"app": target}}
 
 
+@pytest.mark.parametrize("app_protocol", PROTOCOLS)
+def test_a_daprserver_app_invokes_the_other_with_its_own_client(
+    js: JsApps, node_modules: Path, app_protocol: str
+) -> None:
+    # The HTTP app's DaprServer client speaks HTTP to its sidecar, the gRPC app's gRPC.
+    relay, other = js.app_ids[app_protocol], js.app_ids[next(p for p in PROTOCOLS if p != app_protocol)]
+    seen = run_client(node_modules, js.caller, "http", "relay", appId=relay, to=other)
+    assert seen["relay"] == {"ok": True, "value": {"app": relay, "relayed": {"app": other}}}
+
+
 def test_configuration_get_over_grpc(js: JsApps, node_modules: Path) -> None:
     key = unique("greeting")
     _layotto_save(js.caller, key, "hello")

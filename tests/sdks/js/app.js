@@ -3,7 +3,8 @@
 //   ottava run --app-id ID --app-port P --app-protocol PROTOCOL -- node app.js PROTOCOL
 //
 // It subscribes to "orders" on "pubsub" (appending each event to $EVENTS_FILE as a JSON
-// line) and serves "echo" (POST) and "whoami" (GET) for invocation. The SDK finds its
+// line) and serves "echo" (POST) and "whoami" (GET) for invocation, and "relay" (POST
+// {"to": APP-ID}), which invokes that app's "whoami" with the DaprServer's own client. The SDK finds its
 // port ($APP_PORT) and the sidecar ($DAPR_HTTP_PORT / $DAPR_GRPC_PORT) from what
 // `ottava run` sets; nothing here names a port.
 "use strict";
@@ -32,6 +33,14 @@ async function main() {
     { method: HttpMethod.POST },
   );
   await server.invoker.listen("whoami", async () => ({ app: appId }), { method: HttpMethod.GET });
+  await server.invoker.listen(
+    "relay",
+    async (request) => {
+      const { to } = JSON.parse(request.body);
+      return { app: appId, relayed: await server.client.invoker.invoke(to, "whoami", HttpMethod.GET) };
+    },
+    { method: HttpMethod.POST },
+  );
 
   await server.start();
   console.error(`js app ${appId} listening (${process.argv[2]})`);

@@ -147,6 +147,11 @@ const scenarios = {
     const whoami = await attempt(() => client.invoker.invoke(appId, "whoami", HttpMethod.GET));
     return { echo, whoami };
   },
+
+  // The app appId, asked to, invokes the app `to` with its own DaprServer client.
+  async relay(client, { appId, to }) {
+    return { relay: await attempt(() => client.invoker.invoke(appId, "relay", HttpMethod.POST, { to })) };
+  },
 };
 
 async function main() {
