@@ -188,6 +188,30 @@ def test_publish_reaches_the_daprserver_app(js: JsApps, node_modules: Path, prot
     assert delivered == [{"topic": "orders", "data": {"marker": marker, "qty": 2}}]
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_bulk_publish_reaches_the_daprserver_app(js: JsApps, node_modules: Path, protocol: str) -> None:
+    markers = [unique("bulk-marker") for _ in range(3)]
+    seen = run_client(
+        node_modules,
+        js.apps["http"],
+        protocol,
+        "publish_bulk",
+        pubsub="pubsub",
+        topic="orders",
+        messages=[{"marker": m} for m in markers],
+    )
+    assert seen["publishBulk"] == {"ok": True, "value": {"failedMessages": []}}, seen
+    delivered = wait_for(
+        lambda: got if len(got := _markers(js.events_files["http"], markers)) == len(markers) else None,
+        f"the DaprServer app to receive {markers}",
+    )
+    assert sorted(delivered) == sorted(markers)
+
+
+def _markers(events_file: Path, wanted: list[str]) -> list[str]:
+    return [m for e in events(events_file) if (m := e["data"].get("marker")) in wanted]
+
+
 @pytest.mark.parametrize("app_protocol", PROTOCOLS)
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_invocation_between_two_apps(js: JsApps, node_modules: Path, protocol: str, app_protocol: str) -> None:

@@ -86,6 +86,11 @@ const scenarios = {
     return { publish: await attempt(() => client.pubsub.publish(pubsub, topic, data)) };
   },
 
+  async publish_bulk(client, { pubsub, topic, messages }) {
+    const answer = await attempt(() => client.pubsub.publishBulk(pubsub, topic, messages));
+    return { publishBulk: answer };
+  },
+
   async configuration_get(client, { store, keys }) {
     return { get: await attempt(() => client.configuration.get(store, keys)) };
   },
