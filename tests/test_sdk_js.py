@@ -188,28 +188,37 @@ def test_publish_reaches_the_daprserver_app(js: JsApps, node_modules: Path, prot
     assert delivered == [{"topic": "orders", "data": {"marker": marker, "qty": 2}}]
 
 
+@pytest.mark.parametrize("topic", ["orders", "batches"])  # batches: DaprServer's subscribeBulk
+@pytest.mark.parametrize("app_protocol", PROTOCOLS)
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_bulk_publish_reaches_the_daprserver_app(js: JsApps, node_modules: Path, protocol: str) -> None:
+def test_bulk_publish_reaches_the_daprserver_app(
+    js: JsApps, node_modules: Path, protocol: str, app_protocol: str, topic: str
+) -> None:
     markers = [unique("bulk-marker") for _ in range(3)]
     seen = run_client(
         node_modules,
-        js.apps["http"],
+        js.apps[app_protocol],
         protocol,
         "publish_bulk",
         pubsub="pubsub",
-        topic="orders",
+        topic=topic,
         messages=[{"marker": m} for m in markers],
     )
     assert seen["publishBulk"] == {"ok": True, "value": {"failedMessages": []}}, seen
+    events_file = js.events_files[app_protocol]
     delivered = wait_for(
-        lambda: got if len(got := _markers(js.events_files["http"], markers)) == len(markers) else None,
-        f"the DaprServer app to receive {markers}",
+        lambda: got if len(got := _markers(events_file, topic, markers)) == len(markers) else None,
+        f"the {app_protocol} DaprServer app to receive {markers} on {topic}",
     )
-    assert sorted(delivered) == sorted(markers)
+    assert sorted(delivered) == sorted(markers), events(events_file)[-5:]
 
 
-def _markers(events_file: Path, wanted: list[str]) -> list[str]:
-    return [m for e in events(events_file) if (m := e["data"].get("marker")) in wanted]
+def _markers(events_file: Path, topic: str, wanted: list[str]) -> list[str]:
+    return [
+        m
+        for e in events(events_file)
+        if e["topic"] == topic and isinstance(e["data"], dict) and (m := e["data"].get("marker")) in wanted
+    ]
 
 
 @pytest.mark.parametrize("app_protocol", PROTOCOLS)

@@ -2,11 +2,12 @@
 //
 //   ottava run --app-id ID --app-port P --app-protocol PROTOCOL -- node app.js PROTOCOL
 //
-// It subscribes to "orders" on "pubsub" (appending each event to $EVENTS_FILE as a JSON
-// line) and serves "echo" (POST) and "whoami" (GET) for invocation, and "relay" (POST
-// {"to": APP-ID}), which invokes that app's "whoami" with the DaprServer's own client. The SDK finds its
-// port ($APP_PORT) and the sidecar ($DAPR_HTTP_PORT / $DAPR_GRPC_PORT) from what
-// `ottava run` sets; nothing here names a port.
+// It subscribes to "orders" on "pubsub", and to "batches" with bulk delivery, appending
+// each event to $EVENTS_FILE as a JSON line; it serves "echo" (POST) and "whoami" (GET)
+// for invocation, and "relay" (POST {"to": APP-ID}), which invokes that app's "whoami"
+// with the DaprServer's own client. The SDK finds its port ($APP_PORT) and the sidecar
+// ($DAPR_HTTP_PORT / $DAPR_GRPC_PORT) from what `ottava run` sets; nothing here names a
+// port.
 "use strict";
 
 const fs = require("node:fs");
@@ -26,6 +27,16 @@ async function main() {
   await server.pubsub.subscribe("pubsub", "orders", async (data) => {
     fs.appendFileSync(eventsFile, JSON.stringify({ topic: "orders", data }) + "\n");
   });
+
+  // Batches: the sidecar delivers several events in one request; the callback sees each.
+  await server.pubsub.subscribeBulk(
+    "pubsub",
+    "batches",
+    async (data) => {
+      fs.appendFileSync(eventsFile, JSON.stringify({ topic: "batches", data }) + "\n");
+    },
+    { maxMessagesCount: 10, maxAwaitDurationMs: 100 },
+  );
 
   await server.invoker.listen(
     "echo",
