@@ -222,6 +222,31 @@ def test_bulk_publish_returns_a_message_id_per_entry(sidecar: SidecarProcess) ->
             subscription.close()
 
 
+def test_bulk_publish_entry_keys_match_in_any_case_as_in_dapr(sidecar: SidecarProcess) -> None:
+    # Dapr's Go decoder matches JSON keys case-insensitively; the JavaScript SDK sends `entryID`.
+    name = topic()
+    with DaprClient() as client:
+        subscription = client.subscribe(pubsub_name="pubsub", topic=name)
+        try:
+            bulk = httpx.post(
+                f"{sidecar.http_url}/v1.0-alpha1/publish/bulk/pubsub/{name}",
+                json=[
+                    {"entryID": "js-1", "event": {"n": 1}, "contentType": "application/json", "metadata": {}},
+                    {"ENTRYID": "2", "Event": "two", "CONTENTTYPE": "text/plain"},
+                ],
+            )
+            assert bulk.status_code == 204, bulk.text
+            assert sorted(v.split("=")[0] for v in bulk.headers.get_list("message-id")) == ["2", "js-1"]
+            got = []
+            for _ in range(2):
+                message = subscription.next_message()
+                got.append((message.raw_data(), message.data_content_type()))
+                subscription.respond_success(message)
+            assert got == [(b'{"n":1}', "application/json"), (b"two", "text/plain")]
+        finally:
+            subscription.close()
+
+
 def test_publish_errors_name_the_pubsub_and_topic(sidecar: SidecarProcess) -> None:
     with DaprClient() as client:
         with pytest.raises(DaprGrpcError) as unknown:

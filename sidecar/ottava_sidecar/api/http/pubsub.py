@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ottava_sidecar.api.http import bodies, routing
 from ottava_sidecar.api.http.routing import Route, query_metadata
@@ -24,6 +24,15 @@ class _BulkEntry(bodies.RequestBody):
     content_type: str = Field(default="", alias="contentType")
     metadata: bodies.Metadata = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_in_any_case(cls, value: Any) -> Any:
+        """Dapr decodes an entry with Go's encoding/json, which matches keys in any case (a
+        later key overwriting an earlier one): the JavaScript SDK sends `entryID`."""
+        if not isinstance(value, dict):
+            return value
+        return {_BULK_ENTRY_KEYS.get(str(key).lower(), key): item for key, item in value.items()}
+
     def payload(self) -> bytes:
         if isinstance(self.event, str) and not is_json_type(self.content_type):
             return self.event.encode()
@@ -33,6 +42,7 @@ class _BulkEntry(bodies.RequestBody):
 _BULK: bodies.Body[list[_BulkEntry]] = bodies.Body(
     list[_BulkEntry], "a JSON array of {entryId, event, contentType, metadata}"
 )
+_BULK_ENTRY_KEYS = {name.lower(): name for name in ("entryId", "event", "contentType", "metadata")}
 
 
 class PubSubHttpApi:
