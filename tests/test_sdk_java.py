@@ -254,5 +254,5 @@ def test_invocation_between_two_apps(java: Java, apps: Apps) -> None:
     get = got["get"]
     assert (get["method"], get["verb"], get["body"]) == ("echo", "GET", "")
     unknown = got["unknown_app"]
-    assert unknown["code"], got
+    assert unknown["code"] == "ERR_DIRECT_INVOKE", got
     assert f"{apps.target_id}-nobody" in unknown["message"]
