@@ -430,6 +430,26 @@ async def test_malformed_http_requests_get_json_client_errors(tmp_path: Path) ->
         assert not app.waiting, "a malformed request reached the app"
 
 
+async def test_a_repeated_content_type_is_read_as_the_first_as_dapr_does(tmp_path: Path) -> None:
+    # The Dapr Java SDK sends both `Content-Type` and `content-type` on every invocation.
+    body = b'[{"key": "twice", "value": {"n": 1}}]'
+    async with sidecar_with(tmp_path, Limits()) as sidecar:
+        reader, writer = await connect(sidecar.ports.http)
+        try:
+            writer.write(
+                b"POST /v1.0/state/statestore HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"content-type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            saved = await read_response(reader)
+            writer.write(b"GET /v1.0/state/statestore/twice HTTP/1.1\r\nHost: x\r\n\r\n")
+            read = await read_response(reader)
+        finally:
+            writer.close()
+    assert saved.status == 204, saved
+    assert read.status == 200, read
+    assert json.loads(read.body) == {"n": 1}
+
+
 async def test_malformed_grpc_requests_get_invalid_argument(tmp_path: Path) -> None:
     async with (
         slow_app() as app,

@@ -11,7 +11,10 @@ as Dapr's JSON error bodies instead of plain text:
   except the probes is answered 429 with `Retry-After` and the connection closed, so
   the client hears why instead of hanging in the listen backlog;
 * an over-long request line is 414, over-long or too many headers 431, any other
-  unparsable request 400, each with `{"errorCode", "message"}`.
+  unparsable request 400, each with `{"errorCode", "message"}`;
+* a repeated `Content-Type` header is dropped, keeping the first, as Dapr (Go's net/http)
+  does, where aiohttp refuses the request: the Dapr Java SDK sends `Content-Type` twice
+  on every service invocation.
 
 Bodies (their size and `read_timeout_seconds`) and calls in flight are checked per
 request, where the route is known: `routing.RequestGuard`.
@@ -19,6 +22,7 @@ request, where the route is known: `routing.RequestGuard`.
 
 import asyncio
 import logging
+import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,6 +84,8 @@ class GuardedProtocol(web.RequestHandler):
         if self._head_timer is None and self._awaiting_head():
             self._arm_head_timer()  # the first byte of a keep-alive connection's next request
         if self._head_timer is not None:
+            if self._head_bytes == 0:  # a head starts here (it comes whole in one read from a client on the host)
+                data = first_content_type_only(data)
             if self._request_line_bytes is None and (end := data.find(b"\n")) >= 0:
                 self._request_line_bytes = self._head_bytes + end
             self._head_bytes += len(data)
@@ -151,6 +157,28 @@ class GuardedProtocol(web.RequestHandler):
         if isinstance(exc, http_exceptions.BadHttpMethod):
             return _json_error(400, "ERR_MALFORMED_REQUEST", f"not an HTTP request, or its method is unknown: {text}")
         return _json_error(400, "ERR_MALFORMED_REQUEST", f"malformed HTTP request: {text}")
+
+
+_CONTENT_TYPE_LINE = re.compile(rb"\r\ncontent-type:[^\r\n]*", re.IGNORECASE)
+
+
+def first_content_type_only(data: bytes) -> bytes:
+    """DATA with the `Content-Type` headers after the first one removed from the head it starts with.
+
+    Go's net/http, which serves Dapr's HTTP API, reads the first of repeated headers;
+    aiohttp answers 400 "Duplicate 'Content-Type' header found". A head that does not end
+    within DATA is left as it is (and a repeat there still gets that 400).
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or data[:end].lower().count(b"\r\ncontent-type:") < 2:
+        return data
+    _first, *repeats = _CONTENT_TYPE_LINE.finditer(data, 0, end)
+    kept, start = [], 0
+    for repeat in repeats:
+        kept.append(data[start : repeat.start()])
+        start = repeat.end()
+    kept.append(data[start:])
+    return b"".join(kept)
 
 
 # aiohttp's default; Dapr's fasthttp has no count of its own, only the read buffer size.
