@@ -59,12 +59,20 @@ class GoApp:
     sidecar: SidecarProcess
     events_file: Path
 
-    def deliveries(self, topic: str, marker: str) -> list[dict[str, Any]]:
+    def deliveries(self, route: str, marker: str) -> list[dict[str, Any]]:
+        """What the app's handler of `route` got of the events published with `marker`."""
         return [
             e
             for e in events(self.events_file)
-            if e["topic"] == topic and isinstance(e["data"], dict) and e["data"].get("marker") == marker
+            if e["route"] == route and isinstance(e["data"], dict) and e["data"].get("marker") == marker
         ]
+
+    def wait_for_deliveries(self, route: str, marker: str, count: int) -> list[dict[str, Any]]:
+        def enough() -> list[dict[str, Any]] | None:
+            found = self.deliveries(route, marker)
+            return found if len(found) >= count else None
+
+        return wait_for(enough, f"{count} deliveries at {route} of the {self.kind} app", timeout=30)
 
 
 @dataclass
@@ -200,15 +208,11 @@ def test_publish_reaches_the_go_app(world: World, kind: str) -> None:
     marker = unique("orders")
     got = run_client(app.sidecar, "publish", "orders", marker)
     assert got == {"publish": "", "publish_events": "", "publish_events_failed": 0}
-
-    def all_three() -> list[dict[str, Any]] | None:
-        found = app.deliveries("orders", marker)
-        return found if len(found) >= 3 else None
-
-    delivered = wait_for(all_three, f"three events at the {kind} app", timeout=30)
+    delivered = app.wait_for_deliveries("/orders", marker, 3)
     assert sorted(e["data"]["n"] for e in delivered) == [1, 2, 3]
     assert {e["pubsub"] for e in delivered} == {"pubsub"}
     assert {e["content_type"] for e in delivered} == {"application/json"}
+    assert {e["topic"] for e in delivered} == {"orders"}
     assert len({e["id"] for e in delivered}) == 3
 
 
@@ -219,12 +223,35 @@ def test_a_retry_from_the_go_app_redelivers(world: World, kind: str) -> None:
     marker = unique("flaky")
     got = run_client(app.sidecar, "publish", "flaky", marker)
     assert got["publish"] == ""
-    redelivered = wait_for(
-        lambda: [e for e in app.deliveries("flaky", marker) if e["delivery"] == 2 and e["data"]["n"] == 1],
-        f"the retried event to come again to the {kind} app",
-        timeout=30,
-    )
-    assert len(redelivered) == 1
+    seen = app.wait_for_deliveries("/flaky", marker, 6)  # each of the three events twice
+    by_event: dict[str, list[int]] = {}
+    for e in seen:
+        by_event.setdefault(e["id"], []).append(e["delivery"])
+    assert sorted(by_event.values()) == [[1, 2]] * 3
+
+
+@pytest.mark.parametrize("kind", ["grpc", "http"])
+def test_routing_rules_declared_with_the_go_sdk(world: World, kind: str) -> None:
+    """A Subscription's Match (CEL) routes to its handler; the rest take the default route."""
+    app = world.apps[kind]
+    marker = unique("routed")
+    assert run_client(app.sidecar, "publish", "routed", marker)["publish_events"] == ""
+    big = app.wait_for_deliveries("/routed-big", marker, 1)
+    default = app.wait_for_deliveries("/routed", marker, 2)
+    assert [e["data"]["n"] for e in big] == [3]
+    assert sorted(e["data"]["n"] for e in default) == [1, 2]
+
+
+@pytest.mark.parametrize("kind", ["grpc", "http"])
+def test_a_drop_from_the_go_app_goes_to_the_dead_letter_topic(world: World, kind: str) -> None:
+    app = world.apps[kind]
+    marker = unique("poison")
+    assert run_client(app.sidecar, "publish", "poison", marker)["publish_events"] == ""
+    dead = app.wait_for_deliveries("/poison-dead", marker, 3)
+    dropped = app.deliveries("/poison", marker)
+    assert sorted(e["data"]["n"] for e in dead) == [1, 2, 3]
+    assert {e["id"] for e in dead} == {e["id"] for e in dropped}
+    assert [e["delivery"] for e in dropped] == [1, 1, 1], "a dropped event is not delivered again"
 
 
 def test_streaming_subscription(world: World) -> None:
@@ -359,7 +386,8 @@ def test_metadata(world: World) -> None:
 def test_metadata_lists_the_go_apps_subscriptions(world: World, kind: str) -> None:
     got = run_client(world.apps[kind].sidecar, "metadata")
     assert got["id"] == world.apps[kind].app_id
-    assert {(s["pubsub"], s["topic"]) for s in got["subscriptions"]} == {("pubsub", "orders"), ("pubsub", "flaky")}
+    topics = {(s["pubsub"], s["topic"]) for s in got["subscriptions"]}
+    assert topics == {("pubsub", t) for t in ("orders", "flaky", "routed", "poison", "poison-dead")}
 
 
 # --- invocation ---------------------------------------------------------------------------

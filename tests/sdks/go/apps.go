@@ -17,11 +17,20 @@ import (
 
 // The app's subscriptions: both apps declare the same ones, through their SDK's API
 // (service/grpc answers ListTopicSubscriptions, service/http serves GET /dapr/subscribe).
+// The handler of each records the route it was called on (the event's topic attribute
+// may name the original topic on a dead-letter delivery) and answers by route:
 var subscriptions = []*common.Subscription{
+	// success
 	{PubsubName: "pubsub", Topic: "orders", Route: "/orders"},
-	// The first delivery of each event asks for a retry: the SDK turns (true, err) into
-	// RETRY over HTTP and into a gRPC error over gRPC; either way it must come again.
+	// the first delivery of each event asks for a retry: the SDK turns (true, err) into
+	// RETRY over HTTP and into a gRPC error over gRPC; either way it must come again
 	{PubsubName: "pubsub", Topic: "flaky", Route: "/flaky"},
+	// a routing rule (CEL, from Match) beside the default route
+	{PubsubName: "pubsub", Topic: "routed", Route: "/routed"},
+	{PubsubName: "pubsub", Topic: "routed", Route: "/routed-big", Match: "event.data.n > 2", Priority: 1},
+	// (false, err) is DROP: the event goes to the dead-letter topic
+	{PubsubName: "pubsub", Topic: "poison", Route: "/poison", DeadLetterTopic: "poison-dead"},
+	{PubsubName: "pubsub", Topic: "poison-dead", Route: "/poison-dead"},
 }
 
 func runGRPCApp() {
@@ -47,7 +56,7 @@ func appPort() string {
 func serveApp(kind string, service common.Service) {
 	app := &app{kind: kind, events: os.Getenv("EVENTS_FILE"), seen: map[string]int{}}
 	for _, sub := range subscriptions {
-		if err := service.AddTopicEventHandler(sub, app.onEvent); err != nil {
+		if err := service.AddTopicEventHandler(sub, app.handler(sub.Route)); err != nil {
 			fail("%s-app: subscribing to %s: %v", kind, sub.Topic, err)
 		}
 	}
@@ -74,26 +83,33 @@ type app struct {
 	kind   string
 	events string
 	mu     sync.Mutex
-	seen   map[string]int // deliveries per event id
+	seen   map[string]int // deliveries per route and event id
 }
 
-func (a *app) onEvent(_ context.Context, e *common.TopicEvent) (retry bool, err error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.seen[e.ID]++
-	a.record(map[string]any{
-		"app":          a.kind,
-		"pubsub":       e.PubsubName,
-		"topic":        e.Topic,
-		"id":           e.ID,
-		"data":         e.Data,
-		"content_type": e.DataContentType,
-		"delivery":     a.seen[e.ID],
-	})
-	if e.Topic == "flaky" && a.seen[e.ID] == 1 {
-		return true, errors.New("the first delivery asks for a retry")
+func (a *app) handler(route string) common.TopicEventHandler {
+	return func(_ context.Context, e *common.TopicEvent) (retry bool, err error) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.seen[route+" "+e.ID]++
+		delivery := a.seen[route+" "+e.ID]
+		a.record(map[string]any{
+			"app":          a.kind,
+			"route":        route,
+			"pubsub":       e.PubsubName,
+			"topic":        e.Topic,
+			"id":           e.ID,
+			"data":         e.Data,
+			"content_type": e.DataContentType,
+			"delivery":     delivery,
+		})
+		switch {
+		case route == "/flaky" && delivery == 1:
+			return true, errors.New("the first delivery asks for a retry")
+		case route == "/poison":
+			return false, errors.New("this event can never be handled")
+		}
+		return false, nil
 	}
-	return false, nil
 }
 
 func (a *app) record(line map[string]any) {
