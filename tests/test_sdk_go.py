@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2 as layotto
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc as layotto_grpc
@@ -88,20 +89,11 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     folder = tmp_path_factory.mktemp("sdk-go")
     registry = folder / "registry"
-    program = binary()
+    binary()
     factory = SidecarFactory(folder)
     suffix = uuid.uuid4().hex[:6]
     try:
-        apps = {}
-        for kind in ("grpc", "http"):
-            app_id = f"go-{kind}-{suffix}"
-            events_file = folder / f"{kind}-events.jsonl"
-            sidecar = factory.start(
-                *("--app-id", app_id, "--app-port", str(free_port()), "--app-protocol", kind),
-                *("--", str(program), f"{kind}-app"),
-                env={"EVENTS_FILE": str(events_file), "OTTAVA_REGISTRY_DIR": str(registry)},
-            )
-            apps[kind] = GoApp(kind, app_id, sidecar, events_file)
+        apps = {kind: start_go_app(factory, kind, f"go-{kind}-{suffix}", registry) for kind in ("grpc", "http")}
         for app in apps.values():
             wait_ready(app.sidecar)  # UP once the Go app listens and its subscriptions are read
         client_app_id = f"go-client-{suffix}"
@@ -112,6 +104,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     finally:
         stop_all_gracefully(factory)
         factory.stop_all()
+
+
+def start_go_app(
+    factory: SidecarFactory, kind: str, app_id: str, registry: Path, resources: dict[str, str] | None = None
+) -> GoApp:
+    """`ottava run --app-id ID --app-port P --app-protocol KIND -- dapr-sdk-go KIND-app`, as a user runs it."""
+    events_file = factory.log_dir / f"{app_id}-events.jsonl"
+    sidecar = factory.start(
+        *("--app-id", app_id, "--app-port", str(free_port()), "--app-protocol", kind),
+        *("--", str(binary()), f"{kind}-app"),
+        resources=resources,
+        env={"EVENTS_FILE": str(events_file), "OTTAVA_REGISTRY_DIR": str(registry)},
+    )
+    return GoApp(kind, app_id, sidecar, events_file)
 
 
 def client_env(sidecar: SidecarProcess, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -252,6 +258,40 @@ def test_a_drop_from_the_go_app_goes_to_the_dead_letter_topic(world: World, kind
     assert sorted(e["data"]["n"] for e in dead) == [1, 2, 3]
     assert {e["id"] for e in dead} == {e["id"] for e in dropped}
     assert [e["delivery"] for e in dropped] == [1, 1, 1], "a dropped event is not delivered again"
+
+
+BULK_ORDERS = """
+apiVersion: ottava.io/v1alpha1
+kind: Component
+metadata: {name: pubsub}
+spec: {type: pubsub.in-memory}
+---
+apiVersion: dapr.io/v2alpha1
+kind: Subscription
+metadata: {name: orders-in-bulk}
+spec:
+  pubsubname: pubsub
+  topic: orders
+  routes: {default: /orders}
+  bulkSubscribe: {enabled: true, maxMessagesCount: 10, maxAwaitDurationMs: 100}
+"""
+
+
+def test_a_declared_bulk_subscription_reaches_a_service_grpc_app_one_by_one(
+    sidecars: SidecarFactory, tmp_path: Path
+) -> None:
+    """service/grpc has no bulk handler (OnBulkTopicEvent is UNIMPLEMENTED): the sidecar falls back to OnTopicEvent."""
+    app = start_go_app(sidecars, "grpc", unique("go-bulk"), tmp_path / "registry", {"pubsub.yaml": BULK_ORDERS})
+    wait_ready(app.sidecar)
+    info = httpx.get(f"{app.sidecar.http_url}/actuator/info").json()
+    orders = next(sub for sub in info["subscriptions"] if sub["topic"] == "orders")
+    assert orders["bulkSubscribe"]["enabled"], orders
+    marker = unique("bulk")
+    got = run_client(app.sidecar, "publish", "orders", marker)
+    assert got == {"publish": "", "publish_events": "", "publish_events_failed": 0}
+    delivered = app.wait_for_deliveries("/orders", marker, 3)
+    assert sorted(e["data"]["n"] for e in delivered) == [1, 2, 3]
+    assert {e["delivery"] for e in delivered} == {1}
 
 
 def test_streaming_subscription(world: World) -> None:
