@@ -22,6 +22,8 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from dapr.proto.common.v1 import common_pb2
+from dapr.proto.runtime.v1.appcallback_pb2_grpc import AppCallbackStub
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2 as layotto
 from ottava_sidecar._gen.spec.proto.runtime.v1 import runtime_pb2_grpc as layotto_grpc
 
@@ -488,3 +490,34 @@ def test_the_client_gives_up_when_no_sidecar_listens() -> None:
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"error creating connection to '127.0.0.1:{port}'" in proc.stderr
     assert "context deadline exceeded" in proc.stderr
+
+
+# --- the app's token (APP_API_TOKEN) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["grpc", "http"])
+def test_app_api_token_reaches_the_go_app(sidecars: SidecarFactory, tmp_path: Path, kind: str) -> None:
+    """With APP_API_TOKEN set, the Go services refuse calls without it; the sidecar presents it, as Dapr's does."""
+    registry = tmp_path / "registry"
+    token = uuid.uuid4().hex
+    app_id, app_port = unique(f"go-token-{kind}"), free_port()
+    app = sidecars.start(
+        *("--app-id", app_id, "--app-port", str(app_port), "--app-protocol", kind),
+        *("--", str(binary()), f"{kind}-app"),  # the app inherits the sidecar's environment, token included
+        env={"APP_API_TOKEN": token, "EVENTS_FILE": str(tmp_path / "events"), "OTTAVA_REGISTRY_DIR": str(registry)},
+    )
+    wait_ready(app)
+    caller = sidecars.start("--app-id", unique("go-token-caller"), env={"OTTAVA_REGISTRY_DIR": str(registry)})
+    got = run_client(caller, "invoke", app_id)
+    assert got["with_content"].get("data") == "hello from Go", got["with_content"]
+    assert got["custom_content"].get("verb") == "PUT", got["custom_content"]
+
+    # The app does check: a call that reaches it without the token is refused (service/http
+    # answers 203 "authentication failed.", service/grpc an error naming the missing key).
+    if kind == "http":
+        refused = httpx.post(f"http://127.0.0.1:{app_port}/echo", content=b"x")
+        assert (refused.status_code, refused.text.strip()) == (203, "authentication failed.")
+    else:
+        with grpc.insecure_channel(f"127.0.0.1:{app_port}") as channel, pytest.raises(grpc.RpcError) as refused_call:
+            AppCallbackStub(channel).OnInvoke(common_pb2.InvokeRequest(method="echo"))
+        assert "app token key not exist" in str(refused_call.value.details())
