@@ -122,6 +122,20 @@ def start_go_app(
     return GoApp(kind, app_id, sidecar, events_file)
 
 
+@pytest.fixture
+def go_sidecars(tmp_path: Path) -> Iterator[SidecarFactory]:
+    """Sidecars of one test, stopped with SIGTERM, which `ottava run` passes on to its Go app.
+
+    (conftest's `sidecars` kills them, which would leave their apps running.)
+    """
+    factory = SidecarFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        stop_all_gracefully(factory)
+        factory.stop_all()
+
+
 def client_env(sidecar: SidecarProcess, extra: dict[str, str] | None = None) -> dict[str, str]:
     """What `ottava run -- APP` gives an app: the Go SDK dials $DAPR_GRPC_ENDPOINT, else the port."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAPR_")}
@@ -280,10 +294,10 @@ spec:
 
 
 def test_a_declared_bulk_subscription_reaches_a_service_grpc_app_one_by_one(
-    sidecars: SidecarFactory, tmp_path: Path
+    go_sidecars: SidecarFactory, tmp_path: Path
 ) -> None:
     """service/grpc has no bulk handler (OnBulkTopicEvent is UNIMPLEMENTED): the sidecar falls back to OnTopicEvent."""
-    app = start_go_app(sidecars, "grpc", unique("go-bulk"), tmp_path / "registry", {"pubsub.yaml": BULK_ORDERS})
+    app = start_go_app(go_sidecars, "grpc", unique("go-bulk"), tmp_path / "registry", {"pubsub.yaml": BULK_ORDERS})
     wait_ready(app.sidecar)
     info = httpx.get(f"{app.sidecar.http_url}/actuator/info").json()
     orders = next(sub for sub in info["subscriptions"] if sub["topic"] == "orders")
@@ -460,9 +474,9 @@ def test_invocation_between_two_apps(world: World, kind: str) -> None:
 # --- the client's wait for the sidecar ----------------------------------------------------------
 
 
-def test_the_client_runs_behind_ottava_run(sidecars: SidecarFactory) -> None:
+def test_the_client_runs_behind_ottava_run(go_sidecars: SidecarFactory) -> None:
     """`ottava run -- CLIENT` starts the app once the sidecar listens: the SDK's short wait is never hit."""
-    sidecar = sidecars.start(
+    sidecar = go_sidecars.start(
         "--app-id", unique("go-cli"), "--", str(binary()), "client", "metadata", "launched", "by-ottava-run"
     )
     assert sidecar.process.wait(timeout=CLIENT_TIMEOUT) == 0, sidecar.log()
@@ -496,18 +510,18 @@ def test_the_client_gives_up_when_no_sidecar_listens() -> None:
 
 
 @pytest.mark.parametrize("kind", ["grpc", "http"])
-def test_app_api_token_reaches_the_go_app(sidecars: SidecarFactory, tmp_path: Path, kind: str) -> None:
+def test_app_api_token_reaches_the_go_app(go_sidecars: SidecarFactory, tmp_path: Path, kind: str) -> None:
     """With APP_API_TOKEN set, the Go services refuse calls without it; the sidecar presents it, as Dapr's does."""
     registry = tmp_path / "registry"
     token = uuid.uuid4().hex
     app_id, app_port = unique(f"go-token-{kind}"), free_port()
-    app = sidecars.start(
+    app = go_sidecars.start(
         *("--app-id", app_id, "--app-port", str(app_port), "--app-protocol", kind),
         *("--", str(binary()), f"{kind}-app"),  # the app inherits the sidecar's environment, token included
         env={"APP_API_TOKEN": token, "EVENTS_FILE": str(tmp_path / "events"), "OTTAVA_REGISTRY_DIR": str(registry)},
     )
     wait_ready(app)
-    caller = sidecars.start("--app-id", unique("go-token-caller"), env={"OTTAVA_REGISTRY_DIR": str(registry)})
+    caller = go_sidecars.start("--app-id", unique("go-token-caller"), env={"OTTAVA_REGISTRY_DIR": str(registry)})
     got = run_client(caller, "invoke", app_id)
     assert got["with_content"].get("data") == "hello from Go", got["with_content"]
     assert got["custom_content"].get("verb") == "PUT", got["custom_content"]
