@@ -304,6 +304,7 @@ def _run(args: argparse.Namespace, command: list[str], issuer: LocalIssuer | Non
         metrics_port=args.metrics_port,
         enable_metrics=not args.disable_metrics,
         api_token=os.environ.get(contract.ENV_API_TOKEN) or None,
+        app_api_token=os.environ.get(contract.ENV_APP_API_TOKEN) or None,
         shutdown_grace_seconds=args.shutdown_grace,
         internal_grpc_port=_internal_port(args.internal_grpc_port, kubernetes=kubernetes),
         app_timeout_seconds=args.app_timeout,

@@ -34,6 +34,8 @@ ENV_DAPR_GRPC_ENDPOINT: Final = "DAPR_GRPC_ENDPOINT"
 ENV_DAPR_HTTP_ENDPOINT: Final = "DAPR_HTTP_ENDPOINT"
 ENV_OTTAVA_GRPC_PORT: Final = "OTTAVA_GRPC_PORT"
 ENV_API_TOKEN: Final = "DAPR_API_TOKEN"
+# Dapr's token for the other direction: the sidecar presents it on every call to the app.
+ENV_APP_API_TOKEN: Final = "APP_API_TOKEN"
 API_TOKEN_HEADER: Final = "dapr-api-token"
 
 # Components loaded by `ottava run` when no resources folder is given.

@@ -89,11 +89,12 @@ class AppSubscriptions:
 class AppChannel(abc.ABC):
     protocol: str = ""
 
-    def __init__(self, app_id: str, host: str, port: int, *, timeout: float) -> None:
+    def __init__(self, app_id: str, host: str, port: int, *, timeout: float, app_token: str | None = None) -> None:
         self.app_id = app_id
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.app_token = app_token  # sent as `dapr-api-token` on every call to the app
 
     @property
     def address(self) -> str:

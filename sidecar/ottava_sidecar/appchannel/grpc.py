@@ -20,7 +20,7 @@ from dapr.proto.runtime.v1 import appcallback_pb2 as dapr_callback
 from dapr.proto.runtime.v1 import appcallback_pb2_grpc as dapr_callback_grpc
 from google.protobuf import any_pb2, empty_pb2, struct_pb2
 
-from ottava_sidecar import tracing
+from ottava_sidecar import contract, tracing
 from ottava_sidecar._gen.spec.proto.runtime.v1 import appcallback_pb2 as layotto_callback
 from ottava_sidecar._gen.spec.proto.runtime.v1 import appcallback_pb2_grpc as layotto_callback_grpc
 from ottava_sidecar.appchannel.base import (
@@ -76,11 +76,32 @@ def _trace_metadata(metadata: list[tuple[str, str]]) -> list[tuple[str, str | by
     return with_binary
 
 
+class _AppToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]  # generic in the stubs only
+    """Adds `dapr-api-token: $APP_API_TOKEN` to every call to the app (all of AppCallback's are unary)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
+        metadata.add(contract.API_TOKEN_HEADER, self._token)
+        details = grpc.aio.ClientCallDetails(
+            method=client_call_details.method,
+            timeout=client_call_details.timeout,
+            metadata=metadata,
+            credentials=client_call_details.credentials,
+            wait_for_ready=client_call_details.wait_for_ready,
+        )
+        return await continuation(details, request)  # the call, which the stub's caller awaits
+
+
 class GrpcAppChannel(AppChannel):
     protocol = "grpc"
 
-    def __init__(self, app_id: str, host: str, port: int, *, timeout: float) -> None:
-        super().__init__(app_id, host, port, timeout=timeout)
+    def __init__(self, app_id: str, host: str, port: int, *, timeout: float, app_token: str | None = None) -> None:
+        super().__init__(app_id, host, port, timeout=timeout, app_token=app_token)
         self._channel: grpc.aio.Channel | None = None
         self._flavour = "dapr"  # "dapr" | "layotto": which AppCallback the app serves
         self._dapr_stub: Any = None
@@ -89,7 +110,8 @@ class GrpcAppChannel(AppChannel):
 
     def _open(self) -> grpc.aio.Channel:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
+            interceptors: Any = [_AppToken(self.app_token)] if self.app_token else None
+            self._channel = grpc.aio.insecure_channel(self.address, interceptors=interceptors)
         return self._channel
 
     def _dapr(self) -> Any:

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 from pydantic import ConfigDict, Field, ValidationError
 
-from ottava_sidecar import gojson, tracing
+from ottava_sidecar import contract, gojson, tracing
 from ottava_sidecar.appchannel.base import (
     AppChannel,
     AppChannelError,
@@ -110,8 +110,8 @@ _NONE_USED = "; no subscription of the app is used"
 class HttpAppChannel(AppChannel):
     protocol = "http"
 
-    def __init__(self, app_id: str, host: str, port: int, *, timeout: float) -> None:
-        super().__init__(app_id, host, port, timeout=timeout)
+    def __init__(self, app_id: str, host: str, port: int, *, timeout: float, app_token: str | None = None) -> None:
+        super().__init__(app_id, host, port, timeout=timeout, app_token=app_token)
         self._base = f"http://{host}:{port}"
         self._session: aiohttp.ClientSession | None = None
 
@@ -121,6 +121,7 @@ class HttpAppChannel(AppChannel):
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 connector=aiohttp.TCPConnector(limit=0),
                 auto_decompress=False,
+                headers={contract.API_TOKEN_HEADER: self.app_token} if self.app_token else None,
             )
         return self._session
 

@@ -95,6 +95,7 @@ class Options:
     metrics_port: int = contract.METRICS_PORT
     enable_metrics: bool = True
     api_token: str | None = None
+    app_api_token: str | None = None  # presented to the app as `dapr-api-token`
     shutdown_grace_seconds: float = 5.0
     mode: str = "standalone"
     internal_grpc_port: int = contract.INTERNAL_GRPC_PORT
@@ -281,7 +282,9 @@ class Sidecar:
         if o.app_port is not None:
             from ottava_sidecar import appchannel
 
-            self.app_channel = appchannel.create(o.app_protocol, o.app_id, o.app_port, timeout=o.app_timeout_seconds)
+            self.app_channel = appchannel.create(
+                o.app_protocol, o.app_id, o.app_port, timeout=o.app_timeout_seconds, app_token=o.app_api_token
+            )
         http_sockets, self._http_sockets = self._http_sockets, []
         if http_sockets:
             app = build_api_app(self.apis, api_token=o.api_token, limits=o.limits)

@@ -15,7 +15,7 @@ from ottava_sidecar.components.base import ComponentMetadata
 from ottava_sidecar.components.registration import register
 from ottava_sidecar.components.secretstores.base import SecretNotFoundError, SecretStore
 
-NEVER_SERVED = frozenset({contract.ENV_API_TOKEN, "APP_API_TOKEN"})
+NEVER_SERVED = frozenset({contract.ENV_API_TOKEN, contract.ENV_APP_API_TOKEN})
 
 
 class LocalEnvMetadata(ComponentMetadata):
