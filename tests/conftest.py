@@ -5,6 +5,7 @@ ready line, so tests never race each other for fixed ports.
 """
 
 import atexit
+import contextlib
 import os
 import re
 import selectors
@@ -126,6 +127,8 @@ def run_ottava(
             stdin=subprocess.DEVNULL,
             text=True,
             env={**os.environ, **(env or {})},
+            # A group of its own, so that `stop_all` also ends an app run behind it (`-- COMMAND`).
+            start_new_session=True,
         )
     sidecar = SidecarProcess(process, log_path)
     if wait:
@@ -157,10 +160,11 @@ class SidecarFactory:
         return sidecar
 
     def stop_all(self) -> None:
+        """Kill each sidecar with what runs in its process group (an app behind `-- COMMAND`)."""
         for sidecar in self.started:
-            if sidecar.process.poll() is None:
-                sidecar.process.kill()
-                sidecar.process.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(sidecar.process.pid, signal.SIGKILL)
+            sidecar.process.wait()
             sidecar.close()
 
 
