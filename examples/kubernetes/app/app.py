@@ -6,10 +6,12 @@ and `DAPR_HTTP_PORT` variables the injector sets) and serves a few HTTP routes o
 
 * for you (curl the pod's IP): `PUT/GET /state/<key>` saves and reads state,
   `POST /publish/<topic>` publishes the request body, `GET /invoke/<app-id>/<method>`
-  invokes another app by its app id and returns its answer;
+  invokes another app by its app id and returns its answer; `PUT /failing` with a
+  status code (`500`) makes `/hello` answer with it until it is set back to `0`, to try
+  resiliency policies ([resiliency](../../../docs/resiliency.md));
 * for the sidecar: `GET /dapr/subscribe` (this app subscribes to `SUBSCRIBE_TOPIC` when
   it is set), `POST /events/<topic>` (deliveries), and `GET /hello`, the method other apps
-  invoke, which says which pod answered;
+  invoke, which says which app, version (`APP_VERSION`) and pod answered;
 * `GET /received` lists the events this pod was delivered.
 
 Only the standard library and the Dapr SDK, so its image stays small.
@@ -32,9 +34,11 @@ PUBSUB = os.environ.get("PUBSUB", "pubsub")
 SUBSCRIBE_TOPIC = os.environ.get("SUBSCRIBE_TOPIC", "")
 POD_NAME = os.environ.get("POD_NAME", "")
 APP_ID = os.environ.get("APP_ID", "")
+APP_VERSION = os.environ.get("APP_VERSION", "")
 
 received: list[Any] = []
 received_lock = threading.Lock()
+failing = 0  # the status /hello answers with, when not 0 (PUT /failing)
 dapr = DaprClient()
 
 
@@ -55,6 +59,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def _hello(self) -> None:
+        answer = {"app": APP_ID, "version": APP_VERSION, "pod": POD_NAME}
+        self._send(failing or HTTPStatus.OK, {**answer, "error": "failing, as asked"} if failing else answer)
+
     def _parts(self) -> list[str]:
         return [p for p in self.path.split("?", 1)[0].split("/") if p]
 
@@ -65,7 +73,7 @@ class Handler(BaseHTTPRequestHandler):
                 topics = [{"pubsubname": PUBSUB, "topic": SUBSCRIBE_TOPIC, "route": f"/events/{SUBSCRIBE_TOPIC}"}]
                 self._send(HTTPStatus.OK, topics if SUBSCRIBE_TOPIC else [])
             elif parts == ["hello"]:
-                self._send(HTTPStatus.OK, {"app": APP_ID, "pod": POD_NAME})
+                self._hello()
             elif parts == ["received"]:
                 with received_lock:
                     self._send(HTTPStatus.OK, list(received))
@@ -87,6 +95,10 @@ class Handler(BaseHTTPRequestHandler):
             if len(parts) == 2 and parts[0] == "state":
                 dapr.save_state(STATE_STORE, parts[1], body)
                 self._send(HTTPStatus.OK, {"saved": parts[1]})
+            elif parts == ["failing"]:
+                global failing
+                failing = int(body or b"0")
+                self._send(HTTPStatus.OK, {"failing": failing})
             else:
                 self._send(HTTPStatus.NOT_FOUND, {"error": f"no route PUT {self.path}"})
         except Exception as err:
@@ -105,7 +117,7 @@ class Handler(BaseHTTPRequestHandler):
                     received.append(event.get("data"))
                 self._send(HTTPStatus.OK, {"status": "SUCCESS"})
             elif parts == ["hello"]:
-                self._send(HTTPStatus.OK, {"app": APP_ID, "pod": POD_NAME})
+                self._hello()
             else:
                 self._send(HTTPStatus.NOT_FOUND, {"error": f"no route POST {self.path}"})
         except Exception as err:
