@@ -61,11 +61,11 @@ def test_subscriptions_that_cannot_be_delivered_are_named() -> None:
     assert problem.startswith("spec.bulkSubscribe.maxMessagesCount:")
 
 
-def test_sidecars_may_read_their_namespaces_subscriptions() -> None:
+def test_sidecars_may_read_their_namespaces_subscriptions_and_traffic_routes() -> None:
     [wiring] = [r for r in rbac.role_rules([]) if r["apiGroups"] == [contract.API_GROUP]]
     assert wiring == {
         "apiGroups": [contract.API_GROUP],
-        "resources": ["components", "configurations", "subscriptions"],
+        "resources": ["components", "configurations", "subscriptions", "trafficroutes"],
         "verbs": ["get", "list", "watch"],
     }
 
