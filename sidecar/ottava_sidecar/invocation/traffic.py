@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -117,9 +118,11 @@ class TrafficRouter:
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rules: dict[str, tuple[_Rule, ...]] = {}
         self._random = rng or random.Random()
+        self._described: list[dict[str, Any]] = []
 
     def set_routes(self, routes: Iterable[TrafficRoute], source: str) -> None:
         """Apply these routes from now on, in place of all the previous ones."""
+        routes = list(routes)
         rules = {
             route.name: tuple(_Rule.of(route.name, i, rule) for i, rule in enumerate(route.spec.rules))
             for route in routes
@@ -127,6 +130,14 @@ class TrafficRouter:
         if rules != self._rules:
             log.info("traffic routes applied", extra={"source": source, "routes": sorted(rules)})
         self._rules = rules
+        self._described = [
+            {"appId": route.name, "source": source, "spec": route.spec.model_dump(by_alias=True, exclude_none=True)}
+            for route in sorted(routes, key=lambda r: r.name)
+        ]
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The routes in force, as the info endpoint shows them."""
+        return self._described
 
     @property
     def routed_apps(self) -> list[str]:

@@ -10,6 +10,7 @@ kinds are read at start only.
 """
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,11 +22,12 @@ log = logging.getLogger(__name__)
 
 INTERVAL_SECONDS = 1.0
 
-Fingerprint = tuple[tuple[str, int, int], ...]
+Fingerprint = tuple[tuple[str, str], ...]
 
 
 def fingerprint(folder: Path) -> Fingerprint:
-    """What changes when a manifest file of the folder is added, removed or written."""
+    """What changes when a manifest file of the folder is added, removed or written: each one's
+    name and content digest (manifests are small; a modification time may not tick between two writes)."""
     found = []
     try:
         paths = sorted(folder.iterdir())
@@ -35,10 +37,10 @@ def fingerprint(folder: Path) -> Fingerprint:
         if path.suffix not in (".yaml", ".yml"):
             continue
         try:
-            info = path.stat()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError:
             continue
-        found.append((path.name, info.st_mtime_ns, info.st_size))
+        found.append((path.name, digest))
     return tuple(found)
 
 
