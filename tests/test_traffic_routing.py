@@ -112,10 +112,11 @@ def apply_rules(stack: Stack, rules: list[dict[str, Any]]) -> None:
         json.dumps(TrafficRoute.model_validate(document).spec.model_dump(by_alias=True, exclude_none=True))
     )
     for caller in (stack.checkout, stack.reports):
-        wait_for(
-            lambda caller=caller: [r["spec"] for r in info(caller)["trafficRoutes"]] == [expected],  # type: ignore[misc]
-            f"{caller.ready_line} to follow the edited TrafficRoute",
-        )
+        wait_for(lambda: follows(caller, expected), f"{caller.ready_line} to follow the edited TrafficRoute")
+
+
+def follows(caller: SidecarProcess, spec: dict[str, Any]) -> bool:
+    return [r["spec"] for r in info(caller)["trafficRoutes"]] == [spec]
 
 
 def call(caller: SidecarProcess, target: str, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -209,9 +210,12 @@ def test_an_abort_fails_calls_in_the_callers_sidecar_with_its_status(
     # A gRPC caller (the Dapr SDK) gets 503's code, UNAVAILABLE, with the same message.
     monkeypatch.setenv("DAPR_GRPC_PORT", str(stack.checkout.grpc_port))
     monkeypatch.setenv("DAPR_HTTP_PORT", str(stack.checkout.http_port))
-    with DaprClient() as dapr:
-        with pytest.raises(grpc.RpcError) as raised, pytest.warns(DeprecationWarning):
-            DaprGrpcClient.invoke_method(dapr, stack.target, "hello", data=b"x", metadata=(("x-chaos", "abort"),))
+    with (
+        DaprClient() as dapr,
+        pytest.raises(grpc.RpcError) as raised,
+        pytest.warns(DeprecationWarning, match="deprecated"),
+    ):
+        DaprGrpcClient.invoke_method(dapr, stack.target, "hello", data=b"x", metadata=(("x-chaos", "abort"),))
     failure = raised.value
     assert isinstance(failure, grpc.Call)
     assert failure.code() is grpc.StatusCode.UNAVAILABLE
