@@ -8,6 +8,7 @@ version received is counted by the apps themselves (`GET /received`), not by the
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -112,7 +113,7 @@ def apply_rules(stack: Stack, rules: list[dict[str, Any]]) -> None:
         json.dumps(TrafficRoute.model_validate(document).spec.model_dump(by_alias=True, exclude_none=True))
     )
     for caller in (stack.checkout, stack.reports):
-        wait_for(lambda: follows(caller, expected), f"{caller.ready_line} to follow the edited TrafficRoute")
+        wait_for(functools.partial(follows, caller, expected), f"{caller.ready_line} to follow the edited TrafficRoute")
 
 
 def follows(caller: SidecarProcess, spec: dict[str, Any]) -> bool:
