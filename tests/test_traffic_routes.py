@@ -146,3 +146,42 @@ def test_routes_are_replaced_whole_and_described() -> None:
     assert second["spec"] == {"rules": [{"destinations": [{"version": "v1", "weight": 100}]}]}
     router.set_routes([], "x")
     assert router.routed_apps == [] and router.decide("billing", request()) is None
+
+
+async def test_the_clusters_traffic_routes_reach_the_router_as_they_change(caplog: pytest.LogCaptureFixture) -> None:
+    """What the watch of `trafficroutes.ottava.io` hands over: every valid TrafficRoute, after each event.
+
+    The watch itself (list, watch, resume) is the Reflector of Components and Configurations
+    (tests/test_kube_watch.py, and the e2e suite on a real apiserver).
+    """
+    from ottava_sidecar.components.registry import Registry
+    from ottava_sidecar.kube.client import Credentials, KubeClient
+    from ottava_sidecar.runtime.kubernetes import KubernetesWiring
+
+    router = traffic.TrafficRouter()
+    client = KubeClient(Credentials(server="http://127.0.0.1:1", ssl_context=False))
+    wiring = KubernetesWiring(
+        Registry("checkout"),
+        client,
+        "shop",
+        None,
+        lambda _: None,
+        lambda: True,
+        on_traffic_routes=lambda routes: router.set_routes(routes, "the cluster"),
+    )
+    assert wiring.traffic_routes.path == "/apis/ottava.io/v1alpha1/namespaces/shop/trafficroutes"
+    good = {**route({"destinations": [{"version": "v2"}]}).model_dump(by_alias=True), "status": {"conditions": []}}
+    bad = {**route(name="orders").model_dump(by_alias=True), "spec": {"rules": [{"destinations": []}]}}
+    for name, obj in (("billing", good), ("orders", bad)):
+        wiring.traffic_routes.objects[name] = obj
+        await wiring._traffic_route_event("ADDED", obj)
+    assert router.routed_apps == ["billing"]
+    decision = router.decide("billing", request())
+    assert decision is not None and decision.version == "v2"
+    assert (
+        "ignoring invalid TrafficRoute orders: spec.rules.0: Value error, the rule names no destination" in caplog.text
+    )
+    del wiring.traffic_routes.objects["billing"]
+    await wiring._traffic_route_event("DELETED", good)
+    assert router.routed_apps == [] and router.decide("billing", request()) is None
+    await client.close()
