@@ -1,4 +1,4 @@
-"""The caller's side of service invocation: filters, resolution, timeout, retries.
+"""The caller's side of service invocation: filters, traffic routing, resolution, timeout, retries.
 
 A call is retried (with a short backoff, re-resolving the app id) only when it surely
 did not reach the app: the target sidecar or its app was not accepting connections, or
