@@ -210,6 +210,7 @@ def test_files_are_named_after_their_crd_and_carry_the_header() -> None:
         "components.ottava.io.yaml",
         "configurations.ottava.io.yaml",
         "subscriptions.ottava.io.yaml",
+        "trafficroutes.ottava.io.yaml",
     ]
     for name, text in RENDERED.items():
         assert text.startswith(crd.HEADER)

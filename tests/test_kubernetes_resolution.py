@@ -104,3 +104,13 @@ def test_ids_that_cannot_have_a_service_are_refused_naming_why(target: str, says
     with pytest.raises(AppNotFoundError, match=says) as caught:
         split_app_id(target, "shop")
     assert repr(target) in str(caught.value)
+
+
+def test_each_version_takes_its_own_turns() -> None:
+    key = ("shop", "billing")
+    one, two = Address("10.0.0.1", INTERNAL, version="v2"), Address("10.0.0.2", INTERNAL, version="v2")
+    other = Address("10.0.0.3", INTERNAL, version="v1")
+    robin = RoundRobin()
+    assert robin.pick(key, (one, two), now=0, version="v2") == one
+    assert robin.pick(key, (other,), now=0, version="v1") == other
+    assert robin.pick(key, (one, two), now=0, version="v2") == two, "a call to v1 did not cost v2 its turn"

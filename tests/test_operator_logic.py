@@ -6,8 +6,9 @@ import ssl
 from pathlib import Path
 
 from cryptography import x509
-from ottava_operator import annotations, certificates, functions, rbac, services, status, validation
+from ottava_operator import annotations, certificates, functions, rbac, services, status, validation, versions
 from ottava_sidecar import contract
+from ottava_sidecar.invocation import kubernetes as kubernetes_resolution
 from ottava_sidecar.invocation.kubernetes import endpoints_of
 from ottava_sidecar.invocation.resolution import Address
 
@@ -61,11 +62,11 @@ def test_subscriptions_that_cannot_be_delivered_are_named() -> None:
     assert problem.startswith("spec.bulkSubscribe.maxMessagesCount:")
 
 
-def test_sidecars_may_read_their_namespaces_subscriptions() -> None:
+def test_sidecars_may_read_their_namespaces_subscriptions_and_traffic_routes() -> None:
     [wiring] = [r for r in rbac.role_rules([]) if r["apiGroups"] == [contract.API_GROUP]]
     assert wiring == {
         "apiGroups": [contract.API_GROUP],
-        "resources": ["components", "configurations", "subscriptions"],
+        "resources": ["components", "configurations", "subscriptions", "trafficroutes"],
         "verbs": ["get", "list", "watch"],
     }
 
@@ -310,3 +311,105 @@ def test_renewal_when_a_third_of_life_is_left_or_a_name_is_missing() -> None:
     assert "lacks 127.0.0.1" in (certificates.needs_renewal(material, (*names, "127.0.0.1")) or "")
     renewed = certificates.build(names, (material.ca_cert, material.ca_key))
     assert renewed.ca_cert == material.ca_cert, "reissuing must keep the CA, so the caBundle stays valid"
+
+
+def traffic_route(**spec: object) -> dict[str, object]:
+    return {
+        "apiVersion": "ottava.io/v1alpha1",
+        "kind": "TrafficRoute",
+        "metadata": {"name": "billing", "namespace": "shop", "uid": "x"},
+        "spec": spec,
+        "status": {"conditions": []},
+    }
+
+
+def test_traffic_routes_that_cannot_route_are_refused_naming_the_field() -> None:
+    assert validation.traffic_route_problems(traffic_route(rules=[{"destinations": [{"version": "v1"}]}])) == []
+    [problem] = validation.traffic_route_problems(
+        traffic_route(rules=[{"destinations": [{"version": "v1", "weight": 90}, {"version": "v2", "weight": 5}]}])
+    )
+    assert problem.startswith("spec.rules.0:") and "weights add up to 95" in problem
+    [problem] = validation.traffic_route_problems(traffic_route(rules=[{"match": {"callerAppId": "checkout"}}]))
+    assert problem.startswith("spec.rules.0:") and "names no destination" in problem
+    [problem] = validation.traffic_route_problems(
+        traffic_route(rules=[{"fault": {"delay": {"fixedDelay": "1s", "percent": 150}}}])
+    )
+    assert problem.startswith("spec.rules.0.fault.delay.percent:")
+
+
+def pod(name: str, uid: str, version: str | None, *ips: str, **metadata: object) -> dict[str, object]:
+    labels = {contract.LABEL_APP_ID: "billing", contract.LABEL_SIDECAR_INJECTED: "true"}
+    if version is not None:
+        labels[contract.LABEL_APP_VERSION] = version
+    return {
+        "metadata": {"name": name, "namespace": "shop", "uid": uid, "labels": labels, **metadata},
+        "status": {"podIPs": [{"ip": ip} for ip in ips]},
+    }
+
+
+def test_version_slices_list_each_versions_pods_by_address_family() -> None:
+    pods = [
+        pod("b-1", "u1", "v1", "10.0.0.1"),
+        pod("b-2", "u2", "v2", "10.0.0.2", "fd00::2"),
+        pod("b-3", "u3", "v2", "10.0.0.3"),
+        pod("b-4", "u4", None, "10.0.0.4"),  # no version: in no slice
+        pod("b-5", "u5", "v1"),  # no IP yet
+        pod("b-6", "u6", "v1", "10.0.0.6", deletionTimestamp="2026-01-01T00:00:00Z"),
+    ]
+    slices = versions.version_slices("shop", "billing", pods, owner_uid="svc-uid")
+    found = {
+        (s["metadata"]["labels"][contract.LABEL_APP_VERSION], s["addressType"]): [
+            (e["addresses"][0], e["targetRef"]["uid"]) for e in s["endpoints"]
+        ]
+        for s in slices
+    }
+    assert found == {
+        ("v1", "IPv4"): [("10.0.0.1", "u1")],
+        ("v2", "IPv4"): [("10.0.0.2", "u2"), ("10.0.0.3", "u3")],
+        ("v2", "IPv6"): [("fd00::2", "u2")],
+    }
+    for slice_ in slices:
+        labels = slice_["metadata"]["labels"]
+        # The sidecars' watch selects them; no Service is named, so DNS and kube-proxy ignore them.
+        assert labels[contract.LABEL_MANAGED_BY] == contract.MANAGED_BY and labels[contract.LABEL_APP_ID] == "billing"
+        assert "kubernetes.io/service-name" not in labels
+        assert slice_["metadata"]["ownerReferences"][0]["uid"] == "svc-uid"
+        assert len(slice_["metadata"]["name"]) <= 253
+    # Versions may hold what names may not.
+    [upper] = versions.version_slices("shop", "billing", [pod("b", "u", "V2_rc", "10.0.0.9")], owner_uid="")
+    assert upper["metadata"]["name"].islower() and "ownerReferences" not in upper["metadata"]
+
+
+def test_a_version_slice_is_rewritten_only_when_its_pods_change() -> None:
+    [desired] = versions.version_slices("shop", "billing", [pod("b-1", "u1", "v1", "10.0.0.1")], owner_uid="s")
+    as_read = copy.deepcopy(desired)
+    as_read["endpoints"][0]["conditions"] = {}  # what the apiserver adds
+    as_read["metadata"]["resourceVersion"] = "7"
+    assert not versions.differs(as_read, desired)
+    [moved] = versions.version_slices("shop", "billing", [pod("b-1", "u1", "v1", "10.0.0.9")], owner_uid="s")
+    assert versions.differs(as_read, moved)
+    [reowned] = versions.version_slices("shop", "billing", [pod("b-1", "u1", "v1", "10.0.0.1")], owner_uid="t")
+    assert versions.differs(as_read, reowned)
+
+
+def test_the_resolver_reads_the_operators_version_slices_as_a_pod_index() -> None:
+    pods = [pod("b-1", "u1", "v1", "10.0.0.1"), pod("b-2", "u2", "v2", "10.0.0.2")]
+    index_slices = versions.version_slices("shop", "billing", pods, owner_uid="s")
+    assert {kubernetes_resolution.version_slice_app(s) for s in index_slices} == {"billing"}
+    index = kubernetes_resolution.version_index(index_slices)
+    service_slice = {
+        "metadata": {"name": "billing-ottava-abc", "labels": {"kubernetes.io/service-name": "billing-ottava"}},
+        "addressType": "IPv4",
+        "ports": [{"name": contract.SERVICE_PORT_INTERNAL, "port": contract.INTERNAL_GRPC_PORT}],
+        "endpoints": [
+            {"addresses": ["10.0.0.1"], "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "uid": "u1"}},
+            {"addresses": ["10.0.0.2"], "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "uid": "u2"}},
+            {"addresses": ["10.0.0.3"], "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "uid": "u3"}},
+            {"addresses": ["10.0.0.4"], "conditions": {"ready": False}, "targetRef": {"kind": "Pod", "uid": "u4"}},
+        ],
+    }
+    assert kubernetes_resolution.version_slice_app(service_slice) is None
+    found = kubernetes_resolution.endpoints_of([service_slice], "billing", index)
+    # Readiness comes from the Service's slice only; the index says which version each ready pod serves.
+    assert [(a.host, a.version) for a in found.ready] == [("10.0.0.1", "v1"), ("10.0.0.2", "v2"), ("10.0.0.3", "")]
+    assert found.not_ready == 1

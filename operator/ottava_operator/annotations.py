@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ottava_sidecar import contract, limits
+from ottava_sidecar.resources import models
 
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
 _APP_ID = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_VERSION = re.compile(models.VERSION_PATTERN)
 
 LogLevel = Literal["debug", "info", "warn", "error"]
 
@@ -33,6 +35,7 @@ class PodAnnotations:
     memory_request: str | None = None
     memory_limit: str | None = None
     api_token_secret: str | None = None
+    app_version: str | None = None
     # `ottava run` limit flags (docs/limits.md) → their values, from `ottava.io/<flag name>`.
     limit_flags: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -102,6 +105,12 @@ _ANNOTATIONS = (
     _Annotation(contract.ANNOTATION_MEMORY_REQUEST, "memory_request", _matching(_QUANTITY), _QUANTITY_PROBLEM),
     _Annotation(contract.ANNOTATION_MEMORY_LIMIT, "memory_limit", _matching(_QUANTITY), _QUANTITY_PROBLEM),
     _Annotation(contract.ANNOTATION_API_TOKEN_SECRET, "api_token_secret", _matching(_NAME), "not a Secret name"),
+    _Annotation(
+        contract.ANNOTATION_APP_VERSION,
+        "app_version",
+        _matching(_VERSION),
+        "a version is a label value (at most 63 letters, digits, '-', '_', '.'; a letter or digit first and last)",
+    ),
 )
 
 

@@ -75,6 +75,8 @@ def inject(pod: Pod, settings: InjectorSettings, identity: IdentitySigner | None
     labels = result.setdefault("metadata", {}).setdefault("labels", {})
     labels[contract.LABEL_SIDECAR_INJECTED] = "true"
     labels[contract.LABEL_APP_ID] = app_id
+    if parsed.app_version is not None:  # callers' TrafficRoutes pick by it (versions.py indexes it)
+        labels[contract.LABEL_APP_VERSION] = parsed.app_version
 
     token_env = _api_token_env(parsed.api_token_secret)
     # App containers only: the user's init containers are not told where the sidecar is.
@@ -138,6 +140,8 @@ def _sidecar_container(
     ]
     if parsed.app_port is not None:
         env.append({"name": contract.ENV_APP_PORT, "value": str(parsed.app_port)})
+    if parsed.app_version is not None:
+        env.append({"name": contract.ENV_APP_VERSION, "value": parsed.app_version})
     if parsed.config is not None:
         env.append({"name": contract.ENV_CONFIG, "value": parsed.config})
     env.extend(token_env)

@@ -27,7 +27,17 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from ottava_sidecar import contract
 
-from ottava_operator import connection, functions, injection, peering, services, sidecar_form, status, validation
+from ottava_operator import (
+    connection,
+    functions,
+    injection,
+    peering,
+    services,
+    sidecar_form,
+    status,
+    validation,
+    versions,
+)
 from ottava_operator.certificates import CertificateManager
 from ottava_operator.events import EventPoster
 from ottava_operator.identity_ca import CaState, IdentityCa
@@ -50,6 +60,7 @@ class Clients:
     certificates: CertificateManager
     app_services: services.AppServices
     functions: functions.FunctionServices
+    versions: versions.AppVersions
     injector: InjectorSettings  # the chart's defaults, in the form decided at start
     # What injected sidecars are told of workload identity (the CA's current bundle); None: off.
     identity: injection.IdentitySigner | None = None
@@ -82,6 +93,7 @@ def build_registry(ours: OperatorSettings, identity: str = "") -> kopf.OperatorR
     _register_admission(registry, ours, clients, background)
     _register_status(registry, ours, clients)
     _register_app_services(registry, clients)
+    _register_traffic_routes(registry)
     return registry
 
 
@@ -132,6 +144,7 @@ def _register_lifecycle(
         clients.events = EventPoster(clients.api)
         clients.app_services = services.AppServices(clients.api, clients.rbac, clients.events)
         clients.functions = functions.FunctionServices(clients.api, clients.events)
+        clients.versions = versions.AppVersions(clients.api)
         clients.certificates = CertificateManager(ours, clients.api)
         await clients.certificates.ensure()
         background.spawn(clients.certificates.run())
@@ -278,6 +291,12 @@ def _register_status(registry: kopf.OperatorRegistry, ours: OperatorSettings, cl
     async def subscription_status(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         await write_status(body, patch, validation.subscription_problems(dict(body)))
 
+    @kopf.on.resume(GROUP, VERSION, "trafficroutes", registry=registry)
+    @kopf.on.create(GROUP, VERSION, "trafficroutes", registry=registry)
+    @kopf.on.update(GROUP, VERSION, "trafficroutes", field="spec", registry=registry)
+    async def traffic_route_status(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        await write_status(body, patch, validation.traffic_route_problems(dict(body)))
+
     @kopf.on.event(GROUP, VERSION, "components", registry=registry)
     async def component_event(event: kopf.RawEvent, namespace: str | None, **_: Any) -> None:
         # Every watch event, deletions included (no finalizer needed): the Role follows the
@@ -288,13 +307,28 @@ def _register_status(registry: kopf.OperatorRegistry, ours: OperatorSettings, cl
             await clients.functions.component_event(event.get("type"), dict(event["object"]))
 
 
+def _register_traffic_routes(registry: kopf.OperatorRegistry) -> None:
+    """TrafficRoutes (docs/routing.md) are refused at `kubectl apply` when they cannot route (their
+    Ready condition is `_register_status`'s)."""
+
+    @kopf.on.validate(GROUP, VERSION, "trafficroutes", id="validate-trafficroute", registry=registry)
+    async def validate_traffic_route(body: kopf.Body, **_: Any) -> None:
+        problems = validation.traffic_route_problems(dict(body))
+        if problems:
+            raise kopf.AdmissionError(
+                f"TrafficRoute {body.metadata.name!r} is invalid: " + "; ".join(problems), code=422
+            )
+
+
 def _register_app_services(registry: kopf.OperatorRegistry, clients: Clients) -> None:
-    """The per-app Services (services.py), on the events of injected pods and of our Services;
-    the functions' Services (functions.py), also on the events of the apps' EndpointSlices."""
+    """The per-app Services (services.py) and the apps' version slices (versions.py), on the events
+    of injected pods and of our Services; the functions' Services (functions.py), also on the
+    events of the apps' EndpointSlices."""
 
     @kopf.on.event("", "v1", "pods", labels={contract.LABEL_SIDECAR_INJECTED: "true"}, registry=registry)
     async def app_pod_event(event: kopf.RawEvent, **_: Any) -> None:
         await clients.app_services.pod_event(dict(event["object"]))
+        await clients.versions.pod_event(dict(event["object"]))
 
     @kopf.on.event("", "v1", "services", labels={contract.LABEL_MANAGED_BY: contract.MANAGED_BY}, registry=registry)
     async def app_service_event(event: kopf.RawEvent, **_: Any) -> None:

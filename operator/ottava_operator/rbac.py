@@ -1,7 +1,7 @@
 """The RBAC that sidecars need, per namespace, kept to the least.
 
 Sidecars run under their pod's service account. In each namespace with Components, a
-Role lets them read Components and Configurations and `get` exactly the Secrets those
+Role lets them read Components, Configurations, Subscriptions and TrafficRoutes and `get` exactly the Secrets those
 Components reference (`resourceNames`), and a RoleBinding grants it to the namespace's
 service accounts. The cluster's built-in components widen it only when a Component of
 theirs exists: `secretstores.kubernetes` adds the Secrets in its `allowedSecrets` (or
@@ -48,7 +48,7 @@ def role_rules(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = [
         {
             "apiGroups": [contract.API_GROUP],
-            "resources": ["components", "configurations", "subscriptions"],
+            "resources": ["components", "configurations", "subscriptions", "trafficroutes"],
             "verbs": ["get", "list", "watch"],
         },
         dict(ENDPOINT_SLICES_RULE),

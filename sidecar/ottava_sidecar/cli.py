@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from ottava_sidecar.identity.local_issuer import LocalIssuer
     from ottava_sidecar.invocation.filters import InvocationFilter
-    from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription
+    from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription, TrafficRoute
     from ottava_sidecar.runtime.sidecar import BoundPorts, Options, Sidecar
 
 log = logging.getLogger("ottava")
@@ -98,6 +98,13 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="port the app listens on, for callbacks (default: $OTTAVA_APP_PORT)",
     )
     sidecar.add_argument("--app-protocol", choices=("http", "grpc"), default=env(contract.ENV_APP_PROTOCOL) or "http")
+    sidecar.add_argument(
+        "--app-version",
+        type=_app_version,
+        default=env(contract.ENV_APP_VERSION) or "",
+        help="the version of the app this sidecar serves, which callers' TrafficRoutes pick by (docs/routing.md; "
+        "default: $OTTAVA_APP_VERSION)",
+    )
     sidecar.add_argument("--grpc-port", type=port, default=contract.GRPC_PORT)
     sidecar.add_argument("--http-port", type=port, default=contract.HTTP_PORT)
     sidecar.add_argument("--metrics-port", type=port, default=contract.METRICS_PORT)
@@ -159,6 +166,19 @@ def _add_identity_flags(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="standalone: lifetime of the certificates of the local CA, renewed at half of it (default 24h)",
     )
+
+
+def _app_version(text: str) -> str:
+    import re
+
+    from ottava_sidecar.resources.models import VERSION_PATTERN
+
+    if text and not re.match(VERSION_PATTERN, text):  # empty: none declared
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a version: at most 63 letters, digits, '-', '_' or '.', starting and ending with a "
+            "letter or digit (a Kubernetes label value)"
+        )
+    return text
 
 
 def _duration(text: str) -> float:
@@ -258,6 +278,7 @@ def _run(args: argparse.Namespace, command: list[str], issuer: LocalIssuer | Non
         )
         return 2
     subscriptions: list[DeclarativeSubscription] = []
+    traffic_routes: list[TrafficRoute] = []
     if kubernetes:
         components: list[Component] = []
     elif args.resources_path is not None:
@@ -271,6 +292,7 @@ def _run(args: argparse.Namespace, command: list[str], issuer: LocalIssuer | Non
             return 2
         components = [component for _, component in manifests.components]
         subscriptions = [subscription for _, subscription in manifests.subscriptions]
+        traffic_routes = [route for _, route in manifests.traffic_routes]
         problem = _subscription_problem(subscriptions)
         if problem:
             print(f"ottava: invalid manifest: {problem}", file=sys.stderr)
@@ -314,6 +336,8 @@ def _run(args: argparse.Namespace, command: list[str], issuer: LocalIssuer | Non
         configuration_name=(args.config or os.environ.get(contract.ENV_CONFIG) or None) if kubernetes else None,
         configuration=configuration,
         subscriptions=subscriptions,
+        traffic_routes=traffic_routes,
+        app_version=args.app_version,
         http_listen_address=args.http_listen_address or ("0.0.0.0" if kubernetes else None),
         metrics_listen_address=args.metrics_listen_address or ("0.0.0.0" if kubernetes else None),
         internal_listen_address=args.internal_listen_address or ("0.0.0.0" if kubernetes else None),

@@ -59,10 +59,12 @@ ANNOTATION_CPU_LIMIT: Final = "ottava.io/sidecar-cpu-limit"
 ANNOTATION_MEMORY_REQUEST: Final = "ottava.io/sidecar-memory-request"
 ANNOTATION_MEMORY_LIMIT: Final = "ottava.io/sidecar-memory-limit"
 ANNOTATION_API_TOKEN_SECRET: Final = "ottava.io/api-token-secret"
+ANNOTATION_APP_VERSION: Final = "ottava.io/app-version"  # traffic routing between versions (docs/routing.md)
 
 # Labels the injector puts on pods.
 LABEL_SIDECAR_INJECTED: Final = "ottava.io/sidecar-injected"
 LABEL_APP_ID: Final = "ottava.io/app-id"
+LABEL_APP_VERSION: Final = "ottava.io/app-version"  # from the annotation; also on the operator's version slices
 
 # The headless Service the operator keeps per app id (DESIGN.md, "per-app Service"): its
 # ports, and the label it carries, which the EndpointSlice controller copies onto the
@@ -107,6 +109,7 @@ ENV_APP_ID: Final = "OTTAVA_APP_ID"
 ENV_CONFIG: Final = "OTTAVA_CONFIG"
 ENV_APP_PORT: Final = "OTTAVA_APP_PORT"
 ENV_APP_PROTOCOL: Final = "OTTAVA_APP_PROTOCOL"
+ENV_APP_VERSION: Final = "OTTAVA_APP_VERSION"
 
 # Where the injected sidecar finds its projected service-account token.
 TOKEN_VOLUME: Final = "ottava-token"

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     EVENT_LOOP_LAG: Histogram
     EVENT_LOOP_LAG_LAST: Gauge
     INVOCATION_ENDPOINTS: Gauge
+    INVOCATION_VERSIONS: Counter
+    INVOCATION_FAULTS: Counter
     ACCESS_DENIALS: Counter
     IDENTITY_CERT_EXPIRY: Gauge
     IDENTITY_RENEWALS: Counter
@@ -117,6 +119,17 @@ def _define() -> dict[str, Any]:
             "ottava_invocation_ready_endpoints",
             "In a cluster: ready endpoints of each app id the sidecar resolves, from its Service's EndpointSlices.",
             ["namespace", "app_id"],
+        ),
+        "INVOCATION_VERSIONS": prometheus_client.Counter(
+            "ottava_invocation_version_calls_total",
+            "Service invocations sent to another app's sidecar, by target app id, the version that sidecar serves"
+            " (empty: none declared) and outcome (gRPC status name); retries count once each.",
+            ["target", "version", "outcome"],
+        ),
+        "INVOCATION_FAULTS": prometheus_client.Counter(
+            "ottava_invocation_faults_total",
+            "Faults a TrafficRoute injected into service invocations, by target app id and fault (delay, abort).",
+            ["target", "fault"],
         ),
         "ACCESS_DENIALS": prometheus_client.Counter(
             "ottava_access_control_denials_total",

@@ -51,6 +51,7 @@ class Apis:
         metadata.configuration_subscriptions = lambda: [s.describe() for s in configuration.open_subscriptions()]
         if invoker is not None:
             metadata.peers = lambda: invoker.peers
+            metadata.traffic_routes = invoker.traffic.describe
         state = StateApi(registry, max_bulk_response_bytes=limits.max_bulk_response_bytes)
         pubsub = PubSubApi(messaging or Messaging(registry), registry.app_id)
         invocation = InvocationApi(invoker)

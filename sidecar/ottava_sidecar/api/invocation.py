@@ -73,7 +73,10 @@ class InvocationApi:
             return await self.invoker.invoke(app_id, request)
         except InvocationError as err:
             raise errors.ApiError(
-                err.code, err.message, http_status=http_status_for_grpc(err.code), error_code=ERROR_CODE
+                err.code,
+                err.message,
+                http_status=err.http_status or http_status_for_grpc(err.code),
+                error_code=ERROR_CODE,
             ) from None
 
 

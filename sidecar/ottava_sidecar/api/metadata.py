@@ -6,7 +6,8 @@ a default gRPC client accepts.
 
 The info endpoint adds what a platform team asks first when troubleshooting: each
 component's last error (kept once it is UP again), where each subscription came from,
-the configuration subscriptions open now, and the peers service invocation resolved.
+the configuration subscriptions open now, the peers service invocation resolved, and the
+TrafficRoutes its calls follow.
 """
 
 from collections.abc import Callable
@@ -45,6 +46,8 @@ class MetadataApi:
     configuration_subscriptions: Callable[[], list[dict[str, Any]]] = field(default=list)
     # app id -> {address: when calls last switched to it (wall clock)}: the invoker's resolved peers.
     peers: Callable[[], dict[str, dict[Any, float]]] = field(default=dict)
+    # The TrafficRoutes this sidecar's calls follow now (the invoker's router).
+    traffic_routes: Callable[[], list[dict[str, Any]]] = field(default=list)
 
     @property
     def app_id(self) -> str:
@@ -109,10 +112,16 @@ class MetadataApi:
             ],
             "configurationSubscriptions": self.configuration_subscriptions(),
             "peers": [
-                {"appId": app_id, "address": str(address), "resolvedAt": wall_time(at)}
+                {
+                    "appId": app_id,
+                    "address": str(address),
+                    **({"version": address.version} if getattr(address, "version", "") else {}),
+                    "resolvedAt": wall_time(at),
+                }
                 for app_id, addresses in sorted(self.peers().items())
                 for address, at in addresses.items()
             ],
+            "trafficRoutes": self.traffic_routes(),
             **self.extra_info,
         }
 

@@ -6,5 +6,7 @@
   through the EndpointSlices of each app's Service;
 * `filters`: the before/after extension point around each outbound call;
 * `internal`: the sidecar-to-sidecar gRPC API (internal port 50002), both ends;
+* `traffic`: routing between an app's versions (`TrafficRoute`): the version a call goes
+  to, and the faults its rule injects;
 * `invoker`: the caller's side: filters, resolution, timeouts, retries.
 """

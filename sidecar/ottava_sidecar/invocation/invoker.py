@@ -1,4 +1,4 @@
-"""The caller's side of service invocation: filters, resolution, timeout, retries.
+"""The caller's side of service invocation: filters, traffic routing, resolution, timeout, retries.
 
 A call is retried (with a short backoff, re-resolving the app id) only when it surely
 did not reach the app: the target sidecar or its app was not accepting connections, or
@@ -17,7 +17,7 @@ import grpc
 
 from ottava_sidecar import backoff, contract, metrics, tracing
 from ottava_sidecar.identity.workload import WorkloadIdentity
-from ottava_sidecar.invocation import filters
+from ottava_sidecar.invocation import filters, traffic
 from ottava_sidecar.invocation.internal import InternalClient
 from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse
 from ottava_sidecar.invocation.resolution import Address, AppNotFoundError, NameResolver
@@ -30,10 +30,11 @@ PEER_ADDRESSES = 16
 
 
 class InvocationError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, *, http_status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.http_status = http_status  # what an HTTP caller gets, when not the one of `code`
 
 
 class Invoker:
@@ -56,6 +57,8 @@ class Invoker:
         # app id -> {address: when (wall clock) calls last switched to it}, for the info endpoint.
         self.peers: dict[str, dict[Address, float]] = {}
         self._last: dict[str, Address] = {}  # the address each app id resolved to last
+        # Traffic routing between app versions (TrafficRoute): its routes are set live by the runtime.
+        self.traffic = traffic.TrafficRouter()
 
     def _resolved(self, target: str, address: Address) -> None:
         """Record that `target` resolved to `address`, which is not the address it resolved to last."""
@@ -82,11 +85,12 @@ class Invoker:
         await self._before(target, request)
         timeout = min(request.timeout_seconds or self.default_timeout, self.default_timeout)
         deadline = time.monotonic() + timeout
+        version = await self._route(target, request, deadline, timeout)
         delays = backoff.INVOCATION_RETRY.delays()
         last = ""
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                address = await self.resolver.resolve(target)
+                address = await self.resolver.resolve(target, version)
             except AppNotFoundError as err:
                 raise InvocationError(grpc.StatusCode.NOT_FOUND, str(err)) from None
             if self._last.get(target) is not address:
@@ -99,6 +103,7 @@ class Invoker:
                 response = await self._client.call(address, served, request, remaining, address.certified_as)
             except grpc.aio.AioRpcError as err:
                 code, details = err.code(), err.details() or ""
+                traffic.count(target, address, code)
                 if code is grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise InvocationError(
                         code, f"app {target!r} did not answer {request.method} within {timeout:g}s"
@@ -115,6 +120,7 @@ class Invoker:
                 if attempt < ATTEMPTS:
                     await asyncio.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
                 continue
+            traffic.count(target, address, response.grpc_code)
             for each in reversed(self.filters):
                 await each.after(target, request, response)
             return response
@@ -125,6 +131,13 @@ class Invoker:
         raise InvocationError(
             grpc.StatusCode.UNAVAILABLE, f"app {target!r} is not reachable after {ATTEMPTS} attempts: {last}"
         )
+
+    async def _route(self, target: str, request: InvocationRequest, deadline: float, seconds: float) -> str | None:
+        """Traffic routing (`traffic`): the version this call goes to (None: any), after the faults its rule injects."""
+        try:
+            return await self.traffic.route(target, request, deadline, seconds)
+        except traffic.Injected as fault:
+            raise InvocationError(fault.code, fault.message, http_status=fault.http_status) from None
 
     def _forget(self, target: str, address: Address) -> None:
         """`address` failed for `target`: it is no longer listed as a peer."""

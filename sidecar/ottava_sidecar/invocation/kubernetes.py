@@ -11,6 +11,14 @@ A WebAssembly function is resolved the same way, from the slices of its Service,
 the operator writes (one per app that runs it, labelled with that app's id, which its
 sidecars' certificates name).
 
+Versions (traffic routing, docs/routing.md): a pod's version is its label
+`ottava.io/app-version`, which EndpointSlices do not carry and sidecars may not read pods
+for. The operator, which watches the injected pods, writes one more EndpointSlice per app
+and version, labelled with both and with no Service: an index from pod (uid, and address)
+to version, that the same watch receives. Readiness still comes from the Service's own
+slices only; a pod the index does not list yet serves no version (calls a TrafficRoute
+sends to a version skip it until the index catches up).
+
 `id` is an app of the sidecar's own namespace, `id.namespace` one of another (Dapr's
 form). Until a namespace's first listing arrives, a call waits for it, briefly; a call
 into a namespace the sidecar may not read fails with the apiserver's reason.
@@ -21,7 +29,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,14 +94,43 @@ def _host_app(slice_: dict[str, Any], app: str) -> str:
     return "" if host == app else host
 
 
-def endpoints_of(slices: Iterable[dict[str, Any]], app: str = "") -> Endpoints:
+def version_index(slices: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """Pod uid (and each address) → version, from the operator's version slices of one app."""
+    index: dict[str, str] = {}
+    for slice_ in slices:
+        version = str(((slice_.get("metadata") or {}).get("labels") or {}).get(contract.LABEL_APP_VERSION, ""))
+        if not version:
+            continue
+        for endpoint in slice_.get("endpoints") or []:
+            uid = (endpoint.get("targetRef") or {}).get("uid")
+            if uid:
+                index[str(uid)] = version
+            for address in endpoint.get("addresses") or []:
+                index[str(address)] = version
+    return index
+
+
+def version_slice_app(slice_: dict[str, Any]) -> str | None:
+    """The app whose version index a slice is (the operator's, labelled with a version and no Service); else None."""
+    labels = (slice_.get("metadata") or {}).get("labels") or {}
+    if SERVICE_NAME_LABEL in labels or not labels.get(contract.LABEL_APP_VERSION):
+        return None
+    app = labels.get(contract.LABEL_APP_ID)
+    return str(app) if app else None
+
+
+def endpoints_of(
+    slices: Iterable[dict[str, Any]], app: str = "", versions: Mapping[str, str] | None = None
+) -> Endpoints:
     """Ready internal addresses of a Service's EndpointSlices, each pod once, in a stable order.
 
     A dual-stack Service has an IPv4 and an IPv6 slice listing the same pods; a pod counts
     once (IPv4 first). Slices without a port named `internal` or of FQDN type are ignored.
     The slices of a function's Service (`app` is its name) are the operator's, one per app
     that runs it: their addresses say that the sidecar there is certified as that app.
+    `versions` (a `version_index`) gives each address the version its pod serves.
     """
+    versions = versions or {}
     seen: set[str] = set()
     ready: set[Address] = set()
     not_ready = 0
@@ -113,7 +150,8 @@ def endpoints_of(slices: Iterable[dict[str, Any]], app: str = "") -> Endpoints:
                 continue
             seen.add(identity)
             if _ready(endpoint):
-                ready.add(Address(str(addresses[0]), port, host))
+                version = versions.get(str(target.get("uid") or ""), "") or versions.get(str(addresses[0]), "")
+                ready.add(Address(str(addresses[0]), port, host, version))
             else:
                 not_ready += 1
     return Endpoints(tuple(sorted(ready, key=lambda a: (a.host, a.port))), not_ready)
@@ -123,14 +161,17 @@ class RoundRobin:
     """Hands out each app's addresses in turn, skipping those that recently refused a call."""
 
     def __init__(self) -> None:
-        self._turns: dict[tuple[str, str], int] = {}
+        self._turns: dict[tuple[tuple[str, str], str | None], int] = {}
         self._forgotten: dict[tuple[str, str], dict[Address, float]] = {}
 
-    def pick(self, key: tuple[str, str], addresses: tuple[Address, ...], now: float) -> Address:
+    def pick(
+        self, key: tuple[str, str], addresses: tuple[Address, ...], now: float, version: str | None = None
+    ) -> Address:
+        """The next of `addresses` (those of `version`, when one is asked for: each version takes its own turns)."""
         forgotten = self._forgotten.get(key, {})
         usable = [a for a in addresses if forgotten.get(a, 0.0) <= now] or list(addresses)
-        turn = self._turns.get(key, -1) + 1
-        self._turns[key] = turn
+        turn = self._turns.get((key, version), -1) + 1
+        self._turns[(key, version)] = turn
         return usable[turn % len(usable)]
 
     def forget(self, key: tuple[str, str], address: Address, until: float) -> None:
@@ -151,6 +192,7 @@ class _Namespace:
     started: float
     used: float
     slices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # app id → slice name → slice
+    versions: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # the operator's version slices
     endpoints: dict[str, Endpoints] = field(default_factory=dict)
 
 
@@ -193,7 +235,7 @@ class KubernetesResolver(NameResolver):
     def served_namespace(self, target: str) -> str | None:
         return split_app_id(target, self.namespace)[1]
 
-    async def resolve(self, app_id: str) -> Address:
+    async def resolve(self, app_id: str, version: str | None = None) -> Address:
         name, namespace = split_app_id(app_id, self.namespace)
         now = time.monotonic()
         self._stop_idle(now)
@@ -222,7 +264,17 @@ class KubernetesResolver(NameResolver):
             else:
                 why = f"none of the {endpoints.not_ready} endpoint(s) of Service {service} is ready"
             raise AppNotFoundError(f"no ready pod of app {name!r} in namespace {namespace!r}: {why}")
-        return self._round_robin.pick((namespace, name), endpoints.ready, now)
+        ready = endpoints.ready
+        if version is not None:
+            ready = tuple(a for a in ready if a.version == version)
+            if not ready:
+                found = ", ".join(sorted({a.version or "(none)" for a in endpoints.ready}))
+                raise AppNotFoundError(
+                    f"no ready pod of app {name!r} in namespace {namespace!r} serves version {version!r} "
+                    f"(versions of its ready pods: {found}; label {contract.LABEL_APP_VERSION}, from the annotation "
+                    f"{contract.ANNOTATION_APP_VERSION})"
+                )
+        return self._round_robin.pick((namespace, name), ready, now, version)
 
     def served_app_id(self, target: str) -> str:
         """`id.namespace` is served by the sidecars of app `id`."""
@@ -270,10 +322,15 @@ class KubernetesResolver(NameResolver):
         slice_name = str(metadata.get("name", ""))
         service = str((metadata.get("labels") or {}).get(SERVICE_NAME_LABEL, ""))
         touched = {app for app, slices in view.slices.items() if slices.pop(slice_name, None) is not None}
+        touched |= {app for app, slices in view.versions.items() if slices.pop(slice_name, None) is not None}
+        versioned = version_slice_app(obj)
         if service.endswith(contract.APP_SERVICE_SUFFIX) and kind != "DELETED":
             app = service[: -len(contract.APP_SERVICE_SUFFIX)]
             view.slices.setdefault(app, {})[slice_name] = obj
             touched.add(app)
+        elif versioned is not None and kind != "DELETED":
+            view.versions.setdefault(versioned, {})[slice_name] = obj
+            touched.add(versioned)
         for app in touched:
             slices = view.slices.get(app)
             self._round_robin.changed((namespace, app))
@@ -282,7 +339,8 @@ class KubernetesResolver(NameResolver):
                 view.endpoints.pop(app, None)
                 _remove_gauge(namespace, app)
                 continue
-            endpoints = view.endpoints[app] = endpoints_of(slices.values(), app)
+            index = version_index(view.versions.get(app, {}).values())
+            endpoints = view.endpoints[app] = endpoints_of(slices.values(), app, index)
             metrics.INVOCATION_ENDPOINTS.labels(namespace, app).set(len(endpoints.ready))
             log.debug(
                 "endpoints changed",

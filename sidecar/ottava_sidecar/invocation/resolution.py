@@ -21,6 +21,9 @@ class Address:
     # The app id whose certificate the sidecar there holds, when it is not the app id
     # resolved: a function's name resolves to the sidecar that runs it (docs/wasm.md).
     certified_as: str = ""
+    # The version of the app that the sidecar there serves (`ottava run --app-version`, the
+    # pod label `ottava.io/app-version`); empty when it declared none. Traffic routing picks by it.
+    version: str = ""
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -48,8 +51,8 @@ class NameResolver(abc.ABC):
         """Undo `register` (on shutdown)."""
 
     @abc.abstractmethod
-    async def resolve(self, app_id: str) -> Address:
-        """The internal address of a sidecar serving `app_id`; `AppNotFoundError` if none."""
+    async def resolve(self, app_id: str, version: str | None = None) -> Address:
+        """The internal address of a sidecar serving `app_id` (at `version`, unless None); `AppNotFoundError` if none."""
 
     async def register_function(self, name: str, address: Address, host_app_id: str) -> None:
         """Make the function `name`, run by this sidecar (app `host_app_id`), findable at `address`.

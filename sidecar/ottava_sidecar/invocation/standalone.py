@@ -1,9 +1,10 @@
 """Standalone name resolution: a registry folder shared by the sidecars of one user.
 
-Each sidecar writes `<folder>/<app-id>/<pid>.json` (its internal address) when it
-starts and removes it when it stops. A file whose process no longer exists (a sidecar
-that was killed) is ignored and cleaned up by the next lookup. Several sidecars with
-the same app id are used in turn.
+Each sidecar writes `<folder>/<app-id>/<pid>.json` (its internal address, and the
+version of the app it serves, `ottava run --app-version`) when it starts and removes it
+when it stops. A file whose process no longer exists (a sidecar that was killed) is
+ignored and cleaned up by the next lookup. Several sidecars with the same app id (of one
+version or of several) are used in turn; traffic routing may ask for one version's.
 
 The folder is `$OTTAVA_REGISTRY_DIR`, else `$XDG_RUNTIME_DIR/ottava/registry`, else
 `~/.ottava/registry`; it is private to the user (mode 0700).
@@ -67,6 +68,8 @@ class LocalRegistry(NameResolver):
         record: dict[str, object] = {"appId": app_id, "host": address.host, "port": address.port, "pid": os.getpid()}
         if served_by:  # a function: the sidecar there holds the certificate of the app that runs it
             record["servedBy"] = served_by
+        elif address.version:
+            record["version"] = address.version
         temporary.write_text(json.dumps(record), encoding="utf-8")
         temporary.chmod(0o600)
         temporary.replace(path)  # atomic: readers never see half a file
@@ -77,12 +80,12 @@ class LocalRegistry(NameResolver):
         for own in owned:
             await asyncio.to_thread(own.unlink, missing_ok=True)
 
-    async def resolve(self, app_id: str) -> Address:
+    async def resolve(self, app_id: str, version: str | None = None) -> Address:
         check_app_id(app_id)
         cached = self._cache.get(app_id)
-        if cached is not None and cached[0] > time.monotonic() and cached[1]:
-            addresses = cached[1]
-        else:
+        addresses = cached[1] if cached is not None and cached[0] > time.monotonic() else []
+        # Read again when nothing is cached, or nothing of the version asked for: it may have started since.
+        if not addresses or (version is not None and all(a.version != version for a in addresses)):
             addresses = await asyncio.to_thread(self._read, app_id)
             self._cache[app_id] = (time.monotonic() + CACHE_SECONDS, addresses)
         if not addresses:
@@ -90,6 +93,14 @@ class LocalRegistry(NameResolver):
                 f"app id {app_id!r} is not found: no running sidecar has registered it in {self.folder} "
                 f"(is `ottava run --app-id {app_id}` running, as the same user?)"
             )
+        if version is not None:
+            every, addresses = addresses, [a for a in addresses if a.version == version]
+            if not addresses:
+                found = ", ".join(sorted({a.version or "(none)" for a in every}))
+                raise AppNotFoundError(
+                    f"no running sidecar of app {app_id!r} serves version {version!r} in {self.folder} "
+                    f"(versions found: {found}; is `ottava run --app-id {app_id} --app-version {version}` running?)"
+                )
         self._turn += 1
         return addresses[self._turn % len(addresses)]
 
@@ -102,7 +113,12 @@ class LocalRegistry(NameResolver):
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
                 pid = int(record["pid"])
-                address = Address(str(record["host"]), int(record["port"]), str(record.get("servedBy", "")))
+                address = Address(
+                    str(record["host"]),
+                    int(record["port"]),
+                    str(record.get("servedBy", "")),
+                    str(record.get("version", "")),
+                )
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # being replaced, or not ours
             if not _alive(pid):

@@ -1,4 +1,4 @@
-"""Ottava's Kubernetes resources: the `Component`, `Configuration` and `Subscription` models.
+"""Ottava's Kubernetes resources: the `Component`, `Configuration`, `Subscription` and `TrafficRoute` models.
 
 The models are the one source of truth: the sidecar validates manifests with them,
 `make crds` renders the CRDs from them, and the operator's admission webhook imports them.
@@ -13,6 +13,7 @@ from ottava_sidecar.resources.models import (
     MetadataItem,
     ObjectMeta,
     SecretKeyRef,
+    TrafficRoute,
     parse_duration,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "MetadataItem",
     "ObjectMeta",
     "SecretKeyRef",
+    "TrafficRoute",
     "parse_duration",
 ]

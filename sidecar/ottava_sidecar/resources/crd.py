@@ -1,4 +1,4 @@
-"""Render the CustomResourceDefinitions of `Component`, `Configuration` and `Subscription` from their models.
+"""Render the CustomResourceDefinitions of Ottava's resources (`Component`, `Configuration`, …) from their models.
 
 The pydantic models are the one source of truth (STYLE.md: no hand-written CRD beside
 the models). Their JSON Schema is close to what Kubernetes wants but not equal:
@@ -218,6 +218,13 @@ _RESOURCES: Final = (
             _READY_COLUMN,
             _AGE_COLUMN,
         ),
+    ),
+    _Resource(
+        model=models.TrafficRoute,
+        kind="TrafficRoute",
+        plural="trafficroutes",
+        short_names=("ottavaroute",),
+        printer_columns=(_READY_COLUMN, _AGE_COLUMN),
     ),
 )
 

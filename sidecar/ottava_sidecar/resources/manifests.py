@@ -1,8 +1,8 @@
 """Reading manifests from a folder (`ottava run --resources-path`) and a file (`--config`).
 
 Every YAML document of every `*.yaml`/`*.yml` file is read. Components, Configurations
-(of `ottava.io/v1alpha1` or `dapr.io/v1alpha1`) and Subscriptions (also of
-`dapr.io/v2alpha1`) are validated. The other kinds that Dapr defines (a `Resiliency`,
+(of `ottava.io/v1alpha1` or `dapr.io/v1alpha1`), Subscriptions (also of
+`dapr.io/v2alpha1`) and TrafficRoutes (`ottava.io/v1alpha1`) are validated. The other kinds that Dapr defines (a `Resiliency`,
 say) are skipped with a warning, so a shared
 folder of Dapr resources can be pointed at unchanged; documents of other API groups (a
 Kubernetes `Secret`) are skipped quietly. Any other kind in those two groups is a
@@ -23,19 +23,21 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import ValidationError
 
-from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription
+from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription, TrafficRoute
 
 log = logging.getLogger(__name__)
 
-M = TypeVar("M", Component, Configuration, DeclarativeSubscription)
+M = TypeVar("M", Component, Configuration, DeclarativeSubscription, TrafficRoute)
 
 _KNOWN_GROUPS = ("ottava.io", "dapr.io")
-_LOADED_KINDS = ("Component", "Configuration", "Subscription")
+_LOADED_KINDS = ("Component", "Configuration", "Subscription", "TrafficRoute")
 # Kinds the groups define that a folder may hold but `ottava run` does not load.
 _SKIPPED_KINDS = {
     "dapr.io": ("Resiliency", "HTTPEndpoint"),
-    "ottava.io": ("Resiliency", "TrafficRoute"),
+    "ottava.io": ("Resiliency",),
 }
+# Kinds that only one group defines: the other's is a mistake.
+_OWN_KINDS = {"TrafficRoute": "ottava.io"}
 
 
 class ManifestError(ValueError):
@@ -56,10 +58,11 @@ class Manifests:
     components: list[tuple[Source, Component]]
     configurations: list[tuple[Source, Configuration]]
     subscriptions: list[tuple[Source, DeclarativeSubscription]] = field(default_factory=list)
+    traffic_routes: list[tuple[Source, TrafficRoute]] = field(default_factory=list)
 
 
 def load_folder(folder: Path, *, check: Callable[[Component], Sequence[str]]) -> Manifests:
-    """Every Component, Configuration and Subscription in `folder`, validated.
+    """Every Component, Configuration, Subscription and TrafficRoute in `folder`, validated.
 
     `check` names what is wrong with a Component beyond its schema (an unknown type,
     metadata its type does not accept: `components.catalogue.manifest_problems`); this
@@ -72,6 +75,8 @@ def load_folder(folder: Path, *, check: Callable[[Component], Sequence[str]]) ->
     subscriptions: list[tuple[Source, DeclarativeSubscription]] = []
     names: dict[str, Source] = {}
     subscription_names: dict[str, Source] = {}
+    routes: list[tuple[Source, TrafficRoute]] = []
+    route_names: dict[str, Source] = {}
     for source, document in _documents(folder):
         kind = _kind(document, source)
         if kind is None:
@@ -96,9 +101,17 @@ def load_folder(folder: Path, *, check: Callable[[Component], Sequence[str]]) ->
                 )
             subscription_names[subscription.name] = source
             subscriptions.append((source, subscription))
+        elif kind == "TrafficRoute":
+            route = _validate(TrafficRoute, document, source)
+            if route.name in route_names:
+                raise ManifestError(
+                    f"{source}: the TrafficRoute of app {route.name!r} is already defined in {route_names[route.name]}"
+                )
+            route_names[route.name] = source
+            routes.append((source, route))
         else:
             configurations.append((source, _validate(Configuration, document, source)))
-    return Manifests(components, configurations, subscriptions)
+    return Manifests(components, configurations, subscriptions, routes)
 
 
 def load_configuration_file(path: Path) -> Configuration:
@@ -144,12 +157,16 @@ def _kind(document: dict[str, Any], source: Source) -> str | None:
             extra={"source": str(source)},
         )
         return None
+    if kind in _LOADED_KINDS and _OWN_KINDS.get(str(kind), group) != group:
+        raise ManifestError(
+            f"{source} ({api_version} {_name(document)!r}): a {kind} is of apiVersion {_OWN_KINDS[str(kind)]}/v1alpha1"
+        )
     if kind in _LOADED_KINDS:
         return str(kind)
     skipped = _SKIPPED_KINDS[group]
     if kind in skipped:
         log.warning(
-            "skipping the %s %r in %s: `ottava run` loads only Component, Configuration and Subscription from a "
+            "skipping the %s %r in %s: `ottava run` loads only Component, Configuration, Subscription and TrafficRoute from a "
             "resources folder (other %s kinds are accepted, unread, so that a shared folder of Dapr resources works unchanged)",
             kind,
             _name(document),

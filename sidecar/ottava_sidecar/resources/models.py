@@ -488,3 +488,166 @@ class DeclarativeSubscription(_Model):
 
     def in_scope(self, app_id: str) -> bool:
         return not self.scopes or app_id in self.scopes
+
+
+# --- TrafficRoute ----------------------------------------------------------------------
+
+# A version is a pod label's value (`ottava.io/app-version`): at most 63 characters,
+# letters, digits, '-', '_' and '.', starting and ending with a letter or digit.
+VERSION_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+_HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+
+
+class HeaderMatch(_Model):
+    """How one header's value must look; exactly one of `exact`, `prefix` and `regex`."""
+
+    exact: str | None = Field(default=None, description="The value, exactly.")
+    prefix: str | None = Field(default=None, description="The value starts with this.")
+    regex: str | None = Field(
+        default=None, description="A regular expression (Python syntax) that the whole value matches."
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "HeaderMatch":
+        given = [name for name in ("exact", "prefix", "regex") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"set exactly one of exact, prefix and regex (found {', '.join(given) or 'none'})")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as err:
+                raise ValueError(f"regex {self.regex!r} is not a regular expression: {err}") from None
+        return self
+
+
+class RouteMatch(_Model):
+    """Which calls a rule takes: all of its conditions hold (a rule without `match` takes every call)."""
+
+    headers: dict[str, HeaderMatch] = Field(
+        default_factory=dict,
+        description="Headers of the call (names without regard to case) and how each value must look.",
+    )
+    caller_app_id: str | None = Field(
+        default=None, alias="callerAppId", min_length=1, description="The calling app's id."
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, headers: dict[str, HeaderMatch]) -> dict[str, HeaderMatch]:
+        for name in headers:
+            if not re.match(_HEADER_NAME, name):
+                raise ValueError(f"{name!r} is not a header name")
+        lowered = [name.lower() for name in headers]
+        twice = sorted({n for n in lowered if lowered.count(n) > 1})
+        if twice:
+            raise ValueError(
+                f"header(s) {', '.join(twice)} named more than once (names are matched without regard to case)"
+            )
+        return headers
+
+
+class RouteDestination(_Model):
+    """A version of the target app and the share of the rule's calls it gets."""
+
+    version: str = Field(
+        pattern=VERSION_PATTERN, description="The version (pod label or `ottava run --app-version`) of the target app."
+    )
+    weight: int = Field(
+        default=100,
+        ge=0,
+        le=100,
+        description="Percent of the rule's calls sent to this version; a rule's weights add up to 100 "
+        "(a single destination's may be left out).",
+    )
+
+
+class FaultDelay(_Model):
+    """Hold a share of the calls before they are sent."""
+
+    fixed_delay: Duration = Field(alias="fixedDelay", description="How long, as a duration ('2s', '250ms').")
+    percent: float = Field(default=100, gt=0, le=100, description="Percent of the rule's calls delayed.")
+
+    @property
+    def seconds(self) -> float:
+        return parse_duration(self.fixed_delay).total_seconds()
+
+
+class FaultAbort(_Model):
+    """Fail a share of the calls in the caller's sidecar, without sending them."""
+
+    http_status: int = Field(
+        default=503,
+        alias="httpStatus",
+        ge=400,
+        le=599,
+        description="The HTTP status the caller gets (gRPC callers get its gRPC code, 503 → UNAVAILABLE).",
+    )
+    percent: float = Field(default=100, gt=0, le=100, description="Percent of the rule's calls aborted.")
+
+
+class RouteFault(_Model):
+    """Faults injected into the rule's calls, to test how callers cope; a delay, an abort, or both."""
+
+    delay: FaultDelay | None = Field(default=None, description="Delay a share of the calls.")
+    abort: FaultAbort | None = Field(default=None, description="Abort a share of the calls.")
+
+    @model_validator(mode="after")
+    def _something(self) -> "RouteFault":
+        if self.delay is None and self.abort is None:
+            raise ValueError("a fault sets delay, abort or both")
+        return self
+
+
+class RouteRule(_Model):
+    """One rule: the calls it matches, the versions they go to, the faults they meet."""
+
+    match: RouteMatch | None = Field(default=None, description="Which calls the rule takes; unset: every call.")
+    destinations: list[RouteDestination] = Field(
+        default_factory=list,
+        description="Versions and their weights; left out (with a fault set), the calls go to every version.",
+    )
+    fault: RouteFault | None = Field(default=None, description="Faults injected into the rule's calls.")
+
+    @model_validator(mode="after")
+    def _routes_somewhere(self) -> "RouteRule":
+        if not self.destinations:
+            if self.fault is None:
+                raise ValueError(
+                    "the rule names no destination: list destinations (version, weight), or set a fault "
+                    "(its calls then go to every version)"
+                )
+            return self
+        versions = [d.version for d in self.destinations]
+        twice = sorted({v for v in versions if versions.count(v) > 1})
+        if twice:
+            raise ValueError(f"destinations name version(s) {', '.join(twice)} more than once")
+        total = sum(d.weight for d in self.destinations)
+        if total != 100:
+            weights = " + ".join(f"{d.version}={d.weight}" for d in self.destinations)
+            raise ValueError(f"the destinations' weights add up to {total} ({weights}), not 100")
+        return self
+
+
+class TrafficRouteSpec(_Model):
+    """How the calls to one app (the resource's name) are spread over its versions."""
+
+    rules: list[RouteRule] = Field(
+        default_factory=list,
+        description="Tried in order; the first that matches a call decides. Calls no rule matches go to every version.",
+    )
+
+
+class TrafficRoute(_Model):
+    """Routing of the calls to an app between its versions, applied by the callers' sidecars.
+
+    Named after the target app id, as callers name it (`billing`, or `billing.other-namespace`).
+    """
+
+    api_version: Literal["ottava.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["TrafficRoute"]
+    metadata: ObjectMeta
+    spec: TrafficRouteSpec = Field(default_factory=TrafficRouteSpec)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name

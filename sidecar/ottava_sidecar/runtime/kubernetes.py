@@ -8,9 +8,11 @@ once loaded, it keeps serving through any apiserver outage and applies changes w
 they come: a changed Component is re-initialised and swapped in, a deleted one closed.
 
 It also follows `subscriptions.ottava.io` (declarative subscriptions), handing every
-change to `on_subscriptions`. Readiness does not wait for them: a cluster whose CRDs
-predate Subscriptions (Helm does not upgrade CRDs) must not keep every pod unready; the
-watch retries, and says why in the log.
+change to `on_subscriptions`, and `trafficroutes.ottava.io` (routing of this sidecar's
+calls between the versions of other apps, docs/routing.md), handing every change to
+`on_traffic_routes`. Readiness waits for neither: a cluster whose CRDs predate them
+(Helm does not upgrade CRDs) must not keep every pod unready; the watch retries, and
+says why in the log.
 """
 
 import asyncio
@@ -26,7 +28,7 @@ from ottava_sidecar.components.registry import Registry, SecretResolver, Status
 from ottava_sidecar.kube.client import KubeClient, KubeError
 from ottava_sidecar.kube.watch import Reflector
 from ottava_sidecar.resources.manifests import describe_errors
-from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription
+from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription, TrafficRoute
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class KubernetesWiring:
         hot_reload: Callable[[], bool],
         *,
         on_subscriptions: Callable[[list[DeclarativeSubscription]], Awaitable[None]] | None = None,
+        on_traffic_routes: Callable[[list[TrafficRoute]], None] | None = None,
     ) -> None:
         self.registry = registry
         self.client = client
@@ -63,6 +66,10 @@ class KubernetesWiring:
         self.components = Reflector(client, f"{base}/components", self._component_event, what="components")
         self.on_subscriptions = on_subscriptions
         self.subscriptions = Reflector(client, f"{base}/subscriptions", self._subscription_event, what="subscriptions")
+        self.on_traffic_routes = on_traffic_routes
+        self.traffic_routes = Reflector(
+            client, f"{base}/trafficroutes", self._traffic_route_event, what="traffic routes"
+        )
         self.configurations = (
             Reflector(
                 client,
@@ -80,6 +87,8 @@ class KubernetesWiring:
         tasks = [asyncio.create_task(r.run(), name=f"watch {r.what}") for r in reflectors]
         if self.on_subscriptions is not None:
             tasks.append(asyncio.create_task(self.subscriptions.run(), name="watch subscriptions"))
+        if self.on_traffic_routes is not None:
+            tasks.append(asyncio.create_task(self.traffic_routes.run(), name="watch traffic routes"))
         try:
             await self._initial_load(reflectors)
             # Failures are often transient in a cluster: the operator grants a referenced
@@ -138,6 +147,20 @@ class KubernetesWiring:
         except ValidationError as err:
             name = obj.get("metadata", {}).get("name", "?")
             log.error("ignoring invalid Subscription %s: %s", name, describe_errors(err))
+            return None
+
+    async def _traffic_route_event(self, kind: str, obj: dict[str, Any]) -> None:
+        if self.on_traffic_routes is None:
+            return
+        routes = [r for r in (self._traffic_route(o) for o in self.traffic_routes.objects.values()) if r is not None]
+        self.on_traffic_routes(routes)
+
+    def _traffic_route(self, obj: dict[str, Any]) -> TrafficRoute | None:
+        try:
+            return TrafficRoute.model_validate({k: v for k, v in obj.items() if k != "status"})
+        except ValidationError as err:
+            name = obj.get("metadata", {}).get("name", "?")
+            log.error("ignoring invalid TrafficRoute %s: %s", name, describe_errors(err))
             return None
 
     async def _configuration_event(self, kind: str, obj: dict[str, Any]) -> None:

@@ -49,7 +49,7 @@ from ottava_sidecar.invocation.internal import InternalServer
 from ottava_sidecar.invocation.resolution import Address, NameResolver
 from ottava_sidecar.invocation.standalone import LocalRegistry
 from ottava_sidecar.limits import Limits
-from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription
+from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription, TrafficRoute
 from ottava_sidecar.runtime import memory
 from ottava_sidecar.runtime.loop_lag import LoopLagMonitor
 from ottava_sidecar.runtime.memory import MemoryTrimmer
@@ -116,6 +116,12 @@ class Options:
     # Standalone: the Subscription resources of the resources folder (in a cluster they are
     # read and followed instead); delivered to the app with its own subscriptions.
     subscriptions: list[DeclarativeSubscription] = field(default_factory=list)
+    # The version of the app this sidecar serves (`--app-version`; the pod label in a cluster),
+    # which callers' TrafficRoutes pick by.
+    app_version: str = ""
+    # Standalone: the TrafficRoutes of the resources folder, followed live (in a cluster they
+    # are read and followed instead); applied to this sidecar's calls to other apps.
+    traffic_routes: list[TrafficRoute] = field(default_factory=list)
     # mTLS on the internal port, with a workload certificate (docs/security.md): from the
     # local CA standalone, from the operator's CA in a cluster.
     mtls: bool = True
@@ -183,6 +189,7 @@ class Sidecar:
         self._app_task: asyncio.Task[None] | None = None
         self.wiring: KubernetesWiring | None = None
         self._wiring_task: asyncio.Task[None] | None = None
+        self._folder_task: asyncio.Task[None] | None = None  # standalone: the resources folder's TrafficRoutes
         self._metrics_runner: web.AppRunner | None = None
         self._services: _Services | None = None
         self.settings = RuntimeSettings(self)
@@ -303,6 +310,7 @@ class Sidecar:
                 self.settings.apply,
                 self.settings.hot_reload,
                 on_subscriptions=self._subscriptions_changed,
+                on_traffic_routes=self._traffic_routes_changed,
             )
             self._wiring_task = asyncio.create_task(self.wiring.run(), name="kubernetes-wiring")
             if self.identity is not None:
@@ -313,6 +321,8 @@ class Sidecar:
                 await self._serve_internal()
         else:
             await self._internal.start()  # bound by `open`
+            if o.resources_path is not None:
+                self._folder_task = asyncio.create_task(self._follow_folder(o.resources_path), name="follow-folder")
         if self.app_channel is not None:
             self._app_task = asyncio.create_task(self._connect_app(self.app_channel), name="connect-app")
         # Once the calls that waited for start-up are answered (a full collection blocks the loop).
@@ -323,6 +333,16 @@ class Sidecar:
         from ottava_sidecar.messaging.subscriptions import declared_for
 
         await self.messaging.declare(declared_for(self.options.app_id, resources))
+
+    def _traffic_routes_changed(self, routes: list[TrafficRoute]) -> None:
+        """The TrafficRoutes changed (in the folder, or in the cluster): this sidecar's calls follow them."""
+        self.invoker.traffic.set_routes(routes, "the cluster" if self.wiring is not None else "the resources folder")
+
+    async def _follow_folder(self, folder: Path) -> None:
+        from ottava_sidecar.components import catalogue
+        from ottava_sidecar.runtime.folder import follow_traffic_routes
+
+        await follow_traffic_routes(folder, catalogue.manifest_problems, self._traffic_routes_changed)
 
     def _settle(self) -> None:
         """Leave start-up's objects out of later collections, and give back what start-up freed."""
@@ -352,7 +372,7 @@ class Sidecar:
         self.ports.internal = self._internal.bind(internal_address, o.internal_grpc_port)
         advertised = "127.0.0.1" if internal_address in ("0.0.0.0", "::", "") else internal_address
         try:
-            await self.resolver.register(o.app_id, Address(advertised, self.ports.internal))
+            await self.resolver.register(o.app_id, Address(advertised, self.ports.internal, version=o.app_version))
         except (OSError, LookupError) as err:  # invocation of this app will not work; the rest does
             log.error("cannot register app %s for service invocation: %s", o.app_id, err)
         for entry in self.registry.entries():
@@ -509,7 +529,7 @@ class Sidecar:
     async def _stop_taking_work(self, grace: float) -> None:
         # No new calls from other sidecars; no new deliveries; streams end, so their calls finish.
         await _bounded("unregistering the app id", self.resolver.unregister(), grace)
-        for task in (self._wiring_task, self._app_task, self._internal_task):
+        for task in (self._wiring_task, self._app_task, self._internal_task, self._folder_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -700,6 +720,7 @@ class _Services:
             namespace=_namespace(o),
             identity=sidecar.identity,
         )
+        invoker.traffic.set_routes(o.traffic_routes, "the resources folder")
         app = AppConnectionProperties(o.app_port, o.app_protocol)
         metadata = MetadataApi(sidecar.registry, o.mode, app, sidecar.on_shutdown_request)
         metadata.subscriptions = messaging.subscriptions
