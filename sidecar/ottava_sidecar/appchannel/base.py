@@ -123,8 +123,7 @@ class AppChannel(abc.ABC):
         """The app's programmatic subscriptions (none when it declares none), and what was wrong with its answer.
 
         Raises an `AppChannelError` only when asking again may get a better answer: the
-        app is not reachable, did not answer in time, said it is not ready yet, or
-        answered 200 with a body that is not a list at all (HTTP).
+        app is not reachable, did not answer in time, or said it is not ready yet.
         """
 
     async def deliver(self, subscription: SubscriptionSpec, event: TopicEvent, path: str) -> Verdict:

@@ -142,18 +142,18 @@ class HttpAppChannel(AppChannel):
             raise AppChannelError(f"{what} answered {status} (not ready yet?): {body[:200]!r}")
         if status != 200:
             return AppSubscriptions(problems=[f"{what} answered {status}, not 200: {body[:200]!r}{_NONE_USED}"])
-        # A 200 whose body is no list at all is asked again: it is what an app answers while
-        # its framework serves a catch-all page before its routes are registered.
         try:
             answer: Any = json.loads(body) if body.strip() else []
         except ValueError as err:
-            raise AppChannelError(f"{what} answered 200 with invalid JSON ({err}): {body[:200]!r}") from None
+            return AppSubscriptions(problems=[f"{what} answered with invalid JSON ({err}): {body[:200]!r}{_NONE_USED}"])
         if answer is None:
             answer = []
         if not isinstance(answer, list):
-            raise AppChannelError(
-                f"{what} answered 200 with a JSON {_json_type(answer)}, not a list of subscriptions "
-                f'([{{"pubsubname": ..., "topic": ..., "route": ...}}]): {body[:200]!r}'
+            return AppSubscriptions(
+                problems=[
+                    f"{what} answered a JSON {_json_type(answer)}, not a list of subscriptions "
+                    f'([{{"pubsubname": ..., "topic": ..., "route": ...}}]): {body[:200]!r}{_NONE_USED}'
+                ]
             )
         subscriptions = AppSubscriptions()
         for index, item in enumerate(answer):

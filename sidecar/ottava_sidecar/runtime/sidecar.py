@@ -425,10 +425,9 @@ class Sidecar:
 
         Readiness is INIT meanwhile, its `app` entry saying what the sidecar waits for.
         Reading is retried only while asking again may help (the app is unreachable,
-        slow, not ready yet, or answered 200 with no list at all); any other answer the
-        sidecar cannot use does not hold the sidecar back: it delivers what it could read,
-        and names the rest under `app-subscriptions` in the readiness body (UP, with the
-        reason) and in the log.
+        slow, or not ready yet); an answer the sidecar cannot use does not hold the
+        sidecar back: it delivers what it could read, and names the rest under
+        `app-subscriptions` in the readiness body (UP, with the reason) and in the log.
         """
         from ottava_sidecar.appchannel import AppChannelError
 
