@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ottava_sidecar.identity.local_issuer import LocalIssuer
     from ottava_sidecar.invocation.filters import InvocationFilter
     from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription
+    from ottava_sidecar.resources.resiliency import Resiliency
     from ottava_sidecar.runtime.sidecar import BoundPorts, Options, Sidecar
 
 log = logging.getLogger("ottava")
@@ -258,6 +259,7 @@ def _run(args: argparse.Namespace, command: list[str], issuer: LocalIssuer | Non
         )
         return 2
     subscriptions: list[DeclarativeSubscription] = []
+    resiliencies: list[Resiliency] = []
     if kubernetes:
         components: list[Component] = []
     elif args.resources_path is not None:
@@ -271,6 +273,7 @@ def _run(args: argparse.Namespace, command: list[str], issuer: LocalIssuer | Non
             return 2
         components = [component for _, component in manifests.components]
         subscriptions = [subscription for _, subscription in manifests.subscriptions]
+        resiliencies = [resiliency for _, resiliency in manifests.resiliencies]
         problem = _subscription_problem(subscriptions)
         if problem:
             print(f"ottava: invalid manifest: {problem}", file=sys.stderr)
@@ -313,6 +316,7 @@ def _run(args: argparse.Namespace, command: list[str], issuer: LocalIssuer | Non
         configuration_name=(args.config or os.environ.get(contract.ENV_CONFIG) or None) if kubernetes else None,
         configuration=configuration,
         subscriptions=subscriptions,
+        resiliencies=resiliencies,
         http_listen_address=args.http_listen_address or ("0.0.0.0" if kubernetes else None),
         metrics_listen_address=args.metrics_listen_address or ("0.0.0.0" if kubernetes else None),
         internal_listen_address=args.internal_listen_address or ("0.0.0.0" if kubernetes else None),

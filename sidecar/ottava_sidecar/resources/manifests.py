@@ -1,8 +1,8 @@
 """Reading manifests from a folder (`ottava run --resources-path`) and a file (`--config`).
 
-Every YAML document of every `*.yaml`/`*.yml` file is read. Components, Configurations
-(of `ottava.io/v1alpha1` or `dapr.io/v1alpha1`) and Subscriptions (also of
-`dapr.io/v2alpha1`) are validated. The other kinds that Dapr defines (a `Resiliency`,
+Every YAML document of every `*.yaml`/`*.yml` file is read. Components, Configurations,
+Resiliencies (of `ottava.io/v1alpha1` or `dapr.io/v1alpha1`) and Subscriptions (also of
+`dapr.io/v2alpha1`) are validated. The other kinds that Dapr defines (an `HTTPEndpoint`,
 say) are skipped with a warning, so a shared
 folder of Dapr resources can be pointed at unchanged; documents of other API groups (a
 Kubernetes `Secret`) are skipped quietly. Any other kind in those two groups is a
@@ -24,17 +24,18 @@ import yaml
 from pydantic import ValidationError
 
 from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription
+from ottava_sidecar.resources.resiliency import Resiliency
 
 log = logging.getLogger(__name__)
 
-M = TypeVar("M", Component, Configuration, DeclarativeSubscription)
+M = TypeVar("M", Component, Configuration, DeclarativeSubscription, Resiliency)
 
 _KNOWN_GROUPS = ("ottava.io", "dapr.io")
-_LOADED_KINDS = ("Component", "Configuration", "Subscription")
+_LOADED_KINDS = ("Component", "Configuration", "Subscription", "Resiliency")
 # Kinds the groups define that a folder may hold but `ottava run` does not load.
 _SKIPPED_KINDS = {
-    "dapr.io": ("Resiliency", "HTTPEndpoint"),
-    "ottava.io": ("Resiliency", "TrafficRoute"),
+    "dapr.io": ("HTTPEndpoint",),
+    "ottava.io": ("TrafficRoute",),
 }
 
 
@@ -56,10 +57,11 @@ class Manifests:
     components: list[tuple[Source, Component]]
     configurations: list[tuple[Source, Configuration]]
     subscriptions: list[tuple[Source, DeclarativeSubscription]] = field(default_factory=list)
+    resiliencies: list[tuple[Source, Resiliency]] = field(default_factory=list)
 
 
 def load_folder(folder: Path, *, check: Callable[[Component], Sequence[str]]) -> Manifests:
-    """Every Component, Configuration and Subscription in `folder`, validated.
+    """Every Component, Configuration, Subscription and Resiliency in `folder`, validated.
 
     `check` names what is wrong with a Component beyond its schema (an unknown type,
     metadata its type does not accept: `components.catalogue.manifest_problems`); this
@@ -72,6 +74,7 @@ def load_folder(folder: Path, *, check: Callable[[Component], Sequence[str]]) ->
     subscriptions: list[tuple[Source, DeclarativeSubscription]] = []
     names: dict[str, Source] = {}
     subscription_names: dict[str, Source] = {}
+    resiliencies: list[tuple[Source, Resiliency]] = []
     for source, document in _documents(folder):
         kind = _kind(document, source)
         if kind is None:
@@ -96,9 +99,11 @@ def load_folder(folder: Path, *, check: Callable[[Component], Sequence[str]]) ->
                 )
             subscription_names[subscription.name] = source
             subscriptions.append((source, subscription))
+        elif kind == "Resiliency":
+            resiliencies.append((source, _validate(Resiliency, document, source)))
         else:
             configurations.append((source, _validate(Configuration, document, source)))
-    return Manifests(components, configurations, subscriptions)
+    return Manifests(components, configurations, subscriptions, resiliencies)
 
 
 def load_configuration_file(path: Path) -> Configuration:
@@ -149,7 +154,7 @@ def _kind(document: dict[str, Any], source: Source) -> str | None:
     skipped = _SKIPPED_KINDS[group]
     if kind in skipped:
         log.warning(
-            "skipping the %s %r in %s: `ottava run` loads only Component, Configuration and Subscription from a "
+            "skipping the %s %r in %s: `ottava run` loads only Component, Configuration, Subscription and Resiliency from a "
             "resources folder (other %s kinds are accepted, unread, so that a shared folder of Dapr resources works unchanged)",
             kind,
             _name(document),

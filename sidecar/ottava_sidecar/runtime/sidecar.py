@@ -49,7 +49,10 @@ from ottava_sidecar.invocation.internal import InternalServer
 from ottava_sidecar.invocation.resolution import Address, NameResolver
 from ottava_sidecar.invocation.standalone import LocalRegistry
 from ottava_sidecar.limits import Limits
+from ottava_sidecar.resiliency import outbound as resilient_components
+from ottava_sidecar.resiliency.provider import Provider as ResiliencyProvider
 from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription
+from ottava_sidecar.resources.resiliency import Resiliency
 from ottava_sidecar.runtime import memory
 from ottava_sidecar.runtime.loop_lag import LoopLagMonitor
 from ottava_sidecar.runtime.memory import MemoryTrimmer
@@ -115,6 +118,9 @@ class Options:
     # Standalone: the Subscription resources of the resources folder (in a cluster they are
     # read and followed instead); delivered to the app with its own subscriptions.
     subscriptions: list[DeclarativeSubscription] = field(default_factory=list)
+    # Standalone: the Resiliency resources of the resources folder (in a cluster they are read
+    # and followed instead): timeouts, retries and circuit breakers (docs/resiliency.md).
+    resiliencies: list[Resiliency] = field(default_factory=list)
     # mTLS on the internal port, with a workload certificate (docs/security.md): from the
     # local CA standalone, from the operator's CA in a cluster.
     mtls: bool = True
@@ -145,6 +151,10 @@ class Sidecar:
 
     def __post_init__(self) -> None:
         self.registry = Registry(self.options.app_id)
+        # The Resiliency policies of this app's calls: components' through the registry's
+        # stand-ins, invocations through the invoker, deliveries through the app channel.
+        self.resiliency = ResiliencyProvider(self.options.app_id, self.options.resiliencies)
+        self.registry.wrap = resilient_components.wrapper(self.resiliency)
         # Weakly: a module global must not keep a stopped sidecar (and its gRPC objects) alive to exit.
         component_type = weakref.WeakMethod(self._component_type)
         tracing.set_component_types(lambda name: lookup(name) if (lookup := component_type()) else None)
@@ -432,7 +442,9 @@ class Sidecar:
             log.error("app subscriptions: %s", problem)
         if answer.problems:
             self.registry.set_condition(APP_SUBSCRIPTIONS, Status.UP, "; ".join(answer.problems))
-        problems = await self.messaging.subscribe_app(channel, answer.specs)
+        from ottava_sidecar.messaging import resilient
+
+        problems = await self.messaging.subscribe_app(resilient.wrap(channel, self.resiliency), answer.specs)
         problems += await self._read_input_bindings(channel)
         self.registry.set_condition("app", Status.UP, "; ".join(problems))
 
@@ -696,6 +708,7 @@ class _Services:
             namespace=_namespace(o),
             identity=sidecar.identity,
         )
+        invoker.resiliency = sidecar.resiliency
         app = AppConnectionProperties(o.app_port, o.app_protocol)
         metadata = MetadataApi(sidecar.registry, o.mode, app, sidecar.on_shutdown_request)
         metadata.subscriptions = messaging.subscriptions
