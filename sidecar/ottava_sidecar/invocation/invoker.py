@@ -24,7 +24,7 @@ from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResp
 from ottava_sidecar.invocation.resolution import Address, AppNotFoundError, NameResolver
 
 if TYPE_CHECKING:
-    from ottava_sidecar.resiliency.policy import Policy
+    from ottava_sidecar.resiliency.policy import Resilience
     from ottava_sidecar.resiliency.provider import Provider
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class Invoker:
         metrics.INVOCATIONS.labels(target, response.grpc_code.name).inc()
         return response
 
-    async def _resilient(self, policy: "Policy", target: str, request: InvocationRequest) -> InvocationResponse:
+    async def _resilient(self, policy: "Resilience", target: str, request: InvocationRequest) -> InvocationResponse:
         """The call under the timeout, retry and circuit breaker of its target app (Resiliency)."""
         from ottava_sidecar.resiliency import invocation
         from ottava_sidecar.resiliency import policy as policies

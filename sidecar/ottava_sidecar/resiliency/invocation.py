@@ -11,7 +11,7 @@ from typing import Protocol, TypeVar
 
 import grpc
 
-from ottava_sidecar.resiliency.policy import Failure, Policy
+from ottava_sidecar.resiliency.policy import Failure, Resilience
 
 
 class Answer(Protocol):
@@ -41,6 +41,6 @@ def _error(err: BaseException) -> Failure | None:
     return Failure("grpc", code.value[0])
 
 
-async def run(policy: Policy, invoke: Callable[[], Awaitable[A]]) -> A:
+async def run(policy: Resilience, invoke: Callable[[], Awaitable[A]]) -> A:
     """The answer of `invoke` under `policy`; `policy.Refused` when a timeout or the breaker stopped it."""
     return await policy.run(invoke, on_result=_answer, on_error=_error)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ottava_sidecar.components.errors import ComponentError, ETagInvalidError, ETagMismatchError, NotSupportedError
-from ottava_sidecar.resiliency.policy import Failure, Policy, Refused
+from ottava_sidecar.resiliency.policy import Failure, Refused, Resilience
 from ottava_sidecar.resiliency.provider import Provider
 
 # The methods of each building block's components that reach the backend.
@@ -57,7 +57,7 @@ class Resilient:
 
     __slots__ = ("_instance", "_methods", "_name", "_policy")
 
-    def __init__(self, instance: Any, policy: Policy, methods: frozenset[str], name: str) -> None:
+    def __init__(self, instance: Any, policy: Resilience, methods: frozenset[str], name: str) -> None:
         self._instance = instance
         self._policy = policy
         self._methods = methods

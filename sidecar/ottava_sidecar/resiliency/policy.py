@@ -175,7 +175,7 @@ class Breaker:
 
 
 @dataclasses.dataclass(slots=True)
-class Policy:
+class Resilience:
     """The policies that apply to one target (`target` names it in logs, errors and metrics)."""
 
     target: str

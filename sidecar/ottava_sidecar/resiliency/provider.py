@@ -8,19 +8,19 @@ from the most specific level to the least (for a state store's outbound calls:
 `DefaultStatestoreComponentOutboundRetryPolicy`, then `DefaultComponentOutboundRetryPolicy`,
 `DefaultComponentRetryPolicy`, `DefaultRetryPolicy`).
 
-A target's `Policy`, with its breaker's state, is made on its first call and kept until the
+A target's `Resilience`, with its breaker's state, is made on its first call and kept until the
 resources change (live, in a cluster): then every breaker starts closed again.
 """
 
 import logging
 
-from ottava_sidecar.resiliency.policy import Breaker, Policy, Retry
+from ottava_sidecar.resiliency.policy import Breaker, Resilience, Retry
 from ottava_sidecar.resources.models import parse_duration
 from ottava_sidecar.resources.resiliency import (
     CircuitBreakerPolicy,
+    PolicyNames,
     Resiliency,
     RetryPolicy,
-    TargetPolicies,
 )
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class Provider:
     def __init__(self, app_id: str, resources: list[Resiliency] | None = None) -> None:
         self.app_id = app_id
         self._resources: dict[str, Resiliency] = {}
-        self._policies: dict[tuple[str, ...], Policy | None] = {}
+        self._policies: dict[tuple[str, ...], Resilience | None] = {}
         self.replace(resources or [])
 
     @property
@@ -69,9 +69,9 @@ class Provider:
         self._timeouts: dict[str, float] = {}
         self._retries: dict[str, RetryPolicy] = {}
         self._breakers: dict[str, CircuitBreakerPolicy] = {}
-        self._apps: dict[str, TargetPolicies] = {}
-        self._outbound: dict[str, TargetPolicies] = {}
-        self._inbound: dict[str, TargetPolicies] = {}
+        self._apps: dict[str, PolicyNames] = {}
+        self._outbound: dict[str, PolicyNames] = {}
+        self._inbound: dict[str, PolicyNames] = {}
         for name in sorted(self._resources):
             spec = self._resources[name].spec
             self._timeouts.update({k: parse_duration(v).total_seconds() for k, v in spec.policies.timeouts.items()})
@@ -91,27 +91,29 @@ class Provider:
     def empty(self) -> bool:
         return not self._resources
 
-    def app(self, app_id: str) -> Policy | None:
+    def app(self, app_id: str) -> Resilience | None:
         """The policies of service invocation calls to `app_id`; None when there are none."""
         return self._policy(("app", app_id), f"app:{app_id}", self._apps.get(app_id), ["App"])
 
-    def outbound(self, component: str, building_block: str) -> Policy | None:
+    def outbound(self, component: str, building_block: str) -> Resilience | None:
         """The policies of the sidecar's calls to component `component` (of `building_block`)."""
         return self._component(component, building_block, "Outbound", self._outbound.get(component))
 
-    def inbound(self, component: str, building_block: str) -> Policy | None:
+    def inbound(self, component: str, building_block: str) -> Resilience | None:
         """The policies of deliveries from component `component` to the app."""
         return self._component(component, building_block, "Inbound", self._inbound.get(component))
 
-    def _component(self, name: str, building_block: str, direction: str, named: TargetPolicies | None) -> Policy | None:
+    def _component(
+        self, name: str, building_block: str, direction: str, named: PolicyNames | None
+    ) -> Resilience | None:
         levels = [f"Component{direction}", "Component"]
         if building_block in COMPONENT_TYPES:
             levels.insert(0, f"{COMPONENT_TYPES[building_block]}Component{direction}")
         return self._policy(("component", name, direction), f"component:{name}:{direction.lower()}", named, levels)
 
     def _policy(
-        self, key: tuple[str, ...], target: str, named: TargetPolicies | None, levels: list[str]
-    ) -> Policy | None:
+        self, key: tuple[str, ...], target: str, named: PolicyNames | None, levels: list[str]
+    ) -> Resilience | None:
         if not self._resources:
             return None
         if key in self._policies:
@@ -119,9 +121,9 @@ class Provider:
         timeout, retry, breaker = (
             (named.timeout, named.retry, named.circuit_breaker) if named is not None else self._defaults(levels)
         )
-        policy: Policy | None = None
+        policy: Resilience | None = None
         if timeout or retry or breaker:
-            policy = Policy(target)
+            policy = Resilience(target)
             if timeout in self._timeouts:
                 policy.timeout, policy.timeout_name = self._timeouts[timeout], timeout
             if retry in self._retries:

@@ -154,7 +154,7 @@ class Policies(_Model):
     )
 
 
-class TargetPolicies(_Model):
+class PolicyNames(_Model):
     """The policies, by name, applied to one target."""
 
     timeout: str = Field(default="", description="Name of a timeout in policies.timeouts.")
@@ -168,22 +168,22 @@ class TargetPolicies(_Model):
 
 
 class ComponentTarget(_Model):
-    outbound: TargetPolicies | None = Field(
+    outbound: PolicyNames | None = Field(
         default=None, description="Calls from the sidecar to the component (state, lock, publish, bindings, …)."
     )
-    inbound: TargetPolicies | None = Field(
+    inbound: PolicyNames | None = Field(
         default=None, description="Deliveries from the component to the app (pub/sub events)."
     )
 
 
-class ActorTarget(TargetPolicies):
+class ActorTarget(PolicyNames):
     circuit_breaker_scope: str = Field(
         default="", alias="circuitBreakerScope", description="Accepted for Dapr compatibility; Ottava has no actors."
     )
 
 
 class Targets(_Model):
-    apps: dict[str, TargetPolicies] = Field(default_factory=dict, description="Service invocation, by target app id.")
+    apps: dict[str, PolicyNames] = Field(default_factory=dict, description="Service invocation, by target app id.")
     components: dict[str, ComponentTarget] = Field(default_factory=dict, description="Components, by name.")
     actors: dict[str, ActorTarget] = Field(
         default_factory=dict, description="Accepted for Dapr compatibility; Ottava has no actors."
@@ -213,8 +213,8 @@ class ResiliencySpec(_Model):
                     )
         return self
 
-    def _all_targets(self) -> list[tuple[str, TargetPolicies]]:
-        found: list[tuple[str, TargetPolicies]] = [(f"apps.{k}", v) for k, v in self.targets.apps.items()]
+    def _all_targets(self) -> list[tuple[str, PolicyNames]]:
+        found: list[tuple[str, PolicyNames]] = [(f"apps.{k}", v) for k, v in self.targets.apps.items()]
         found += [(f"actors.{k}", v) for k, v in self.targets.actors.items()]
         for name, component in self.targets.components.items():
             for direction in ("outbound", "inbound"):
