@@ -209,6 +209,7 @@ def test_files_are_named_after_their_crd_and_carry_the_header() -> None:
     assert sorted(RENDERED) == [
         "components.ottava.io.yaml",
         "configurations.ottava.io.yaml",
+        "resiliencies.ottava.io.yaml",
         "subscriptions.ottava.io.yaml",
     ]
     for name, text in RENDERED.items():
@@ -254,6 +255,13 @@ def test_files_are_named_after_their_crd_and_carry_the_header() -> None:
                 '.status.conditions[?(@.type=="Ready")].status',
                 ".metadata.creationTimestamp",
             ],
+        ),
+        (
+            "resiliencies.ottava.io.yaml",
+            "Resiliency",
+            "resiliencies",
+            ["ottavaresiliency"],
+            ['.status.conditions[?(@.type=="Ready")].status', ".metadata.creationTimestamp"],
         ),
     ],
 )

@@ -1,4 +1,4 @@
-"""Validation of Components, Configurations and Subscriptions against the models and the catalogue.
+"""Validation of Components, Configurations, Subscriptions and Resiliencies against the models and the catalogue.
 
 Shared by the admission webhook (refusing bad manifests at `kubectl apply`) and the
 status handlers (flagging bad ones that got in while the webhook was down).
@@ -11,6 +11,7 @@ from ottava_sidecar.messaging.routing import RuleError
 from ottava_sidecar.messaging.subscriptions import SubscriptionSpec
 from ottava_sidecar.resources.manifests import describe_errors
 from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription
+from ottava_sidecar.resources.resiliency import Resiliency
 from pydantic import ValidationError
 
 # Fields the apiserver owns; the models describe what users write.
@@ -56,6 +57,16 @@ def subscription_problems(body: dict[str, Any]) -> list[str]:
         SubscriptionSpec.declared(subscription)
     except RuleError as err:
         return [str(err).split(": ", 1)[-1]]
+    return []
+
+
+def resiliency_problems(body: dict[str, Any]) -> list[str]:
+    """Every reason the Resiliency is wrong: its schema, a `trip` that is not CEL over the breaker's
+    counts, a target naming a policy the resource does not define."""
+    try:
+        Resiliency.model_validate(_user_part(body))
+    except ValidationError as err:
+        return describe_errors(err).split("; ")
     return []
 
 

@@ -231,7 +231,7 @@ class Resiliency(_Model):
     kind: Literal["Resiliency"]
     metadata: ObjectMeta
     version: str = Field(default="", description="Accepted as Dapr's examples write it (v1alpha1); unused.")
-    spec: ResiliencySpec
+    spec: ResiliencySpec = Field(description="The policies, and the apps and components they apply to.")
     scopes: list[str] = Field(
         default_factory=list, description="App ids whose sidecars apply this resource; empty means every app."
     )
