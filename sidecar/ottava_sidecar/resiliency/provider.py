@@ -43,7 +43,8 @@ class Provider:
         self.app_id = app_id
         self._resources: dict[str, Resiliency] = {}
         self._policies: dict[tuple[str, ...], Resilience | None] = {}
-        self.replace(resources or [])
+        self._resources = {r.name: r for r in resources or [] if r.in_scope(app_id)}
+        self._rebuild(first=True)
 
     @property
     def names(self) -> list[str]:
@@ -51,7 +52,11 @@ class Provider:
         return sorted(self._resources)
 
     def replace(self, resources: list[Resiliency]) -> None:
-        self._resources = {r.name: r for r in resources if r.in_scope(self.app_id)}
+        """Apply exactly `resources` (those in scope); unchanged ones keep their breakers' state."""
+        in_scope = {r.name: r for r in resources if r.in_scope(self.app_id)}
+        if in_scope == self._resources:
+            return
+        self._resources = in_scope
         self._rebuild()
 
     def upsert(self, resource: Resiliency) -> None:
@@ -65,7 +70,7 @@ class Provider:
         if self._resources.pop(name, None) is not None:
             self._rebuild()
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, *, first: bool = False) -> None:
         self._timeouts: dict[str, float] = {}
         self._retries: dict[str, RetryPolicy] = {}
         self._breakers: dict[str, CircuitBreakerPolicy] = {}
@@ -84,8 +89,8 @@ class Provider:
                 if target.inbound is not None:
                     self._inbound[component] = target.inbound
         self._policies = {}
-        if self._resources:
-            log.info("resiliency policies of %s applied: %s", self.app_id, ", ".join(self.names))
+        if self._resources or not first:
+            log.info("resiliency policies of %s applied: %s", self.app_id, ", ".join(self.names) or "none")
 
     @property
     def empty(self) -> bool:

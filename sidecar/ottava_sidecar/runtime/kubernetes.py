@@ -11,12 +11,15 @@ It also follows `subscriptions.ottava.io` (declarative subscriptions), handing e
 change to `on_subscriptions`. Readiness does not wait for them: a cluster whose CRDs
 predate Subscriptions (Helm does not upgrade CRDs) must not keep every pod unready; the
 watch retries, and says why in the log.
+
+`resiliencies.ottava.io` are followed the same way: every change hands the namespace's
+valid Resiliencies to `on_resiliencies`, which applies those in scope of the app, live.
 """
 
 import asyncio
 import base64
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,6 +30,7 @@ from ottava_sidecar.kube.client import KubeClient, KubeError
 from ottava_sidecar.kube.watch import Reflector
 from ottava_sidecar.resources.manifests import describe_errors
 from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription
+from ottava_sidecar.resources.resiliency import Resiliency
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ class KubernetesWiring:
         hot_reload: Callable[[], bool],
         *,
         on_subscriptions: Callable[[list[DeclarativeSubscription]], Awaitable[None]] | None = None,
+        on_resiliencies: Callable[[list[Resiliency]], None] | None = None,
     ) -> None:
         self.registry = registry
         self.client = client
@@ -63,6 +68,8 @@ class KubernetesWiring:
         self.components = Reflector(client, f"{base}/components", self._component_event, what="components")
         self.on_subscriptions = on_subscriptions
         self.subscriptions = Reflector(client, f"{base}/subscriptions", self._subscription_event, what="subscriptions")
+        self.on_resiliencies = on_resiliencies
+        self.resiliencies = Reflector(client, f"{base}/resiliencies", self._resiliency_event, what="resiliencies")
         self.configurations = (
             Reflector(
                 client,
@@ -80,6 +87,8 @@ class KubernetesWiring:
         tasks = [asyncio.create_task(r.run(), name=f"watch {r.what}") for r in reflectors]
         if self.on_subscriptions is not None:
             tasks.append(asyncio.create_task(self.subscriptions.run(), name="watch subscriptions"))
+        if self.on_resiliencies is not None:
+            tasks.append(asyncio.create_task(self.resiliencies.run(), name="watch resiliencies"))
         try:
             await self._initial_load(reflectors)
             # Failures are often transient in a cluster: the operator grants a referenced
@@ -140,6 +149,10 @@ class KubernetesWiring:
             log.error("ignoring invalid Subscription %s: %s", name, describe_errors(err))
             return None
 
+    async def _resiliency_event(self, kind: str, obj: dict[str, Any]) -> None:
+        if self.on_resiliencies is not None:
+            self.on_resiliencies(valid_resiliencies(self.resiliencies.objects.values()))
+
     async def _configuration_event(self, kind: str, obj: dict[str, Any]) -> None:
         if not self.loaded.is_set():
             return
@@ -194,3 +207,16 @@ class KubernetesWiring:
                 f"Secret {self.namespace}/{name} has no key {key!r} (keys: {', '.join(sorted(data))})"
             )
         return base64.b64decode(data[key]).decode()
+
+
+def valid_resiliencies(objects: Iterable[dict[str, Any]]) -> list[Resiliency]:
+    """The Resiliency objects that validate (an invalid one, which got in while the webhook was
+    down, is logged and left out: the others still apply)."""
+    found = []
+    for obj in objects:
+        try:
+            found.append(Resiliency.model_validate({k: v for k, v in obj.items() if k != "status"}))
+        except ValidationError as err:
+            name = obj.get("metadata", {}).get("name", "?")
+            log.error("ignoring invalid Resiliency %s: %s", name, describe_errors(err))
+    return found

@@ -310,6 +310,7 @@ class Sidecar:
                 self.settings.apply,
                 self.settings.hot_reload,
                 on_subscriptions=self._subscriptions_changed,
+                on_resiliencies=self.resiliency.replace,
             )
             self._wiring_task = asyncio.create_task(self.wiring.run(), name="kubernetes-wiring")
             if self.identity is not None:
