@@ -86,7 +86,11 @@ def test_dapr_manifests_load_unchanged(sidecars: SidecarFactory) -> None:
         ("dapr.io/v1alpha1", "Componnent", "unknown kind 'Componnent' (did you mean 'Component'?)"),
         ("dapr.io/v1alpha1", "configuration", "unknown kind 'configuration' (did you mean 'Configuration'?)"),
         ("dapr.io/v2alpha1", "Subscriptions", "unknown kind 'Subscriptions' (did you mean 'Subscription'?)"),
-        ("ottava.io/v1alpha1", "Widget", "unknown kind 'Widget'; kinds loaded: Component, Configuration, Subscription, Resiliency"),
+        (
+            "ottava.io/v1alpha1",
+            "Widget",
+            "unknown kind 'Widget'; kinds loaded: Component, Configuration, Subscription, Resiliency",
+        ),
     ],
 )
 def test_unknown_kind_stops_startup_naming_file_document_and_kind(
