@@ -7,6 +7,7 @@ have it). App B (`tests/apps/resilience_app.py`) counts the requests that reach 
 
 import asyncio
 import contextlib
+import json
 import os
 import threading
 import time
@@ -22,7 +23,7 @@ from dapr.clients import DaprClient
 from dapr.clients.exceptions import DaprHttpError, DaprInternalError
 
 from tests.conftest import SidecarFactory, SidecarProcess, run_ottava
-from tests.messaging import ROOT, start_with_app, stop_all_gracefully, wait_for, wait_ready
+from tests.messaging import ROOT, events, start_with_app, stop_all_gracefully, wait_for, wait_ready
 from tests.servers import redis_server
 
 POLICIES = """\
@@ -330,3 +331,64 @@ def _retries(sidecar: SidecarProcess) -> float:
 def _restart_when_retrying(redis: Any, sidecar: SidecarProcess) -> None:
     wait_for(lambda: _retries(sidecar) >= 2, "a state call to be retried while Redis is down")
     redis.start()
+
+
+# --- Components: inbound ----------------------------------------------------------------------
+
+PUBSUB_WITH_INBOUND_RETRIES = """\
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: pubsub
+spec:
+  type: pubsub.in-memory
+  version: v1
+---
+apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata:
+  name: deliveries
+spec:
+  policies:
+    retries:
+      quick:
+        policy: constant
+        duration: 10ms
+        maxRetries: 5
+  targets:
+    components:
+      pubsub:
+        inbound:
+          retry: quick
+"""
+
+
+def test_inbound_retry_policy_delivers_again_before_the_broker_would(sidecars: SidecarFactory, tmp_path: Path) -> None:
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    (resources / "pubsub.yaml").write_text(PUBSUB_WITH_INBOUND_RETRIES, encoding="utf-8")
+    events_file = tmp_path / "events"
+    subscriber = start_with_app(
+        sidecars,
+        f"shipping-{uuid.uuid4().hex[:6]}",
+        "http",
+        "http_app.py",  # its topic `flaky` answers RETRY twice per event, then SUCCESS
+        events_file=events_file,
+        registry_dir=tmp_path / "registry",
+        args=("--resources-path", str(resources)),
+    )
+    wait_ready(subscriber)
+    with dapr_client(subscriber) as dapr:
+        dapr.publish_event("pubsub", "flaky", json.dumps({"n": 1}), data_content_type="application/json")
+    wait_for(lambda: len([e for e in events(events_file) if e["topic"] == "flaky"]) == 3, "three deliveries")
+
+    def settled() -> str:
+        return httpx.get(f"{subscriber.metrics_url}/metrics").text
+
+    wait_for(
+        lambda: 'ottava_pubsub_settled_total{pubsub="pubsub",result="delivered",topic="flaky"} 1.0' in settled(),
+        "the event to be settled as delivered",
+    )
+    text = settled()
+    assert 'ottava_resiliency_retries_total{policy="quick",target="component:pubsub:inbound"} 2.0' in text
+    assert 'result="retried",topic="flaky"' not in text  # never handed back to the broker
