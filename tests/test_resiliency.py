@@ -360,6 +360,8 @@ spec:
       pubsub:
         inbound:
           retry: quick
+        outbound:
+          retry: quick
 """
 
 

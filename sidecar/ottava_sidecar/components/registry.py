@@ -141,8 +141,11 @@ class Registry:
     def get(self, name: str) -> Entry | None:
         return self._entries.get(name)
 
-    def lookup(self, building_block: str, name: str, kind: type[InstanceT]) -> InstanceT:
-        """The ready instance of component `name`, which must be of `building_block`."""
+    def lookup(
+        self, building_block: str, name: str, kind: type[InstanceT], *, through_policies: bool = True
+    ) -> InstanceT:
+        """The ready instance of component `name`, which must be of `building_block`; with
+        `through_policies`, what `wrap` makes of it (its calls under its Resiliency policies)."""
         entry = self._entries.get(name)
         if (
             entry is not None
@@ -150,7 +153,7 @@ class Registry:
             and entry.building_block == building_block
             and isinstance(entry.instance, kind)
         ):
-            if self.wrap is not None:
+            if through_policies and self.wrap is not None:
                 return cast(InstanceT, self.wrap(name, building_block, entry.instance))
             return entry.instance
         raise self._failure(building_block, name, entry)
