@@ -91,7 +91,10 @@ def test_resiliency_trip_and_policy_names_are_checked_naming_the_field() -> None
     [problem] = validation.resiliency_problems(resiliency(trip="consecutiveFailures >>= 5"))
     assert problem.startswith("spec.policies.circuitBreakers.cb.trip:") and "is not a CEL expression" in problem
     [problem] = validation.resiliency_problems(resiliency(retry="fiveTimes"))
-    assert "targets.apps.billing.retry: no retries policy is named 'fiveTimes'" in problem
+    assert (
+        problem
+        == "spec.targets.apps.billing.retry: no retries policy is named 'fiveTimes' (policies.retries defines: three)"
+    )
 
 
 def test_sidecars_may_follow_exactly_the_config_maps_their_functions_name() -> None:

@@ -224,7 +224,7 @@ def test_metrics_count_retries_timeouts_and_breaker_changes(apps: Apps) -> None:
         ),
         (
             ("circuitBreaker: appBreaker", "circuitBreaker: appBraker"),
-            "targets.apps.b.circuitBreaker: no circuitBreakers policy is named 'appBraker' "
+            "spec.targets.apps.b.circuitBreaker: no circuitBreakers policy is named 'appBraker' "
             "(policies.circuitBreakers defines: appBreaker)",
         ),
     ],

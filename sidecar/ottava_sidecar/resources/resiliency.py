@@ -14,7 +14,8 @@ Common Expression Language: the same language Dapr evaluates with cel-go.
 from functools import cache
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ottava_sidecar.resources.models import Duration, ObjectMeta, _Model
 
@@ -196,31 +197,38 @@ class ResiliencySpec(_Model):
 
     @model_validator(mode="after")
     def _known_names(self) -> "ResiliencySpec":
+        """Every policy a target names is defined; each one that is not is an error at its own field."""
         kinds = (
-            ("timeout", "timeouts", self.policies.timeouts),
-            ("retry", "retries", self.policies.retries),
-            ("circuit_breaker", "circuitBreakers", self.policies.circuit_breakers),
+            ("timeout", "timeout", "timeouts", self.policies.timeouts),
+            ("retry", "retry", "retries", self.policies.retries),
+            ("circuit_breaker", "circuitBreaker", "circuitBreakers", self.policies.circuit_breakers),
         )
-        fields = {"timeout": "timeout", "retry": "retry", "circuit_breaker": "circuitBreaker"}
+        problems: list[InitErrorDetails] = []
         for where, policies in self._all_targets():
-            for attribute, section, defined in kinds:
+            for attribute, field, section, defined in kinds:
                 name = getattr(policies, attribute)
                 if name and name not in defined:
                     known = ", ".join(sorted(defined)) or "none"
-                    raise ValueError(
-                        f"targets.{where}.{fields[attribute]}: no {section} policy is named {name!r} "
-                        f"(policies.{section} defines: {known})"
+                    message = f"no {section} policy is named {name!r} (policies.{section} defines: {known})"
+                    problems.append(
+                        InitErrorDetails(
+                            type=PydanticCustomError("unknown_policy", message),
+                            loc=("targets", *where, field),
+                            input=name,
+                        )
                     )
+        if problems:
+            raise ValidationError.from_exception_data("ResiliencySpec", problems)
         return self
 
-    def _all_targets(self) -> list[tuple[str, PolicyNames]]:
-        found: list[tuple[str, PolicyNames]] = [(f"apps.{k}", v) for k, v in self.targets.apps.items()]
-        found += [(f"actors.{k}", v) for k, v in self.targets.actors.items()]
+    def _all_targets(self) -> list[tuple[tuple[str, ...], PolicyNames]]:
+        found: list[tuple[tuple[str, ...], PolicyNames]] = [(("apps", k), v) for k, v in self.targets.apps.items()]
+        found += [(("actors", k), v) for k, v in self.targets.actors.items()]
         for name, component in self.targets.components.items():
             for direction in ("outbound", "inbound"):
                 policies = getattr(component, direction)
                 if policies is not None:
-                    found.append((f"components.{name}.{direction}", policies))
+                    found.append((("components", name, direction), policies))
         return found
 
 
