@@ -107,6 +107,17 @@ def test_breaker_opens_on_its_trip_expression_and_half_opens_after_its_timeout()
     assert state(cb) is State.CLOSED
 
 
+def test_a_cancelled_probe_frees_its_slot() -> None:
+    cb = breaker("consecutiveFailures >= 1", timeout="0s")
+    cb.enter()
+    cb.failed()
+    cb.enter()  # the probe
+    cb.abandoned()  # its caller went away
+    cb.enter()  # another probe may go
+    cb.succeeded()
+    assert state(cb) is State.CLOSED
+
+
 def test_open_breaker_refuses_naming_itself_and_its_trip() -> None:
     cb = breaker("totalFailures > 0", timeout="1h")
     cb.enter()

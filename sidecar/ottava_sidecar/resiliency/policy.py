@@ -144,6 +144,11 @@ class Breaker:
             self._in_flight += 1
         self._counts["requests"] += 1
 
+    def abandoned(self) -> None:
+        """A call let through was cancelled: its half-open probe slot is free again."""
+        if self.state is State.HALF_OPEN and self._in_flight > 0:
+            self._in_flight -= 1
+
     def succeeded(self) -> None:
         counts = self._counts
         counts["totalSuccesses"] += 1
@@ -190,27 +195,9 @@ class Resilience:
         delays = self.retry.delays() if self.retry else None
         retried = 0
         while True:
-            if self.breaker is not None:
-                self.breaker.enter()
-            error: BaseException | None = None
-            result: Any = None
-            try:
-                result = await self._try(operation)
-            except Exception as err:
-                failure = err.failure if isinstance(err, TimedOut) else on_error(err)
-                if failure is None:
-                    if self.breaker is not None:
-                        self.breaker.succeeded()  # not the target's failure (the caller's mistake)
-                    raise
-                error = err
-            else:
-                failure = on_result(result)
-                if failure is None:
-                    if self.breaker is not None:
-                        self.breaker.succeeded()
-                    return result  # type: ignore[no-any-return]
-            if self.breaker is not None:
-                self.breaker.failed()
+            result, error, failure = await self._judged(operation, on_result, on_error)
+            if failure is None:
+                return result  # type: ignore[no-any-return]
             if self.retry is None or delays is None or not self.retry.more(retried) or not self.retry.retries(failure):
                 if error is not None:
                     raise error
@@ -219,6 +206,36 @@ class Resilience:
             metrics.RESILIENCY_RETRIES.labels(self.target, self.retry.name).inc()
             log.info("retrying %s (retry %d of policy %r): %s", self.target, retried, self.retry.name, error or failure)
             await asyncio.sleep(next(delays))
+
+    async def _judged(
+        self, operation: Callable[[], Awaitable[T]], on_result: OnResult, on_error: OnError
+    ) -> tuple[Any, BaseException | None, Failure | None]:
+        """One try through the breaker: (result, error, failure), failure None for a success.
+        An error that is not the target's failure is raised as is."""
+        breaker = self.breaker
+        if breaker is not None:
+            breaker.enter()  # BreakerOpen: final, never retried
+        try:
+            result = await self._try(operation)
+        except asyncio.CancelledError:
+            if breaker is not None:
+                breaker.abandoned()  # the caller went away: no verdict on the target
+            raise
+        except Exception as err:
+            failure = err.failure if isinstance(err, TimedOut) else on_error(err)
+            if failure is None:
+                if breaker is not None:
+                    breaker.succeeded()  # the caller's mistake, not the target's failure
+                raise
+            if breaker is not None:
+                breaker.failed()
+            return None, err, failure
+        failure = on_result(result)
+        if breaker is not None and failure is None:
+            breaker.succeeded()
+        elif breaker is not None:
+            breaker.failed()
+        return result, None, failure
 
     async def _try(self, operation: Callable[[], Awaitable[T]]) -> T:
         if not self.timeout:
