@@ -394,3 +394,60 @@ def test_inbound_retry_policy_delivers_again_before_the_broker_would(sidecars: S
     text = settled()
     assert 'ottava_resiliency_retries_total{policy="quick",target="component:pubsub:inbound"} 2.0' in text
     assert 'result="retried",topic="flaky"' not in text  # never handed back to the broker
+
+
+BINDING_WITH_INBOUND_RETRIES = """\
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: flaky
+spec:
+  type: bindings.cron
+  version: v1
+  metadata:
+  - {name: schedule, value: "@every 1s"}
+---
+apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata:
+  name: binding-deliveries
+spec:
+  policies:
+    retries:
+      quick:
+        policy: constant
+        duration: 10ms
+        maxRetries: 5
+  targets:
+    components:
+      flaky:
+        inbound:
+          retry: quick
+"""
+
+
+def test_inbound_retry_policy_delivers_an_input_bindings_event_again(sidecars: SidecarFactory, tmp_path: Path) -> None:
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    (resources / "flaky.yaml").write_text(BINDING_WITH_INBOUND_RETRIES, encoding="utf-8")
+    events_file = tmp_path / "events"
+    app = start_with_app(
+        sidecars,
+        f"binder-{uuid.uuid4().hex[:6]}",
+        "http",
+        "binding_http_app.py",  # `/flaky` answers 500 to the first two deliveries of each event
+        events_file=events_file,
+        registry_dir=tmp_path / "registry",
+        args=("--resources-path", str(resources)),
+    )
+    wait_ready(app)
+
+    def first_three() -> list[dict[str, Any]] | None:
+        found = [e for e in events(events_file) if e["binding"] == "flaky"]
+        return found[:3] if len(found) >= 3 else None
+
+    deliveries = wait_for(first_three, "three deliveries of the first event")
+    times = {d["metadata"].get("readtimeutc") for d in deliveries}
+    assert len(times) == 1, f"one event, delivered three times: {deliveries}"
+    series = 'ottava_resiliency_retries_total{policy="quick",target="component:flaky:inbound"}'
+    assert series in httpx.get(f"{app.metrics_url}/metrics").text

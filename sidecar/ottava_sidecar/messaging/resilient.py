@@ -1,15 +1,17 @@
-"""Deliveries from a pub/sub component to the app, through the component's `inbound` resiliency policies.
+"""Deliveries from a component to the app, through the component's `inbound` resiliency policies.
 
-The app channel is wrapped once, when the sidecar subscribes the app: each delivery looks
-up the policy of its subscription's pub/sub component. A failure is an app error or an
-answer of RETRY; a DROP, or a route the app does not have, is the app's final word. When
-the policy gives up, or stops a try (a timeout, an open breaker), the event goes back to
-the broker as any failed delivery does.
+The app channel is wrapped once, when the sidecar connects to the app: each delivery looks
+up the policy of its component (the subscription's pub/sub, or the input binding). A
+failure is an app error or, for an event, an answer of RETRY; a DROP, or a route the app
+does not have, is the app's final word. When the policy gives up, or stops a try (a
+timeout, an open breaker), the delivery fails as it would without a policy: an event goes
+back to the broker, a binding's event is refused to its backend.
 """
 
 from typing import Any
 
 from ottava_sidecar.apperrors import AppChannelError, AppUnimplementedError
+from ottava_sidecar.components.bindings.base import BindingEvent
 from ottava_sidecar.messaging import cloudevents
 from ottava_sidecar.messaging.delivery import BatchEntry, Subscriber
 from ottava_sidecar.messaging.subscriptions import SubscriptionSpec, Verdict
@@ -25,12 +27,16 @@ def _batch(verdicts: dict[str, Verdict]) -> Failure | None:
     return Failure() if any(v is Verdict.RETRY for v in verdicts.values()) else None
 
 
+def _accepted(_: object) -> Failure | None:
+    return None
+
+
 def _error(err: BaseException) -> Failure | None:
     return None if isinstance(err, AppUnimplementedError) or not isinstance(err, AppChannelError) else Failure()
 
 
-class ResilientSubscriber:
-    """The app channel, delivering through the inbound policy of each event's pub/sub component."""
+class ResilientApp:
+    """The app channel, delivering through the inbound policy of each event's component."""
 
     def __init__(self, channel: Any, provider: Provider) -> None:
         self._channel = channel
@@ -65,6 +71,26 @@ class ResilientSubscriber:
         except Refused as err:
             raise AppChannelError(f"delivery to the app from pub/sub {subscription.pubsub_name}: {err}") from None
 
+    def describe(self) -> str:
+        return str(self._channel.describe())
 
-def wrap(channel: Subscriber, provider: Provider) -> Subscriber:
-    return ResilientSubscriber(channel, provider)
+    async def input_bindings(self, routes: dict[str, str]) -> set[str]:
+        listened: set[str] = await self._channel.input_bindings(routes)
+        return listened
+
+    async def deliver_binding(self, name: str, route: str, event: BindingEvent) -> None:
+        policy = self._provider.inbound(name, "bindings")
+        if policy is None:
+            await self._channel.deliver_binding(name, route, event)
+            return
+        try:
+            await policy.run(
+                lambda: self._channel.deliver_binding(name, route, event), on_result=_accepted, on_error=_error
+            )
+        except Refused as err:
+            raise AppChannelError(f"delivery to the app from input binding {name}: {err}") from None
+
+
+def wrap(channel: Subscriber, provider: Provider) -> ResilientApp:
+    """`channel` (the app channel) delivering under the inbound policies of `provider`."""
+    return ResilientApp(channel, provider)

@@ -173,7 +173,7 @@ class ComponentTarget(_Model):
         default=None, description="Calls from the sidecar to the component (state, lock, publish, bindings, …)."
     )
     inbound: PolicyNames | None = Field(
-        default=None, description="Deliveries from the component to the app (pub/sub events)."
+        default=None, description="Deliveries from the component to the app (pub/sub and input binding events)."
     )
 
 

@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
     from ottava_sidecar import appchannel
     from ottava_sidecar.api.apis import Apis
-    from ottava_sidecar.api.bindings import InputBindings
+    from ottava_sidecar.api.bindings import BindingApp, InputBindings
     from ottava_sidecar.api.metadata import MetadataApi
     from ottava_sidecar.identity.local_issuer import LocalIssuer
     from ottava_sidecar.invocation.invoker import Invoker
@@ -445,11 +445,12 @@ class Sidecar:
             self.registry.set_condition(APP_SUBSCRIPTIONS, Status.UP, "; ".join(answer.problems))
         from ottava_sidecar.messaging import resilient
 
-        problems = await self.messaging.subscribe_app(resilient.wrap(channel, self.resiliency), answer.specs)
-        problems += await self._read_input_bindings(channel)
+        app = resilient.wrap(channel, self.resiliency)  # deliveries under inbound Resiliency policies
+        problems = await self.messaging.subscribe_app(app, answer.specs)
+        problems += await self._read_input_bindings(app)
         self.registry.set_condition("app", Status.UP, "; ".join(problems))
 
-    async def _read_input_bindings(self, channel: appchannel.AppChannel) -> list[str]:
+    async def _read_input_bindings(self, channel: BindingApp) -> list[str]:
         """Start the readers of the input bindings the app listens to; what kept them from starting."""
         from ottava_sidecar.appchannel import AppChannelError
 
