@@ -379,6 +379,13 @@ def test_inbound_retry_policy_delivers_again_before_the_broker_would(sidecars: S
         registry_dir=tmp_path / "registry",
         args=("--resources-path", str(resources)),
     )
+    try:
+        _deliveries_retried_by_the_policy(subscriber, events_file)
+    finally:
+        stop_all_gracefully(sidecars)  # SIGTERM: the sidecar stops its app too
+
+
+def _deliveries_retried_by_the_policy(subscriber: SidecarProcess, events_file: Path) -> None:
     wait_ready(subscriber)
     with dapr_client(subscriber) as dapr:
         dapr.publish_event("pubsub", "flaky", json.dumps({"n": 1}), data_content_type="application/json")
@@ -440,6 +447,13 @@ def test_inbound_retry_policy_delivers_an_input_bindings_event_again(sidecars: S
         registry_dir=tmp_path / "registry",
         args=("--resources-path", str(resources)),
     )
+    try:
+        _binding_event_retried_by_the_policy(app, events_file)
+    finally:
+        stop_all_gracefully(sidecars)  # SIGTERM: the sidecar stops its app too
+
+
+def _binding_event_retried_by_the_policy(app: SidecarProcess, events_file: Path) -> None:
     wait_ready(app)
 
     def first_three() -> list[dict[str, Any]] | None:
