@@ -20,7 +20,7 @@ help:
 	@echo "make docs          regenerate the metadata tables in docs/ from the component settings models"
 	@echo "make golden        rewrite the injector golden files (review the diff)"
 	@echo "make wasm-examples build examples/wasm/counter/counter.wasm with Go (GOOS=wasip1 GOARCH=wasm; docs/wasm.md)"
-	@echo "make bench         GetState vs a bare grpc.aio server, pub/sub, invocation, WASM functions, Redis, tracing's cost, 1 GiB of files (docs/benchmarks.md)"
+	@echo "make bench         GetState vs a bare grpc.aio server, pub/sub, invocation, WASM functions, Redis, tracing's cost, 1 GiB of files, resiliency (docs/benchmarks.md)"
 	@echo "make bench-peers   Ottava, daprd 1.18.2 (built once, cached) and the bare floor side by side, ~10 min (ARGS='--quick')"
 	@echo "make fuzz          the property suite (tests/properties) for FUZZ_MINUTES (25) with fresh seeds (docs/robustness.md)"
 	@echo "make soak          abusive clients against a sidecar for 4 minutes, watching its memory (docs/robustness.md)"
@@ -88,6 +88,7 @@ bench: venv
 	$(PY) -m bench.state_redis
 	$(PY) -m bench.tracing
 	$(PY) -m bench.files
+	$(PY) -m bench.resiliency
 
 # Not part of `make test`: builds daprd once (about 3 minutes, cached under ~/.cache/ottava),
 # then measures Ottava, daprd and a bare grpc.aio server in one run (bench/peers/run.py).

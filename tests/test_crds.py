@@ -17,7 +17,7 @@ import pytest
 import yaml
 from ottava_operator import peering
 from ottava_sidecar import contract
-from ottava_sidecar.resources import crd, models
+from ottava_sidecar.resources import crd, models, resiliency
 from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,6 +209,7 @@ def test_files_are_named_after_their_crd_and_carry_the_header() -> None:
     assert sorted(RENDERED) == [
         "components.ottava.io.yaml",
         "configurations.ottava.io.yaml",
+        "resiliencies.ottava.io.yaml",
         "subscriptions.ottava.io.yaml",
         "trafficroutes.ottava.io.yaml",
     ]
@@ -255,6 +256,13 @@ def test_files_are_named_after_their_crd_and_carry_the_header() -> None:
                 '.status.conditions[?(@.type=="Ready")].status',
                 ".metadata.creationTimestamp",
             ],
+        ),
+        (
+            "resiliencies.ottava.io.yaml",
+            "Resiliency",
+            "resiliencies",
+            ["ottavaresiliency"],
+            ['.status.conditions[?(@.type=="Ready")].status', ".metadata.creationTimestamp"],
         ),
     ],
 )
@@ -500,3 +508,14 @@ def test_chart_installs_the_same_crds() -> None:
     chart = {p.name: p.read_text(encoding="utf-8") for p in sorted(chart_crds.glob("*.yaml"))}
     committed = {p.name: p.read_text(encoding="utf-8") for p in sorted(CRDS_DIR.glob("*.yaml"))}
     assert chart == committed, "charts/ottava/crds differs from crds/: run `make crds`"
+
+
+def test_the_resiliency_of_the_docs_passes_the_crd_and_the_model() -> None:
+    """docs/resiliency.md's full example, as `kubectl apply` and the sidecar read it."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "resiliency.md").read_text(encoding="utf-8")
+    manifest = yaml.safe_load(page.split("## The resource", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0])
+    assert validate(manifest, _schema("resiliencies.ottava.io")) == []
+    resource = resiliency.Resiliency.model_validate(manifest)
+    assert resource.spec.targets.apps["billing"].circuit_breaker == "billingBreaker"
+    timeouts = _schema("resiliencies.ottava.io")["properties"]["spec"]["properties"]["policies"]["properties"]
+    assert timeouts["timeouts"]["additionalProperties"]["pattern"] == models.DURATION_PATTERN

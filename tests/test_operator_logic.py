@@ -66,9 +66,36 @@ def test_sidecars_may_read_their_namespaces_subscriptions_and_traffic_routes() -
     [wiring] = [r for r in rbac.role_rules([]) if r["apiGroups"] == [contract.API_GROUP]]
     assert wiring == {
         "apiGroups": [contract.API_GROUP],
-        "resources": ["components", "configurations", "subscriptions", "trafficroutes"],
+        "resources": ["components", "configurations", "subscriptions", "trafficroutes", "resiliencies"],
         "verbs": ["get", "list", "watch"],
     }
+
+
+def resiliency(trip: str = "consecutiveFailures >= 5", retry: str = "three") -> dict[str, object]:
+    return {
+        "apiVersion": "ottava.io/v1alpha1",
+        "kind": "Resiliency",
+        "metadata": {"name": "calls", "namespace": "shop", "uid": "x"},
+        "spec": {
+            "policies": {
+                "retries": {"three": {"policy": "constant", "duration": "1s", "maxRetries": 3}},
+                "circuitBreakers": {"cb": {"trip": trip}},
+            },
+            "targets": {"apps": {"billing": {"retry": retry, "circuitBreaker": "cb"}}},
+        },
+        "status": {"conditions": []},
+    }
+
+
+def test_resiliency_trip_and_policy_names_are_checked_naming_the_field() -> None:
+    assert validation.resiliency_problems(resiliency()) == []
+    [problem] = validation.resiliency_problems(resiliency(trip="consecutiveFailures >>= 5"))
+    assert problem.startswith("spec.policies.circuitBreakers.cb.trip:") and "is not a CEL expression" in problem
+    [problem] = validation.resiliency_problems(resiliency(retry="fiveTimes"))
+    assert (
+        problem
+        == "spec.targets.apps.billing.retry: no retries policy is named 'fiveTimes' (policies.retries defines: three)"
+    )
 
 
 def test_sidecars_may_follow_exactly_the_config_maps_their_functions_name() -> None:

@@ -75,7 +75,7 @@ def test_dapr_manifests_load_unchanged(sidecars: SidecarFactory) -> None:
     # Dapr's other kinds are skipped out loud, saying why; other groups' documents quietly.
     warnings = [line for line in sidecar.log().splitlines() if "level=warning" in line]
     assert any("skipping the HTTPEndpoint 's'" in w and "endpoint.yaml, document 1" in w for w in warnings)
-    assert any("skipping the Resiliency 'r'" in w and "shared folder of Dapr resources" in w for w in warnings)
+    assert not any("skipping the Resiliency" in w for w in warnings)  # loaded (docs/resiliency.md), not skipped
     assert not any("Secret" in w for w in warnings)
 
 
@@ -86,7 +86,11 @@ def test_dapr_manifests_load_unchanged(sidecars: SidecarFactory) -> None:
         ("dapr.io/v1alpha1", "Componnent", "unknown kind 'Componnent' (did you mean 'Component'?)"),
         ("dapr.io/v1alpha1", "configuration", "unknown kind 'configuration' (did you mean 'Configuration'?)"),
         ("dapr.io/v2alpha1", "Subscriptions", "unknown kind 'Subscriptions' (did you mean 'Subscription'?)"),
-        ("ottava.io/v1alpha1", "Widget", "unknown kind 'Widget'; kinds loaded: Component, Configuration, Subscription"),
+        (
+            "ottava.io/v1alpha1",
+            "Widget",
+            "unknown kind 'Widget'; kinds loaded: Component, Configuration, Subscription, TrafficRoute, Resiliency",
+        ),
     ],
 )
 def test_unknown_kind_stops_startup_naming_file_document_and_kind(

@@ -91,6 +91,7 @@ def build_registry(ours: OperatorSettings, identity: str = "") -> kopf.OperatorR
     background = Background()
     _register_lifecycle(registry, ours, identity, clients, background)
     _register_admission(registry, ours, clients, background)
+    _register_resiliency_admission(registry)
     _register_status(registry, ours, clients)
     _register_app_services(registry, clients)
     _register_traffic_routes(registry)
@@ -266,6 +267,16 @@ def _replace_pod(patch: kopf.Patch, injected: dict[str, Any]) -> None:
     patch.fns.append(replace)
 
 
+def _register_resiliency_admission(registry: kopf.OperatorRegistry) -> None:
+    """Refuse a Resiliency whose trip is not CEL or whose targets name undefined policies (docs/resiliency.md)."""
+
+    @kopf.on.validate(GROUP, VERSION, "resiliencies", id="validate-resiliency", registry=registry)
+    async def validate_resiliency(body: kopf.Body, **_: Any) -> None:
+        problems = validation.resiliency_problems(dict(body))
+        if problems:
+            raise kopf.AdmissionError(f"Resiliency {body.metadata.name!r} is invalid: " + "; ".join(problems), code=422)
+
+
 def _register_status(registry: kopf.OperatorRegistry, ours: OperatorSettings, clients: Clients) -> None:
     async def write_status(body: kopf.Body, patch: kopf.Patch, problems: list[str]) -> None:
         previous = (body.get("status") or {}).get("conditions")
@@ -296,6 +307,12 @@ def _register_status(registry: kopf.OperatorRegistry, ours: OperatorSettings, cl
     @kopf.on.update(GROUP, VERSION, "trafficroutes", field="spec", registry=registry)
     async def traffic_route_status(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         await write_status(body, patch, validation.traffic_route_problems(dict(body)))
+
+    @kopf.on.resume(GROUP, VERSION, "resiliencies", registry=registry)
+    @kopf.on.create(GROUP, VERSION, "resiliencies", registry=registry)
+    @kopf.on.update(GROUP, VERSION, "resiliencies", field="spec", registry=registry)
+    async def resiliency_status(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        await write_status(body, patch, validation.resiliency_problems(dict(body)))
 
     @kopf.on.event(GROUP, VERSION, "components", registry=registry)
     async def component_event(event: kopf.RawEvent, namespace: str | None, **_: Any) -> None:

@@ -48,7 +48,7 @@ def role_rules(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = [
         {
             "apiGroups": [contract.API_GROUP],
-            "resources": ["components", "configurations", "subscriptions", "trafficroutes"],
+            "resources": ["components", "configurations", "subscriptions", "trafficroutes", "resiliencies"],
             "verbs": ["get", "list", "watch"],
         },
         dict(ENDPOINT_SLICES_RULE),

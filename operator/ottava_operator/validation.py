@@ -1,4 +1,4 @@
-"""Validation of Components, Configurations, Subscriptions and TrafficRoutes against the models and the catalogue.
+"""Validation of Components, Configurations, Subscriptions, TrafficRoutes and Resiliencies against the models and the catalogue.
 
 Shared by the admission webhook (refusing bad manifests at `kubectl apply`) and the
 status handlers (flagging bad ones that got in while the webhook was down).
@@ -11,6 +11,7 @@ from ottava_sidecar.messaging.routing import RuleError
 from ottava_sidecar.messaging.subscriptions import SubscriptionSpec
 from ottava_sidecar.resources.manifests import describe_errors
 from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription, TrafficRoute
+from ottava_sidecar.resources.resiliency import Resiliency
 from pydantic import ValidationError
 
 # Fields the apiserver owns; the models describe what users write.
@@ -64,6 +65,16 @@ def traffic_route_problems(body: dict[str, Any]) -> list[str]:
     range, a rule that names no destination, a header regex that does not compile, …"""
     try:
         TrafficRoute.model_validate(_user_part(body))
+    except ValidationError as err:
+        return describe_errors(err).split("; ")
+    return []
+
+
+def resiliency_problems(body: dict[str, Any]) -> list[str]:
+    """Every reason the Resiliency is wrong: its schema, a `trip` that is not CEL over the breaker's
+    counts, a target naming a policy the resource does not define."""
+    try:
+        Resiliency.model_validate(_user_part(body))
     except ValidationError as err:
         return describe_errors(err).split("; ")
     return []

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ottava_sidecar.identity.local_issuer import LocalIssuer
     from ottava_sidecar.invocation.filters import InvocationFilter
     from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription, TrafficRoute
+    from ottava_sidecar.resources.resiliency import Resiliency
     from ottava_sidecar.runtime.sidecar import BoundPorts, Options, Sidecar
 
 log = logging.getLogger("ottava")
@@ -279,6 +280,7 @@ def _run(args: argparse.Namespace, command: list[str], issuer: LocalIssuer | Non
         return 2
     subscriptions: list[DeclarativeSubscription] = []
     traffic_routes: list[TrafficRoute] = []
+    resiliencies: list[Resiliency] = []
     if kubernetes:
         components: list[Component] = []
     elif args.resources_path is not None:
@@ -293,6 +295,7 @@ def _run(args: argparse.Namespace, command: list[str], issuer: LocalIssuer | Non
         components = [component for _, component in manifests.components]
         subscriptions = [subscription for _, subscription in manifests.subscriptions]
         traffic_routes = [route for _, route in manifests.traffic_routes]
+        resiliencies = [resiliency for _, resiliency in manifests.resiliencies]
         problem = _subscription_problem(subscriptions)
         if problem:
             print(f"ottava: invalid manifest: {problem}", file=sys.stderr)
@@ -338,6 +341,7 @@ def _run(args: argparse.Namespace, command: list[str], issuer: LocalIssuer | Non
         subscriptions=subscriptions,
         traffic_routes=traffic_routes,
         app_version=args.app_version,
+        resiliencies=resiliencies,
         http_listen_address=args.http_listen_address or ("0.0.0.0" if kubernetes else None),
         metrics_listen_address=args.metrics_listen_address or ("0.0.0.0" if kubernetes else None),
         internal_listen_address=args.internal_listen_address or ("0.0.0.0" if kubernetes else None),

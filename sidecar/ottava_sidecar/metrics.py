@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     FUNCTION_RUNNING: Gauge
     FUNCTION_LIMIT_HITS: Counter
     FUNCTION_RELOADS: Counter
+    RESILIENCY_RETRIES: Counter
+    RESILIENCY_TIMEOUTS: Counter
+    RESILIENCY_BREAKER_CHANGES: Counter
 
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -172,6 +175,22 @@ def _define() -> dict[str, Any]:
             "ottava_function_reloads_total",
             "Changed modules of functions, by function and result (reloaded; failed: the previous one keeps serving).",
             ["function", "result"],
+        ),
+        "RESILIENCY_RETRIES": prometheus_client.Counter(
+            "ottava_resiliency_retries_total",
+            "Tries made again by a Resiliency retry policy, by target (app:<id>, component:<name>:outbound|inbound)"
+            " and policy name.",
+            ["target", "policy"],
+        ),
+        "RESILIENCY_TIMEOUTS": prometheus_client.Counter(
+            "ottava_resiliency_timeouts_total",
+            "Tries stopped by a Resiliency timeout, by target and timeout name.",
+            ["target", "policy"],
+        ),
+        "RESILIENCY_BREAKER_CHANGES": prometheus_client.Counter(
+            "ottava_resiliency_circuit_breaker_changes_total",
+            "Circuit breakers changing state, by target, breaker name and the state entered (open, half-open, closed).",
+            ["target", "policy", "state"],
         ),
     }
 

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ottava_sidecar import backoff
 from ottava_sidecar.components import catalogue
@@ -121,6 +121,9 @@ class Registry:
         self._conditions: dict[str, Condition] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._retrying: asyncio.Task[None] | None = None
+        # What the API gets for a component: (name, building block, instance) -> the instance or a
+        # stand-in that calls it through its resiliency policies (set by the runtime).
+        self.wrap: Callable[[str, str, Any], Any] | None = None
 
     def set_condition(self, name: str, status: Status, reason: str = "") -> None:
         """Readiness also waits for `name` (INIT), or is DOWN because of it, until it is UP."""
@@ -138,8 +141,11 @@ class Registry:
     def get(self, name: str) -> Entry | None:
         return self._entries.get(name)
 
-    def lookup(self, building_block: str, name: str, kind: type[InstanceT]) -> InstanceT:
-        """The ready instance of component `name`, which must be of `building_block`."""
+    def lookup(
+        self, building_block: str, name: str, kind: type[InstanceT], *, through_policies: bool = True
+    ) -> InstanceT:
+        """The ready instance of component `name`, which must be of `building_block`; with
+        `through_policies`, what `wrap` makes of it (its calls under its Resiliency policies)."""
         entry = self._entries.get(name)
         if (
             entry is not None
@@ -147,6 +153,8 @@ class Registry:
             and entry.building_block == building_block
             and isinstance(entry.instance, kind)
         ):
+            if through_policies and self.wrap is not None:
+                return cast(InstanceT, self.wrap(name, building_block, entry.instance))
             return entry.instance
         raise self._failure(building_block, name, entry)
 

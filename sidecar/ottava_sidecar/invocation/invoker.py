@@ -12,6 +12,7 @@ check; only a resolution that returns another address records anything.
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -21,6 +22,10 @@ from ottava_sidecar.invocation import filters, traffic
 from ottava_sidecar.invocation.internal import InternalClient
 from ottava_sidecar.invocation.messages import InvocationRequest, InvocationResponse
 from ottava_sidecar.invocation.resolution import Address, AppNotFoundError, NameResolver
+
+if TYPE_CHECKING:
+    from ottava_sidecar.resiliency.policy import Resilience
+    from ottava_sidecar.resiliency.provider import Provider
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,8 @@ class Invoker:
         self._last: dict[str, Address] = {}  # the address each app id resolved to last
         # Traffic routing between app versions (TrafficRoute): its routes are set live by the runtime.
         self.traffic = traffic.TrafficRouter()
+        # Resiliency (docs/resiliency.md): the policies of calls to each app, set by the runtime.
+        self.resiliency: Provider | None = None
 
     def _resolved(self, target: str, address: Address) -> None:
         """Record that `target` resolved to `address`, which is not the address it resolved to last."""
@@ -71,13 +78,28 @@ class Invoker:
 
     async def invoke(self, target: str, request: InvocationRequest) -> InvocationResponse:
         """The target app's answer (any status); `InvocationError` naming `target` when there is none."""
+        policy = self.resiliency.app(target) if self.resiliency is not None else None
         try:
-            response = await self._invoke(target, request)
+            if policy is None:
+                response = await self._invoke(target, request)
+            else:
+                response = await self._resilient(policy, target, request)
         except InvocationError as err:
             metrics.INVOCATIONS.labels(target, err.code.name).inc()
             raise
         metrics.INVOCATIONS.labels(target, response.grpc_code.name).inc()
         return response
+
+    async def _resilient(self, policy: "Resilience", target: str, request: InvocationRequest) -> InvocationResponse:
+        """The call under the timeout, retry and circuit breaker of its target app (Resiliency)."""
+        from ottava_sidecar.resiliency import invocation
+        from ottava_sidecar.resiliency import policy as policies
+
+        try:
+            return await invocation.run(policy, lambda: self._invoke(target, request))
+        except policies.Refused as err:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if err.kind == "timeout" else grpc.StatusCode.UNAVAILABLE
+            raise InvocationError(code, f"invoking {request.method} on app {target!r}: {err}") from None
 
     async def _invoke(self, target: str, request: InvocationRequest) -> InvocationResponse:
         if not target:

@@ -60,6 +60,11 @@ class Messaging:
         """The ready pub/sub component `name`; `LookupFailure` naming it otherwise."""
         return self._registry.lookup("pubsub", name, PubSub)
 
+    def _subscribable(self, name: str) -> PubSub[Any]:
+        """As `broker`, but the component's own instance, never a Resiliency stand-in: a
+        subscription is moved when the instance changes (`_follow` compares them)."""
+        return self._registry.lookup("pubsub", name, PubSub, through_policies=False)
+
     def _claim(self, spec: SubscriptionSpec) -> None:
         if spec.key in self._active:
             existing = self._active[spec.key].spec
@@ -129,7 +134,7 @@ class Messaging:
                 continue
             self._wanted[spec.key] = (spec, channel)
             try:
-                broker = self.broker(spec.pubsub_name)
+                broker = self._subscribable(spec.pubsub_name)
             except LookupFailure as err:
                 self._pending[spec.key] = (
                     f"subscription to {spec.pubsub_name}/{spec.topic} waits for its component: {err}"
@@ -202,7 +207,7 @@ class Messaging:
     async def open_stream(self, spec: SubscriptionSpec) -> StreamSubscription:
         """Raises `AlreadySubscribedError` or `LookupFailure`."""
         self._claim(spec)
-        stream = StreamSubscription(spec, self.broker(spec.pubsub_name))
+        stream = StreamSubscription(spec, self._subscribable(spec.pubsub_name))
         self._active[spec.key] = _Active(spec, stream)
         try:
             await stream.start()

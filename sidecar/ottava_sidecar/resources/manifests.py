@@ -1,8 +1,8 @@
 """Reading manifests from a folder (`ottava run --resources-path`) and a file (`--config`).
 
-Every YAML document of every `*.yaml`/`*.yml` file is read. Components, Configurations
-(of `ottava.io/v1alpha1` or `dapr.io/v1alpha1`), Subscriptions (also of
-`dapr.io/v2alpha1`) and TrafficRoutes (`ottava.io/v1alpha1`) are validated. The other kinds that Dapr defines (a `Resiliency`,
+Every YAML document of every `*.yaml`/`*.yml` file is read. Components, Configurations,
+Resiliencies (of `ottava.io/v1alpha1` or `dapr.io/v1alpha1`), Subscriptions (also of
+`dapr.io/v2alpha1`) and TrafficRoutes (`ottava.io/v1alpha1`) are validated. The other kinds that Dapr defines (an `HTTPEndpoint`,
 say) are skipped with a warning, so a shared
 folder of Dapr resources can be pointed at unchanged; documents of other API groups (a
 Kubernetes `Secret`) are skipped quietly. Any other kind in those two groups is a
@@ -24,17 +24,18 @@ import yaml
 from pydantic import ValidationError
 
 from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription, TrafficRoute
+from ottava_sidecar.resources.resiliency import Resiliency
 
 log = logging.getLogger(__name__)
 
-M = TypeVar("M", Component, Configuration, DeclarativeSubscription, TrafficRoute)
+M = TypeVar("M", Component, Configuration, DeclarativeSubscription, TrafficRoute, Resiliency)
 
 _KNOWN_GROUPS = ("ottava.io", "dapr.io")
-_LOADED_KINDS = ("Component", "Configuration", "Subscription", "TrafficRoute")
+_LOADED_KINDS = ("Component", "Configuration", "Subscription", "TrafficRoute", "Resiliency")
 # Kinds the groups define that a folder may hold but `ottava run` does not load.
 _SKIPPED_KINDS = {
-    "dapr.io": ("Resiliency", "HTTPEndpoint"),
-    "ottava.io": ("Resiliency",),
+    "dapr.io": ("HTTPEndpoint",),
+    "ottava.io": (),
 }
 # Kinds that only one group defines: the other's is a mistake.
 _OWN_KINDS = {"TrafficRoute": "ottava.io"}
@@ -59,10 +60,11 @@ class Manifests:
     configurations: list[tuple[Source, Configuration]]
     subscriptions: list[tuple[Source, DeclarativeSubscription]] = field(default_factory=list)
     traffic_routes: list[tuple[Source, TrafficRoute]] = field(default_factory=list)
+    resiliencies: list[tuple[Source, Resiliency]] = field(default_factory=list)
 
 
 def load_folder(folder: Path, *, check: Callable[[Component], Sequence[str]]) -> Manifests:
-    """Every Component, Configuration, Subscription and TrafficRoute in `folder`, validated.
+    """Every Component, Configuration, Subscription, TrafficRoute and Resiliency in `folder`, validated.
 
     `check` names what is wrong with a Component beyond its schema (an unknown type,
     metadata its type does not accept: `components.catalogue.manifest_problems`); this
@@ -77,6 +79,7 @@ def load_folder(folder: Path, *, check: Callable[[Component], Sequence[str]]) ->
     subscription_names: dict[str, Source] = {}
     routes: list[tuple[Source, TrafficRoute]] = []
     route_names: dict[str, Source] = {}
+    resiliencies: list[tuple[Source, Resiliency]] = []
     for source, document in _documents(folder):
         kind = _kind(document, source)
         if kind is None:
@@ -109,9 +112,11 @@ def load_folder(folder: Path, *, check: Callable[[Component], Sequence[str]]) ->
                 )
             route_names[route.name] = source
             routes.append((source, route))
+        elif kind == "Resiliency":
+            resiliencies.append((source, _validate(Resiliency, document, source)))
         else:
             configurations.append((source, _validate(Configuration, document, source)))
-    return Manifests(components, configurations, subscriptions, routes)
+    return Manifests(components, configurations, subscriptions, routes, resiliencies)
 
 
 def load_configuration_file(path: Path) -> Configuration:
@@ -166,7 +171,7 @@ def _kind(document: dict[str, Any], source: Source) -> str | None:
     skipped = _SKIPPED_KINDS[group]
     if kind in skipped:
         log.warning(
-            "skipping the %s %r in %s: `ottava run` loads only Component, Configuration, Subscription and TrafficRoute from a "
+            "skipping the %s %r in %s: `ottava run` loads only Component, Configuration, Subscription, TrafficRoute and Resiliency from a "
             "resources folder (other %s kinds are accepted, unread, so that a shared folder of Dapr resources works unchanged)",
             kind,
             _name(document),
@@ -180,7 +185,8 @@ def _kind(document: dict[str, Any], source: Source) -> str | None:
     known = (*_LOADED_KINDS, *skipped)
     raise ManifestError(
         f"{source} ({api_version} {_name(document)!r}): unknown kind {kind!r}{_suggestion(kind, known)}; "
-        f"kinds loaded: {', '.join(_LOADED_KINDS)}; {group} kinds skipped: {', '.join(skipped)}"
+        f"kinds loaded: {', '.join(_LOADED_KINDS)}"
+        + (f"; {group} kinds skipped: {', '.join(skipped)}" if skipped else "")
     )
 
 

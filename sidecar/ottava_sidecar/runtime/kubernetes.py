@@ -13,12 +13,15 @@ calls between the versions of other apps, docs/routing.md), handing every change
 `on_traffic_routes`. Readiness waits for neither: a cluster whose CRDs predate them
 (Helm does not upgrade CRDs) must not keep every pod unready; the watch retries, and
 says why in the log.
+
+`resiliencies.ottava.io` are followed the same way: every change hands the namespace's
+valid Resiliencies to `on_resiliencies`, which applies those in scope of the app, live.
 """
 
 import asyncio
 import base64
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,6 +32,7 @@ from ottava_sidecar.kube.client import KubeClient, KubeError
 from ottava_sidecar.kube.watch import Reflector
 from ottava_sidecar.resources.manifests import describe_errors
 from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription, TrafficRoute
+from ottava_sidecar.resources.resiliency import Resiliency
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ class KubernetesWiring:
         *,
         on_subscriptions: Callable[[list[DeclarativeSubscription]], Awaitable[None]] | None = None,
         on_traffic_routes: Callable[[list[TrafficRoute]], None] | None = None,
+        on_resiliencies: Callable[[list[Resiliency]], None] | None = None,
     ) -> None:
         self.registry = registry
         self.client = client
@@ -70,6 +75,8 @@ class KubernetesWiring:
         self.traffic_routes = Reflector(
             client, f"{base}/trafficroutes", self._traffic_route_event, what="traffic routes"
         )
+        self.on_resiliencies = on_resiliencies
+        self.resiliencies = Reflector(client, f"{base}/resiliencies", self._resiliency_event, what="resiliencies")
         self.configurations = (
             Reflector(
                 client,
@@ -89,6 +96,8 @@ class KubernetesWiring:
             tasks.append(asyncio.create_task(self.subscriptions.run(), name="watch subscriptions"))
         if self.on_traffic_routes is not None:
             tasks.append(asyncio.create_task(self.traffic_routes.run(), name="watch traffic routes"))
+        if self.on_resiliencies is not None:
+            tasks.append(asyncio.create_task(self.resiliencies.run(), name="watch resiliencies"))
         try:
             await self._initial_load(reflectors)
             # Failures are often transient in a cluster: the operator grants a referenced
@@ -163,6 +172,10 @@ class KubernetesWiring:
             log.error("ignoring invalid TrafficRoute %s: %s", name, describe_errors(err))
             return None
 
+    async def _resiliency_event(self, kind: str, obj: dict[str, Any]) -> None:
+        if self.on_resiliencies is not None:
+            self.on_resiliencies(valid_resiliencies(self.resiliencies.objects.values()))
+
     async def _configuration_event(self, kind: str, obj: dict[str, Any]) -> None:
         if not self.loaded.is_set():
             return
@@ -217,3 +230,16 @@ class KubernetesWiring:
                 f"Secret {self.namespace}/{name} has no key {key!r} (keys: {', '.join(sorted(data))})"
             )
         return base64.b64decode(data[key]).decode()
+
+
+def valid_resiliencies(objects: Iterable[dict[str, Any]]) -> list[Resiliency]:
+    """The Resiliency objects that validate (an invalid one, which got in while the webhook was
+    down, is logged and left out: the others still apply)."""
+    found = []
+    for obj in objects:
+        try:
+            found.append(Resiliency.model_validate({k: v for k, v in obj.items() if k != "status"}))
+        except ValidationError as err:
+            name = obj.get("metadata", {}).get("name", "?")
+            log.error("ignoring invalid Resiliency %s: %s", name, describe_errors(err))
+    return found

@@ -49,7 +49,10 @@ from ottava_sidecar.invocation.internal import InternalServer
 from ottava_sidecar.invocation.resolution import Address, NameResolver
 from ottava_sidecar.invocation.standalone import LocalRegistry
 from ottava_sidecar.limits import Limits
+from ottava_sidecar.resiliency import outbound as resilient_components
+from ottava_sidecar.resiliency.provider import Provider as ResiliencyProvider
 from ottava_sidecar.resources.models import Component, Configuration, DeclarativeSubscription, TrafficRoute
+from ottava_sidecar.resources.resiliency import Resiliency
 from ottava_sidecar.runtime import memory
 from ottava_sidecar.runtime.loop_lag import LoopLagMonitor
 from ottava_sidecar.runtime.memory import MemoryTrimmer
@@ -62,7 +65,7 @@ if TYPE_CHECKING:
 
     from ottava_sidecar import appchannel
     from ottava_sidecar.api.apis import Apis
-    from ottava_sidecar.api.bindings import InputBindings
+    from ottava_sidecar.api.bindings import BindingApp, InputBindings
     from ottava_sidecar.api.metadata import MetadataApi
     from ottava_sidecar.identity.local_issuer import LocalIssuer
     from ottava_sidecar.invocation.invoker import Invoker
@@ -122,6 +125,9 @@ class Options:
     # Standalone: the TrafficRoutes of the resources folder, followed live (in a cluster they
     # are read and followed instead); applied to this sidecar's calls to other apps.
     traffic_routes: list[TrafficRoute] = field(default_factory=list)
+    # Standalone: the Resiliency resources of the resources folder (in a cluster they are read
+    # and followed instead): timeouts, retries and circuit breakers (docs/resiliency.md).
+    resiliencies: list[Resiliency] = field(default_factory=list)
     # mTLS on the internal port, with a workload certificate (docs/security.md): from the
     # local CA standalone, from the operator's CA in a cluster.
     mtls: bool = True
@@ -152,6 +158,10 @@ class Sidecar:
 
     def __post_init__(self) -> None:
         self.registry = Registry(self.options.app_id)
+        # The Resiliency policies of this app's calls: components' through the registry's
+        # stand-ins, invocations through the invoker, deliveries through the app channel.
+        self.resiliency = ResiliencyProvider(self.options.app_id, self.options.resiliencies)
+        self.registry.wrap = resilient_components.wrapper(self.resiliency)
         # Weakly: a module global must not keep a stopped sidecar (and its gRPC objects) alive to exit.
         component_type = weakref.WeakMethod(self._component_type)
         tracing.set_component_types(lambda name: lookup(name) if (lookup := component_type()) else None)
@@ -311,6 +321,7 @@ class Sidecar:
                 self.settings.hot_reload,
                 on_subscriptions=self._subscriptions_changed,
                 on_traffic_routes=self._traffic_routes_changed,
+                on_resiliencies=self.resiliency.replace,
             )
             self._wiring_task = asyncio.create_task(self.wiring.run(), name="kubernetes-wiring")
             if self.identity is not None:
@@ -455,11 +466,14 @@ class Sidecar:
             log.error("app subscriptions: %s", problem)
         if answer.problems:
             self.registry.set_condition(APP_SUBSCRIPTIONS, Status.UP, "; ".join(answer.problems))
-        problems = await self.messaging.subscribe_app(channel, answer.specs)
-        problems += await self._read_input_bindings(channel)
+        from ottava_sidecar.messaging import resilient
+
+        app = resilient.wrap(channel, self.resiliency)  # deliveries under inbound Resiliency policies
+        problems = await self.messaging.subscribe_app(app, answer.specs)
+        problems += await self._read_input_bindings(app)
         self.registry.set_condition("app", Status.UP, "; ".join(problems))
 
-    async def _read_input_bindings(self, channel: appchannel.AppChannel) -> list[str]:
+    async def _read_input_bindings(self, channel: BindingApp) -> list[str]:
         """Start the readers of the input bindings the app listens to; what kept them from starting."""
         from ottava_sidecar.appchannel import AppChannelError
 
@@ -720,6 +734,7 @@ class _Services:
             identity=sidecar.identity,
         )
         invoker.traffic.set_routes(o.traffic_routes, "the resources folder")
+        invoker.resiliency = sidecar.resiliency
         app = AppConnectionProperties(o.app_port, o.app_protocol)
         metadata = MetadataApi(sidecar.registry, o.mode, app, sidecar.on_shutdown_request)
         metadata.subscriptions = messaging.subscriptions
