@@ -288,6 +288,7 @@ def test_outbound_retry_policy_rides_out_a_redis_restart(sidecars: SidecarFactor
             "ledger",
             resources={"resources.yaml": REDIS_WITH_RETRIES.format(port=redis.port, password=redis_server.PASSWORD)},
         )
+        assert httpx.get(f"{sidecar.http_url}/actuator/info").json()["resiliencies"] == ["redis-restarts"]
         failed: list[str] = []
         saved = 0
         with dapr_client(sidecar) as dapr:

@@ -52,6 +52,7 @@ class Apis:
         if invoker is not None:
             metadata.peers = lambda: invoker.peers
             metadata.traffic_routes = invoker.traffic.describe
+            metadata.resiliencies = lambda: invoker.resiliency.names if invoker.resiliency is not None else []
         state = StateApi(registry, max_bulk_response_bytes=limits.max_bulk_response_bytes)
         pubsub = PubSubApi(messaging or Messaging(registry), registry.app_id)
         invocation = InvocationApi(invoker)

@@ -48,6 +48,8 @@ class MetadataApi:
     peers: Callable[[], dict[str, dict[Any, float]]] = field(default=dict)
     # The TrafficRoutes this sidecar's calls follow now (the invoker's router).
     traffic_routes: Callable[[], list[dict[str, Any]]] = field(default=list)
+    # The Resiliency resources whose policies apply to this sidecar now, by name.
+    resiliencies: Callable[[], list[str]] = field(default=list)
 
     @property
     def app_id(self) -> str:
@@ -122,6 +124,7 @@ class MetadataApi:
                 for address, at in addresses.items()
             ],
             "trafficRoutes": self.traffic_routes(),
+            "resiliencies": self.resiliencies(),
             **self.extra_info,
         }
 
