@@ -6,9 +6,10 @@ and `DAPR_HTTP_PORT` variables the injector sets) and serves a few HTTP routes o
 
 * for you (curl the pod's IP): `PUT/GET /state/<key>` saves and reads state,
   `POST /publish/<topic>` publishes the request body, `GET /invoke/<app-id>/<method>`
-  invokes another app by its app id and returns its answer; `PUT /failing` with a
-  status code (`500`) makes `/hello` answer with it until it is set back to `0`, to try
-  resiliency policies ([resiliency](../../../docs/resiliency.md));
+  invokes another app by its app id and returns its answer; to try resiliency policies
+  ([resiliency](../../../docs/resiliency.md)), `PUT /failing` with a status code (`500`)
+  makes `/hello` answer with it until it is set back to `0` (`500 2`: the next 2 answers
+  only), and `PUT /delay` with seconds (`2`) makes `/hello` answer that late;
 * for the sidecar: `GET /dapr/subscribe` (this app subscribes to `SUBSCRIBE_TOPIC` when
   it is set), `POST /events/<topic>` (deliveries), and `GET /hello`, the method other apps
   invoke, which says which app, version (`APP_VERSION`) and pod answered;
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -39,6 +41,8 @@ APP_VERSION = os.environ.get("APP_VERSION", "")
 received: list[Any] = []
 received_lock = threading.Lock()
 failing = 0  # the status /hello answers with, when not 0 (PUT /failing)
+failures_left = -1  # how many answers fail before /hello answers again (-1: until PUT /failing 0)
+delay = 0.0  # seconds /hello waits before answering (PUT /delay)
 dapr = DaprClient()
 
 
@@ -60,8 +64,16 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def _hello(self) -> None:
+        global failing, failures_left
+        if delay:
+            time.sleep(delay)
         answer = {"app": APP_ID, "version": APP_VERSION, "pod": POD_NAME}
-        self._send(failing or HTTPStatus.OK, {**answer, "error": "failing, as asked"} if failing else answer)
+        status = failing
+        if failing and failures_left > 0:
+            failures_left -= 1
+            if failures_left == 0:
+                failing = 0
+        self._send(status or HTTPStatus.OK, {**answer, "error": "failing, as asked"} if status else answer)
 
     def _parts(self) -> list[str]:
         return [p for p in self.path.split("?", 1)[0].split("/") if p]
@@ -96,9 +108,14 @@ class Handler(BaseHTTPRequestHandler):
                 dapr.save_state(STATE_STORE, parts[1], body)
                 self._send(HTTPStatus.OK, {"saved": parts[1]})
             elif parts == ["failing"]:
-                global failing
-                failing = int(body or b"0")
-                self._send(HTTPStatus.OK, {"failing": failing})
+                global failing, failures_left
+                words = (body.decode() or "0").split()
+                failing, failures_left = int(words[0]), int(words[1]) if len(words) > 1 else -1
+                self._send(HTTPStatus.OK, {"failing": failing, "times": failures_left})
+            elif parts == ["delay"]:
+                global delay
+                delay = float(body or b"0")
+                self._send(HTTPStatus.OK, {"delay": delay})
             else:
                 self._send(HTTPStatus.NOT_FOUND, {"error": f"no route PUT {self.path}"})
         except Exception as err:
