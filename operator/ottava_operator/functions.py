@@ -260,19 +260,7 @@ class FunctionServices:
             for s in every
             if ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL) == service
         }
-        for slice_name, slice_ in desired.items():
-            existing = current.get(slice_name)
-            if existing is None:
-                await self.discovery.create_namespaced_endpoint_slice(namespace, services.as_body(slice_))
-            elif _differs(existing, slice_):
-                slice_["metadata"]["resourceVersion"] = existing["metadata"].get("resourceVersion")
-                await self.discovery.replace_namespaced_endpoint_slice(slice_name, namespace, services.as_body(slice_))
-        for slice_name in current.keys() - desired.keys():
-            try:
-                await self.discovery.delete_namespaced_endpoint_slice(slice_name, namespace)
-            except ApiException as err:
-                if err.status != 404:
-                    raise
+        await services.write_slices(self.discovery, namespace, desired, current, _differs)
 
     async def _functions(self, namespace: str) -> list[HostedFunction]:
         listed = await self.custom.list_namespaced_custom_object(
@@ -292,15 +280,7 @@ class FunctionServices:
         return component
 
     async def _read_service(self, name: str, namespace: str) -> dict[str, Any] | None:
-        try:
-            service: dict[str, Any] = self.api.sanitize_for_serialization(
-                await self.core.read_namespaced_service(name, namespace)
-            )
-        except ApiException as err:
-            if err.status != 404:
-                raise
-            return None
-        return service
+        return await services.read_service(self.api, name, namespace)
 
     async def _warn(self, component: dict[str, Any], reason: str, message: str) -> None:
         metadata = component.get("metadata") or {}

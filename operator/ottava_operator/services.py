@@ -18,6 +18,7 @@ does not follow every pod of the cluster.
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -100,6 +101,43 @@ def as_body(document: dict[str, Any]) -> Any:
 def ours(service: dict[str, Any]) -> bool:
     labels = (service.get("metadata") or {}).get("labels") or {}
     return labels.get(contract.LABEL_MANAGED_BY) == contract.MANAGED_BY
+
+
+async def read_service(api: client.ApiClient, name: str, namespace: str) -> dict[str, Any] | None:
+    """The Service as a dict, or None when there is none of that name."""
+    try:
+        service: dict[str, Any] = api.sanitize_for_serialization(
+            await client.CoreV1Api(api).read_namespaced_service(name, namespace)
+        )
+    except ApiException as err:
+        if err.status != 404:
+            raise
+        return None
+    return service
+
+
+async def write_slices(
+    discovery: client.DiscoveryV1Api,
+    namespace: str,
+    desired: dict[str, dict[str, Any]],
+    current: dict[str, dict[str, Any]],
+    differs: Callable[[dict[str, Any], dict[str, Any]], bool],
+) -> None:
+    """Make the EndpointSlices the operator writes (by name) what `desired` says: create the
+    missing, replace those that `differs` from what is wanted, delete the rest of `current`."""
+    for name, slice_ in desired.items():
+        existing = current.get(name)
+        if existing is None:
+            await discovery.create_namespaced_endpoint_slice(namespace, as_body(slice_))
+        elif differs(existing, slice_):
+            slice_["metadata"]["resourceVersion"] = existing["metadata"].get("resourceVersion")
+            await discovery.replace_namespaced_endpoint_slice(name, namespace, as_body(slice_))
+    for name in current.keys() - desired.keys():
+        try:
+            await discovery.delete_namespaced_endpoint_slice(name, namespace)
+        except ApiException as err:
+            if err.status != 404:
+                raise
 
 
 class AppServices:
@@ -197,15 +235,7 @@ class AppServices:
         return False
 
     async def _read_service(self, name: str, namespace: str) -> dict[str, Any] | None:
-        try:
-            service: dict[str, Any] = self.api.sanitize_for_serialization(
-                await self.core.read_namespaced_service(name, namespace)
-            )
-        except ApiException as err:
-            if err.status != 404:
-                raise
-            return None
-        return service
+        return await read_service(self.api, name, namespace)
 
     async def _warn_taken(self, namespace: str, app_id: str, pod: dict[str, Any]) -> None:
         """Tell the app's pods, once, that a Service of the user's holds the name."""

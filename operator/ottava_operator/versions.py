@@ -195,19 +195,7 @@ class AppVersions:
         elif not current:
             self._versioned.discard(key)
             return
-        for name, slice_ in desired.items():
-            existing = current.get(name)
-            if existing is None:
-                await self.discovery.create_namespaced_endpoint_slice(namespace, services.as_body(slice_))
-            elif differs(existing, slice_):
-                slice_["metadata"]["resourceVersion"] = existing["metadata"].get("resourceVersion")
-                await self.discovery.replace_namespaced_endpoint_slice(name, namespace, services.as_body(slice_))
-        for name in current.keys() - desired.keys():
-            try:
-                await self.discovery.delete_namespaced_endpoint_slice(name, namespace)
-            except ApiException as err:
-                if err.status != 404:
-                    raise
+        await services.write_slices(self.discovery, namespace, desired, current, differs)
         log.info(
             "version slices of an app written",
             extra={

@@ -17,8 +17,13 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
+from tests.servers import redis_server
+from tests.servers.process import ServerProcess
+
 from . import cluster as cluster_mod
 from . import incluster, pods
+
+REDIS_PASSWORD = "journey-redis"  # of `redis_on_the_node`
 
 # The first e2e test also pays for building the control plane when the binary
 # cache is cold (5 to 13 minutes measured on 2 cores); pytest-timeout counts
@@ -116,3 +121,12 @@ def ottava_operator(ottava_in_cluster: incluster.InstalledOttava) -> Iterator[in
     yield ottava_in_cluster
     if len([p for p in ottava_in_cluster.operator_pods() if pods.is_ready(p)]) < 2:
         ottava_in_cluster.start()
+
+
+@pytest.fixture(scope="module")
+def redis_on_the_node(cluster: cluster_mod.Cluster) -> Iterator[ServerProcess]:
+    """A real Redis the pods reach: on the node's bridge address, outside the cluster, with the
+    password `REDIS_PASSWORD` (which the tests put in a Secret `redis-auth`)."""
+    server = redis_server.start(password=REDIS_PASSWORD, bind=cluster_mod.NODE_IP)
+    yield server
+    server.stop()

@@ -13,31 +13,20 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
 
-from tests.servers import redis_server
 from tests.servers.process import ServerProcess
 
 from . import cluster as cluster_mod
 from . import incluster, pods
+from .conftest import REDIS_PASSWORD
 from .test_operator import apply
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
-
-REDIS_PASSWORD = "journey-redis"
-
-
-@pytest.fixture(scope="module")
-def redis_on_the_node(cluster: cluster_mod.Cluster) -> Iterator[ServerProcess]:
-    """A real Redis the pods reach: on the node's bridge address, outside the cluster."""
-    server = redis_server.start(password=REDIS_PASSWORD, bind=cluster_mod.NODE_IP)
-    yield server
-    server.stop()
 
 
 def redis_component(name: str, type_: str, server: ServerProcess, node_ip: str, **extra: str) -> dict[str, Any]:

@@ -13,24 +13,22 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from kubernetes import client
 
-from tests.servers import redis_server
 from tests.servers.process import ServerProcess
 
 from . import cluster as cluster_mod
 from . import incluster, pods
+from .conftest import REDIS_PASSWORD
 from .test_operator import apply
 from .test_pods_journey import app_deployment, dump, redis_component
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-REDIS_PASSWORD = "resiliency-redis"
 BREAKER_TIMEOUT_SECONDS = 10
 
 RESILIENCY = {
@@ -65,13 +63,6 @@ RESILIENCY = {
 }
 
 
-@pytest.fixture
-def redis_on_the_node(cluster: cluster_mod.Cluster) -> Iterator[ServerProcess]:
-    server = redis_server.start(password=REDIS_PASSWORD, bind=cluster_mod.NODE_IP)
-    yield server
-    server.stop()
-
-
 def hello(session: httpx.Client, caller: client.V1Pod, app_id: str = "billing") -> httpx.Response:
     """An app's /hello through the caller's sidecar (its Dapr HTTP API on the pod's IP)."""
     return session.get(f"http://{caller.status.pod_ip}:3500/v1.0/invoke/{app_id}/method/hello")
@@ -88,7 +79,7 @@ def test_a_breaker_opens_on_a_failing_app_and_retries_ride_out_a_redis_restart(
     cluster: cluster_mod.Cluster,
     kube: client.ApiClient,
     restricted_namespace: str,
-    redis_on_the_node: ServerProcess,
+    redis_on_the_node: ServerProcess,  # the journey's fixture: a Redis on the node's bridge address
 ) -> None:
     ns = restricted_namespace
     cluster.kubectl("create", "secret", "generic", "redis-auth", "-n", ns, f"--from-literal=password={REDIS_PASSWORD}")
