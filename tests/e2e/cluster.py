@@ -78,13 +78,20 @@ class Cluster:
         return run_tool(CLUSTER_SCRIPT, "load", *(str(a) for a in archives), timeout=600)
 
 
+class ToolError(subprocess.CalledProcessError):
+    """A CLI that failed; its message ends with what the CLI said on stderr."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stderr or ''}".rstrip()
+
+
 def run_tool(binary: Path, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
     """Run a CLI and return its stdout; raise with the command's stderr on failure."""
     proc = subprocess.run(
         [str(binary), *args], input=stdin, capture_output=True, text=True, timeout=timeout, check=False
     )
     if proc.returncode != 0:
-        raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout, proc.stderr)
+        raise ToolError(proc.returncode, proc.args, proc.stdout, proc.stderr)
     return proc.stdout
 
 
