@@ -64,8 +64,9 @@ RESILIENCY = {
 
 
 def hello(session: httpx.Client, caller: client.V1Pod, app_id: str = "billing") -> httpx.Response:
-    """An app's /hello through the caller's sidecar (its Dapr HTTP API on the pod's IP)."""
-    return session.get(f"http://{caller.status.pod_ip}:3500/v1.0/invoke/{app_id}/method/hello")
+    """An app's /hello through the caller's sidecar (its Dapr HTTP API, which answers only its
+    own pod: through the example app's `/sidecar/` route)."""
+    return session.get(pods.app_url(caller, f"/sidecar/v1.0/invoke/{app_id}/method/hello"))
 
 
 def tell(pod: client.V1Pod, path: str, value: str) -> None:
@@ -106,9 +107,7 @@ def test_a_breaker_opens_on_a_failing_app_and_retries_ride_out_a_redis_restart(
     [billing] = pods.wait_ready(kube, ns, "billing", 1, timeout=180)
     [slow] = pods.wait_ready(kube, ns, "slow", 1, timeout=180)
     cluster_mod.poll(
-        lambda: (
-            httpx.get(f"http://{caller.status.pod_ip}:3500/actuator/info", timeout=5).json()["resiliencies"] == ["shop"]
-        ),
+        lambda: httpx.get(pods.app_url(caller, "/sidecar/actuator/info"), timeout=5).json()["resiliencies"] == ["shop"],
         timeout=60,
         what="the caller's sidecar to apply Resiliency shop",
     )

@@ -54,10 +54,9 @@ CANARY = {"match": {"headers": {"x-canary": {"exact": "on"}}}, "destinations": [
 
 
 def invoke(session: httpx.Client, caller: client.V1Pod, headers: dict[str, str] | None = None) -> str:
-    """Call billing's /hello through the caller's sidecar (its Dapr HTTP API on the pod's IP); the version that answered."""
-    response = session.get(
-        f"http://{caller.status.pod_ip}:3500/v1.0/invoke/billing/method/hello", headers=headers or {}
-    )
+    """Call billing's /hello through the caller's sidecar (its Dapr HTTP API, which answers only
+    its own pod: through the example app's `/sidecar/` route); the version that answered."""
+    response = session.get(pods.app_url(caller, "/sidecar/v1.0/invoke/billing/method/hello"), headers=headers or {})
     assert response.status_code == 200, f"{response.status_code} {response.text}"
     version: str = response.json()["version"]
     return version
@@ -107,7 +106,7 @@ def test_a_traffic_route_splits_calls_between_versions_and_a_header_rule_picks_o
             what="unmatched calls to reach both versions after the edit",
         )
 
-    info = httpx.get(f"http://{caller.status.pod_ip}:3500/actuator/info", timeout=10).json()
+    info = httpx.get(pods.app_url(caller, "/sidecar/actuator/info"), timeout=10).json()
     assert "billing" in json.dumps(info.get("trafficRoutes")), info.get("trafficRoutes")
 
     def ready() -> bool:

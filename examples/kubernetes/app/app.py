@@ -10,6 +10,8 @@ and `DAPR_HTTP_PORT` variables the injector sets) and serves a few HTTP routes o
   ([resiliency](../../../docs/resiliency.md)), `PUT /failing` with a status code (`500`)
   makes `/hello` answer with it until it is set back to `0` (`500 2`: the next 2 answers
   only), and `PUT /delay` with seconds (`2`) makes `/hello` answer that late;
+  `GET /sidecar/<path>` is `GET <path>` on the sidecar's HTTP API, from inside the pod
+  (which alone it answers), with the request's `x-` headers, answering what it answered;
 * for the sidecar: `GET /dapr/subscribe` (this app subscribes to `SUBSCRIBE_TOPIC` when
   it is set), `POST /events/<topic>` (deliveries), and `GET /hello`, the method other apps
   invoke, which says which app, version (`APP_VERSION`) and pod answered;
@@ -24,6 +26,8 @@ import json
 import os
 import threading
 import time
+import urllib.error
+import urllib.request
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,6 +41,7 @@ SUBSCRIBE_TOPIC = os.environ.get("SUBSCRIBE_TOPIC", "")
 POD_NAME = os.environ.get("POD_NAME", "")
 APP_ID = os.environ.get("APP_ID", "")
 APP_VERSION = os.environ.get("APP_VERSION", "")
+DAPR_HTTP_PORT = os.environ.get("DAPR_HTTP_PORT", "3500")
 
 received: list[Any] = []
 received_lock = threading.Lock()
@@ -75,6 +80,22 @@ class Handler(BaseHTTPRequestHandler):
                 failing = 0
         self._send(status or HTTPStatus.OK, {**answer, "error": "failing, as asked"} if status else answer)
 
+    def _sidecar(self, path: str) -> None:
+        """GET `path` on the sidecar's HTTP API and answer exactly what it answered."""
+        query = self.path.partition("?")[2]
+        url = f"http://127.0.0.1:{DAPR_HTTP_PORT}{path}" + (f"?{query}" if query else "")
+        headers = {k: v for k, v in self.headers.items() if k.lower().startswith("x-")}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as answer:
+                status, payload, kind = answer.status, answer.read(), answer.headers.get("Content-Type")
+        except urllib.error.HTTPError as err:
+            status, payload, kind = err.code, err.read(), err.headers.get("Content-Type")
+        self.send_response(status)
+        self.send_header("Content-Type", kind or "application/octet-stream")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
     def _parts(self) -> list[str]:
         return [p for p in self.path.split("?", 1)[0].split("/") if p]
 
@@ -86,6 +107,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(HTTPStatus.OK, topics if SUBSCRIBE_TOPIC else [])
             elif parts == ["hello"]:
                 self._hello()
+            elif parts and parts[0] == "sidecar":
+                self._sidecar("/" + "/".join(parts[1:]))
             elif parts == ["received"]:
                 with received_lock:
                     self._send(HTTPStatus.OK, list(received))
