@@ -185,3 +185,19 @@ async def test_the_clusters_traffic_routes_reach_the_router_as_they_change(caplo
     await wiring._traffic_route_event("DELETED", good)
     assert router.routed_apps == [] and router.decide("billing", request()) is None
     await client.close()
+
+
+def test_the_wiring_client_has_room_for_reads_beside_every_watch() -> None:
+    """Every watch holds one of the client's connections while it runs; with as many watches as
+    connections, reading a Component's Secret waited for a free one until it timed out (seen on
+    real pods once TrafficRoutes and Resiliencies were both followed)."""
+    from ottava_sidecar.components.registry import Registry
+    from ottava_sidecar.kube.client import Credentials, KubeClient
+    from ottava_sidecar.kube.watch import Reflector
+    from ottava_sidecar.runtime.kubernetes import CONNECTIONS, WATCHES, KubernetesWiring
+
+    client = KubeClient(Credentials(server="http://127.0.0.1:1", ssl_context=False))
+    wiring = KubernetesWiring(Registry("checkout"), client, "shop", "appconfig", lambda _: None, lambda: True)
+    watches = [value for value in vars(wiring).values() if isinstance(value, Reflector)]
+    assert len(watches) == WATCHES, [w.what for w in watches]
+    assert CONNECTIONS > WATCHES

@@ -67,7 +67,17 @@ def describe(pods: Iterable[client.V1Pod]) -> str:
             lines.append(
                 f"{pod.metadata.name}/{status.name}: ready={status.ready} restarts={status.restart_count} {detail}"
             )
+            if status.name == "ottava-sidecar" and not status.ready and pod.status.pod_ip:
+                lines.append(f"  readiness: {_readiness_body(pod)}")
     return "\n".join(lines)
+
+
+def _readiness_body(pod: client.V1Pod) -> str:
+    """What the sidecar's readiness endpoint says (why it is not ready), as the kubelet sees it."""
+    try:
+        return sidecar_readiness(pod).text[:2000]
+    except httpx.HTTPError as err:
+        return f"not answered: {err!r}"
 
 
 def all_container_statuses(pod: client.V1Pod) -> list[client.V1ContainerStatus]:

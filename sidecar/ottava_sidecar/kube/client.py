@@ -170,7 +170,7 @@ class KubeClient:
             raise KubeError(
                 0,
                 "Unreachable",
-                f"cannot reach the apiserver at {self.credentials.server}: {err or type(err).__name__}",
+                f"cannot reach the apiserver at {self.credentials.server}: {_reason(err, self._timeout)}",
             ) from None
 
     async def get(self, path: str, **params: str) -> dict[str, Any]:
@@ -189,7 +189,7 @@ class KubeClient:
             raise KubeError(
                 0,
                 "Unreachable",
-                f"cannot reach the apiserver at {self.credentials.server}: {err or type(err).__name__}",
+                f"cannot reach the apiserver at {self.credentials.server}: {_reason(err, self._timeout)}",
             ) from None
         if response.status >= 400:
             payload = await response.read()
@@ -217,3 +217,10 @@ def _error(status: int, payload: bytes) -> KubeError:
         return KubeError(status, document.get("reason", ""), document.get("message", payload.decode(errors="replace")))
     except (ValueError, AttributeError):
         return KubeError(status, "", payload.decode(errors="replace")[:500])
+
+
+def _reason(err: BaseException, timeout: float) -> str:
+    """Why a request did not get an answer; a timeout's own message is empty."""
+    if isinstance(err, TimeoutError):
+        return f"no answer within {timeout:g}s (or no free connection: each watch holds one)"
+    return str(err) or type(err).__name__

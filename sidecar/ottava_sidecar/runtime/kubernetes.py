@@ -43,6 +43,13 @@ class SecretReadError(LookupError):
     pass
 
 
+# Each watch holds a connection of the wiring's client for as long as it runs; reads (a
+# Secret a Component references, the apiserver's answers to each first listing) need
+# room beside them, or they wait for a connection until they time out.
+WATCHES = 5  # components, configurations, subscriptions, traffic routes, resiliencies
+CONNECTIONS = WATCHES + 3
+
+
 class KubernetesWiring:
     def __init__(
         self,

@@ -310,11 +310,11 @@ class Sidecar:
             await self.settings.enable_metrics(True)
         if self.kube_credentials is not None:
             from ottava_sidecar.kube.client import KubeClient
-            from ottava_sidecar.runtime.kubernetes import KubernetesWiring
+            from ottava_sidecar.runtime.kubernetes import CONNECTIONS, KubernetesWiring
 
             self.wiring = KubernetesWiring(
                 self.registry,
-                KubeClient(self.kube_credentials),
+                KubeClient(self.kube_credentials, connections=CONNECTIONS),
                 o.namespace or "default",
                 o.configuration_name,
                 self.settings.apply,
