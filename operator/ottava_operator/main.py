@@ -19,7 +19,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 import kopf
@@ -284,35 +284,17 @@ def _register_status(registry: kopf.OperatorRegistry, ours: OperatorSettings, cl
         patch.status["conditions"] = [status.ready_condition(problems, generation, previous)]
         patch.status["observedGeneration"] = generation
 
-    @kopf.on.resume(GROUP, VERSION, "components", registry=registry)
-    @kopf.on.create(GROUP, VERSION, "components", registry=registry)
-    @kopf.on.update(GROUP, VERSION, "components", field="spec", registry=registry)
-    async def component_status(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        await write_status(body, patch, validation.component_problems(dict(body)))
-
-    @kopf.on.resume(GROUP, VERSION, "configurations", registry=registry)
-    @kopf.on.create(GROUP, VERSION, "configurations", registry=registry)
-    @kopf.on.update(GROUP, VERSION, "configurations", field="spec", registry=registry)
-    async def configuration_status(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        await write_status(body, patch, validation.configuration_problems(dict(body)))
-
-    @kopf.on.resume(GROUP, VERSION, "subscriptions", registry=registry)
-    @kopf.on.create(GROUP, VERSION, "subscriptions", registry=registry)
-    @kopf.on.update(GROUP, VERSION, "subscriptions", field="spec", registry=registry)
-    async def subscription_status(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        await write_status(body, patch, validation.subscription_problems(dict(body)))
-
-    @kopf.on.resume(GROUP, VERSION, "trafficroutes", registry=registry)
-    @kopf.on.create(GROUP, VERSION, "trafficroutes", registry=registry)
-    @kopf.on.update(GROUP, VERSION, "trafficroutes", field="spec", registry=registry)
-    async def traffic_route_status(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        await write_status(body, patch, validation.traffic_route_problems(dict(body)))
-
-    @kopf.on.resume(GROUP, VERSION, "resiliencies", registry=registry)
-    @kopf.on.create(GROUP, VERSION, "resiliencies", registry=registry)
-    @kopf.on.update(GROUP, VERSION, "resiliencies", field="spec", registry=registry)
-    async def resiliency_status(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        await write_status(body, patch, validation.resiliency_problems(dict(body)))
+    # Each kind's Ready condition follows its spec: at start (resume), when created, when edited.
+    # The handler ids are the names these handlers had, which kopf keeps in its annotations.
+    checks: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
+        "components": ("component_status", validation.component_problems),
+        "configurations": ("configuration_status", validation.configuration_problems),
+        "subscriptions": ("subscription_status", validation.subscription_problems),
+        "trafficroutes": ("traffic_route_status", validation.traffic_route_problems),
+        "resiliencies": ("resiliency_status", validation.resiliency_problems),
+    }
+    for plural, (handler_id, problems) in checks.items():
+        _follow_status(registry, plural, handler_id, problems, write_status)
 
     @kopf.on.event(GROUP, VERSION, "components", registry=registry)
     async def component_event(event: kopf.RawEvent, namespace: str | None, **_: Any) -> None:
@@ -322,6 +304,23 @@ def _register_status(registry: kopf.OperatorRegistry, ours: OperatorSettings, cl
         if namespace and namespace != ours.namespace:
             await clients.rbac.reconcile(namespace)
             await clients.functions.component_event(event.get("type"), dict(event["object"]))
+
+
+def _follow_status(
+    registry: kopf.OperatorRegistry,
+    plural: str,
+    handler_id: str,
+    problems: Callable[[dict[str, Any]], list[str]],
+    write_status: Callable[[kopf.Body, kopf.Patch, list[str]], Awaitable[None]],
+) -> None:
+    """Write the Ready condition of every `plural` resource from `problems` of its body."""
+
+    async def status_handler(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        await write_status(body, patch, problems(dict(body)))
+
+    kopf.on.resume(GROUP, VERSION, plural, id=handler_id, registry=registry)(status_handler)
+    kopf.on.create(GROUP, VERSION, plural, id=handler_id, registry=registry)(status_handler)
+    kopf.on.update(GROUP, VERSION, plural, field="spec", id=handler_id, registry=registry)(status_handler)
 
 
 def _register_traffic_routes(registry: kopf.OperatorRegistry) -> None:
