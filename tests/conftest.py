@@ -198,11 +198,12 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[cluster_mod.Cluster]:
     already; stopping it again is then a no-op.
     """
     capture = request.config.pluginmanager.getplugin("capturemanager")
-    # The build and start print progress that belongs on the terminal, live,
-    # not in a captured buffer shown only after a 10-minute silence.
-    with capture.global_and_fixture_disabled():
-        running = cluster_mod.ensure_up(cluster_mod.stderr_echo)
-    yield running
-    if running.started_here:
+    with cluster_mod.reserved_ports():
+        # The build and start print progress that belongs on the terminal, live,
+        # not in a captured buffer shown only after a 10-minute silence.
         with capture.global_and_fixture_disabled():
-            cluster_mod.ensure_down(cluster_mod.stderr_echo)
+            running = cluster_mod.ensure_up(cluster_mod.stderr_echo)
+        yield running
+        if running.started_here:
+            with capture.global_and_fixture_disabled():
+                cluster_mod.ensure_down(cluster_mod.stderr_echo)

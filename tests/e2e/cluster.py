@@ -9,6 +9,7 @@ turns a failure into an error that carries the script's own explanation.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -76,6 +77,29 @@ class Cluster:
         Pods then run them with ``imagePullPolicy: Never``; the node cannot pull.
         """
         return run_tool(CLUSTER_SCRIPT, "load", *(str(a) for a in archives), timeout=600)
+
+
+# The ports of a sidecar run on the host as the kubelet runs it (kubelet.py): gRPC, HTTP,
+# metrics, internal. They lie in the kernel's ephemeral range (32768-60999), so any
+# outgoing connection of the tests may hold one as its local port, and the sidecar's bind
+# then fails with "address already in use" (seen once in CI for 50002).
+SIDECAR_HOST_PORTS = "3500,9090,50001-50002"
+_RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+
+
+@contextlib.contextmanager
+def reserved_ports(ports: str = SIDECAR_HOST_PORTS) -> Iterator[None]:
+    """Keep `ports` out of the ephemeral range while the tests run; the setting as it was afterwards."""
+    try:
+        before = _RESERVED_PORTS.read_text().strip()
+        _RESERVED_PORTS.write_text(",".join(p for p in (before, ports) if p) + "\n")
+    except OSError:  # not root, or no such setting: the tests run as they did before
+        yield
+        return
+    try:
+        yield
+    finally:
+        _RESERVED_PORTS.write_text(before + "\n")
 
 
 class ToolError(subprocess.CalledProcessError):
