@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -26,12 +27,20 @@ HERE = Path(__file__).resolve().parent
 BODY = b'{"sku": "ottava-8", "qty": 1}'
 
 
-def measure(client: httpx.Client, url: str, calls: int, latencies: list[float]) -> None:
+Check = Callable[[bytes], bool]
+
+
+def echoed(body: bytes) -> bool:
+    return body == BODY
+
+
+def measure(client: httpx.Client, url: str, calls: int, latencies: list[float], good: Check = echoed) -> None:
+    """POST `BODY` to `url` `calls` times, adding each latency; stop the bench on an answer `good` refuses."""
     for _ in range(calls):
         begin = time.perf_counter()
         response = client.post(url, content=BODY, headers={"Content-Type": "application/json"})
         latencies.append(time.perf_counter() - begin)
-        if response.status_code != 200 or response.content != BODY:
+        if response.status_code != 200 or not good(response.content):
             raise SystemExit(f"bench: {url} answered {response.status_code}: {response.text[:200]}")
 
 
@@ -59,39 +68,49 @@ def main() -> int:
     ):
         wait(lambda: ready(int(b_ports[2])), "app B behind its sidecar", 60)
         wait(lambda: ready(int(plain_b_ports[2])), "app B behind its plaintext sidecar", 60)
-        paths = {
-            "A → B direct": f"http://127.0.0.1:{app_port}/echo",
-            "A → sidecars → B, mTLS": f"http://127.0.0.1:{a_ports[2]}/v1.0/invoke/bench-b/method/echo",
-            "A → sidecars → B, plaintext": f"http://127.0.0.1:{plain_a_ports[2]}/v1.0/invoke/bench-b-plain/method/echo",
+        paths: dict[str, tuple[str, Check]] = {
+            "A → B direct": (f"http://127.0.0.1:{app_port}/echo", echoed),
+            "A → sidecars → B, mTLS": (f"http://127.0.0.1:{a_ports[2]}/v1.0/invoke/bench-b/method/echo", echoed),
+            "A → sidecars → B, plaintext": (
+                f"http://127.0.0.1:{plain_a_ports[2]}/v1.0/invoke/bench-b-plain/method/echo",
+                echoed,
+            ),
         }
         latencies = run_rounds(paths, args.calls, args.rounds, args.warmup)
     report(latencies)
     return 0
 
 
-def run_rounds(paths: dict[str, str], calls: int, rounds: int, warmup: int) -> dict[str, list[float]]:
+def run_rounds(paths: dict[str, tuple[str, Check]], calls: int, rounds: int, warmup: int) -> dict[str, list[float]]:
+    """Each path's latencies, measured in rounds that rotate the order of the paths."""
     latencies: dict[str, list[float]] = {name: [] for name in paths}
     with httpx.Client() as client:
-        for url in paths.values():
-            measure(client, url, warmup, [])
+        for url, good in paths.values():
+            measure(client, url, warmup, [], good)
         per_round = max(1, calls // rounds)
         names = list(paths)
         for index in range(rounds):
             for name in names[index % len(names) :] + names[: index % len(names)]:
-                measure(client, paths[name], per_round, latencies[name])
+                url, good = paths[name]
+                measure(client, url, per_round, latencies[name], good)
     return latencies
 
 
-def report(latencies: dict[str, list[float]]) -> None:
+def table(latencies: dict[str, list[float]], title: str, baseline: str, ratio: str) -> None:
+    """p50, p99 and calls/s of each path, and its p50 as a multiple of the `baseline` path's (column `ratio`)."""
     width = max(len(name) for name in latencies) + 2
     print()
-    print(f"{'invocation':<{width}}{'p50 µs':>10}{'p99 µs':>10}{'calls/s':>10}{'p50 vs direct':>15}")
-    direct = latencies["A → B direct"]
+    print(f"{title:<{width}}{'p50 µs':>10}{'p99 µs':>10}{'calls/s':>10}{ratio:>{len(ratio) + 2}}")
+    base = percentile(latencies[baseline], 0.5)
     for name, values in latencies.items():
         print(
             f"{name:<{width}}{percentile(values, 0.5) * 1e6:>10.0f}{percentile(values, 0.99) * 1e6:>10.0f}"
-            f"{len(values) / sum(values):>10.0f}{percentile(values, 0.5) / percentile(direct, 0.5):>15.2f}"
+            f"{len(values) / sum(values):>10.0f}{percentile(values, 0.5) / base:>{len(ratio) + 2}.2f}"
         )
+
+
+def report(latencies: dict[str, list[float]]) -> None:
+    table(latencies, "invocation", "A → B direct", "p50 vs direct")
     secure, plain = latencies["A → sidecars → B, mTLS"], latencies["A → sidecars → B, plaintext"]
     print(
         f"mTLS / plaintext: p50 {percentile(secure, 0.5) / percentile(plain, 0.5):.2f}, "

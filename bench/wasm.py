@@ -16,18 +16,14 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
-from bench.getstate import percentile, started
+from bench.getstate import started
+from bench.invoke import BODY, Check, run_rounds, table
 from bench.pubsub import free_port, ready, wait
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BODY = b'{"sku": "ottava-8", "qty": 1}'
 
 COMPONENT = """\
 apiVersion: ottava.io/v1alpha1
@@ -51,15 +47,6 @@ def resources() -> Path:
     ):
         (folder / f"{name}.yaml").write_text(COMPONENT.format(name=name, type=kind, metadata=metadata))
     return folder
-
-
-def measure(client: httpx.Client, url: str, calls: int, latencies: list[float], good: Callable[[bytes], bool]) -> None:
-    for _ in range(calls):
-        begin = time.perf_counter()
-        response = client.post(url, content=BODY, headers={"Content-Type": "application/json"})
-        latencies.append(time.perf_counter() - begin)
-        if response.status_code != 200 or not good(response.content):
-            raise SystemExit(f"bench: {url} answered {response.status_code}: {response.text[:200]}")
 
 
 def main() -> int:
@@ -86,42 +73,14 @@ def main() -> int:
         wait(lambda: ready(int(b_ports[2])), "app B behind its sidecar", 60)
         wait(lambda: ready(int(a_ports[2])), "A's sidecar with its functions", 60)
         base = f"http://127.0.0.1:{a_ports[2]}/v1.0/invoke"
-        paths: dict[str, tuple[str, Callable[[bytes], bool]]] = {
+        paths: dict[str, tuple[str, Check]] = {
             "A → sidecars → app B": (f"{base}/bench-wasm-b/method/echo", lambda body: body == BODY),
             "A → sidecar → WAT echo": (f"{base}/echo/method/echo", lambda body: body == b"hello, " + BODY),
             "A → sidecar → Go counter": (f"{base}/counter/method/visit", lambda body: body.isdigit()),
         }
         latencies = run_rounds(paths, args.calls, args.rounds, args.warmup)
-    report(latencies)
+    table(latencies, "function call", "A → sidecars → app B", "p50 vs app")
     return 0
-
-
-def run_rounds(
-    paths: dict[str, tuple[str, Callable[[bytes], bool]]], calls: int, rounds: int, warmup: int
-) -> dict[str, list[float]]:
-    latencies: dict[str, list[float]] = {name: [] for name in paths}
-    with httpx.Client() as client:
-        for url, good in paths.values():
-            measure(client, url, warmup, [], good)
-        per_round = max(1, calls // rounds)
-        names = list(paths)
-        for index in range(rounds):
-            for name in names[index % len(names) :] + names[: index % len(names)]:
-                url, good = paths[name]
-                measure(client, url, per_round, latencies[name], good)
-    return latencies
-
-
-def report(latencies: dict[str, list[float]]) -> None:
-    width = max(len(name) for name in latencies) + 2
-    print()
-    print(f"{'function call':<{width}}{'p50 µs':>10}{'p99 µs':>10}{'calls/s':>10}{'p50 vs app':>12}")
-    app = latencies["A → sidecars → app B"]
-    for name, values in latencies.items():
-        print(
-            f"{name:<{width}}{percentile(values, 0.5) * 1e6:>10.0f}{percentile(values, 0.99) * 1e6:>10.0f}"
-            f"{len(values) / sum(values):>10.0f}{percentile(values, 0.5) / percentile(app, 0.5):>12.2f}"
-        )
 
 
 if __name__ == "__main__":
