@@ -9,18 +9,15 @@ the sidecar held when it stopped is sent again by the broker to the next reader.
 event's metadata carries the topic it came from (`topic`).
 """
 
-import asyncio
 import contextlib
 import hashlib
-import ssl
 import uuid
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from pydantic import Field
 
-from ottava_sidecar.components.backends import retry
+from ottava_sidecar.components.backends import mqtt, retry
 from ottava_sidecar.components.backends.options import RetryMetadata, Seconds, TlsMetadata
 from ottava_sidecar.components.bindings.base import (
     BindingEvent,
@@ -85,11 +82,6 @@ class MqttBindingMetadata(RetryMetadata, TlsMetadata, BindingMetadata):
         return user, password
 
 
-def _refused(err: BaseException) -> bool:
-    text = str(err).lower()
-    return "not authorized" in text or "bad user name or password" in text
-
-
 @register("bindings.mqtt", MqttBindingMetadata)
 class MqttBinding(InputBinding[MqttBindingMetadata], OutputBinding[MqttBindingMetadata]):
     """An MQTT topic: create publishes to it; as input, its messages are the app's events."""
@@ -103,29 +95,20 @@ class MqttBinding(InputBinding[MqttBindingMetadata], OutputBinding[MqttBindingMe
         self._publisher: aiomqtt.Client | None = None
 
     def _client(self, identifier: str, *, persistent: bool) -> "aiomqtt.Client":
-        import aiomqtt
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
         s = self.settings
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        if persistent:
-            properties.SessionExpiryInterval = int(s.session_expiry)
         host, port = s.host_port
         user, password = s.credentials
-        tls: ssl.SSLContext | None = s.ssl_context()
-        return aiomqtt.Client(
+        return mqtt.client(
             host,
             port,
-            username=user or None,
-            password=password or None,
-            identifier=identifier,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=not persistent,
-            properties=properties,
-            timeout=s.dial_timeout,
-            keepalive=s.keep_alive,
-            tls_context=tls,
+            user,
+            password,
+            identifier,
+            persistent=persistent,
+            session_expiry=s.session_expiry,
+            dial_timeout=s.dial_timeout,
+            keep_alive=s.keep_alive,
+            tls=s.ssl_context(),
         )
 
     async def _connect(self, identifier: str, *, persistent: bool) -> "aiomqtt.Client":
@@ -134,7 +117,7 @@ class MqttBinding(InputBinding[MqttBindingMetadata], OutputBinding[MqttBindingMe
             await client.__aenter__()
             return client
 
-        return await retry.connect(self.where, attempt, self.settings, refused_credentials=_refused)
+        return await retry.connect(self.where, attempt, self.settings, refused_credentials=mqtt.refused_credentials)
 
     async def init(self) -> None:
         if self.settings.allows("output"):
@@ -142,18 +125,11 @@ class MqttBinding(InputBinding[MqttBindingMetadata], OutputBinding[MqttBindingMe
 
     async def close(self) -> None:
         if self._publisher is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._publisher.__aexit__(None, None, None), 2)
+            await mqtt.disconnect(self._publisher)
             self._publisher = None
 
-    @contextlib.contextmanager
-    def errors(self, doing: str) -> Iterator[None]:
-        import aiomqtt
-
-        try:
-            yield
-        except (aiomqtt.MqttError, TimeoutError) as err:
-            raise ComponentError(f"{doing} failed on {self.where}: {str(err) or type(err).__name__}") from err
+    def errors(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        return mqtt.errors(self.where, doing)
 
     async def invoke(self, request: BindingRequest) -> BindingResponse:
         if self._publisher is None:
@@ -187,8 +163,7 @@ class MqttBinding(InputBinding[MqttBindingMetadata], OutputBinding[MqttBindingMe
                 async for received in client.messages:
                     await self._deliver(client, received, handler)
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.__aexit__(None, None, None), 2)
+            await mqtt.disconnect(client)
 
     async def _deliver(self, client: "aiomqtt.Client", received: "aiomqtt.Message", handler: Handler) -> None:
         payload: Any = received.payload

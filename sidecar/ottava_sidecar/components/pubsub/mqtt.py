@@ -21,14 +21,13 @@ import contextlib
 import hashlib
 import json
 import logging
-import ssl
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from ottava_sidecar.components.backends import retry
+from ottava_sidecar.components.backends import mqtt, retry
 from ottava_sidecar.components.backends.options import RetryMetadata, Seconds, TlsMetadata
 from ottava_sidecar.components.errors import ComponentError
 from ottava_sidecar.components.pubsub.base import Handler, Message, PubSub, Subscription
@@ -67,27 +66,18 @@ def _client(
     manual_ack: bool = False,
     redelivered: set[int] | None = None,
 ) -> "aiomqtt.Client":
-    import aiomqtt
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    if persistent:
-        properties.SessionExpiryInterval = int(settings.session_expiry)
     host, port = settings.host_port
-    tls: ssl.SSLContext | None = settings.ssl_context()
-    client = aiomqtt.Client(
+    client = mqtt.client(
         host,
         port,
-        username=settings.username or None,
-        password=settings.password or None,
-        identifier=identifier,
-        protocol=aiomqtt.ProtocolVersion.V5,
-        clean_start=not persistent,
-        properties=properties,
-        timeout=settings.dial_timeout,
-        keepalive=settings.keep_alive,
-        tls_context=tls,
+        settings.username,
+        settings.password,
+        identifier,
+        persistent=persistent,
+        session_expiry=settings.session_expiry,
+        dial_timeout=settings.dial_timeout,
+        keep_alive=settings.keep_alive,
+        tls=settings.ssl_context(),
     )
     if manual_ack and redelivered is not None:
         # aiomqtt acknowledges on receipt; paho (underneath) can leave it to us, which is
@@ -108,11 +98,6 @@ def _client(
     return client
 
 
-def _refused(err: BaseException) -> bool:
-    text = str(err).lower()
-    return "not authorized" in text or "bad user name or password" in text
-
-
 class _SessionSubscription(Subscription):
     def __init__(self, broker: "MqttPubSub", topic: str, group: str, handler: Handler) -> None:
         self.topic = topic
@@ -131,7 +116,9 @@ class _SessionSubscription(Subscription):
             await client.__aenter__()
             return client
 
-        client = await retry.connect(self._broker.where, attempt, settings, refused_credentials=_refused)
+        client = await retry.connect(
+            self._broker.where, attempt, settings, refused_credentials=mqtt.refused_credentials
+        )
         with self._broker.errors(f"subscribing to topic {self.topic}"):
             await client.subscribe(self.topic, qos=1)
         self._task = asyncio.create_task(self._consume(client), name=f"{self._broker.name}/{self.topic}")
@@ -144,8 +131,7 @@ class _SessionSubscription(Subscription):
                 async for received in client.messages:
                     await self._deliver(client, received)
             except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.__aexit__(None, None, None), 2)
+                await mqtt.disconnect(client)
                 raise
             except Exception as err:  # the connection broke: resume the session
                 delay = next(delays)
@@ -202,24 +188,19 @@ class MqttPubSub(PubSub[MqttPubSubMetadata]):
             await client.__aenter__()
             return client
 
-        self._publisher = await retry.connect(self.where, attempt, self.settings, refused_credentials=_refused)
+        self._publisher = await retry.connect(
+            self.where, attempt, self.settings, refused_credentials=mqtt.refused_credentials
+        )
 
     async def close(self) -> None:
         for subscription in list(self.subscriptions):
             await subscription.close()
         if self._publisher is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._publisher.__aexit__(None, None, None), 2)
+            await mqtt.disconnect(self._publisher)
             self._publisher = None
 
-    @contextlib.contextmanager
-    def errors(self, doing: str) -> Iterator[None]:
-        import aiomqtt
-
-        try:
-            yield
-        except (aiomqtt.MqttError, TimeoutError) as err:
-            raise ComponentError(f"{doing} failed on {self.where}: {str(err) or type(err).__name__}") from err
+    def errors(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        return mqtt.errors(self.where, doing)
 
     async def publish(
         self,
